@@ -1,0 +1,142 @@
+"""Budgets: hard limits checked *before* each model call and tool call, charged after.
+
+One :class:`Budget` per run. ``check_before_model_call(estimate)`` refuses a call that could
+cross a limit; ``charge_model_call`` records what a call actually used. Each exhausted
+limit raises :class:`~runner.errors.BudgetExhausted` naming it, and that name is the run's
+stop reason. Time is measured on a monotonic clock in seconds, costs in USD, tokens as the
+provider counts them. (The check-before / charge-after split follows pydantic-ai's
+``UsageLimits``.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import BudgetExhausted
+from .spec import BudgetsSpec
+
+#: Share of a budget after which the model is told how much is left.
+WARN_FRACTION = 0.8
+
+
+@dataclass
+class Usage:
+    """What a run has used so far."""
+
+    steps: int = 0
+    tool_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_known: bool = True
+    elapsed_s: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+
+class Budget:
+    """The limits of one run and its usage.
+
+    Args:
+        limits: the spec's budgets.
+        clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(self, limits: BudgetsSpec, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits
+        self.usage = Usage()
+        self._clock = clock
+        self._started = clock()
+        self._warned: set[str] = set()
+
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return self._clock() - self._started
+
+    def remaining_time(self) -> float | None:
+        """Seconds left under ``max_duration``, or None when there is no such limit."""
+        if self.limits.max_duration is None:
+            return None
+        return self.limits.max_duration - self.elapsed()
+
+    def _check_duration(self) -> None:
+        remaining = self.remaining_time()
+        if remaining is not None and remaining <= 0:
+            assert self.limits.max_duration is not None
+            raise BudgetExhausted("max_duration", self.elapsed(), self.limits.max_duration)
+
+    def check_before_model_call(self, estimated_tokens: int = 0, estimated_cost: float = 0.0) -> None:
+        """Refuse the next model call if it could cross a limit.
+
+        Args:
+            estimated_tokens: prompt tokens plus the call's maximum output tokens.
+            estimated_cost: USD the call could cost at most.
+
+        Raises:
+            BudgetExhausted: naming ``max_steps``, ``max_tokens``, ``max_cost_usd`` or
+                ``max_duration``.
+        """
+        limits = self.limits
+        if self.usage.steps + 1 > limits.max_steps:
+            raise BudgetExhausted("max_steps", self.usage.steps + 1, limits.max_steps)
+        self._check_duration()
+        if limits.max_tokens is not None and self.usage.tokens + estimated_tokens > limits.max_tokens:
+            raise BudgetExhausted("max_tokens", self.usage.tokens + estimated_tokens, limits.max_tokens)
+        if (
+            limits.max_cost_usd is not None
+            and self.usage.cost_usd + estimated_cost > limits.max_cost_usd
+        ):
+            raise BudgetExhausted(
+                "max_cost_usd", self.usage.cost_usd + estimated_cost, limits.max_cost_usd
+            )
+
+    def charge_model_call(self, input_tokens: int, output_tokens: int, cost_usd: float | None) -> None:
+        """Record one model call's actual usage (one step)."""
+        self.usage.steps += 1
+        self.usage.input_tokens += input_tokens
+        self.usage.output_tokens += output_tokens
+        if cost_usd is None:
+            self.usage.cost_known = False
+        else:
+            self.usage.cost_usd += cost_usd
+        self.usage.elapsed_s = self.elapsed()
+
+    def check_before_tool_call(self) -> None:
+        """Refuse the next tool call if it would cross ``max_tool_calls`` or ``max_duration``.
+
+        Raises:
+            BudgetExhausted: naming the limit.
+        """
+        limits = self.limits
+        if limits.max_tool_calls is not None and self.usage.tool_calls + 1 > limits.max_tool_calls:
+            raise BudgetExhausted("max_tool_calls", self.usage.tool_calls + 1, limits.max_tool_calls)
+        self._check_duration()
+
+    def charge_tool_call(self) -> None:
+        """Record one executed tool call."""
+        self.usage.tool_calls += 1
+        self.usage.elapsed_s = self.elapsed()
+
+    def warnings(self) -> list[str]:
+        """Notes for the model about budgets past :data:`WARN_FRACTION`, each said once."""
+        limits, usage = self.limits, self.usage
+        pairs: list[tuple[str, float, float | None, str]] = [
+            ("max_steps", usage.steps, limits.max_steps, "model calls"),
+            ("max_tool_calls", usage.tool_calls, limits.max_tool_calls, "tool calls"),
+            ("max_tokens", usage.tokens, limits.max_tokens, "tokens"),
+            ("max_cost_usd", usage.cost_usd, limits.max_cost_usd, "USD"),
+            ("max_duration", self.elapsed(), limits.max_duration, "seconds"),
+        ]
+        notes = []
+        for name, used, cap, unit in pairs:
+            if cap is None or name in self._warned or used < WARN_FRACTION * cap:
+                continue
+            self._warned.add(name)
+            left = max(cap - used, 0)
+            notes.append(f"{left:g} {unit} left of {cap:g} ({name})")
+        return notes

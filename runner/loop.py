@@ -1,0 +1,306 @@
+"""The run loop: model call → policy → tools → results back, until one stop reason.
+
+::
+
+    messages = [instructions, goal]
+    loop:
+        budget.check_before_model_call()           # max_steps, max_tokens, max_cost_usd, time
+        reply = model.complete(messages, tools)
+        budget.charge_model_call(reply.usage)
+        no tool calls → stop: completed
+        for each tool call:
+            unknown tool / bad JSON / bad arguments → refusal sent back as the tool result
+            policy: allow | ask (approver) | deny | propose (suggest)
+            budget.check_before_tool_call()         # max_tool_calls, time
+            result = tool(arguments) within tool_timeout, cut to max_tool_output
+            tool errors → sent back as the tool result, never raised
+
+Every exception is sorted (the habit comes from smolagents and pydantic-ai): errors the
+model caused go back to it as tool results; :class:`~runner.errors.RunStop` signals end the
+run with their stop reason; anything else is an internal error: stop reason ``error``, the
+traceback in the run store, one line on the screen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from .budgets import Budget
+from .compiler import CompiledAgent
+from .errors import RunStop, SetupError, ToolArgumentError, ToolError
+from .events import Event, ModelCalled, RunFinished, RunStarted, StopReason, ToolCalled
+from .models import Model, ModelReply, ToolCallRequest
+from .policy import ApprovalRequest, Approver, Decision, UnattendedApprover
+from .store import new_run_id
+
+Sink = Callable[[Event], None]
+
+
+def truncate(text: str, limit: int) -> str:
+    """Cut ``text`` to at most ``limit`` UTF-8 bytes, saying so when it was cut."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    note = f"\n[output truncated: {len(data)} bytes, showing the first {limit}]"
+    return data[: max(limit - len(note.encode()), 0)].decode("utf-8", errors="ignore") + note
+
+
+class Run:
+    """One execution of a compiled agent.
+
+    Args:
+        agent: the compiled agent.
+        model: the model to call.
+        sinks: receive every event as it happens (the store, the console).
+        approver: answers "ask" decisions; default: the spec's ``unattended`` choice.
+        run_id: a given id (scheduled runs derive theirs), else a new ULID.
+        trigger: what started the run (``cli``, ``cron``, ...), recorded.
+    """
+
+    def __init__(
+        self,
+        agent: CompiledAgent,
+        model: Model,
+        sinks: list[Sink] | None = None,
+        approver: Approver | None = None,
+        run_id: str | None = None,
+        trigger: str = "cli",
+    ) -> None:
+        self.agent = agent
+        self.model = model
+        self.sinks = sinks or []
+        self.approver = approver or UnattendedApprover(agent.spec.unattended)
+        self.run_id = run_id or new_run_id()
+        self.trigger = trigger
+        self.budget = Budget(agent.spec.budgets)
+        self.messages: list[dict[str, Any]] = []
+        self.step = 0
+        self.proposed: list[ToolCallRequest] = []
+        self.final: str | None = None
+
+    def emit(self, event: Event) -> None:
+        """Send ``event`` to every sink."""
+        for sink in self.sinks:
+            sink(event)
+
+    async def execute(self) -> RunFinished:
+        """Run to a stop reason; the :class:`RunFinished` event (also sent to the sinks)."""
+        spec = self.agent.spec
+        started = time.monotonic()
+        self.emit(
+            RunStarted(
+                run_id=self.run_id,
+                agent=spec.name,
+                model=spec.model.id,
+                spec_path=str(spec.path),
+                spec_sha256=spec.source_sha256,
+                inputs=self.agent.inputs,
+                goal=self.agent.goal,
+                trigger=self.trigger,
+            )
+        )
+        if self.agent.instructions:
+            self.messages.append({"role": "system", "content": self.agent.instructions})
+        self.messages.append({"role": "user", "content": self.agent.goal})
+        stop, message, trace = StopReason.ERROR, "", None
+        try:
+            prepare = getattr(self.model, "prepare", None)
+            if prepare is not None:  # import litellm, start a local model: errors come first
+                await asyncio.to_thread(prepare)
+            stop = await self._loop()
+        except SetupError as error:
+            stop, message = StopReason.ERROR, str(error)
+        except RunStop as signal:
+            stop, message = StopReason(signal.stop_reason), str(signal)
+        except asyncio.CancelledError:
+            stop, message = StopReason.CANCELLED, "the run was cancelled"
+        except Exception as error:  # an internal error: recorded, never shown as a traceback
+            stop, message = StopReason.ERROR, f"internal error: {type(error).__name__}: {error}"
+            trace = traceback.format_exc()
+        usage = self.budget.usage
+        finished = RunFinished(
+            run_id=self.run_id,
+            stop_reason=stop,
+            final=self.final,
+            steps=usage.steps,
+            tool_calls=usage.tool_calls,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=usage.cost_usd if usage.cost_known else None,
+            duration_s=time.monotonic() - started,
+            message=message,
+            traceback=trace,
+        )
+        self.emit(finished)
+        return finished
+
+    async def _loop(self) -> StopReason:
+        tools = self.agent.tools.openai_schemas()
+        while True:
+            self.budget.check_before_model_call()
+            self.step += 1
+            reply = await self._call_model(tools)
+            self.messages.append(reply.as_message())
+            if not reply.tool_calls:
+                self.final = reply.content or ""
+                return StopReason.COMPLETED
+            for call in reply.tool_calls:
+                result = await self._tool_call(call, reply.content or "")
+                self.messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+            if self.proposed:
+                self.final = "Proposed tool calls (autonomy 'suggest', none executed):\n" + "\n".join(
+                    f"- {call.name} {call.arguments}" for call in self.proposed
+                )
+                return StopReason.PROPOSED
+            notes = self.budget.warnings()
+            if notes:
+                self.messages.append(
+                    {"role": "user", "content": "Budget note: " + "; ".join(notes) + "."}
+                )
+
+    async def _call_model(self, tools: list[dict[str, Any]]) -> ModelReply:
+        started = time.monotonic()
+        reply = await self.model.complete(self.messages, tools)
+        self.budget.charge_model_call(
+            reply.usage.input_tokens, reply.usage.output_tokens, reply.cost_usd
+        )
+        self.emit(
+            ModelCalled(
+                run_id=self.run_id,
+                step=self.step,
+                model=reply.model or self.model.name,
+                input_tokens=reply.usage.input_tokens,
+                output_tokens=reply.usage.output_tokens,
+                cost_usd=reply.cost_usd,
+                duration_s=time.monotonic() - started,
+                content=reply.content,
+                tool_calls=[
+                    {"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls
+                ],
+            )
+        )
+        return reply
+
+    async def _tool_call(self, call: ToolCallRequest, reason: str) -> str:
+        """Decide, execute and record one tool call; the text sent back to the model."""
+        started = time.monotonic()
+        registry = self.agent.tools
+        tool = registry.get(call.name)
+        risk = tool.risk if tool else ""
+
+        def record(decision: str, status: str, result: str, error: str | None = None) -> str:
+            self.emit(
+                ToolCalled(
+                    run_id=self.run_id,
+                    step=self.step,
+                    call_id=call.id,
+                    tool=call.name,
+                    arguments=call.arguments,
+                    decision=decision,
+                    status=status,
+                    result=result,
+                    duration_s=time.monotonic() - started,
+                    risk=risk,
+                    error=error,
+                )
+            )
+            return result
+
+        if tool is None:
+            available = ", ".join(registry.names()) or "none"
+            return record(
+                "deny",
+                "refused",
+                f"error: there is no tool named {call.name!r}; available tools: {available}",
+                "unknown tool",
+            )
+        try:
+            arguments = registry.parse_arguments(tool, call.arguments)
+        except ToolArgumentError as error:
+            return record("allow", "refused", f"error: {error}", str(error))
+
+        decision = self.agent.policy.decide(tool.name, tool.risk, arguments)
+        if decision is Decision.PROPOSE:
+            self.proposed.append(call)
+            return record("propose", "proposed", "not executed: autonomy is 'suggest'")
+        if decision is Decision.DENY:
+            return record(
+                "deny",
+                "refused",
+                f"error: the policy denies this call of {tool.name}; try another way",
+                "denied by a rule",
+            )
+        if decision is Decision.ASK:
+            approval = await self.approver.request(
+                ApprovalRequest(self.run_id, call.id, tool.name, arguments, tool.risk, reason)
+            )
+            if not approval.approved:
+                text = f"error: a person denied this call of {tool.name}"
+                if approval.reason:
+                    text += f": {approval.reason}"
+                return record("ask", "refused", text, "denied by approver")
+
+        self.budget.check_before_tool_call()
+        self.budget.charge_tool_call()
+        limits = self.agent.spec.budgets
+        timeout = limits.tool_timeout
+        remaining = self.budget.remaining_time()
+        if remaining is not None:
+            timeout = min(timeout, max(remaining, 0.001))
+        try:
+            output = await asyncio.wait_for(tool.call(arguments), timeout=timeout)
+        except TimeoutError:
+            message = f"error: {tool.name} did not finish within {timeout:g} s and was stopped"
+            return record(decision, "error", message, "timeout")
+        except ToolError as error:
+            return record(decision, "error", f"error: {error}", str(error))
+        except Exception as error:  # a tool bug: the model hears it, the run goes on
+            detail = f"{type(error).__name__}: {error}"
+            return record(decision, "error", f"error: {tool.name} failed: {detail}", detail)
+        return record(decision, "ok", truncate(output, limits.max_tool_output))
+
+
+def parse_arguments_for_display(raw: str) -> Any:
+    """The arguments as JSON when they parse, else the raw text (for printing)."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+async def run_agent(
+    agent: CompiledAgent,
+    model: Model | None = None,
+    store: Any = None,
+    sinks: list[Sink] | None = None,
+    approver: Approver | None = None,
+    trigger: str = "cli",
+) -> RunFinished:
+    """Run ``agent`` to a stop reason, recording every event in ``store`` when given.
+
+    Args:
+        agent: from :func:`runner.compiler.compile_agent`.
+        model: default: the spec's model through litellm.
+        store: a :class:`runner.store.RunStore`, or None to record nothing.
+        sinks: more event receivers (the console printer).
+        approver: answers "ask"; default: the spec's ``unattended`` choice.
+        trigger: what started the run, recorded.
+
+    A model that cannot be reached at all (a missing extra or key variable) ends the run
+    with stop reason ``error`` and the reason as its message, recorded like any other.
+    """
+    if model is None:
+        from .models import LiteLLMModel
+
+        model = LiteLLMModel(agent.spec.model)
+    all_sinks: list[Sink] = []
+    if store is not None:
+        all_sinks.append(store.record)
+    all_sinks.extend(sinks or [])
+    run = Run(agent, model, all_sinks, approver, trigger=trigger)
+    return await run.execute()

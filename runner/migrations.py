@@ -1,0 +1,112 @@
+"""Named, ordered migrations of the run store.
+
+Each migration runs in its own transaction, in order, once; the ``migrations`` table
+records which have been applied. They run on every open of the store, so an upgraded
+agentrun moves an old store forward. Never edit a released migration: add a new one.
+(The pattern follows simonw/llm's ``migrations.py``.)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    (
+        "0001_runs_model_calls_tool_calls",
+        [
+            """CREATE TABLE runs (
+                id TEXT PRIMARY KEY,
+                agent TEXT NOT NULL,
+                status TEXT NOT NULL,
+                stop_reason TEXT,
+                model TEXT NOT NULL,
+                spec_path TEXT NOT NULL,
+                spec_sha256 TEXT NOT NULL,
+                trigger TEXT NOT NULL,
+                inputs_json TEXT NOT NULL,
+                goal TEXT NOT NULL,
+                final TEXT,
+                result_json TEXT,
+                message TEXT,
+                traceback TEXT,
+                steps INTEGER NOT NULL DEFAULT 0,
+                tool_calls INTEGER NOT NULL DEFAULT 0,
+                input_tokens INTEGER NOT NULL DEFAULT 0,
+                output_tokens INTEGER NOT NULL DEFAULT 0,
+                cost_usd REAL,
+                duration_s REAL,
+                pid INTEGER,
+                started_at TEXT NOT NULL,
+                heartbeat_at TEXT,
+                ended_at TEXT
+            )""",
+            "CREATE INDEX runs_agent_started ON runs (agent, started_at)",
+            "CREATE INDEX runs_status ON runs (status)",
+            """CREATE TABLE model_calls (
+                id INTEGER PRIMARY KEY,
+                run_id TEXT NOT NULL REFERENCES runs (id),
+                step INTEGER NOT NULL,
+                model TEXT NOT NULL,
+                input_tokens INTEGER NOT NULL,
+                output_tokens INTEGER NOT NULL,
+                cost_usd REAL,
+                duration_s REAL NOT NULL,
+                content TEXT,
+                tool_calls_json TEXT NOT NULL,
+                error TEXT,
+                created_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX model_calls_run ON model_calls (run_id, step)",
+            """CREATE TABLE tool_calls (
+                id INTEGER PRIMARY KEY,
+                run_id TEXT NOT NULL REFERENCES runs (id),
+                step INTEGER NOT NULL,
+                call_id TEXT NOT NULL,
+                tool TEXT NOT NULL,
+                risk TEXT NOT NULL,
+                arguments TEXT NOT NULL,
+                decision TEXT NOT NULL,
+                status TEXT NOT NULL,
+                result TEXT NOT NULL,
+                error TEXT,
+                duration_s REAL NOT NULL,
+                created_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX tool_calls_run ON tool_calls (run_id, step)",
+        ],
+    ),
+]
+
+
+def migrate(connection: sqlite3.Connection) -> list[str]:
+    """Apply every pending migration, each in its own transaction; the names applied.
+
+    The connection must be in autocommit mode (``isolation_level=None``).
+    """
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    done = {row[0] for row in connection.execute("SELECT name FROM migrations")}
+    applied = []
+    for name, statements in MIGRATIONS:
+        if name in done:
+            continue
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have applied it while we waited for the lock.
+            if connection.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone():
+                connection.execute("ROLLBACK")
+                continue
+            for statement in statements:
+                connection.execute(statement)
+            connection.execute(
+                "INSERT INTO migrations (name, applied_at) VALUES (?, ?)",
+                (name, datetime.now(UTC).isoformat()),
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied

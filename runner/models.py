@@ -1,0 +1,274 @@
+"""The model boundary: one protocol, a litellm adapter, prices and usage.
+
+The loop talks to a :class:`Model`: ``complete(messages, tools, tool_choice)`` returns a
+:class:`ModelReply` with the text, the tool calls (arguments as the raw JSON text the model
+produced, parsed later by the loop so a malformed call can be sent back for correction),
+token usage and cost in USD when known.
+
+:class:`LiteLLMModel` reaches any provider through litellm. litellm takes seconds to import
+and fetches its price list from the network on import unless
+``LITELLM_LOCAL_MODEL_COST_MAP=True`` is set first; it is therefore imported only inside
+:func:`import_litellm`, never at module import. ``local/NAME`` ids are routed to the embedded
+model's loopback server (:mod:`runner.local_model`).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import ModelError, SetupError
+from .spec import ModelSpec, Pricing
+
+LOCAL_PREFIX = "local/"
+
+
+@dataclass(frozen=True)
+class ToolCallRequest:
+    """A tool call as the model asked for it.
+
+    Attributes:
+        id: the provider's call id, echoed in the tool result.
+        name: the tool name the model used (may be one that does not exist).
+        arguments: the raw JSON text of the arguments (may be malformed).
+    """
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens used by one model call."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """One model response.
+
+    Attributes:
+        content: the text of the answer, or None.
+        tool_calls: the tool calls asked for, in order.
+        usage: tokens of this call.
+        cost_usd: USD cost of this call, or None when the price is unknown.
+        model: the model id that answered (a fallback, perhaps).
+        finish_reason: the provider's finish reason (``stop``, ``tool_calls``, ``length``).
+    """
+
+    content: str | None
+    tool_calls: list[ToolCallRequest] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = None
+    model: str = ""
+    finish_reason: str = ""
+
+    def as_message(self) -> dict[str, Any]:
+        """The assistant message to append to the conversation (OpenAI format)."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.content or ""}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in self.tool_calls
+            ]
+        return message
+
+
+class Model(Protocol):
+    """What the loop needs from a model."""
+
+    name: str
+
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        tool_choice: str | dict[str, Any] | None = None,
+    ) -> ModelReply:
+        """One model call. Raises :class:`~runner.errors.ModelError` when the provider fails."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# prices
+
+
+@functools.cache
+def _litellm_price_table() -> dict[str, Any]:
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    for folder in spec.submodule_search_locations:
+        table = Path(folder) / "model_prices_and_context_window_backup.json"
+        if table.is_file():
+            loaded: dict[str, Any] = json.loads(table.read_text(encoding="utf-8"))
+            return loaded
+    return {}
+
+
+def price_for(model_id: str) -> Pricing | None:
+    """USD per million tokens for ``model_id`` from litellm's bundled price table, or None.
+
+    Reads litellm's JSON table directly (no litellm import). ``local/`` models cost nothing.
+    """
+    if model_id.startswith(LOCAL_PREFIX):
+        return Pricing(0.0, 0.0)
+    table = _litellm_price_table()
+    candidates = [model_id, model_id.split("/", 1)[-1]]
+    for key in candidates:
+        entry = table.get(key)
+        if isinstance(entry, dict) and "input_cost_per_token" in entry:
+            return Pricing(
+                input_per_mtok=float(entry["input_cost_per_token"]) * 1e6,
+                output_per_mtok=float(entry.get("output_cost_per_token", 0.0)) * 1e6,
+            )
+    return None
+
+
+def cost_usd(pricing: Pricing | None, usage: Usage) -> float | None:
+    """USD cost of ``usage`` at ``pricing``, or None when the price is unknown."""
+    if pricing is None:
+        return None
+    return (
+        usage.input_tokens * pricing.input_per_mtok + usage.output_tokens * pricing.output_per_mtok
+    ) / 1e6
+
+
+# ---------------------------------------------------------------------------------------------
+# litellm
+
+
+def import_litellm() -> Any:
+    """Import litellm with its network price fetch off and its logging quiet (seconds)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    return litellm
+
+
+class LiteLLMModel:
+    """A model reached through ``litellm.acompletion``.
+
+    Args:
+        spec: the spec's model section. ``api_key_env`` names the variable read at call time;
+            its value is passed to litellm and never stored.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.name = spec.id
+        self.pricing = spec.pricing or price_for(spec.id)
+        self._route: tuple[str, str | None, str | None] | None = None
+
+    def _resolve(self) -> tuple[str, str | None, str | None]:
+        """``(litellm model, api_base, api_key)`` for this spec (starts a local model)."""
+        if self._route is None:
+            api_key: str | None = None
+            if self.spec.api_key_env:
+                api_key = os.environ.get(self.spec.api_key_env)
+                if not api_key:
+                    raise SetupError(
+                        f"environment variable {self.spec.api_key_env!r} (model.api_key_env) "
+                        "is not set"
+                    )
+            if self.spec.id.startswith(LOCAL_PREFIX):
+                from .local_model import local_api_base
+
+                name = self.spec.id[len(LOCAL_PREFIX) :]
+                self._route = (f"openai/{name}", local_api_base(name), "local")
+            else:
+                self._route = (self.spec.id, self.spec.api_base, api_key)
+        return self._route
+
+    def prepare(self) -> None:
+        """Resolve the route now (imports litellm, starts a local model) so errors come early.
+
+        Raises:
+            SetupError: a missing extra or key variable.
+        """
+        self._resolve()
+        import_litellm()
+
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        tool_choice: str | dict[str, Any] | None = None,
+    ) -> ModelReply:
+        """One call through litellm. Raises :class:`ModelError` on any provider failure."""
+        model, api_base, api_key = self._resolve()
+        litellm = import_litellm()
+        kwargs: dict[str, Any] = dict(self.spec.params)
+        if tools:
+            kwargs["tools"] = tools
+            kwargs["tool_choice"] = tool_choice or "auto"
+        if api_base:
+            kwargs["api_base"] = api_base
+        if api_key:
+            kwargs["api_key"] = api_key
+        if self.spec.timeout:
+            kwargs["timeout"] = self.spec.timeout
+        started = time.monotonic()
+        try:
+            response = await litellm.acompletion(model=model, messages=messages, **kwargs)
+        except Exception as error:  # litellm maps provider failures to its own exceptions
+            raise ModelError(f"model {self.name!r} failed: {type(error).__name__}: {error}") from error
+        return reply_from_openai(response, self.name, self.pricing, time.monotonic() - started)
+
+
+def reply_from_openai(
+    response: Any, model: str, pricing: Pricing | None, _elapsed: float = 0.0
+) -> ModelReply:
+    """Convert a litellm/OpenAI chat completion into a :class:`ModelReply`.
+
+    Raises:
+        ModelError: when the response has no choices (a garbage answer).
+    """
+    choices = getattr(response, "choices", None) or []
+    if not choices:
+        raise ModelError(f"model {model!r} returned no choices")
+    message = choices[0].message
+    calls = []
+    for index, call in enumerate(getattr(message, "tool_calls", None) or []):
+        function = call.function
+        arguments = function.arguments
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        calls.append(
+            ToolCallRequest(
+                id=call.id or f"call_{index}", name=function.name or "", arguments=arguments or ""
+            )
+        )
+    raw_usage = getattr(response, "usage", None)
+    usage = Usage(
+        input_tokens=int(getattr(raw_usage, "prompt_tokens", 0) or 0),
+        output_tokens=int(getattr(raw_usage, "completion_tokens", 0) or 0),
+    )
+    return ModelReply(
+        content=message.content,
+        tool_calls=calls,
+        usage=usage,
+        cost_usd=cost_usd(pricing, usage),
+        model=model,
+        finish_reason=str(choices[0].finish_reason or ""),
+    )

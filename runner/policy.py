@@ -1,0 +1,151 @@
+"""Policy: allow, ask or deny for each tool call, and the approvers that answer "ask".
+
+The decision combines the autonomy level, the tool's risk and the spec's rules::
+
+    level            runs without asking
+    suggest          nothing (calls are proposed and recorded, never executed)
+    approve-all      nothing (every call asks)
+    approve-writes   low
+    approve-risky    low, medium
+    autonomous       low, medium, high
+
+Rules refine it per tool and per argument: ``deny`` beats ``ask`` beats ``allow``. A rule
+pattern is ``TOOL`` or ``TOOL:ARG=GLOB`` (``fnmatch`` globs; ``shell:argv=...`` matches the
+parsed words joined by single spaces, never the raw string). The scale follows the usual
+five levels of human involvement (operator, collaborator, consultant, approver, observer).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import shlex
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from .spec import RulesSpec
+
+
+class Decision(StrEnum):
+    """The policy's answer for one tool call."""
+
+    ALLOW = "allow"
+    """Run it."""
+    ASK = "ask"
+    """Run it only if an approver says yes."""
+    DENY = "deny"
+    """Refuse it; the model is told and may work around it."""
+    PROPOSE = "propose"
+    """Autonomy ``suggest``: record it as a proposal, never run it."""
+
+
+_RUNS_ALONE = {
+    "suggest": frozenset(),
+    "approve-all": frozenset(),
+    "approve-writes": frozenset({"low"}),
+    "approve-risky": frozenset({"low", "medium"}),
+    "autonomous": frozenset({"low", "medium", "high"}),
+}
+
+
+def _argument_text(name: str, value: Any) -> str:
+    if name == "argv" and isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    if name == "argv" and isinstance(value, str):
+        try:
+            return " ".join(shlex.split(value))
+        except ValueError:
+            return value
+    return value if isinstance(value, str) else str(value)
+
+
+def rule_matches(pattern: str, tool: str, arguments: dict[str, Any]) -> bool:
+    """Whether ``TOOL`` or ``TOOL:ARG=GLOB`` matches a call of ``tool`` with ``arguments``."""
+    tool_pattern, _, condition = pattern.partition(":")
+    if not fnmatch.fnmatchcase(tool, tool_pattern):
+        return False
+    if not condition:
+        return True
+    name, _, glob = condition.partition("=")
+    if name not in arguments:
+        return False
+    return fnmatch.fnmatchcase(_argument_text(name, arguments[name]), glob)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The autonomy level and rules of one agent."""
+
+    autonomy: str
+    rules: RulesSpec
+
+    def decide(self, tool: str, risk: str, arguments: dict[str, Any]) -> Decision:
+        """Allow, ask, deny or propose for one call of ``tool`` (risk ``low|medium|high``)."""
+        if any(rule_matches(p, tool, arguments) for p in self.rules.deny):
+            return Decision.DENY
+        if self.autonomy == "suggest":
+            return Decision.PROPOSE
+        if any(rule_matches(p, tool, arguments) for p in self.rules.ask):
+            return Decision.ASK
+        if any(rule_matches(p, tool, arguments) for p in self.rules.allow):
+            return Decision.ALLOW
+        if risk in _RUNS_ALONE[self.autonomy]:
+            return Decision.ALLOW
+        return Decision.ASK
+
+    def decide_statically(self, tool: str, risk: str) -> Decision:
+        """The decision for a call with arguments no rule matches (for ``explain``)."""
+        return self.decide(tool, risk, {})
+
+
+@dataclass(frozen=True)
+class Approval:
+    """An approver's answer: approved or not, and a reason that goes back to the model."""
+
+    approved: bool
+    reason: str = ""
+    for_run: bool = False
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """What an approver is shown: the tool, its arguments, its risk and the model's reason."""
+
+    run_id: str
+    call_id: str
+    tool: str
+    arguments: dict[str, Any]
+    risk: str
+    reason: str
+
+
+class Approver(Protocol):
+    """Answers "ask" decisions. Raises :class:`~runner.errors.RunStop` to end the run."""
+
+    async def request(self, request: ApprovalRequest) -> Approval:
+        """Approve or deny ``request``."""
+        ...
+
+
+class UnattendedApprover:
+    """The approver when nobody is attached: the spec's ``unattended`` decides.
+
+    ``fail`` ends the run with stop reason ``approval_required``; ``deny`` refuses the call
+    and tells the model. (``queue`` pauses the run; it is handled by the loop's checkpoint.)
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    async def request(self, request: ApprovalRequest) -> Approval:
+        """Deny, or end the run, per ``unattended``."""
+        from .errors import RunStop
+
+        if self.mode == "deny":
+            return Approval(False, "nobody is attached to approve it (unattended: deny)")
+        stop = RunStop(
+            f"tool call {request.tool} needs an approval and nobody is attached "
+            f"(unattended: {self.mode})"
+        )
+        stop.stop_reason = "approval_required"
+        raise stop
