@@ -70,7 +70,9 @@ class Budget:
             assert self.limits.max_duration is not None
             raise BudgetExhausted("max_duration", self.elapsed(), self.limits.max_duration)
 
-    def check_before_model_call(self, estimated_tokens: int = 0, estimated_cost: float = 0.0) -> None:
+    def check_before_model_call(
+        self, estimated_tokens: int = 0, estimated_cost: float = 0.0
+    ) -> None:
         """Refuse the next model call if it could cross a limit.
 
         Args:
@@ -85,8 +87,13 @@ class Budget:
         if self.usage.steps + 1 > limits.max_steps:
             raise BudgetExhausted("max_steps", self.usage.steps + 1, limits.max_steps)
         self._check_duration()
-        if limits.max_tokens is not None and self.usage.tokens + estimated_tokens > limits.max_tokens:
-            raise BudgetExhausted("max_tokens", self.usage.tokens + estimated_tokens, limits.max_tokens)
+        if (
+            limits.max_tokens is not None
+            and self.usage.tokens + estimated_tokens > limits.max_tokens
+        ):
+            raise BudgetExhausted(
+                "max_tokens", self.usage.tokens + estimated_tokens, limits.max_tokens
+            )
         if (
             limits.max_cost_usd is not None
             and self.usage.cost_usd + estimated_cost > limits.max_cost_usd
@@ -95,7 +102,9 @@ class Budget:
                 "max_cost_usd", self.usage.cost_usd + estimated_cost, limits.max_cost_usd
             )
 
-    def charge_model_call(self, input_tokens: int, output_tokens: int, cost_usd: float | None) -> None:
+    def charge_model_call(
+        self, input_tokens: int, output_tokens: int, cost_usd: float | None
+    ) -> None:
         """Record one model call's actual usage (one step)."""
         self.usage.steps += 1
         self.usage.input_tokens += input_tokens
@@ -114,7 +123,9 @@ class Budget:
         """
         limits = self.limits
         if limits.max_tool_calls is not None and self.usage.tool_calls + 1 > limits.max_tool_calls:
-            raise BudgetExhausted("max_tool_calls", self.usage.tool_calls + 1, limits.max_tool_calls)
+            raise BudgetExhausted(
+                "max_tool_calls", self.usage.tool_calls + 1, limits.max_tool_calls
+            )
         self._check_duration()
 
     def charge_tool_call(self) -> None:

@@ -69,8 +69,12 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE", help="Set an input; repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON result instead of the progress.")
+@click.option(
+    "--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE", help="Set an input; repeatable."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON result instead of the progress."
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final answer.")
 def run(spec_file: Path, inputs: tuple[str, ...], as_json: bool, quiet: bool) -> None:
     """Run the agent in SPEC once, to a recorded stop reason.
@@ -81,14 +85,14 @@ def run(spec_file: Path, inputs: tuple[str, ...], as_json: bool, quiet: bool) ->
     import asyncio
 
     from .compiler import compile_agent, parse_input_flags
-    from .loop import run_agent
+    from .loop import Sink, run_agent
     from .spec import load_spec
     from .store import RunStore
 
     spec = load_spec(spec_file)
     agent = compile_agent(spec, parse_input_flags(inputs))
     store = RunStore.default()
-    sinks = [] if (as_json or quiet) else [ConsolePrinter().print]
+    sinks: list[Sink] = [] if (as_json or quiet) else [ConsolePrinter().print]
     try:
         finished = asyncio.run(run_agent(agent, store=store, sinks=sinks))
     except KeyboardInterrupt:
@@ -127,7 +131,11 @@ def run(spec_file: Path, inputs: tuple[str, ...], as_json: bool, quiet: bool) ->
         if finished.message and stop != "completed":
             click.echo(f"agentrun: {finished.message}", err=True)
         if finished.traceback:
-            click.echo(f"agentrun: the traceback is in the run store: agentrun runs show {finished.run_id}", err=True)
+            click.echo(
+                f"agentrun: the traceback is in the run store: "
+                f"agentrun runs show {finished.run_id}",
+                err=True,
+            )
     sys.exit(STOP_EXIT_CODES.get(stop, EXIT_ERROR))
 
 
@@ -144,7 +152,8 @@ class ConsolePrinter:
             wanted = ", ".join(c["name"] for c in event.tool_calls) or "answer"
             click.echo(
                 f"  step {event.step}: model → {wanted} "
-                f"({event.input_tokens} in / {event.output_tokens} out tokens, {event.duration_s:.1f} s)",
+                f"({event.input_tokens} in / {event.output_tokens} out tokens, "
+                f"{event.duration_s:.1f} s)",
                 err=True,
             )
         elif isinstance(event, ToolCalled):
@@ -195,7 +204,9 @@ def runs_show(run_id: str) -> None:
     store = RunStore.default()
     row = store.run(run_id)
     if row is None:
-        raise UsageError(f"no run with id {run_id!r} (or the prefix is ambiguous); see `agentrun runs`")
+        raise UsageError(
+            f"no run with id {run_id!r} (or the prefix is ambiguous); see `agentrun runs`"
+        )
     cost = "unknown" if row.cost_usd is None else f"${row.cost_usd:.6f}"
     click.echo(f"run {row.id} · agent {row.agent} · model {row.model} · trigger {row.trigger}")
     click.echo(f"started {row.started_at} · ended {row.ended_at or '-'}")
@@ -212,12 +223,14 @@ def runs_show(run_id: str) -> None:
             click.echo(f"  says: {_short(call['content'], 200)}")
         for tool in (t for t in tool_calls if t["step"] == call["step"]):
             click.echo(
-                f"  {tool['tool']} {_short(tool['arguments'], 100)} [{tool['decision']}/{tool['status']}, "
+                f"  {tool['tool']} {_short(tool['arguments'], 100)} "
+                f"[{tool['decision']}/{tool['status']}, "
                 f"{tool['duration_s']:.2f} s]"
             )
             click.echo(f"    → {_short(tool['result'], 160)}")
     click.echo(
-        f"stop reason: {row.stop_reason or row.status} · {row.steps} steps · {row.tool_calls} tool calls · "
+        f"stop reason: {row.stop_reason or row.status} · {row.steps} steps · "
+        f"{row.tool_calls} tool calls · "
         f"{row.input_tokens} in / {row.output_tokens} out tokens · {cost}"
     )
     if row.message:
@@ -246,7 +259,11 @@ def _spec_files(paths: tuple[Path, ...]) -> list[Path]:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
-    "--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
     help="json: one object with every diagnostic, for editors and CI.",
 )
 def validate(paths: tuple[Path, ...], output_format: str) -> None:
@@ -268,7 +285,9 @@ def validate(paths: tuple[Path, ...], output_format: str) -> None:
             spec, diagnostics = None, error.diagnostics
         valid = spec is not None
         failed += not valid
-        report.append({"path": str(file), "valid": valid, "diagnostics": [d.as_dict() for d in diagnostics]})
+        report.append(
+            {"path": str(file), "valid": valid, "diagnostics": [d.as_dict() for d in diagnostics]}
+        )
         if output_format == "text":
             for diagnostic in diagnostics:
                 assert isinstance(diagnostic, Diagnostic)
@@ -294,7 +313,12 @@ def schema() -> None:
 
 @cli.command()
 @click.argument("name")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default NAME.yaml).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write (default NAME.yaml).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init(name: str, output: Path | None, force: bool) -> None:
     """Write a commented starter spec for a new agent called NAME."""
@@ -367,13 +391,20 @@ def explain(spec_file: Path) -> None:
     spec = load_spec(spec_file)
     click.echo(f"agent {spec.name}: {spec.description}".rstrip(": "))
     model = spec.model
-    click.echo(f"model: {model.id}" + (f" (fallbacks: {', '.join(model.fallbacks)})" if model.fallbacks else ""))
+    click.echo(
+        f"model: {model.id}"
+        + (f" (fallbacks: {', '.join(model.fallbacks)})" if model.fallbacks else "")
+    )
     click.echo(f"autonomy: {spec.autonomy} · unattended: {spec.unattended}")
     click.echo(f"workdir: {spec.workdir}")
     if spec.inputs:
         click.echo("inputs:")
         for item in spec.inputs.values():
-            default = f" = {item.default!r}" if item.has_default else (" (required)" if item.required else "")
+            default = (
+                f" = {item.default!r}"
+                if item.has_default
+                else (" (required)" if item.required else "")
+            )
             click.echo(f"  {item.name}: {item.type}{default}  {item.description}".rstrip())
     policy = Policy(spec.autonomy, spec.rules)
     try:
@@ -385,7 +416,9 @@ def explain(spec_file: Path) -> None:
         click.echo("tools offered to the model:")
         for tool in tools:
             decision = policy.decide_statically(tool.name, tool.risk)
-            word = {"allow": "runs", "ask": "asks", "deny": "denied", "propose": "proposed only"}[decision]
+            word = {"allow": "runs", "ask": "asks", "deny": "denied", "propose": "proposed only"}[
+                decision
+            ]
             click.echo(f"  {tool.name:<14} risk {tool.risk:<6} {word}")
     elif not spec.tools.builtin_names():
         click.echo("tools: none")
@@ -410,12 +443,21 @@ def explain(spec_file: Path) -> None:
             for _ in range(3):
                 moment = schedule.next_after(moment)
                 upcoming.append(moment.astimezone(schedule.zone).isoformat(timespec="minutes"))
-            click.echo(f"trigger cron {trigger.cron!r} ({trigger.timezone}): next {', '.join(upcoming)}")
+            click.echo(
+                f"trigger cron {trigger.cron!r} ({trigger.timezone}): next {', '.join(upcoming)}"
+            )
         elif trigger.kind == "watch" and trigger.watch:
-            click.echo(f"trigger watch {', '.join(trigger.watch.paths)} ({', '.join(trigger.watch.patterns)})")
+            click.echo(
+                f"trigger watch {', '.join(trigger.watch.paths)} "
+                f"({', '.join(trigger.watch.patterns)})"
+            )
         else:
             click.echo(f"trigger {trigger.kind}")
-    click.echo(f"concurrency: {spec.concurrency}" if spec.triggers else "triggers: none (agentrun run only)")
+    click.echo(
+        f"concurrency: {spec.concurrency}"
+        if spec.triggers
+        else "triggers: none (agentrun run only)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,7 +489,8 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("AGENTRUN_DEBUG"):
             raise
         _fail(
-            f"unexpected error: {type(error).__name__}: {error} (set AGENTRUN_DEBUG=1 for the traceback)",
+            f"unexpected error: {type(error).__name__}: {error} "
+            "(set AGENTRUN_DEBUG=1 for the traceback)",
             EXIT_ERROR,
         )
     sys.exit(EXIT_OK)

@@ -69,11 +69,13 @@ def _coerce(spec: InputSpec, value: Any) -> Any:
                 f"got {value!r}"
             )
     except (ValueError, json.JSONDecodeError):
-        expected = {"array": "a JSON list", "object": "a JSON object", "boolean": "true or false"}
-        raise UsageError(
-            f"input {spec.name!r} must be {expected.get(kind, 'an ' + kind if kind == 'integer' else 'a ' + kind)}; "
-            f"got {value!r}"
-        ) from None
+        expected = {
+            "array": "a JSON list",
+            "object": "a JSON object",
+            "boolean": "true or false",
+            "integer": "an integer",
+        }.get(kind, f"a {kind}")
+        raise UsageError(f"input {spec.name!r} must be {expected}; got {value!r}") from None
     return value
 
 
@@ -98,9 +100,7 @@ def coerce_inputs(spec: AgentSpec, given: dict[str, Any]) -> dict[str, Any]:
         if input_spec.has_default:
             values[name] = input_spec.default
         elif input_spec.required:
-            raise UsageError(
-                f"agent {spec.name!r} needs input {name!r}: pass --input {name}=VALUE"
-            )
+            raise UsageError(f"agent {spec.name!r} needs input {name!r}: pass --input {name}=VALUE")
         else:
             values[name] = None
     return values

@@ -51,7 +51,12 @@ class StopReason(StrEnum):
 
 
 BUDGET_STOPS = frozenset(
-    {StopReason.MAX_STEPS, StopReason.MAX_TOOL_CALLS, StopReason.MAX_TOKENS, StopReason.MAX_COST_USD}
+    {
+        StopReason.MAX_STEPS,
+        StopReason.MAX_TOOL_CALLS,
+        StopReason.MAX_TOKENS,
+        StopReason.MAX_COST_USD,
+    }
 )
 
 

@@ -105,9 +105,12 @@ class LlamaBackend:
         return text
 
     def _prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
-        """ChatML for SmolLM2. With tools offered, past calls use the ``functions.NAME:`` form
-        the grammar produces; without, they are told in words, and a final tool result
-        restates the user's request (the 135M model otherwise imitates the call format)."""
+        """ChatML for SmolLM2.
+
+        With tools offered, past calls use the ``functions.NAME:`` form the grammar
+        produces; without, they are told in words, and a final tool result restates the
+        user's request (the 135M model otherwise imitates the call format).
+        """
         names: dict[Any, str] = {}
         request = ""
         parts = [f"<|im_start|>system\n{self._system(messages, tools)}<|im_end|>\n"]
@@ -150,7 +153,9 @@ class LlamaBackend:
 
     # -- generation ------------------------------------------------------------------------
 
-    def _complete(self, prompt: str, max_tokens: int, grammar: Any, params: dict[str, Any]) -> tuple[str, int, int]:
+    def _complete(
+        self, prompt: str, max_tokens: int, grammar: Any, params: dict[str, Any]
+    ) -> tuple[str, int, int]:
         result: Any = self._llama.create_completion(
             prompt=prompt,
             max_tokens=max_tokens,
@@ -169,7 +174,7 @@ class LlamaBackend:
 
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
         """Answer one ``/v1/chat/completions`` request (non-streaming only)."""
-        from llama_cpp import LlamaGrammar
+        from llama_cpp.llama_grammar import LlamaGrammar
 
         if request.get("stream"):
             raise BackendHTTPError(400, "streaming is not supported by the local model")
@@ -178,7 +183,9 @@ class LlamaBackend:
             t for t in request.get("tools") or [] if t.get("type", "function") == "function"
         ]
         choice = request.get("tool_choice") or ("auto" if tools else "none")
-        max_tokens = int(request.get("max_tokens") or request.get("max_completion_tokens") or DEFAULT_MAX_TOKENS)
+        max_tokens = int(
+            request.get("max_tokens") or request.get("max_completion_tokens") or DEFAULT_MAX_TOKENS
+        )
         by_name = {t["function"]["name"]: t for t in tools}
         last_is_tool_result = bool(messages) and messages[-1].get("role") == "tool"
 
@@ -234,7 +241,9 @@ class LlamaBackend:
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if tool_call is not None:
             message["tool_calls"] = [tool_call]
-        finish = "tool_calls" if tool_call else ("length" if output_tokens >= max_tokens else "stop")
+        finish = (
+            "tool_calls" if tool_call else ("length" if output_tokens >= max_tokens else "stop")
+        )
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",

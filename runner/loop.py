@@ -60,6 +60,9 @@ class Run:
         approver: answers "ask" decisions; default: the spec's ``unattended`` choice.
         run_id: a given id (scheduled runs derive theirs), else a new ULID.
         trigger: what started the run (``cli``, ``cron``, ...), recorded.
+        first_tool_choice: OpenAI ``tool_choice`` for the first model call only (for
+            example ``"required"`` or ``{"type": "function", "function": {"name": ...}}``);
+            later calls use ``"auto"`` so the model can finish.
     """
 
     def __init__(
@@ -70,8 +73,10 @@ class Run:
         approver: Approver | None = None,
         run_id: str | None = None,
         trigger: str = "cli",
+        first_tool_choice: str | dict[str, Any] | None = None,
     ) -> None:
         self.agent = agent
+        self.first_tool_choice = first_tool_choice
         self.model = model
         self.sinks = sinks or []
         self.approver = approver or UnattendedApprover(agent.spec.unattended)
@@ -153,8 +158,9 @@ class Run:
                 result = await self._tool_call(call, reply.content or "")
                 self.messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
             if self.proposed:
-                self.final = "Proposed tool calls (autonomy 'suggest', none executed):\n" + "\n".join(
-                    f"- {call.name} {call.arguments}" for call in self.proposed
+                self.final = (
+                    "Proposed tool calls (autonomy 'suggest', none executed):\n"
+                    + "\n".join(f"- {call.name} {call.arguments}" for call in self.proposed)
                 )
                 return StopReason.PROPOSED
             notes = self.budget.warnings()
@@ -165,7 +171,8 @@ class Run:
 
     async def _call_model(self, tools: list[dict[str, Any]]) -> ModelReply:
         started = time.monotonic()
-        reply = await self.model.complete(self.messages, tools)
+        choice = self.first_tool_choice if self.step == 1 and tools else None
+        reply = await self.model.complete(self.messages, tools, choice)
         self.budget.charge_model_call(
             reply.usage.input_tokens, reply.usage.output_tokens, reply.cost_usd
         )
@@ -280,6 +287,7 @@ async def run_agent(
     sinks: list[Sink] | None = None,
     approver: Approver | None = None,
     trigger: str = "cli",
+    first_tool_choice: str | dict[str, Any] | None = None,
 ) -> RunFinished:
     """Run ``agent`` to a stop reason, recording every event in ``store`` when given.
 
@@ -290,6 +298,7 @@ async def run_agent(
         sinks: more event receivers (the console printer).
         approver: answers "ask"; default: the spec's ``unattended`` choice.
         trigger: what started the run, recorded.
+        first_tool_choice: ``tool_choice`` of the first model call (see :class:`Run`).
 
     A model that cannot be reached at all (a missing extra or key variable) ends the run
     with stop reason ``error`` and the reason as its message, recorded like any other.
@@ -302,5 +311,7 @@ async def run_agent(
     if store is not None:
         all_sinks.append(store.record)
     all_sinks.extend(sinks or [])
-    run = Run(agent, model, all_sinks, approver, trigger=trigger)
+    run = Run(
+        agent, model, all_sinks, approver, trigger=trigger, first_tool_choice=first_tool_choice
+    )
     return await run.execute()

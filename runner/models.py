@@ -232,7 +232,9 @@ class LiteLLMModel:
         try:
             response = await litellm.acompletion(model=model, messages=messages, **kwargs)
         except Exception as error:  # litellm maps provider failures to its own exceptions
-            raise ModelError(f"model {self.name!r} failed: {type(error).__name__}: {error}") from error
+            raise ModelError(
+                f"model {self.name!r} failed: {type(error).__name__}: {error}"
+            ) from error
         return reply_from_openai(response, self.name, self.pricing, time.monotonic() - started)
 
 

@@ -32,9 +32,7 @@ class BackendHTTPError(Exception):
     ``headers`` are added to the response (for example ``Retry-After``).
     """
 
-    def __init__(
-        self, status: int, message: str, headers: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -45,7 +43,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence the default per-request stderr log."""
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
@@ -58,14 +56,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         """``GET /v1/models``: the one model this server serves."""
         if self.path.rstrip("/").endswith("/models"):
             self._send(200, {"object": "list", "data": [{"id": self.server.model_name}]})
         else:
             self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         """``POST /v1/chat/completions``: hand the request to the backend."""
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
@@ -82,11 +80,16 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             response = self.server.backend(request)
         except BackendHTTPError as error:
-            body = {"error": {"message": error.message, "type": "backend_error", "code": error.status}}
+            body = {
+                "error": {"message": error.message, "type": "backend_error", "code": error.status}
+            }
             self._send(error.status, body, error.headers)
             return
         except Exception as error:  # a backend bug: answer 500, keep serving
-            self._send(500, {"error": {"message": f"{type(error).__name__}: {error}", "type": "server_error"}})
+            self._send(
+                500,
+                {"error": {"message": f"{type(error).__name__}: {error}", "type": "server_error"}},
+            )
             return
         self._send(200, response)
 

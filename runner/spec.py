@@ -540,4 +540,3 @@ def load_spec(path: str | Path) -> AgentSpec:
     if spec is None:
         raise SpecError(diagnostics)
     return spec
-

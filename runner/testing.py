@@ -55,7 +55,9 @@ def text(content: str, usage: Usage | None = None) -> Scripted:
     return Scripted(content=content, usage=usage or Usage(10, 5))
 
 
-def call(name: str, arguments: dict[str, Any] | str | None = None, content: str | None = None) -> Scripted:
+def call(
+    name: str, arguments: dict[str, Any] | str | None = None, content: str | None = None
+) -> Scripted:
     """A reply with one tool call; a ``str`` for ``arguments`` is sent raw (may be bad JSON)."""
     return Scripted(content=content, tool_calls=((name, _raw(arguments or {})),))
 
@@ -88,7 +90,9 @@ class ScriptedModel:
             never stops).
     """
 
-    def __init__(self, script: list[Scripted], name: str = "scripted", repeat_last: bool = False) -> None:
+    def __init__(
+        self, script: list[Scripted], name: str = "scripted", repeat_last: bool = False
+    ) -> None:
         self.script = deque(script)
         self.name = name
         self.repeat_last = repeat_last
@@ -96,7 +100,9 @@ class ScriptedModel:
 
     def _next(self) -> Scripted:
         if not self.script:
-            raise ScriptExhausted(f"the scripted model has no reply left (call {len(self.requests)})")
+            raise ScriptExhausted(
+                f"the scripted model has no reply left (call {len(self.requests)})"
+            )
         if self.repeat_last and len(self.script) == 1:
             return self.script[0]
         return self.script.popleft()
@@ -148,7 +154,11 @@ class FakeOpenAIServer:
             self.requests.append(request)
             if not self.script:
                 raise BackendHTTPError(500, "the fake server's script is exhausted")
-            item = self.script[0] if self.repeat_last and len(self.script) == 1 else self.script.popleft()
+            item = (
+                self.script[0]
+                if self.repeat_last and len(self.script) == 1
+                else self.script.popleft()
+            )
         if item.delay_s:
             time.sleep(item.delay_s)
         if item.status:

@@ -106,7 +106,8 @@ class ToolRegistry:
             ) from None
         if not isinstance(arguments, dict):
             raise ToolArgumentError(
-                f"the arguments of {tool.name} must be a JSON object, not {type(arguments).__name__}"
+                f"the arguments of {tool.name} must be a JSON object, "
+                f"not {type(arguments).__name__}"
             )
         validator = self._validators.get(tool.name)
         if validator is None:
@@ -114,7 +115,8 @@ class ToolRegistry:
         problems = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
         if problems:
             details = "; ".join(
-                (f"{'.'.join(map(str, p.path))}: " if p.path else "") + p.message for p in problems[:5]
+                (f"{'.'.join(map(str, p.path))}: " if p.path else "") + p.message
+                for p in problems[:5]
             )
             raise ToolArgumentError(f"invalid arguments for {tool.name}: {details}")
         return arguments

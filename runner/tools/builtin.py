@@ -1,16 +1,27 @@
-"""Built-in tools: ``read_file`` and ``list_dir`` (risk low), confined to declared paths.
+"""Built-in file tools, confined to declared paths.
+
+``read_file`` and ``list_dir`` (risk low) read; ``write_file`` and ``edit_file`` (risk
+medium) write, atomically: the new content goes to a temporary file in the same folder,
+is flushed to disk (``fsync``) and renamed over the target (``os.replace``), so a reader
+sees the old file or the new one, never a half-written one.
 
 Confinement (:class:`PathJail`): the model names paths relative to the agent's ``workdir``
 (absolute paths are accepted only when they land inside a root). A path with a ``..``
 component is refused outright; the rest is resolved with every symlink followed and must
 lie inside one of the roots the spec declared (themselves resolved). This stops ``..``,
-absolute-path and symlink escapes; it is not a sandbox against a hostile local process
-racing the check (see docs/security.md).
+absolute-path and symlink escapes (a symlinked file or folder pointing outside the roots is
+refused, for reads and writes alike). Writes go to the resolved path and replace it by a
+rename, which never follows a symlink planted at the target afterwards; parent folders
+created for a write are checked again once they exist. It is not a sandbox against a
+hostile local process racing the checks (see docs/security.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import stat
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -22,6 +33,8 @@ from . import Tool
 READ_LIMIT = 1_048_576
 #: Most entries ``list_dir`` shows.
 LIST_LIMIT = 1000
+#: Largest file, in bytes, that ``write_file`` writes or ``edit_file`` edits.
+WRITE_LIMIT = 10_485_760
 
 
 class PathJail:
@@ -38,23 +51,66 @@ class PathJail:
         self.declared = roots
 
     def resolve(self, requested: str) -> Path:
-        """The real path of ``requested`` if it is inside a root.
+        """The real path of ``requested`` (every symlink followed) if it is inside a root.
+
+        Args:
+            requested: the model's path, relative to the workdir or absolute.
+
+        Returns:
+            The resolved absolute path; it may not exist yet.
 
         Raises:
-            PathNotAllowed: ``..`` components, or a resolved path outside every root.
+            PathNotAllowed: a NUL byte, ``..`` components, or a resolved path outside every
+                root (``..``, an absolute path elsewhere, a symlink pointing out).
         """
         if "\x00" in requested:
             raise PathNotAllowed("path contains a NUL byte")
+        if not requested.strip():
+            raise PathNotAllowed(f"empty path; name paths inside {self._allowed()}")
         parts = PurePosixPath(requested.replace("\\", "/")).parts
         if ".." in parts:
             raise PathNotAllowed(
                 f"path {requested!r} contains '..'; name paths inside {self._allowed()}"
             )
         real = Path(os.path.realpath(self.workdir / requested))
-        for root in self.roots:
-            if real == root or real.is_relative_to(root):
-                return real
+        if self.inside(real):
+            return real
         raise PathNotAllowed(f"path {requested!r} is outside the allowed paths {self._allowed()}")
+
+    def resolve_for_write(self, requested: str) -> Path:
+        """Resolve ``requested`` for writing, creating its missing parent folders in the root.
+
+        Args:
+            requested: the model's path, relative to the workdir or absolute.
+
+        Returns:
+            The resolved absolute path of the file to write; its parent folder exists and
+            is (still) inside a root.
+
+        Raises:
+            PathNotAllowed: as :meth:`resolve`, or a parent that resolves outside the roots
+                once created.
+            ToolError: the path is a folder (or a root itself), or a parent cannot be
+                created.
+        """
+        real = self.resolve(requested)
+        if real in self.roots or real.is_dir():
+            raise ToolError(f"{requested!r} is a folder, not a file")
+        try:
+            real.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ToolError(
+                f"cannot create the folder of {requested!r}: {error.strerror or error}"
+            ) from None
+        if not self.inside(Path(os.path.realpath(real.parent))):
+            raise PathNotAllowed(
+                f"path {requested!r} is outside the allowed paths {self._allowed()}"
+            )
+        return real
+
+    def inside(self, real: Path) -> bool:
+        """Whether the resolved path ``real`` is a root or lies under one."""
+        return any(real == root or real.is_relative_to(root) for root in self.roots)
 
     def display(self, path: Path) -> str:
         """``path`` relative to the workdir when possible (what the model sees)."""
@@ -65,6 +121,65 @@ class PathJail:
 
     def _allowed(self) -> str:
         return ", ".join(repr(r) for r in self.declared)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably.
+
+    The bytes go to a new temporary file in the same folder (created exclusively, so
+    never through a symlink), which is flushed with ``fsync`` and renamed over ``path``
+    with ``os.replace``; the folder is then synced too. An existing file keeps its
+    permission bits; a new one gets the usual ``0o666`` minus the umask.
+
+    Args:
+        path: the resolved destination; its folder must exist.
+        data: the complete new content.
+
+    Raises:
+        OSError: the folder is not writable, the disk is full, and so on; the temporary
+            file is removed.
+    """
+    try:
+        mode: int | None = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = None
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(temp, flags, 0o666 if mode is None else 0o600)
+    try:
+        try:
+            if mode is not None:
+                os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _os_error(action: str, requested: str, error: OSError) -> ToolError:
+    return ToolError(f"cannot {action} {requested!r}: {error.strerror or error}")
 
 
 class ReadFile(Tool):
@@ -83,19 +198,32 @@ class ReadFile(Tool):
 
     def __init__(self, jail: PathJail) -> None:
         self.jail = jail
-        self.description = (
-            "Read a text file. Allowed paths: " + ", ".join(jail.declared) + "."
-        )
+        self.description = "Read a text file. Allowed paths: " + ", ".join(jail.declared) + "."
 
     def run(self, arguments: dict[str, Any]) -> str:
-        """The file's text (at most :data:`READ_LIMIT` bytes)."""
+        """The file's text (at most :data:`READ_LIMIT` bytes).
+
+        Args:
+            arguments: ``{"path": str}``.
+
+        Returns:
+            The text, decoded as UTF-8 (undecodable bytes replaced), with a note when the
+            file is longer than :data:`READ_LIMIT` bytes.
+
+        Raises:
+            PathNotAllowed: the path escapes the declared roots.
+            ToolError: a folder, a missing file, a binary file, or an unreadable one.
+        """
         path = self.jail.resolve(arguments["path"])
         if path.is_dir():
             raise ToolError(f"{arguments['path']!r} is a folder; use list_dir")
         if not path.exists():
             raise ToolError(f"file {arguments['path']!r} does not exist")
-        with path.open("rb") as handle:
-            data = handle.read(READ_LIMIT + 1)
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(READ_LIMIT + 1)
+        except OSError as error:
+            raise _os_error("read", arguments["path"], error) from None
         if b"\x00" in data[:8192]:
             raise ToolError(f"{arguments['path']!r} is a binary file, not text")
         text = data[:READ_LIMIT].decode("utf-8", errors="replace")
@@ -129,13 +257,28 @@ class ListDir(Tool):
         )
 
     def run(self, arguments: dict[str, Any]) -> str:
-        """One entry per line: ``name/`` for folders, ``name (N bytes)`` for files."""
+        """One entry per line: ``name/`` for folders, ``name (N bytes)`` for files.
+
+        Args:
+            arguments: ``{"path": str}`` (optional, default ``"."``).
+
+        Returns:
+            At most :data:`LIST_LIMIT` entries, sorted by name.
+
+        Raises:
+            PathNotAllowed: the path escapes the declared roots.
+            ToolError: not a folder, or unreadable.
+        """
         requested = arguments.get("path") or "."
         path = self.jail.resolve(requested)
         if not path.is_dir():
             raise ToolError(f"{requested!r} is not a folder")
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)[:LIST_LIMIT]
+        except OSError as error:
+            raise _os_error("list", requested, error) from None
         lines = []
-        for entry in sorted(os.scandir(path), key=lambda e: e.name)[:LIST_LIMIT]:
+        for entry in entries:
             if entry.is_dir():
                 lines.append(entry.name + "/")
             else:
@@ -145,3 +288,153 @@ class ListDir(Tool):
                     size = 0
                 lines.append(f"{entry.name} ({size} bytes)")
         return "\n".join(lines) if lines else "(empty folder)"
+
+
+class WriteFile(Tool):
+    """Create or replace a UTF-8 text file inside the declared paths, atomically."""
+
+    name = "write_file"
+    risk = "medium"
+    parameters = {  # noqa: RUF012
+        "type": "object",
+        "properties": {
+            "path": {
+                "type": "string",
+                "description": "File path, relative to the working folder. Missing parent "
+                "folders are created.",
+            },
+            "content": {
+                "type": "string",
+                "description": "The complete new content of the file (UTF-8 text).",
+            },
+        },
+        "required": ["path", "content"],
+        "additionalProperties": False,
+    }
+
+    def __init__(self, jail: PathJail) -> None:
+        self.jail = jail
+        self.description = (
+            "Create a text file or replace its whole content. Allowed paths: "
+            + ", ".join(jail.declared)
+            + "."
+        )
+
+    def run(self, arguments: dict[str, Any]) -> str:
+        """Write ``content`` to ``path`` (atomic replace, see :func:`atomic_write`).
+
+        Args:
+            arguments: ``{"path": str, "content": str}``.
+
+        Returns:
+            ``"created PATH (N bytes)"`` or ``"replaced PATH (N bytes)"``.
+
+        Raises:
+            PathNotAllowed: the path escapes the declared roots.
+            ToolError: the path is a folder, the content is larger than
+                :data:`WRITE_LIMIT` bytes, or the file cannot be written.
+        """
+        requested = arguments["path"]
+        data = arguments["content"].encode("utf-8", errors="replace")
+        if len(data) > WRITE_LIMIT:
+            raise ToolError(
+                f"content is {len(data)} bytes; write_file writes at most {WRITE_LIMIT} bytes"
+            )
+        path = self.jail.resolve_for_write(requested)
+        existed = path.exists()
+        try:
+            atomic_write(path, data)
+        except OSError as error:
+            raise _os_error("write", requested, error) from None
+        verb = "replaced" if existed else "created"
+        return f"{verb} {self.jail.display(path)} ({len(data)} bytes)"
+
+
+class EditFile(Tool):
+    """Replace exactly one occurrence of a piece of text in a file, atomically."""
+
+    name = "edit_file"
+    risk = "medium"
+    parameters = {  # noqa: RUF012
+        "type": "object",
+        "properties": {
+            "path": {"type": "string", "description": "File path, relative to the working folder."},
+            "old": {
+                "type": "string",
+                "minLength": 1,
+                "description": "The exact text to replace; it must occur exactly once in the "
+                "file (include surrounding lines to make it unique).",
+            },
+            "new": {"type": "string", "description": "The replacement text."},
+        },
+        "required": ["path", "old", "new"],
+        "additionalProperties": False,
+    }
+
+    def __init__(self, jail: PathJail) -> None:
+        self.jail = jail
+        self.description = (
+            "Replace one exact, unique piece of text in a text file with new text. "
+            "Allowed paths: " + ", ".join(jail.declared) + "."
+        )
+
+    def run(self, arguments: dict[str, Any]) -> str:
+        """Replace the single occurrence of ``old`` with ``new`` in ``path``.
+
+        Args:
+            arguments: ``{"path": str, "old": str, "new": str}``.
+
+        Returns:
+            ``"edited PATH: replaced 1 occurrence at line N"``.
+
+        Raises:
+            PathNotAllowed: the path escapes the declared roots.
+            ToolError: a missing, binary, non-UTF-8 or oversized file; ``old`` found zero
+                times or more than once (overlapping matches count); a write failure.
+        """
+        requested, old, new = arguments["path"], arguments["old"], arguments["new"]
+        if not old:
+            raise ToolError("'old' is empty; give the exact text to replace")
+        path = self.jail.resolve(requested)
+        if path.is_dir():
+            raise ToolError(f"{requested!r} is a folder, not a file")
+        if not path.exists():
+            raise ToolError(f"file {requested!r} does not exist; create it with write_file")
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(WRITE_LIMIT + 1)
+        except OSError as error:
+            raise _os_error("read", requested, error) from None
+        if len(data) > WRITE_LIMIT:
+            raise ToolError(f"{requested!r} is larger than {WRITE_LIMIT} bytes; not edited")
+        if b"\x00" in data[:8192]:
+            raise ToolError(f"{requested!r} is a binary file, not text")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ToolError(f"{requested!r} is not UTF-8 text; not edited") from None
+        first = text.find(old)
+        if first < 0:
+            raise ToolError(
+                f"the text to replace was not found in {requested!r}; read the file and copy "
+                "the exact text, including whitespace"
+            )
+        if text.find(old, first + 1) >= 0:
+            count = text.count(old)
+            times = f"{count} times" if count > 1 else "more than once (overlapping)"
+            raise ToolError(
+                f"the text to replace occurs {times} in {requested!r}; include more "
+                "surrounding text so that it occurs exactly once"
+            )
+        line = text.count("\n", 0, first) + 1
+        if old == new:
+            return f"{self.jail.display(path)} unchanged: 'old' and 'new' are the same"
+        updated = text[:first] + new + text[first + len(old) :]
+        encoded = updated.encode("utf-8", errors="replace")
+        if len(encoded) > WRITE_LIMIT:
+            raise ToolError(f"the edited file would exceed {WRITE_LIMIT} bytes; not edited")
+        try:
+            atomic_write(path, encoded)
+        except OSError as error:
+            raise _os_error("write", requested, error) from None
+        return f"edited {self.jail.display(path)}: replaced 1 occurrence at line {line}"

@@ -1,0 +1,62 @@
+"""Heavy imports stay off the start-up path: litellm only when a model is called."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+PROBE = """
+import sys
+import runner.cli
+try:
+    runner.cli.main({argv!r})
+except SystemExit:
+    pass
+heavy = [m for m in ("litellm", "llama_cpp", "openai", "httpx", "mcp", "watchdog") if m in sys.modules]
+print("HEAVY=" + ",".join(heavy))
+"""
+
+
+def imported_after(argv: list[str]) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE.format(argv=argv)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    line = next(x for x in result.stdout.splitlines() if x.startswith("HEAVY="))
+    return [m for m in line.removeprefix("HEAVY=").split(",") if m]
+
+
+def test_importing_runner_and_its_cli_does_not_import_litellm() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, runner, runner.cli, runner.spec; print('litellm' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["validate", "agents/"],
+        ["explain", "agents/hello.yaml"],
+        ["schema"],
+        ["run", "--help"],
+    ],
+)
+def test_light_commands_import_no_heavy_module(argv: list[str]) -> None:
+    assert imported_after(argv) == []
