@@ -172,17 +172,54 @@ def _short(text: str, width: int) -> str:
 # runs
 
 
+def _since(value: str | None) -> str | None:
+    """``--since``: an ISO date/time, or a duration back from now (``90m``, ``2h``, ``7d``)."""
+    if value is None:
+        return None
+    from datetime import UTC, datetime, timedelta
+
+    from .spec import parse_duration
+
+    text = value.strip()
+    try:
+        if text.endswith("d") and text[:-1].isdigit():
+            delta = timedelta(days=int(text[:-1]))
+        else:
+            delta = timedelta(seconds=parse_duration(text))
+        return (datetime.now(UTC) - delta).isoformat(timespec="milliseconds")
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--since {value!r} is neither a date (2026-01-31, 2026-01-31T08:00) "
+            "nor a duration (90m, 2h, 7d)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
 @cli.group(invoke_without_command=True)
 @click.option("--limit", "-n", default=20, show_default=True, help="How many runs to list.")
 @click.option("--agent", "-a", default=None, help="Only runs of this agent.")
+@click.option(
+    "--status", "-s", default=None, help="Only runs with this stop reason (or 'running')."
+)
+@click.option(
+    "--since", default=None, help="Only runs since a date/time or a duration ago (2h, 7d)."
+)
 @click.pass_context
-def runs(ctx: click.Context, limit: int, agent: str | None) -> None:
+def runs(
+    ctx: click.Context, limit: int, agent: str | None, status: str | None, since: str | None
+) -> None:
     """List recent runs, newest first (`runs show ID` for one)."""
     if ctx.invoked_subcommand is not None:
         return
     from .store import RunStore
 
-    rows = RunStore.default().runs(limit=limit, agent=agent)
+    rows = RunStore.default().runs(limit=limit, agent=agent, status=status, since=_since(since))
     if not rows:
         click.echo("no runs recorded yet")
         return
@@ -239,6 +276,46 @@ def runs_show(run_id: str) -> None:
         click.echo(f"final answer:\n{row.final}")
     if row.traceback:
         click.echo(f"traceback:\n{row.traceback}")
+
+
+@runs.command("export")
+@click.argument("run_id", metavar="ID")
+def runs_export(run_id: str) -> None:
+    """Print one run as JSONL: one event per line (format in docs/run-store.md)."""
+    from .store import RunStore
+
+    store = RunStore.default()
+    row = store.run(run_id)
+    if row is None:
+        raise UsageError(
+            f"no run with id {run_id!r} (or the prefix is ambiguous); see `agentrun runs`"
+        )
+    for event in store.export(row.id):
+        click.echo(json.dumps(event, ensure_ascii=False))
+
+
+@runs.command("stats")
+@click.option(
+    "--since", default=None, help="Only runs since a date/time or a duration ago (2h, 7d)."
+)
+def runs_stats(since: str | None) -> None:
+    """Runs, stop reasons, tokens and cost per agent and per day."""
+    from .store import RunStore
+
+    rows = RunStore.default().stats(since=_since(since))
+    if not rows:
+        click.echo("no runs recorded yet")
+        return
+    click.echo(
+        f"{'DAY':<10}  {'AGENT':<20} {'STOP REASON':<18} {'RUNS':>5} {'TOKENS':>9} {'COST USD':>10}"
+    )
+    for row in rows:
+        cost = "-" if not row["priced_runs"] else f"{row['cost_usd']:.4f}"
+        tokens = (row["input_tokens"] or 0) + (row["output_tokens"] or 0)
+        click.echo(
+            f"{row['day']:<10}  {row['agent'][:20]:<20} {row['stop_reason']:<18} "
+            f"{row['runs']:>5} {tokens:>9} {cost:>10}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,12 +4,13 @@
 
     messages = [instructions, goal]
     loop:
-        budget.check_before_model_call()           # max_steps, max_tokens, max_cost_usd, time
-        reply = model.complete(messages, tools)
+        budget.check_before_model_call(estimate)   # max_steps, max_tokens, max_cost_usd, time
+        reply = model.complete(messages, tools)    # retries and fallbacks inside the model
         budget.charge_model_call(reply.usage)
-        no tool calls → stop: completed
+        no tool calls → validate against output.schema (retry with the errors) → completed
         for each tool call:
             unknown tool / bad JSON / bad arguments → refusal sent back as the tool result
+            loop detection: warn, then stop with loop_detected
             policy: allow | ask (approver) | deny | propose (suggest)
             budget.check_before_tool_call()         # max_tool_calls, time
             result = tool(arguments) within tool_timeout, cut to max_tool_output
@@ -18,13 +19,15 @@
 Every exception is sorted (the habit comes from smolagents and pydantic-ai): errors the
 model caused go back to it as tool results; :class:`~runner.errors.RunStop` signals end the
 run with their stop reason; anything else is an internal error: stop reason ``error``, the
-traceback in the run store, one line on the screen.
+traceback in the run store, one line on the screen. Every event passes through the
+:class:`~runner.redact.Redactor` before any sink sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -34,8 +37,9 @@ from .budgets import Budget
 from .compiler import CompiledAgent
 from .errors import RunStop, SetupError, ToolArgumentError, ToolError
 from .events import Event, ModelCalled, RunFinished, RunStarted, StopReason, ToolCalled
-from .models import Model, ModelReply, ToolCallRequest
+from .models import Model, ModelReply, ToolCallRequest, Usage, cost_usd
 from .policy import ApprovalRequest, Approver, Decision, UnattendedApprover
+from .redact import Redactor
 from .store import new_run_id
 
 Sink = Callable[[Event], None]
@@ -50,13 +54,50 @@ def truncate(text: str, limit: int) -> str:
     return data[: max(limit - len(note.encode()), 0)].decode("utf-8", errors="ignore") + note
 
 
+def repeats(signatures: list[str]) -> int:
+    """How often the newest call repeats: the same call in a row, or an A-B-A-B cycle.
+
+    Returns the number of times the repeating unit (one call, or a pair of different
+    calls) occurs at the end of ``signatures``; 1 when nothing repeats.
+    """
+    if not signatures:
+        return 0
+    run = 1
+    while run < len(signatures) and signatures[-1 - run] == signatures[-1]:
+        run += 1
+    cycle = 0
+    if len(signatures) >= 2 and signatures[-1] != signatures[-2]:
+        length = 2
+        while length < len(signatures) and signatures[-1 - length] == signatures[-1 - length + 2]:
+            length += 1
+        cycle = length // 2
+    return max(run, cycle)
+
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
+
+
+def parse_json_answer(content: str) -> Any:
+    """The JSON value in a final answer (a bare value, or one inside a ```json fence).
+
+    Raises:
+        ValueError: when the answer holds no JSON value.
+    """
+    match = _FENCE.match(content)
+    text = match.group(1) if match else content.strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"the answer is not JSON ({error.msg} at character {error.pos})") from None
+
+
 class Run:
     """One execution of a compiled agent.
 
     Args:
         agent: the compiled agent.
         model: the model to call.
-        sinks: receive every event as it happens (the store, the console).
+        sinks: receive every (redacted) event as it happens (the store, the console).
         approver: answers "ask" decisions; default: the spec's ``unattended`` choice.
         run_id: a given id (scheduled runs derive theirs), else a new ULID.
         trigger: what started the run (``cli``, ``cron``, ...), recorded.
@@ -76,22 +117,31 @@ class Run:
         first_tool_choice: str | dict[str, Any] | None = None,
     ) -> None:
         self.agent = agent
-        self.first_tool_choice = first_tool_choice
         self.model = model
         self.sinks = sinks or []
         self.approver = approver or UnattendedApprover(agent.spec.unattended)
         self.run_id = run_id or new_run_id()
         self.trigger = trigger
+        self.first_tool_choice = first_tool_choice
         self.budget = Budget(agent.spec.budgets)
+        spec = agent.spec
+        secret_names = [*spec.env, *([spec.model.api_key_env] if spec.model.api_key_env else [])]
+        secret_names += [t.webhook.secret_env for t in spec.triggers if t.webhook]
+        self.redactor = Redactor(secret_names)
         self.messages: list[dict[str, Any]] = []
         self.step = 0
         self.proposed: list[ToolCallRequest] = []
+        self.signatures: list[str] = []
+        self.loop_warned = False
+        self.output_retries = 0
         self.final: str | None = None
+        self.result: Any = None
 
     def emit(self, event: Event) -> None:
-        """Send ``event`` to every sink."""
+        """Send ``event``, redacted, to every sink."""
+        clean = self.redactor.event(event)
         for sink in self.sinks:
-            sink(event)
+            sink(clean)
 
     async def execute(self) -> RunFinished:
         """Run to a stop reason; the :class:`RunFinished` event (also sent to the sinks)."""
@@ -140,34 +190,80 @@ class Run:
             duration_s=time.monotonic() - started,
             message=message,
             traceback=trace,
+            result=self.result,
         )
         self.emit(finished)
-        return finished
+        return self.redactor.event(finished)
 
     async def _loop(self) -> StopReason:
         tools = self.agent.tools.openai_schemas()
         while True:
-            self.budget.check_before_model_call()
+            self._check_budget_before_model_call(tools)
             self.step += 1
             reply = await self._call_model(tools)
             self.messages.append(reply.as_message())
             if not reply.tool_calls:
-                self.final = reply.content or ""
-                return StopReason.COMPLETED
+                done = self._final_answer(reply.content or "")
+                if done is not None:
+                    return done
+                continue
             for call in reply.tool_calls:
                 result = await self._tool_call(call, reply.content or "")
                 self.messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
             if self.proposed:
-                self.final = (
-                    "Proposed tool calls (autonomy 'suggest', none executed):\n"
-                    + "\n".join(f"- {call.name} {call.arguments}" for call in self.proposed)
-                )
+                listed = "\n".join(f"- {c.name} {c.arguments}" for c in self.proposed)
+                self.final = f"Proposed tool calls (autonomy 'suggest', none executed):\n{listed}"
                 return StopReason.PROPOSED
             notes = self.budget.warnings()
             if notes:
                 self.messages.append(
                     {"role": "user", "content": "Budget note: " + "; ".join(notes) + "."}
                 )
+
+    def _check_budget_before_model_call(self, tools: list[dict[str, Any]]) -> None:
+        """Estimate the next call (prompt tokens + its maximum output) and check the budget."""
+        limits = self.agent.spec.budgets
+        tokens, cost = 0, 0.0
+        if limits.max_tokens is not None or limits.max_cost_usd is not None:
+            counter = getattr(self.model, "count_prompt_tokens", None)
+            prompt = int(counter(self.messages, tools)) if counter else 0
+            output = int(getattr(self.model, "max_output_tokens", 0) or 0)
+            tokens = prompt + output
+            pricing = getattr(self.model, "pricing", None)
+            cost = cost_usd(pricing, Usage(prompt, output)) or 0.0
+        self.budget.check_before_model_call(tokens, cost)
+
+    def _final_answer(self, content: str) -> StopReason | None:
+        """Accept the final answer, or ask for a corrected one (``output.schema``)."""
+        self.final = content
+        output = self.agent.spec.output
+        if output.schema is None:
+            return StopReason.COMPLETED
+        from jsonschema import Draft202012Validator
+
+        try:
+            value = parse_json_answer(content)
+            problems = [
+                (f"{'/'.join(map(str, e.absolute_path))}: " if e.absolute_path else "") + e.message
+                for e in Draft202012Validator(output.schema).iter_errors(value)
+            ]
+        except ValueError as error:
+            problems = [str(error)]
+        if not problems:
+            self.result = value
+            return StopReason.COMPLETED
+        if self.output_retries >= output.max_retries:
+            raise _output_invalid(problems)
+        self.output_retries += 1
+        self.messages.append(
+            {
+                "role": "user",
+                "content": "Your answer must be a single JSON value that satisfies this JSON "
+                f"Schema:\n{json.dumps(output.schema)}\nProblems: {'; '.join(problems[:5])}. "
+                "Answer again with only the corrected JSON.",
+            }
+        )
+        return None
 
     async def _call_model(self, tools: list[dict[str, Any]]) -> ModelReply:
         started = time.monotonic()
@@ -189,9 +285,30 @@ class Run:
                 tool_calls=[
                     {"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls
                 ],
+                error="; ".join(reply.failed_attempts) or None,
             )
         )
         return reply
+
+    def _loop_check(self, name: str, arguments: dict[str, Any]) -> str:
+        """Record the call's signature; a warning to append, or raise ``loop_detected``."""
+        self.signatures.append(name + " " + json.dumps(arguments, sort_keys=True))
+        count = repeats(self.signatures)
+        thresholds = self.agent.spec.loop_detection
+        if count >= thresholds.stop_after:
+            stop = RunStop(
+                f"loop detected: the model repeated the same tool calls {count} times "
+                f"(stop_after is {thresholds.stop_after})"
+            )
+            stop.stop_reason = StopReason.LOOP_DETECTED
+            raise stop
+        if count >= thresholds.warn_after:
+            return (
+                f"\n[agentrun: this is the {count}th identical call in a row; the result will "
+                "not change. Use what you have, try something different, or give your answer. "
+                f"The run stops at {thresholds.stop_after} repeats.]"
+            )
+        return ""
 
     async def _tool_call(self, call: ToolCallRequest, reason: str) -> str:
         """Decide, execute and record one tool call; the text sent back to the model."""
@@ -230,8 +347,11 @@ class Run:
             arguments = registry.parse_arguments(tool, call.arguments)
         except ToolArgumentError as error:
             return record("allow", "refused", f"error: {error}", str(error))
+        warning = self._loop_check(tool.name, arguments)
+        risk_for = getattr(tool, "risk_for", None)
+        risk = str(risk_for(arguments)) if risk_for else tool.risk
 
-        decision = self.agent.policy.decide(tool.name, tool.risk, arguments)
+        decision = self.agent.policy.decide(tool.name, risk, arguments)
         if decision is Decision.PROPOSE:
             self.proposed.append(call)
             return record("propose", "proposed", "not executed: autonomy is 'suggest'")
@@ -244,7 +364,7 @@ class Run:
             )
         if decision is Decision.ASK:
             approval = await self.approver.request(
-                ApprovalRequest(self.run_id, call.id, tool.name, arguments, tool.risk, reason)
+                ApprovalRequest(self.run_id, call.id, tool.name, arguments, risk, reason)
             )
             if not approval.approved:
                 text = f"error: a person denied this call of {tool.name}"
@@ -263,21 +383,21 @@ class Run:
             output = await asyncio.wait_for(tool.call(arguments), timeout=timeout)
         except TimeoutError:
             message = f"error: {tool.name} did not finish within {timeout:g} s and was stopped"
-            return record(decision, "error", message, "timeout")
+            return record(decision, "error", message + warning, "timeout")
         except ToolError as error:
-            return record(decision, "error", f"error: {error}", str(error))
+            return record(decision, "error", f"error: {error}{warning}", str(error))
         except Exception as error:  # a tool bug: the model hears it, the run goes on
             detail = f"{type(error).__name__}: {error}"
-            return record(decision, "error", f"error: {tool.name} failed: {detail}", detail)
-        return record(decision, "ok", truncate(output, limits.max_tool_output))
+            return record(
+                decision, "error", f"error: {tool.name} failed: {detail}{warning}", detail
+            )
+        return record(decision, "ok", truncate(output, limits.max_tool_output) + warning)
 
 
-def parse_arguments_for_display(raw: str) -> Any:
-    """The arguments as JSON when they parse, else the raw text (for printing)."""
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
+def _output_invalid(problems: list[str]) -> RunStop:
+    stop = RunStop("the final answer does not satisfy output.schema: " + "; ".join(problems[:3]))
+    stop.stop_reason = StopReason.OUTPUT_INVALID
+    return stop
 
 
 async def run_agent(

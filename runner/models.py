@@ -68,6 +68,7 @@ class ModelReply:
         cost_usd: USD cost of this call, or None when the price is unknown.
         model: the model id that answered (a fallback, perhaps).
         finish_reason: the provider's finish reason (``stop``, ``tool_calls``, ``length``).
+        failed_attempts: models that failed before this one answered (``fallbacks`` used).
     """
 
     content: str | None
@@ -76,6 +77,7 @@ class ModelReply:
     cost_usd: float | None = None
     model: str = ""
     finish_reason: str = ""
+    failed_attempts: tuple[str, ...] = ()
 
     def as_message(self) -> dict[str, Any]:
         """The assistant message to append to the conversation (OpenAI format)."""
@@ -166,23 +168,55 @@ def import_litellm() -> Any:
     return litellm
 
 
+#: Provider errors worth retrying: 429, 5xx, timeouts, connection resets (litellm's names).
+TRANSIENT_ERRORS = (
+    "RateLimitError",
+    "InternalServerError",
+    "ServiceUnavailableError",
+    "BadGatewayError",
+    "APIConnectionError",
+    "Timeout",
+)
+#: Attempts per model (the first call plus retries) before the next fallback is tried.
+RETRY_ATTEMPTS = 3
+#: Backoff before the first retry, and its cap, in seconds (doubling, with full jitter).
+RETRY_INITIAL_S = 0.5
+RETRY_MAX_S = 8.0
+#: Output tokens assumed for the budget estimate when neither the spec nor litellm's table
+#: gives a maximum.
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a litellm exception is a provider hiccup worth retrying (429, 5xx, timeout)."""
+    return any(cls.__name__ in TRANSIENT_ERRORS for cls in type(error).__mro__)
+
+
 class LiteLLMModel:
-    """A model reached through ``litellm.acompletion``.
+    """A model reached through ``litellm.acompletion``, with retries and fallbacks.
+
+    Each model (the spec's, then each of ``fallbacks`` in order) gets
+    :data:`RETRY_ATTEMPTS` attempts; transient provider errors (:func:`is_transient`) are
+    retried with exponential backoff and full jitter (tenacity); any other error, or a
+    model out of attempts, moves on to the next fallback. When every model failed,
+    :class:`~runner.errors.ModelError` carries each one's last error.
 
     Args:
-        spec: the spec's model section. ``api_key_env`` names the variable read at call time;
-            its value is passed to litellm and never stored.
+        spec: the spec's model section. ``api_key_env`` names the variable read at call
+            time; its value is passed to litellm and never stored.
     """
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.name = spec.id
         self.pricing = spec.pricing or price_for(spec.id)
-        self._route: tuple[str, str | None, str | None] | None = None
+        self._routes: dict[str, tuple[str, str | None, str | None]] = {}
+        self._token_counts: list[tuple[int, int]] = []
 
-    def _resolve(self) -> tuple[str, str | None, str | None]:
-        """``(litellm model, api_base, api_key)`` for this spec (starts a local model)."""
-        if self._route is None:
+    def _resolve(self, model_id: str) -> tuple[str, str | None, str | None]:
+        """``(litellm model, api_base, api_key)`` for ``model_id`` (starts a local model)."""
+        route = self._routes.get(model_id)
+        if route is None:
             api_key: str | None = None
             if self.spec.api_key_env:
                 api_key = os.environ.get(self.spec.api_key_env)
@@ -191,23 +225,59 @@ class LiteLLMModel:
                         f"environment variable {self.spec.api_key_env!r} (model.api_key_env) "
                         "is not set"
                     )
-            if self.spec.id.startswith(LOCAL_PREFIX):
+            if model_id.startswith(LOCAL_PREFIX):
                 from .local_model import local_api_base
 
-                name = self.spec.id[len(LOCAL_PREFIX) :]
-                self._route = (f"openai/{name}", local_api_base(name), "local")
+                name = model_id[len(LOCAL_PREFIX) :]
+                route = (f"openai/{name}", local_api_base(name), "local")
             else:
-                self._route = (self.spec.id, self.spec.api_base, api_key)
-        return self._route
+                route = (model_id, self.spec.api_base, api_key)
+            self._routes[model_id] = route
+        return route
 
     def prepare(self) -> None:
-        """Resolve the route now (imports litellm, starts a local model) so errors come early.
+        """Resolve the primary route now (imports litellm, starts a local model).
 
         Raises:
             SetupError: a missing extra or key variable.
         """
-        self._resolve()
+        self._resolve(self.spec.id)
         import_litellm()
+
+    @property
+    def max_output_tokens(self) -> int:
+        """Most output tokens one call may produce: ``params.max_tokens``, litellm's table,
+        or :data:`DEFAULT_MAX_OUTPUT_TOKENS`."""
+        configured = self.spec.params.get("max_tokens")
+        if isinstance(configured, int):
+            return configured
+        entry = _litellm_price_table().get(self.spec.id.split("/", 1)[-1], {})
+        table = entry.get("max_output_tokens") if isinstance(entry, dict) else None
+        return int(table) if isinstance(table, int) else DEFAULT_MAX_OUTPUT_TOKENS
+
+    def count_prompt_tokens(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> int:
+        """Prompt tokens of ``messages`` plus ``tools``, counted with litellm's tokenizer.
+
+        Messages are append-only within a run, so each is counted once and cached by
+        position (keyed by the identity of the dict).
+        """
+        litellm = import_litellm()
+        model, _, _ = self._resolve(self.spec.id)
+        counts = self._token_counts
+        if len(counts) > len(messages) or any(
+            counts[i][0] != id(messages[i]) for i in range(len(counts))
+        ):
+            counts.clear()
+        for message in messages[len(counts) :]:
+            counts.append(
+                (id(message), int(litellm.token_counter(model=model, messages=[message])))
+            )
+        total = sum(count for _, count in counts)
+        if tools:
+            total += int(litellm.token_counter(model=model, text=json.dumps(tools)))
+        return total
 
     async def complete(
         self,
@@ -215,27 +285,67 @@ class LiteLLMModel:
         tools: list[dict[str, Any]],
         tool_choice: str | dict[str, Any] | None = None,
     ) -> ModelReply:
-        """One call through litellm. Raises :class:`ModelError` on any provider failure."""
-        model, api_base, api_key = self._resolve()
+        """One model call, retried and falling back as needed.
+
+        Raises:
+            ModelError: every model failed; the message names each one's last error.
+            SetupError: a missing extra or key variable.
+        """
+        from tenacity import (
+            AsyncRetrying,
+            retry_if_exception,
+            stop_after_attempt,
+            wait_random_exponential,
+        )
+
         litellm = import_litellm()
-        kwargs: dict[str, Any] = dict(self.spec.params)
-        if tools:
-            kwargs["tools"] = tools
-            kwargs["tool_choice"] = tool_choice or "auto"
-        if api_base:
-            kwargs["api_base"] = api_base
-        if api_key:
-            kwargs["api_key"] = api_key
-        if self.spec.timeout:
-            kwargs["timeout"] = self.spec.timeout
-        started = time.monotonic()
-        try:
-            response = await litellm.acompletion(model=model, messages=messages, **kwargs)
-        except Exception as error:  # litellm maps provider failures to its own exceptions
-            raise ModelError(
-                f"model {self.name!r} failed: {type(error).__name__}: {error}"
-            ) from error
-        return reply_from_openai(response, self.name, self.pricing, time.monotonic() - started)
+        failures: list[str] = []
+        for model_id in (self.spec.id, *self.spec.fallbacks):
+            model, api_base, api_key = self._resolve(model_id)
+            kwargs: dict[str, Any] = dict(self.spec.params)
+            if tools:
+                kwargs["tools"] = tools
+                kwargs["tool_choice"] = tool_choice or "auto"
+            if api_base:
+                kwargs["api_base"] = api_base
+            if api_key:
+                kwargs["api_key"] = api_key
+            if self.spec.timeout:
+                kwargs["timeout"] = self.spec.timeout
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(RETRY_ATTEMPTS),
+                wait=wait_random_exponential(multiplier=RETRY_INITIAL_S, max=RETRY_MAX_S),
+                retry=retry_if_exception(is_transient),
+                reraise=True,
+            )
+            started = time.monotonic()
+            try:
+                response = await retrying(
+                    litellm.acompletion,
+                    model=model,
+                    messages=messages,
+                    num_retries=0,
+                    max_retries=0,
+                    **kwargs,
+                )
+            except Exception as error:  # litellm maps provider failures to its own exceptions
+                failures.append(f"{model_id}: {type(error).__name__}: {_first_line(error)}")
+                continue
+            pricing = self.pricing if model_id == self.spec.id else price_for(model_id)
+            reply = reply_from_openai(response, model_id, pricing, time.monotonic() - started)
+            return reply if not failures else _with_failures(reply, failures)
+        raise ModelError("every model failed: " + "; ".join(failures))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+def _with_failures(reply: ModelReply, failures: list[str]) -> ModelReply:
+    from dataclasses import replace
+
+    return replace(reply, failed_attempts=tuple(failures))
 
 
 def reply_from_openai(

@@ -191,16 +191,145 @@ class RunStore:
     def _run_row(self, row: sqlite3.Row) -> RunRow:
         return RunRow(**{name: row[name] for name in RunRow.__dataclass_fields__})
 
-    def runs(self, limit: int = 20, agent: str | None = None) -> list[RunRow]:
-        """The most recent runs, newest first."""
-        query = "SELECT * FROM runs"
+    def runs(
+        self,
+        limit: int = 20,
+        agent: str | None = None,
+        status: str | None = None,
+        since: str | None = None,
+    ) -> list[RunRow]:
+        """The most recent runs, newest first.
+
+        Args:
+            limit: most rows returned.
+            agent: only this agent's runs.
+            status: only runs with this stop reason (or ``running``).
+            since: only runs started at or after this UTC ISO-8601 instant.
+        """
+        query = "SELECT * FROM runs WHERE 1 = 1"
         params: list[Any] = []
         if agent:
-            query += " WHERE agent = ?"
+            query += " AND agent = ?"
             params.append(agent)
+        if status:
+            query += " AND (stop_reason = ? OR (stop_reason IS NULL AND status = ?))"
+            params.extend([status, status])
+        if since:
+            query += " AND started_at >= ?"
+            params.append(since)
         query += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         return [self._run_row(row) for row in self.db.execute(query, params)]
+
+    def stats(self, since: str | None = None) -> list[dict[str, Any]]:
+        """Runs, stop reasons, tokens and USD per agent and per UTC day, newest day first."""
+        query = """SELECT agent, substr(started_at, 1, 10) AS day, count(*) AS runs,
+                   coalesce(stop_reason, status) AS stop_reason,
+                   sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+                   sum(cost_usd) AS cost_usd, count(cost_usd) AS priced_runs
+                   FROM runs {where}
+                   GROUP BY agent, day, coalesce(stop_reason, status)
+                   ORDER BY day DESC, agent, stop_reason"""
+        params: list[Any] = []
+        where = ""
+        if since:
+            where = "WHERE started_at >= ?"
+            params.append(since)
+        return [dict(row) for row in self.db.execute(query.format(where=where), params)]
+
+    def export(self, run_id: str) -> list[dict[str, Any]]:
+        """One run as a list of events, in order (the JSONL export format, see docs).
+
+        Each event has ``type`` (``run_started``, ``model_call``, ``tool_call``,
+        ``run_finished``), ``run_id``, ``at`` (UTC ISO-8601) and the event's fields.
+        """
+        row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            return []
+        run = dict(row)
+        events: list[dict[str, Any]] = [
+            {
+                "type": "run_started",
+                "run_id": run_id,
+                "at": run["started_at"],
+                "agent": run["agent"],
+                "model": run["model"],
+                "trigger": run["trigger"],
+                "spec_path": run["spec_path"],
+                "spec_sha256": run["spec_sha256"],
+                "inputs": json.loads(run["inputs_json"]),
+                "goal": run["goal"],
+            }
+        ]
+        steps: list[tuple[str, int, int, dict[str, Any]]] = []
+        for call in self.model_calls(run_id):
+            steps.append(
+                (
+                    call["created_at"],
+                    call["step"],
+                    0,
+                    {
+                        "type": "model_call",
+                        "run_id": run_id,
+                        "at": call["created_at"],
+                        "step": call["step"],
+                        "model": call["model"],
+                        "input_tokens": call["input_tokens"],
+                        "output_tokens": call["output_tokens"],
+                        "cost_usd": call["cost_usd"],
+                        "duration_s": call["duration_s"],
+                        "content": call["content"],
+                        "tool_calls": json.loads(call["tool_calls_json"]),
+                        "error": call["error"],
+                    },
+                )
+            )
+        for call in self.tool_calls(run_id):
+            steps.append(
+                (
+                    call["created_at"],
+                    call["step"],
+                    1,
+                    {
+                        "type": "tool_call",
+                        "run_id": run_id,
+                        "at": call["created_at"],
+                        "step": call["step"],
+                        "call_id": call["call_id"],
+                        "tool": call["tool"],
+                        "risk": call["risk"],
+                        "arguments": call["arguments"],
+                        "decision": call["decision"],
+                        "status": call["status"],
+                        "result": call["result"],
+                        "error": call["error"],
+                        "duration_s": call["duration_s"],
+                    },
+                )
+            )
+        events.extend(event for *_, event in sorted(steps, key=lambda s: (s[1], s[2], s[0])))
+        if run["ended_at"]:
+            events.append(
+                {
+                    "type": "run_finished",
+                    "run_id": run_id,
+                    "at": run["ended_at"],
+                    "stop_reason": run["stop_reason"],
+                    "final": run["final"],
+                    "result": None
+                    if run["result_json"] is None
+                    else json.loads(run["result_json"]),
+                    "message": run["message"],
+                    "steps": run["steps"],
+                    "tool_calls": run["tool_calls"],
+                    "input_tokens": run["input_tokens"],
+                    "output_tokens": run["output_tokens"],
+                    "cost_usd": run["cost_usd"],
+                    "duration_s": run["duration_s"],
+                    "traceback": run["traceback"],
+                }
+            )
+        return events
 
     def run(self, run_id: str) -> RunRow | None:
         """One run by id, or by a unique prefix of its id."""

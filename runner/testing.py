@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ModelError
-from .models import ModelReply, ToolCallRequest, Usage
+from .models import ModelReply, ToolCallRequest, Usage, cost_usd
+from .spec import Pricing
 from .openai_server import BackendHTTPError, OpenAIServer
 
 _ids = itertools.count(1)
@@ -88,15 +89,31 @@ class ScriptedModel:
         requests: ``(messages, tools)`` of each call, deep-copied at call time.
         repeat_last: when True, the last item answers every further call (a model that
             never stops).
+        pricing: when given, each reply's cost is its scripted usage at this price, and
+            :meth:`count_prompt_tokens` estimates 4 characters per token.
+        max_output_tokens: the output bound the loop's budget estimate assumes.
     """
 
     def __init__(
-        self, script: list[Scripted], name: str = "scripted", repeat_last: bool = False
+        self,
+        script: list[Scripted],
+        name: str = "scripted",
+        repeat_last: bool = False,
+        pricing: Pricing | None = None,
+        max_output_tokens: int = 100,
     ) -> None:
         self.script = deque(script)
         self.name = name
         self.repeat_last = repeat_last
+        self.pricing = pricing
+        self.max_output_tokens = max_output_tokens
         self.requests: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+
+    def count_prompt_tokens(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> int:
+        """A rough prompt size: 4 characters of JSON per token."""
+        return len(json.dumps(messages)) // 4 + len(json.dumps(tools)) // 4
 
     def _next(self) -> Scripted:
         if not self.script:
@@ -125,7 +142,7 @@ class ScriptedModel:
                 for name, arguments in item.tool_calls
             ],
             usage=item.usage,
-            cost_usd=None,
+            cost_usd=cost_usd(self.pricing, item.usage),
             model=self.name,
             finish_reason="tool_calls" if item.tool_calls else "stop",
         )

@@ -7,9 +7,14 @@ and turned into plain Python values by our own walk, which:
 - records, for every JSON-pointer-like path (a tuple of keys and indexes), where the value
   starts and, for mapping entries, where its key starts (1-based line and column);
 - refuses duplicate keys, non-string keys and merge keys (``<<``), each at its location;
-- caps the number of nodes produced, so alias bombs ("billion laughs") are refused quickly.
+- caps the number of nodes produced, so alias bombs ("billion laughs") are refused quickly,
+  and the nesting depth, so deeply nested or self-referencing documents are refused too;
+- reads YAML 1.1's implicit dates (``2024-01-01``) as the text they are written as, because
+  a spec holds JSON values only;
+- locates everything an alias (``*name``) brings in at the alias, where it is used.
 
-Only ``yaml.SafeLoader`` is used: no Python object tags can be constructed.
+A top level that is not a mapping is refused here too. Only ``yaml.SafeLoader`` is used: no
+Python object tags can be constructed.
 """
 
 from __future__ import annotations
@@ -24,7 +29,22 @@ from .errors import Diagnostic
 #: Most nodes one spec may expand to (after aliases). Real specs have a few hundred.
 MAX_NODES = 20_000
 
+#: Deepest nesting of mappings and lists. Real specs nest about 6 levels.
+MAX_DEPTH = 64
+
 Path = tuple[str | int, ...]
+
+_CORE = "tag:yaml.org,2002:"
+_TIMESTAMP_TAG = _CORE + "timestamp"
+_MERGE_TAG = _CORE + "merge"
+#: Tags whose values are plain JSON-like values (the implicit ones, or written out).
+_PLAIN_TAGS = frozenset(
+    _CORE + name for name in ("str", "int", "float", "bool", "null", "timestamp", "map", "seq")
+)
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
 
 
 @dataclass(frozen=True)
@@ -44,6 +64,11 @@ class Located:
         values: path → position of the value's first character.
         keys: path → position of the mapping key that introduced the value.
         styles: path → the scalar style (``"|"``, ``">"``, ``"'"``, ``'"'`` or ``""``).
+        ends: path → position just after a scalar value's last character.
+        texts: path → the source text of a plain scalar that YAML reads as something other
+            than a string (``yes``, ``1:30``, ``null``), for "quote it" hints.
+        aliased: paths whose value an alias (``*name``) brought in; their positions are
+            the alias's.
         lines: the file's lines, for caret displays.
     """
 
@@ -51,6 +76,9 @@ class Located:
     values: dict[Path, Pos] = field(default_factory=dict)
     keys: dict[Path, Pos] = field(default_factory=dict)
     styles: dict[Path, str] = field(default_factory=dict)
+    ends: dict[Path, Pos] = field(default_factory=dict)
+    texts: dict[Path, str] = field(default_factory=dict)
+    aliased: set[Path] = field(default_factory=set)
     lines: list[str] = field(default_factory=list)
 
     def key_pos(self, path: Path) -> Pos:
@@ -79,122 +107,335 @@ class Located:
         return Diagnostic(file, pos.line, pos.column, message, hint, severity, source)
 
 
-class _TooLarge(Exception):
-    pass
+def _pos(mark: yaml.Mark) -> Pos:
+    return Pos(mark.line + 1, mark.column + 1)
+
+
+class _Refused(Exception):
+    """A document the loader will not expand: too deep, too large, or self-referencing."""
+
+    def __init__(self, pos: Pos, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.pos = pos
+        self.message = message
+        self.hint = hint
+
+
+class _AliasNode:
+    """Where an alias (``*name``) stands, and the anchored node it repeats."""
+
+    def __init__(self, target: yaml.Node, mark: yaml.Mark) -> None:
+        self.target = target
+        self.start_mark = mark
+        self.tag = target.tag
+
+
+class _Loader(yaml.SafeLoader):
+    """A SafeLoader whose composer keeps alias positions and refuses deep or cyclic nesting."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+        self.open_anchors: set[str] = set()
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> Any:
+        parser: Any = self  # PyYAML's parser methods are untyped
+        if self.check_event(yaml.AliasEvent):
+            event = parser.peek_event()
+            if event.anchor in self.open_anchors:
+                raise _Refused(
+                    _pos(event.start_mark),
+                    f"alias '*{event.anchor}' is used inside the value it names, "
+                    "which would make the spec infinitely deep",
+                    "write the value out instead of referring to itself",
+                )
+            node: Any = super().compose_node(parent, index)
+            return _AliasNode(node, event.start_mark)
+        event = parser.peek_event()
+        anchor = getattr(event, "anchor", None)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _Refused(
+                _pos(event.start_mark),
+                f"the spec nests more than {MAX_DEPTH} levels deep",
+                "a spec needs a handful of levels; flatten this value",
+            )
+        if anchor:
+            self.open_anchors.add(anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+            if anchor:
+                self.open_anchors.discard(anchor)
+
+
+def _yaml_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {'true' if value else 'false'}"
+    if isinstance(value, int):
+        return f"the integer {value}"
+    if isinstance(value, float):
+        return f"the number {value!r}"
+    return f"a {type(value).__name__}"
 
 
 class _Walker:
-    def __init__(self, loader: yaml.SafeLoader, located: Located, file: str) -> None:
+    def __init__(self, loader: _Loader, located: Located, file: str) -> None:
         self.loader = loader
         self.located = located
         self.file = file
         self.count = 0
+        self.aliases_used = False
         self.errors: list[Diagnostic] = []
 
-    def pos(self, mark: yaml.Mark) -> Pos:
-        return Pos(mark.line + 1, mark.column + 1)
+    def error(self, pos: Pos, message: str, hint: str, alias: Pos | None) -> None:
+        # What an alias repeats was already checked where its anchor stands.
+        if alias is None:
+            self.errors.append(self.located.diagnostic(self.file, pos, message, hint))
 
-    def walk(self, node: yaml.Node, path: Path) -> Any:
+    def walk(self, node: Any, path: Path, alias: Pos | None = None) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise _TooLarge
-        self.located.values.setdefault(path, self.pos(node.start_mark))
+            if self.aliases_used:
+                raise _Refused(
+                    alias or _pos(node.start_mark),
+                    f"the spec expands to more than {MAX_NODES} values "
+                    "(aliases repeated too often)",
+                    "write the spec out without nested aliases",
+                )
+            raise _Refused(
+                _pos(node.start_mark),
+                f"the spec holds more than {MAX_NODES} values",
+                "a spec needs a few hundred; keep data in files the agent reads",
+            )
+        if len(path) > MAX_DEPTH:
+            raise _Refused(
+                alias or _pos(node.start_mark),
+                f"the spec nests more than {MAX_DEPTH} levels deep (through aliases)",
+                "a spec needs a handful of levels; flatten this value",
+            )
+        if isinstance(node, _AliasNode):
+            self.aliases_used = True
+            alias = alias or _pos(node.start_mark)
+            node = node.target
+        if alias is not None:
+            self.located.aliased.add(path)
+        self.located.values.setdefault(path, alias or _pos(node.start_mark))
+        if node.tag not in _PLAIN_TAGS:
+            self.error(
+                alias or _pos(node.start_mark),
+                f"the YAML tag {_short_tag(node.tag)!r} is not allowed in a spec",
+                "remove the tag; a spec holds plain values only",
+                alias,
+            )
         if isinstance(node, yaml.MappingNode):
-            return self.mapping(node, path)
+            return self.mapping(node, path, alias)
         if isinstance(node, yaml.SequenceNode):
-            return [self.walk(child, (*path, i)) for i, child in enumerate(node.value)]
+            return [self.walk(child, (*path, i), alias) for i, child in enumerate(node.value)]
         assert isinstance(node, yaml.ScalarNode)
         self.located.styles.setdefault(path, node.style or "")
+        self.located.ends.setdefault(path, alias or _pos(node.end_mark))
+        value = self.scalar(node, alias)
+        if not isinstance(value, str) and not node.style:
+            self.located.texts.setdefault(path, node.value)
+        return value
+
+    def scalar(self, node: yaml.ScalarNode, alias: Pos | None) -> Any:
+        if node.tag == _TIMESTAMP_TAG:
+            # A date (`2024-01-01`): a spec holds JSON values, so keep the text.
+            return node.value
+        if node.tag not in _PLAIN_TAGS:  # reported by walk()
+            return node.value
         try:
             value = self.loader.construct_object(node, deep=True)
-        except (ValueError, OverflowError) as error:  # e.g. an impossible date: 2024-02-30
-            self.errors.append(
-                self.located.diagnostic(
-                    self.file,
-                    self.pos(node.start_mark),
-                    f"value {node.value!r} cannot be read: {error}",
-                    "quote it to make it a string",
-                )
+        except Exception as error:  # `!!int x`, `!!bool maybe`, `!!timestamp 2024-02-30`
+            detail = f": {error}" if isinstance(error, ValueError) and str(error) else ""
+            self.error(
+                alias or _pos(node.start_mark),
+                f"value {node.value!r} cannot be read as {_short_tag(node.tag)}{detail}",
+                "quote it to make it a string",
+                alias,
             )
             return str(node.value)
         if isinstance(value, float) and value != value:  # NaN: not JSON, never a useful value
             return str(node.value)
         return value
 
-    def mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
+    def mapping(self, node: yaml.MappingNode, path: Path, alias: Pos | None) -> dict[str, Any]:
         result: dict[str, Any] = {}
         first_seen: dict[str, Pos] = {}
         for key_node, value_node in node.value:
-            key_pos = self.pos(key_node.start_mark)
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                self.errors.append(
-                    self.located.diagnostic(
-                        self.file,
-                        key_pos,
-                        "merge keys ('<<') are not allowed in a spec",
-                        "write the keys out in full, so every key is checked where it stands",
-                    )
+            real_key = key_node.target if isinstance(key_node, _AliasNode) else key_node
+            key_pos = alias or _pos(key_node.start_mark)
+            if real_key.tag == _MERGE_TAG:
+                self.error(
+                    key_pos,
+                    "merge keys ('<<') are not allowed in a spec",
+                    "write the keys out in full, so every key is checked where it stands",
+                    alias,
                 )
                 continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                self.errors.append(
-                    self.located.diagnostic(
-                        self.file, key_pos, "a key must be a plain string, not a list or mapping"
-                    )
+            if not isinstance(real_key, yaml.ScalarNode):
+                self.error(
+                    key_pos, "a key must be a plain string, not a list or mapping", "", alias
                 )
                 continue
-            key = self.loader.construct_object(key_node)
+            key = self.scalar(real_key, alias)
             if not isinstance(key, str):
-                self.errors.append(
-                    self.located.diagnostic(
-                        self.file,
-                        key_pos,
-                        f"key {key_node.value!r} is read as {type(key).__name__} {key!r}, "
-                        "not a string",
-                        f"quote it: '{key_node.value}'",
-                    )
+                self.error(
+                    key_pos,
+                    f"key '{real_key.value}' is read as {_yaml_type(key)}, not as a string",
+                    f"quote it: '{real_key.value}'",
+                    alias,
                 )
                 continue
             if key in first_seen:
-                seen = first_seen[key]
-                self.errors.append(
-                    self.located.diagnostic(
-                        self.file,
-                        key_pos,
-                        f"duplicate key {key!r}",
-                        f"it is already set at line {seen.line}; keep one",
-                    )
-                )
+                hint = f"it is already set at line {first_seen[key].line}; keep one"
+                self.error(key_pos, f"duplicate key {key!r}", hint, alias)
                 continue
             first_seen[key] = key_pos
             child = (*path, key)
             self.located.keys[child] = key_pos
-            result[key] = self.walk(value_node, child)
+            result[key] = self.walk(value_node, child, alias)
         return result
 
 
+# -------------------------------------------------------------------------------------------
+# YAML syntax errors in plain words
+
+_FOUND_WORDS = {
+    "<block mapping start>": "a key",
+    "<block sequence start>": "a list item",
+    "'-'": "a list item",
+    "'?'": "a key",
+    "<scalar>": "a value",
+    "<block end>": "the end of a block",
+    "<stream end>": "the end of the file",
+}
+
+
+def _at(lines: list[str], mark: yaml.Mark | None) -> Pos:
+    """The position of ``mark``, moved onto the last line when it lies past the end."""
+    if mark is None:
+        return Pos(1, 1)
+    line, column = mark.line + 1, mark.column + 1
+    if line > len(lines) and lines:
+        return Pos(len(lines), len(lines[-1]) + 1)
+    return Pos(max(line, 1), max(column, 1))
+
+
 def _yaml_error(file: str, lines: list[str], error: yaml.MarkedYAMLError) -> Diagnostic:
-    mark = error.problem_mark or error.context_mark
-    line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
     problem = error.problem or "invalid YAML"
-    hint = ""
-    source = lines[line - 1] if 0 < line <= len(lines) else ""
-    if "\\t" in problem or "\t" in problem or (source and "\t" in source[: max(column, 1)]):
-        problem = "a tab character where YAML allows only spaces"
-        hint = "indent with spaces; YAML forbids tabs for indentation"
-        tab = source.find("\t")
-        if tab >= 0:
-            column = tab + 1
-    elif error.context:
-        problem = f"{problem} ({error.context})"
-    if "could not find expected ':'" in problem:
-        hint = "a key needs ':' after it; a value that contains ': ' must be quoted"
+    context = error.context or ""
+    pos = _at(lines, error.problem_mark or error.context_mark)
+    context_pos = _at(lines, error.context_mark) if error.context_mark else pos
+    source = lines[pos.line - 1] if 0 < pos.line <= len(lines) else ""
+    message, hint = problem + (f" ({context})" if context else ""), ""
+
+    if "\\t" in problem or "tab" in problem or "\t" in source[: pos.column]:
+        if source[pos.column - 1 : pos.column] != "\t" and "\t" in source:
+            pos = Pos(pos.line, source.find("\t") + 1)
+        message = "a tab character where YAML allows only spaces"
+        leading = source[: pos.column - 1].strip(" \t") == ""
+        hint = (
+            "indent with spaces; YAML forbids tabs for indentation"
+            if leading
+            else "replace the tab with spaces"
+        )
+    elif "found unexpected end of stream" in problem and "quoted scalar" in context:
+        pos = context_pos
+        message = "this quoted string is never closed"
+        hint = "add the closing quote"
+    elif context in ("while parsing a flow sequence", "while parsing a flow mapping"):
+        opener, closer, what = (
+            ("[", "]", "list") if "sequence" in context else ("{", "}", "mapping")
+        )
+        found = problem.rpartition("but got ")[2] or problem
+        if pos.line > context_pos.line:
+            message = (
+                f"this '{opener}' is never closed: line {pos.line}, column {pos.column} "
+                f"has {found} where ',' or '{closer}' was expected"
+            )
+            pos = context_pos
+        else:
+            message = f"expected ',' or '{closer}' in this {what}, but found {found}"
+        hint = f"close the {what} with '{closer}', or quote the value if '{opener}' is text"
+    elif "could not find expected ':'" in problem:
+        pos = context_pos
+        message = "expected 'key: value', but this line has no ':' after its key"
+        hint = "add ': ' after the key; a value that contains ': ' must be quoted"
     elif "mapping values are not allowed here" in problem:
+        message = "unexpected ':' here"
         hint = "quote a value that contains ': ', or fix the indentation"
-    elif "found undefined tag handle" in problem or "could not determine a constructor" in problem:
+    elif problem.startswith("expected <block end>, but found"):
+        found = problem.rpartition("but found ")[2]
+        what = _FOUND_WORDS.get(found, found)
+        message = f"{what} at an indentation that does not fit here"
+        hint = "indent it like the other keys of its mapping (or the other items of its list)"
+    elif problem.startswith(("did not find expected key", "did not find expected '-'")):
+        message = "this line's indentation does not fit the lines above it"
+        hint = "indent it like the other keys of its mapping (or the other items of its list)"
+    elif problem.startswith("found unknown escape character"):
+        pos = Pos(pos.line, max(pos.column - 1, 1))
+        character = problem.rpartition(" ")[2]
+        message = f"'\\{character.strip(chr(39))}' is not an escape in a double-quoted string"
+        hint = "use single quotes for text with backslashes, or write '\\\\'"
+    elif "cannot start any token" in problem:
+        character = problem.split("'")[1] if "'" in problem else "?"
+        message = f"a plain value cannot start with {character!r}"
+        hint = "quote the value"
+    elif "while scanning an alias" in context or "while scanning an anchor" in context:
+        pos = context_pos
+        sign, word = ("*", "alias") if "alias" in context else ("&", "anchor")
+        token = source[pos.column - 1 :].split()[0].rstrip(",]}") if source else sign
+        message = f"{token!r} is read as a YAML {word}, which needs a name after '{sign}'"
+        hint = f"quote it: '{token}'"
+    elif problem.startswith("found undefined alias"):
+        name = problem.rpartition(" ")[2].strip("'")
+        message = f"alias '*{name}' refers to no anchor '&{name}'"
+        hint = f"quote it if '*{name}' is meant as text: '*{name}'"
+    elif "found duplicate anchor" in context:
+        name = context.split("'")[1] if "'" in context else "?"
+        message = f"anchor '&{name}' is defined twice (first at line {context_pos.line})"
+        hint = "rename one of them"
+    elif "another document" in problem:
+        message = "a second YAML document starts here; a spec file holds one"
+        hint = "remove the '---' line and what follows, or split the file in two"
+    elif "found undefined tag handle" in problem:
         hint = "custom YAML tags are not allowed in a spec"
-    message = f"invalid YAML: {problem}"
-    return Diagnostic(file, line, column, message, hint, "error", source)
+    source = lines[pos.line - 1] if 0 < pos.line <= len(lines) else ""
+    return Diagnostic(file, pos.line, pos.column, f"invalid YAML: {message}", hint, "error", source)
+
+
+def _reader_error(file: str, text: str, error: yaml.reader.ReaderError) -> Diagnostic:
+    before = text[: max(error.position, 0)]
+    line = before.count("\n") + 1
+    column = len(before) - (before.rfind("\n") + 1) + 1
+    lines = text.splitlines()
+    source = lines[line - 1] if 0 < line <= len(lines) else ""
+    character = error.character
+    code = ord(character) if isinstance(character, str) else int(character)
+    return Diagnostic(
+        file,
+        line,
+        column,
+        f"invalid YAML: character U+{code:04X} is not allowed in YAML text",
+        "remove it; control characters must be written as escapes in double quotes",
+        "error",
+        source,
+    )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"the text {shown!r}"
+    return _yaml_type(value)
 
 
 def parse(text: str, file: str) -> tuple[Located | None, list[Diagnostic]]:
@@ -202,34 +443,42 @@ def parse(text: str, file: str) -> tuple[Located | None, list[Diagnostic]]:
 
     Returns:
         ``(located, errors)``: ``located`` is None when the text is not a single YAML
-        document; ``errors`` holds every located problem found while walking it (duplicate
-        keys, non-string keys, merge keys), in file order. Never raises for bad input.
+        document whose top level is a mapping; ``errors`` holds every located problem
+        found (duplicate keys, non-string keys, merge keys), in file order. Never raises
+        for bad input.
     """
     lines = text.splitlines()
     located = Located(value=None, lines=lines)
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as error:
+        return None, [_reader_error(file, text, error)]
     try:
         node = loader.get_single_node()
+        walker = _Walker(loader, located, file)
+        if node is not None:
+            located.value = walker.walk(node, ())
+    except _Refused as refused:
+        return None, [located.diagnostic(file, refused.pos, refused.message, refused.hint)]
+    except yaml.reader.ReaderError as error:
+        return None, [_reader_error(file, text, error)]
     except yaml.MarkedYAMLError as error:
         return None, [_yaml_error(file, lines, error)]
-    except yaml.YAMLError as error:  # unmarked errors (e.g. reader errors)
+    except yaml.YAMLError as error:  # unmarked errors
         return None, [Diagnostic(file, 1, 1, f"invalid YAML: {error}")]
+    except RecursionError:  # a safety net: MAX_DEPTH stops nesting long before this
+        return None, [Diagnostic(file, 1, 1, "the spec nests too deeply to be read")]
     finally:
         loader.dispose()
-    if node is None:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.value == "" and not node.style):
         return None, [Diagnostic(file, 1, 1, "the spec is empty", "see `agentrun init NAME`")]
-    walker = _Walker(loader, located, file)
-    try:
-        located.value = walker.walk(node, ())
-    except _TooLarge:
+    if not isinstance(located.value, dict):
         return None, [
             located.diagnostic(
                 file,
-                Pos(node.start_mark.line + 1, node.start_mark.column + 1),
-                f"the spec expands to more than {MAX_NODES} values (aliases repeated too often)",
-                "write the spec out without nested aliases",
+                located.value_pos(()),
+                f"the spec must be a mapping of keys to values, not {_describe(located.value)}",
+                "start with 'version: 1' and 'name: ...'; see `agentrun init NAME`",
             )
         ]
-    except yaml.MarkedYAMLError as error:  # a scalar that cannot be constructed
-        return None, [_yaml_error(file, lines, error)]
     return located, sorted(walker.errors, key=lambda d: (d.line, d.column))

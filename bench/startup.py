@@ -1,0 +1,107 @@
+"""Cold start of the light commands: `agentrun --help` and `agentrun validate` of 10 specs.
+
+Each command runs as a fresh process under `/usr/bin/time -v`, several times; the script
+prints the median and worst wall time and the peak resident memory, and whether litellm
+was imported (it must not be).
+
+Run: python bench/startup.py [--runs 15]
+Targets on the 2-core reference machine: --help under 100 ms; validate of 10 specs under
+200 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SPEC = """\
+version: 1
+name: bench-{i}
+description: Benchmark spec {i}.
+model: {{id: openai/gpt-4o-mini, params: {{temperature: 0, max_tokens: 300}}}}
+inputs:
+  folder: {{type: path, default: docs, description: Where to look.}}
+  depth: {{type: integer, default: 2}}
+instructions: You are careful. Look {{{{ depth }}}} levels deep.
+goal: Summarise {{{{ folder }}}}.
+tools:
+  read_file: {{paths: [docs]}}
+  list_dir: {{paths: [docs]}}
+rules:
+  deny: ["read_file:path=*secret*"]
+autonomy: approve-risky
+budgets: {{max_steps: 10, max_tokens: 50000, max_duration: 5m}}
+triggers:
+  - cron: "0 {hour} * * 1-5"
+    timezone: Europe/Berlin
+  - manual: true
+concurrency: forbid
+"""
+
+
+def measure(argv: list[str], runs: int) -> tuple[list[float], list[int]]:
+    walls, rss = [], []
+    for _ in range(runs):
+        result = subprocess.run(
+            ["/usr/bin/time", "-v", *argv], capture_output=True, text=True, check=False
+        )
+        if result.returncode not in (0,):
+            sys.exit(f"{argv} failed ({result.returncode}):\n{result.stderr[-2000:]}")
+        wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", result.stderr)
+        peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr)
+        assert wall and peak, result.stderr
+        hours = int(wall.group(1) or 0)
+        walls.append(hours * 3600 + int(wall.group(2)) * 60 + float(wall.group(3)))
+        rss.append(int(peak.group(1)))
+    return walls, rss
+
+
+def imports_litellm(args: list[str]) -> bool:
+    probe = textwrap.dedent(
+        f"""
+        import sys, runner.cli
+        try:
+            runner.cli.main({args!r})
+        except SystemExit:
+            pass
+        print("litellm" in sys.modules)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    return out.stdout.strip().endswith("True")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    options = parser.parse_args()
+    agentrun = shutil.which("agentrun") or str(Path(sys.executable).parent / "agentrun")
+    with tempfile.TemporaryDirectory() as folder:
+        for i in range(10):
+            Path(folder, f"bench-{i}.yaml").write_text(SPEC.format(i=i, hour=i + 6))
+        cases = {
+            "agentrun --help": [agentrun, "--help"],
+            "agentrun validate <10 specs>": [agentrun, "validate", folder],
+        }
+        print(f"{'command':<30} {'median ms':>10} {'max ms':>8} {'peak RSS MB':>12}  litellm")
+        for label, argv in cases.items():
+            walls, rss = measure(argv, options.runs)
+            loaded = imports_litellm(argv[1:])
+            print(
+                f"{label:<30} {statistics.median(walls) * 1000:>10.0f} {max(walls) * 1000:>8.0f} "
+                f"{max(rss) / 1024:>12.1f}  {'imported' if loaded else 'not imported'}"
+            )
+    print(f"({options.runs} cold runs each, /usr/bin/time -v; python {sys.version.split()[0]})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,516 @@
+"""The ``shell`` tool (risk high): run an allowed command, directly, confined.
+
+The model sends one command line (``argv``, a string). It is split into words the way
+``shlex.split`` does (quotes group words; nothing is expanded) and the words are matched,
+word by word, against the spec's ``commands`` patterns; the raw string is never matched.
+A pattern is itself split with ``shlex``; each of its words is an ``fnmatch`` glob for one
+word of the command (``*`` in a pattern word also matches ``/``), and a last pattern word
+that is exactly ``*`` matches any number of further words, none included. So
+``git log *`` allows ``git log`` and ``git log -n 5 --oneline`` but not ``git push``.
+
+**No shell** (the default): the words are executed directly (``execve``), so nothing a
+shell would do happens: no ``;``/``&&``/``||``/``|``/``&`` chaining, no ``$(...)`` or
+backticks, no ``$VAR``, no redirections, no globbing (``rm *`` passes a literal ``*``).
+Because a model writing those expects a shell, an *unquoted* ``;``, ``&``, ``|``, newline,
+``<``, ``>``, ``(``, ``)``, backtick, ``$(``, ``${`` or ``$NAME`` (and a backtick or
+``$``-expansion inside double quotes, where a shell would still expand it) is refused with
+an error saying there is no shell. Inside single quotes, or escaped with a backslash, they
+are ordinary characters (``grep 'a|b' notes.txt`` is fine).
+
+**With** ``interpreter`` (for example ``/bin/sh``): the line may chain simple commands with
+``;``, ``&&``, ``||``, ``|``, ``&`` and newlines. Every simple command must match a pattern
+on its own; substitutions, expansions, redirections and subshells are still refused (what
+they run could not be checked). The interpreter then runs ``[interpreter, "-c", line]``
+where ``line`` is rebuilt from the matched words, each quoted with ``shlex.quote``, joined
+by the operators: the shell gives meaning to the operators and nothing else.
+
+Confinement: the command starts in ``workdir`` (or the spec's ``cwd``, which must lie
+inside it); its environment holds ``PATH`` and the variables named in the spec's ``env``
+allowlist, nothing else; stdin is empty. It runs in its own session and process group;
+when it times out the whole group gets SIGTERM, then SIGKILL, and when it ends normally
+anything it left running in the group (background children) is killed too, so nothing the
+tool started outlives the call. This module is for POSIX systems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import SetupError, ToolError
+from ..spec import ShellToolSpec
+from . import Tool
+
+#: Seconds between SIGTERM and SIGKILL for a command that timed out.
+KILL_GRACE = 2.0
+#: Seconds to wait for the output pipe to close once the process group is gone.
+OUTPUT_GRACE = 2.0
+#: Bytes read from the output pipe at a time.
+_CHUNK = 65_536
+#: Control operators the interpreter may give meaning to (a newline is shown as ``\n``).
+CHAIN_OPERATORS = (";", "&&", "||", "|", "&", "\n")
+#: Characters after ``$`` that make a shell expand something.
+_EXPANDS_AFTER_DOLLAR = frozenset(
+    "({_?$!@*#0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def parse_pattern(pattern: str) -> tuple[str, ...]:
+    """The words of one ``commands`` pattern.
+
+    Args:
+        pattern: a spec pattern such as ``"git log *"``.
+
+    Returns:
+        Its ``shlex`` words; a last word ``*`` means "any further words".
+
+    Raises:
+        SetupError: the pattern is empty or its quotes do not balance.
+    """
+    try:
+        words = tuple(shlex.split(pattern))
+    except ValueError as error:
+        raise SetupError(f"shell command pattern {pattern!r} cannot be parsed: {error}") from None
+    if not words:
+        raise SetupError("a shell command pattern is empty")
+    return words
+
+
+def matches(words: list[str], pattern: tuple[str, ...]) -> bool:
+    """Whether the command ``words`` are allowed by one parsed ``pattern``.
+
+    Each pattern word is an ``fnmatch`` glob (case-sensitive) for the word at the same
+    position; the model's words are plain strings, so a ``*`` the model writes matches only
+    a pattern glob that accepts a literal ``*``. A last pattern word ``*`` matches zero or
+    more further words.
+
+    Args:
+        words: the command's words, as parsed.
+        pattern: from :func:`parse_pattern`.
+
+    Returns:
+        True when every word is accounted for by the pattern.
+    """
+    open_ended = pattern[-1] == "*"
+    fixed = pattern[:-1] if open_ended else pattern
+    if len(words) < len(fixed) or (not open_ended and len(words) != len(fixed)):
+        return False
+    return all(fnmatch.fnmatchcase(word, glob) for word, glob in zip(words, fixed, strict=False))
+
+
+def split_command_line(line: str, interpreter: bool) -> tuple[list[list[str]], list[str]]:
+    """Split ``line`` into simple commands (``shlex`` words) and the operators between them.
+
+    Args:
+        line: the model's command line.
+        interpreter: whether a shell will run the rebuilt line (operators allowed) or the
+            words are executed directly (operators refused).
+
+    Returns:
+        ``(commands, operators)``: each command is a non-empty list of words;
+        ``operators[i]`` follows ``commands[i]`` (one of :data:`CHAIN_OPERATORS`), so there
+        are as many operators as commands, or one fewer when the line does not end with one.
+
+    Raises:
+        ToolError: shell syntax that is refused (see the module docstring), unbalanced
+            quotes, an empty command, or a NUL byte.
+    """
+    if "\x00" in line:
+        raise ToolError("the command contains a NUL byte")
+    texts, operators = _scan(line, interpreter)
+    if operators and not interpreter:
+        shown = "a newline" if operators[0] == "\n" else repr(operators[0])
+        raise ToolError(
+            f"there is no shell: the command is run directly, so {shown} cannot chain or pipe "
+            "commands; run one command per call (quote the character if an argument needs it)"
+        )
+    commands: list[list[str]] = []
+    for index, text in enumerate(texts):
+        try:
+            words = shlex.split(text)
+        except ValueError as error:
+            raise ToolError(f"cannot parse the command: {error} (check the quotes)") from None
+        if not words:
+            last = index == len(texts) - 1
+            if last and index > 0 and operators[-1] in (";", "&", "\n"):
+                continue
+            raise ToolError("the command line contains an empty command")
+        commands.append(words)
+    if not commands:
+        raise ToolError("the command is empty")
+    return commands, operators[: len(commands)]
+
+
+def _scan(line: str, interpreter: bool) -> tuple[list[str], list[str]]:
+    """Cut ``line`` at unquoted control operators, refusing what only a shell would run."""
+    texts: list[str] = []
+    operators: list[str] = []
+    current: list[str] = []
+    quote = ""
+    index, size = 0, len(line)
+    while index < size:
+        char = line[index]
+        following = line[index + 1 : index + 2]
+        if quote == "'":
+            current.append(char)
+            quote = "" if char == "'" else quote
+            index += 1
+            continue
+        if char == "\\":
+            current.append(line[index : index + 2])
+            index += 2
+            continue
+        if quote == '"':
+            if char == "`" or (char == "$" and following in _EXPANDS_AFTER_DOLLAR):
+                _refuse_expansion(char, following, interpreter)
+            quote = "" if char == '"' else quote
+            current.append(char)
+            index += 1
+            continue
+        if char in ";&|\n":
+            operator = char
+            if char in "&|" and following == char:
+                operator = char * 2
+            elif (char == "|" and following == "&") or (char == ";" and following == ";"):
+                raise ToolError(f"{char + following!r} is not allowed in a command")
+            texts.append("".join(current))
+            operators.append(operator)
+            current = []
+            index += len(operator)
+            continue
+        if char in "<>":
+            raise ToolError(
+                "redirections (< and >) are not allowed; the output is returned to you"
+                if interpreter
+                else "there is no shell: < and > do not redirect (the command's output is "
+                "returned to you); leave them out"
+            )
+        if char in "()":
+            raise ToolError(
+                "subshells and grouping with ( ) are not allowed"
+                if interpreter
+                else "there is no shell: ( and ) have no meaning here; quote them if they "
+                "are part of an argument"
+            )
+        if char == "`" or (char == "$" and following in _EXPANDS_AFTER_DOLLAR):
+            _refuse_expansion(char, following, interpreter)
+        if char in "'\"":
+            quote = char
+        current.append(char)
+        index += 1
+    if quote:
+        raise ToolError(f"cannot parse the command: no closing quotation ({quote})")
+    texts.append("".join(current))
+    return texts, operators
+
+
+def _refuse_expansion(char: str, following: str, interpreter: bool) -> None:
+    if char == "`" or following == "(":
+        what = "command substitution ($(...) or backticks)"
+        why = "the command inside could not be checked against the allowed commands"
+    else:
+        what = "variable expansion ($NAME, ${...})"
+        why = "write the value itself"
+    if interpreter:
+        raise ToolError(f"{what} is not allowed: {why}")
+    raise ToolError(
+        f"there is no shell: {what} is not performed, the text would be passed literally; "
+        + ("run that command in its own call" if "substitution" in what else why)
+    )
+
+
+class _Capture:
+    """Drains a pipe in a thread: keeps the first and the last ``limit`` bytes, counts all."""
+
+    def __init__(self, stream: IO[bytes], limit: int) -> None:
+        self.stream = stream
+        self.limit = limit
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+        self.closed = threading.Event()
+        self._lock = threading.Lock()
+
+    def drain(self) -> None:
+        fd = self.stream.fileno()
+        try:
+            while chunk := os.read(fd, _CHUNK):
+                with self._lock:
+                    self.total += len(chunk)
+                    room = self.limit - len(self.head)
+                    if room > 0:
+                        self.head += chunk[:room]
+                        chunk = chunk[room:]
+                    if chunk:
+                        self.tail += chunk
+                        if len(self.tail) > self.limit:
+                            del self.tail[: len(self.tail) - self.limit]
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.stream.close()
+            self.closed.set()
+
+    def render(self, budget: int) -> str:
+        """The output as text in at most ``budget`` UTF-8 bytes, with a note when cut."""
+        with self._lock:
+            head, tail, total = bytes(self.head), bytes(self.tail), self.total
+        whole = total == len(head) + len(tail)
+        if whole and total <= budget:
+            return _clip((head + tail).decode("utf-8", errors="replace"), budget)
+        room = max(budget - 120, 0)
+        first = room // 2
+        last = room - first
+        ending = (head + tail)[len(head) + len(tail) - last :] if whole else tail[-last:]
+        if not last:
+            ending = b""
+        note = (
+            f"\n[output truncated: {total} bytes, showing the first {first} and the last "
+            f"{len(ending)}]\n"
+        )
+        text = (
+            head[:first].decode("utf-8", errors="ignore")
+            + note
+            + ending.decode("utf-8", errors="ignore")
+        )
+        return _clip(text, budget)
+
+
+def _clip(text: str, budget: int) -> str:
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= budget:
+        return text
+    return data[: max(budget, 0)].decode("utf-8", errors="ignore")
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _has_exited(process: subprocess.Popen[bytes]) -> bool:
+    """Whether the process has ended, *without reaping it* where the system allows.
+
+    Leaving the zombie unreaped keeps its process-group id reserved, so signalling the
+    group afterwards can never hit an unrelated group that reused the number.
+    """
+    if process.returncode is not None:
+        return True
+    if hasattr(os, "waitid"):
+        try:
+            info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return process.poll() is not None
+        return info is not None
+    return process.poll() is not None
+
+
+def _wait_exit(process: subprocess.Popen[bytes], deadline: float, closed: threading.Event) -> bool:
+    """Wait until the process ends or ``deadline`` (monotonic) passes; whether it ended."""
+    delay = 0.001
+    while not _has_exited(process):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if closed.is_set():  # the output is closed: the end is near, poll briskly
+            time.sleep(min(0.001, remaining))
+        else:  # wakes early when the output closes
+            closed.wait(min(delay, remaining))
+            delay = min(delay * 2, 0.05)
+    return True
+
+
+class ShellTool(Tool):
+    """Run one allowed command (or, with an interpreter, a chain of allowed commands).
+
+    Args:
+        spec: the spec's ``tools.shell``: ``commands`` patterns, optional ``interpreter``
+            and ``cwd`` (relative to ``workdir``).
+        workdir: the agent's working directory (absolute).
+        env_allow: names of the environment variables the command may see besides
+            ``PATH`` (the spec's ``env``); values are read from ``os.environ`` at each call.
+        timeout_s: seconds before the command's process group is killed.
+        max_output: most UTF-8 bytes of the result text (exit code line and note included).
+
+    Raises:
+        SetupError: a pattern that cannot be parsed, or a ``cwd`` outside ``workdir``.
+    """
+
+    name = "shell"
+    risk = "high"
+
+    def __init__(
+        self,
+        spec: ShellToolSpec,
+        workdir: Path,
+        env_allow: tuple[str, ...],
+        timeout_s: float,
+        max_output: int,
+    ) -> None:
+        self.spec = spec
+        self.patterns = [parse_pattern(pattern) for pattern in spec.commands]
+        self.interpreter: str | None = spec.interpreter or None
+        base = Path(os.path.realpath(workdir))
+        self.cwd = Path(os.path.realpath(base / (spec.cwd or ".")))
+        if not (self.cwd == base or self.cwd.is_relative_to(base)):
+            raise SetupError(
+                f"the shell tool's cwd {spec.cwd!r} is outside the agent's workdir {str(base)!r}"
+            )
+        self.env_allow = tuple(env_allow)
+        self.timeout_s = float(timeout_s)
+        self.max_output = max(int(max_output), 1)
+        allowed = ", ".join(f"`{pattern}`" for pattern in spec.commands)
+        if self.interpreter:
+            how = (
+                f"Runs through {self.interpreter}: you may chain allowed commands with ;, &&, "
+                "||, | and &, but every word is taken literally (no $VAR, $(...), globs or "
+                "redirections)."
+            )
+        else:
+            how = (
+                "There is no shell: one command per call, run directly; ;, &&, |, $(...), "
+                "$VAR, redirections and globs have no effect (quote such characters if an "
+                "argument needs them)."
+            )
+        self.description = (
+            f"Run a command. Allowed commands: {allowed} (a last word `*` allows any further "
+            f"arguments). {how} The output (stdout and stderr) and exit code are returned; "
+            f"commands are stopped after {self.timeout_s:g} s."
+        )
+        self.parameters = {
+            "type": "object",
+            "properties": {
+                "argv": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "The command line, for example `git log -n 5`. Words are "
+                    "split as a POSIX shell would (quotes group words).",
+                }
+            },
+            "required": ["argv"],
+            "additionalProperties": False,
+        }
+
+    def check(self, line: str) -> list[str]:
+        """The argv to execute for ``line``, once every command in it is allowed.
+
+        Args:
+            line: the model's command line.
+
+        Returns:
+            The words themselves (no interpreter), or ``[interpreter, "-c", rebuilt]``.
+
+        Raises:
+            ToolError: refused syntax (see :func:`split_command_line`) or a command that
+                matches no pattern.
+        """
+        commands, operators = split_command_line(line, self.interpreter is not None)
+        for words in commands:
+            if not any(matches(words, pattern) for pattern in self.patterns):
+                allowed = ", ".join(repr(p) for p in self.spec.commands)
+                raise ToolError(
+                    f"command {shlex.join(words)!r} is not allowed; allowed commands: {allowed}"
+                )
+        if self.interpreter is None:
+            return commands[0]
+        parts: list[str] = []
+        for index, words in enumerate(commands):
+            parts.append(shlex.join(words))
+            if index < len(operators):
+                parts.append(";" if operators[index] == "\n" else operators[index])
+        return [self.interpreter, "-c", " ".join(parts)]
+
+    def environment(self) -> dict[str, str]:
+        """``PATH`` plus the allowlisted variables that are set, from ``os.environ``."""
+        env = {"PATH": os.environ.get("PATH", os.defpath)}
+        for name in self.env_allow:
+            value = os.environ.get(name)
+            if value is not None:
+                env[name] = value
+        return env
+
+    def run(self, arguments: dict[str, Any]) -> str:
+        """Check and run the command; enforces :attr:`timeout_s` itself.
+
+        Args:
+            arguments: ``{"argv": str}``, the command line.
+
+        Returns:
+            ``"exit code N"`` (with the signal's name when one ended it), a newline, then
+            stdout and stderr interleaved as written, at most :attr:`max_output` bytes in
+            all; a note in the middle says how much was cut.
+
+        Raises:
+            ToolError: a refused or disallowed command, a command that cannot be started,
+                or a timeout (the process group was killed; the partial output follows).
+        """
+        argv = self.check(arguments["argv"])
+        if not self.cwd.is_dir():
+            raise ToolError(f"the working folder {str(self.cwd)!r} does not exist")
+        try:
+            process = subprocess.Popen(
+                argv,
+                cwd=self.cwd,
+                env=self.environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except FileNotFoundError:
+            raise ToolError(f"command not found: {argv[0]!r}") from None
+        except OSError as error:
+            raise ToolError(f"cannot run {argv[0]!r}: {error.strerror or error}") from None
+        assert process.stdout is not None
+        capture = _Capture(process.stdout, self.max_output)
+        reader = threading.Thread(target=capture.drain, name="shell-output", daemon=True)
+        reader.start()
+        deadline = time.monotonic() + self.timeout_s
+        finished = _wait_exit(process, deadline, capture.closed)
+        if not finished:
+            _signal_group(process.pid, signal.SIGTERM)
+            _wait_exit(process, time.monotonic() + KILL_GRACE, threading.Event())
+        # The leader is not reaped yet, so its group id is still reserved: kill the whole
+        # group (background children included) before reaping it.
+        _signal_group(process.pid, signal.SIGKILL)
+        code = process.wait()
+        reader.join(OUTPUT_GRACE)
+        incomplete = (
+            ""
+            if capture.closed.is_set()
+            else (
+                "\n[output may be incomplete: a process that left the command's process group "
+                "still holds it open]"
+            )
+        )
+        if not finished:
+            header = (
+                f"command timed out after {self.timeout_s:g} s; it and every process it "
+                "started were killed. Output so far:"
+            )
+        elif code < 0:
+            header = f"exit code {code} (killed by {_signal_name(-code)})"
+        else:
+            header = f"exit code {code}"
+        budget = self.max_output - len(header.encode()) - len(incomplete.encode()) - 1
+        body = capture.render(max(budget, 0)) if capture.total else "(no output)"
+        text = _clip(f"{header}\n{body}{incomplete}", self.max_output)
+        if not finished:
+            raise ToolError(text)
+        return text
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
