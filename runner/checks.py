@@ -2,11 +2,13 @@
 
 Each check returns located :class:`~runner.errors.Diagnostic` objects:
 
-- templates parse, use only declared inputs, and every input is used (unused: a warning);
+- templates parse, use only declared inputs, include no other templates, and every input
+  is used (unused: a warning, and only when every template parsed);
 - inputs: defaults have the declared type, enums have values, ``required`` agrees with
   ``default``;
-- triggers: exactly one kind each, cron expressions and IANA time zones valid, cron-only
-  keys only on cron triggers, glob patterns sane, debounce within the maximum wait;
+- triggers: exactly one kind each, cron expressions valid (the bad field is pointed at) and
+  able to fire, IANA time zones valid, cron-only keys only on cron triggers, glob patterns
+  sane, debounce within the maximum wait;
 - rules name tools the spec declares, and arguments those tools have;
 - budgets can be enforced: a ``max_cost_usd`` needs a known price for the model;
 - MCP servers only see environment variables from the spec's ``env`` allowlist.
@@ -14,6 +16,7 @@ Each check returns located :class:`~runner.errors.Diagnostic` objects:
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
 from typing import Any
@@ -22,15 +25,37 @@ from .errors import Diagnostic
 from .spec import AgentSpec, InputSpec
 from .yamlpos import Located, Pos
 
-# The argument names each built-in tool has, for checking ``TOOL:ARG=GLOB`` rules.
+# The argument names each built-in tool has, for checking ``TOOL:ARG=GLOB`` rules. These
+# are the tools' own parameter names (runner/tools): a rule on any other name never matches.
 BUILTIN_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "read_file": ("path",),
     "list_dir": ("path",),
     "write_file": ("path", "content"),
     "edit_file": ("path", "old", "new"),
-    "shell": ("argv", "command"),
-    "http_request": ("url", "method", "host", "body"),
+    "shell": ("argv",),
+    "http_request": ("url", "method", "headers", "body"),
 }
+
+_CRON_FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day-of-week", "0-7 or SUN-SAT (0 and 7 are Sunday)"),
+)
+_CRON_EXAMPLE = "for example '0 6 * * 1-5' (06:00 on weekdays)"
+
+_TYPE_WORDS = {
+    "string": "a string",
+    "path": "a string (a path)",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a mapping",
+}
+
+_TEMPLATE_HINT = "see https://jinja.palletsprojects.com/templates/"
 
 
 class _Checker:
@@ -54,6 +79,7 @@ class _Checker:
 
         env = SandboxedEnvironment()
         used: set[str] = set()
+        all_parsed = True
         for key in ("instructions", "goal"):
             text = getattr(self.spec, key)
             if not text:
@@ -61,21 +87,40 @@ class _Checker:
             try:
                 ast = env.parse(text)
             except TemplateSyntaxError as error:
+                all_parsed = False
+                message = " ".join(str(error.message or "syntax error").split()).rstrip(".")
+                if message[1:2].islower():
+                    message = message[0].lower() + message[1:]
                 self.error(
-                    self._template_line(key, error.lineno or 1),
-                    f"template error in {key!r}: {error.message}",
-                    "see https://jinja.palletsprojects.com/templates/",
+                    self._template_pos(key, text, error.lineno or 1),
+                    f"template error in {key!r}: {message}",
+                    _TEMPLATE_HINT,
                 )
                 continue
-            names = meta.find_undeclared_variables(ast)
+            if any(True for _ in meta.find_referenced_templates(ast)):
+                self.error(
+                    self._find_in_template((key,), r"\b(include|extends|import|from)\b"),
+                    f"template {key!r} loads another template; spec templates must be "
+                    "self-contained",
+                    "write the text out here",
+                )
+            names = meta.find_undeclared_variables(ast) - set(env.globals)
             used |= names
             for name in sorted(names - set(self.spec.inputs)):
                 declared = ", ".join(sorted(self.spec.inputs)) or "none"
-                self.error(
-                    self._find_in_value((key,), name),
-                    f"template {key!r} uses {name!r}, which is not a declared input",
-                    f"declare it under 'inputs' (declared: {declared})",
+                close = difflib.get_close_matches(name, list(self.spec.inputs), n=1)
+                hint = (
+                    f"did you mean {close[0]!r}?"
+                    if close
+                    else f"declare it under 'inputs' (declared: {declared})"
                 )
+                self.error(
+                    self._find_in_template((key,), rf"(?<![\w.]){re.escape(name)}\b"),
+                    f"template {key!r} uses {name!r}, which is not a declared input",
+                    hint,
+                )
+        if not all_parsed:  # what an unparsable template uses is unknown: no unused warnings
+            return
         for name in self.spec.inputs:
             if name not in used:
                 self.warning(
@@ -84,27 +129,69 @@ class _Checker:
                     "use it in 'goal' or 'instructions', or remove it",
                 )
 
-    def _template_line(self, key: str, lineno: int) -> Pos:
-        start = self.located.value_pos((key,))
-        style = self.located.styles.get((key,), "")
-        line = start.line + lineno if style in ("|", ">") else start.line + lineno - 1
-        text = self.located.lines[line - 1] if 0 < line <= len(self.located.lines) else ""
-        return Pos(line, len(text) - len(text.lstrip()) + 1)
-
-    def _find_in_value(self, path: tuple[str, ...], word: str) -> Pos:
+    def _value_lines(self, path: tuple[str, ...]) -> tuple[int, int]:
+        """The first and last source line (1-based) of a scalar value."""
         start = self.located.value_pos(path)
-        pattern = re.compile(rf"\b{re.escape(word)}\b")
-        for index in range(start.line - 1, len(self.located.lines)):
-            line = self.located.lines[index]
-            begin = start.column - 1 if index == start.line - 1 else 0
-            match = pattern.search(line, begin)
-            if match:
-                return Pos(index + 1, match.start() + 1)
+        end = self.located.ends.get(path, start)
+        last = end.line - 1 if end.column == 1 and end.line > start.line else end.line
+        return start.line, min(max(last, start.line), len(self.located.lines))
+
+    def _template_pos(self, key: str, text: str, lineno: int) -> Pos:
+        """Where line ``lineno`` of the template in ``key`` is in the file."""
+        path = (key,)
+        start = self.located.value_pos(path)
+        if path in self.located.aliased:
+            return start
+        style = self.located.styles.get(path, "")
+        template_lines = text.split("\n")
+        index = min(max(lineno, 1), len(template_lines)) - 1
+        first, last = self._value_lines(path)
+        lines = self.located.lines
+        if style == "|":  # literal block: one template line per source line, from the next
+            line = min(first + 1 + index, last)
+            source = lines[line - 1] if 0 < line <= len(lines) else ""
+            return Pos(line, len(source) - len(source.lstrip()) + 1)
+        if index == 0 and style != ">":
+            return start
+        # Folded or flow scalars join lines: look for the line's text in the source.
+        wanted = template_lines[index].strip()
+        for probe in (wanted[:20], wanted.split(" ")[0] if wanted else ""):
+            if not probe:
+                continue
+            for number in range(first + (1 if style == ">" else 0), last + 1):
+                column = lines[number - 1].find(probe)
+                if column >= 0 and (number != start.line or column >= start.column - 1):
+                    return Pos(number, column + 1)
         return start
+
+    def _find_in_template(self, path: tuple[str, ...], word: str) -> Pos:
+        """Where ``word`` (a regex) first occurs inside ``{{ }}`` or ``{% %}`` in a value."""
+        start = self.located.value_pos(path)
+        if path in self.located.aliased:
+            return start
+        first, last = self._value_lines(path)
+        token = re.compile(rf"\{{\{{|\{{%|\}}\}}|%\}}|{word}")
+        inside = False
+        fallback: Pos | None = None
+        for number in range(first, last + 1):
+            line = self.located.lines[number - 1]
+            begin = start.column - 1 if number == start.line else 0
+            for match in token.finditer(line, begin):
+                text = match.group(0)
+                if text in ("{{", "{%"):
+                    inside = True
+                elif text in ("}}", "%}"):
+                    inside = False
+                elif inside:
+                    return Pos(number, match.start() + 1)
+                elif fallback is None:
+                    fallback = Pos(number, match.start() + 1)
+        return fallback or start
 
     # -- inputs --------------------------------------------------------------------------
 
     def inputs(self) -> None:
+        raw_inputs: dict[str, Any] = self.located.value.get("inputs") or {}
         for name, spec in self.spec.inputs.items():
             path = ("inputs", name)
             if spec.type == "enum" and not spec.values:
@@ -122,8 +209,12 @@ class _Checker:
             if spec.has_default:
                 problem = default_problem(spec)
                 if problem:
-                    self.error(self.located.value_pos((*path, "default")), problem)
-                if self.located.value.get("inputs", {}).get(name, {}).get("required") is True:
+                    self.error(
+                        self.located.value_pos((*path, "default")),
+                        problem,
+                        _default_hint(spec),
+                    )
+                if raw_inputs.get(name, {}).get("required") is True:
                     self.error(
                         self.located.key_pos((*path, "required")),
                         f"input {name!r} is required but has a default",
@@ -138,7 +229,11 @@ class _Checker:
             raw: dict[str, Any] = self.located.value["triggers"][trigger.index]
             kinds = [k for k in ("cron", "watch", "manual", "webhook") if k in raw]
             if len(kinds) != 1:
-                where = self.located.key_pos((*path, kinds[1])) if kinds else self.located.value_pos(path)
+                where = (
+                    self.located.key_pos((*path, kinds[1]))
+                    if kinds
+                    else self.located.value_pos(path)
+                )
                 self.error(
                     where,
                     f"trigger {trigger.index + 1} "
@@ -150,32 +245,21 @@ class _Checker:
                 if key in raw and trigger.kind != "cron":
                     self.error(
                         self.located.key_pos((*path, key)),
-                        f"{key!r} only applies to cron triggers, and this is a {trigger.kind} trigger",
+                        f"{key!r} only applies to cron triggers, and this is a "
+                        f"{trigger.kind} trigger",
+                        f"remove {key!r}",
                     )
             if trigger.kind == "cron":
                 self._cron(trigger.cron or "", trigger.timezone, path, raw)
             if trigger.watch is not None:
-                watch = trigger.watch
-                for key in ("patterns", "ignore"):
-                    for index, pattern in enumerate(getattr(watch, key)):
-                        problem = glob_problem(pattern)
-                        if problem:
-                            self.error(
-                                self.located.value_pos((*path, "watch", key, index)), problem
-                            )
-                if watch.debounce > watch.max_wait:
-                    self.error(
-                        self.located.value_pos((*path, "watch", "debounce")),
-                        f"debounce ({watch.debounce:g}s) is longer than max_wait "
-                        f"({watch.max_wait:g}s)",
-                        "make max_wait at least the debounce",
-                    )
+                self._watch(trigger.watch, path, raw)
             if trigger.webhook is not None:
                 for name in trigger.webhook.inputs:
                     if name not in self.spec.inputs:
                         self.error(
                             self.located.key_pos((*path, "webhook", "inputs", name)),
                             f"webhook maps payload to {name!r}, which is not a declared input",
+                            f"declare {name!r} under 'inputs'",
                         )
             if trigger.kind == "manual" and trigger.manual is False:
                 self.warning(
@@ -184,16 +268,81 @@ class _Checker:
                     "remove the trigger",
                 )
 
-    def _cron(self, expression: str, timezone: str, path: tuple[Any, ...], raw: dict[str, Any]) -> None:
-        from .triggers import cron_problem, timezone_problem
+    def _watch(self, watch: Any, path: tuple[Any, ...], raw: dict[str, Any]) -> None:
+        for key in ("patterns", "ignore"):
+            for index, pattern in enumerate(getattr(watch, key)):
+                problem = glob_problem(pattern)
+                if problem:
+                    self.error(self.located.value_pos((*path, "watch", key, index)), problem)
+        if watch.debounce > watch.max_wait:
+            given = raw.get("watch", {})
+            key = "debounce" if "debounce" in given or "max_wait" not in given else "max_wait"
+            self.error(
+                self.located.value_pos((*path, "watch", key)),
+                f"debounce ({watch.debounce:g}s) is longer than max_wait ({watch.max_wait:g}s)",
+                "make max_wait at least the debounce",
+            )
 
+    def _cron(
+        self, expression: str, timezone: str, path: tuple[Any, ...], raw: dict[str, Any]
+    ) -> None:
+        from .triggers import cron_problem
+
+        cron_path = (*path, "cron")
         problem = cron_problem(expression)
         if problem:
-            self.error(self.located.value_pos((*path, "cron")), problem)
-        if "timezone" in raw:
-            problem = timezone_problem(timezone)
-            if problem:
-                self.error(self.located.value_pos((*path, "timezone")), *problem)
+            field_error = self._cron_field(expression, cron_path)
+            if field_error:
+                self.error(*field_error)
+            else:
+                self.error(self.located.value_pos(cron_path), problem)
+        zone_problem = _timezone_problem(timezone) if "timezone" in raw else None
+        if zone_problem:
+            self.error(self.located.value_pos((*path, "timezone")), *zone_problem)
+        if not problem and not zone_problem and not _cron_fires(expression, timezone):
+            self.error(
+                self.located.value_pos(cron_path),
+                f"cron expression {expression!r} never fires: no date matches it",
+                "check that the day-of-month exists in the month",
+            )
+
+    def _cron_field(self, expression: str, path: tuple[Any, ...]) -> tuple[Pos, str, str] | None:
+        """The first field of a five-field expression that is invalid on its own, located."""
+        from croniter import croniter
+
+        fields = list(re.finditer(r"\S+", expression))
+        if len(fields) != 5 or expression.strip().startswith("@"):
+            return None
+        for index, match in enumerate(fields):
+            probe = ["*"] * 5
+            probe[index] = match.group(0)
+            try:
+                valid = bool(croniter.is_valid(" ".join(probe)))
+            except Exception:  # croniter's own errors on odd input
+                valid = False
+            if valid:
+                continue
+            name, allowed = _CRON_FIELDS[index]
+            return (
+                self._inside_scalar(path, expression, match.start()),
+                f"cron expression {expression!r}: the {name} field {match.group(0)!r} is not "
+                f"valid ({name} is {allowed})",
+                _CRON_EXAMPLE,
+            )
+        return None
+
+    def _inside_scalar(self, path: tuple[Any, ...], text: str, offset: int) -> Pos:
+        """The position of ``text[offset]`` when ``text`` is written out on one source line."""
+        start = self.located.value_pos(path)
+        if path in self.located.aliased or not 0 < start.line <= len(self.located.lines):
+            return start
+        style = self.located.styles.get(path, "")
+        if style not in ("", "'", '"'):
+            return start
+        begin = start.column - 1 + (1 if style else 0)
+        if self.located.lines[start.line - 1][begin : begin + len(text)] != text:
+            return start
+        return Pos(start.line, begin + offset + 1)
 
     # -- rules ---------------------------------------------------------------------------
 
@@ -203,26 +352,51 @@ class _Checker:
         names += [f"{server}.*" for server in tools.mcp]
         for kind in ("allow", "ask", "deny"):
             for index, pattern in enumerate(getattr(self.spec.rules, kind)):
-                tool, _, argument = pattern.partition(":")
-                arg_name = argument.partition("=")[0]
-                pos = self.located.value_pos(("rules", kind, index))
-                matched = [n for n in names if _tool_matches(tool, n)]
-                if not matched:
-                    self.error(
-                        pos,
-                        f"rule {pattern!r} names tool {tool!r}, which the spec does not declare",
-                        f"declared tools: {', '.join(names) or 'none'}",
-                    )
-                    continue
-                if arg_name:
-                    known = {a for n in matched for a in BUILTIN_ARGUMENTS.get(n, ())}
-                    builtin_only = all(n in BUILTIN_ARGUMENTS for n in matched)
-                    if builtin_only and arg_name not in known:
-                        self.error(
-                            pos,
-                            f"rule {pattern!r}: tool {tool!r} has no argument {arg_name!r}",
-                            f"its arguments: {', '.join(sorted(known))}",
-                        )
+                self._rule(pattern, ("rules", kind, index), names)
+
+    def _rule(self, pattern: str, path: tuple[Any, ...], names: list[str]) -> None:
+        tool, _, argument = pattern.partition(":")
+        arg_name, _, glob = argument.partition("=")
+        pos = self.located.value_pos(path)
+        matched = [n for n in names if _tool_matches(tool, n)]
+        if not matched:
+            close = difflib.get_close_matches(tool, names, n=1)
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else f"declared tools: {', '.join(names) or 'none'}"
+            )
+            self.error(
+                pos, f"rule {pattern!r} names tool {tool!r}, which the spec does not declare", hint
+            )
+            return
+        server, _, mcp_tool = tool.partition(".")
+        if mcp_tool and server in self.spec.tools.mcp and not _has_glob(mcp_tool):
+            allowed = self.spec.tools.mcp[server].allow
+            if not any(fnmatch.fnmatchcase(mcp_tool, a) for a in allowed):
+                self.error(
+                    pos,
+                    f"rule {pattern!r} names a tool that MCP server {server!r} does not "
+                    "offer to the model",
+                    f"its 'allow' list: {', '.join(allowed) or 'empty'}",
+                )
+                return
+        if arg_name:
+            known = {a for n in matched for a in BUILTIN_ARGUMENTS.get(n, ())}
+            builtin_only = all(n in BUILTIN_ARGUMENTS for n in matched)
+            if builtin_only and arg_name not in known:
+                close = difflib.get_close_matches(arg_name, sorted(known), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else ""
+                self.error(
+                    pos,
+                    f"rule {pattern!r}: tool {tool!r} has no argument {arg_name!r} "
+                    f"(its arguments: {', '.join(sorted(known))})",
+                    hint,
+                )
+                return
+            problem = _bracket_problem(glob)
+            if problem:
+                self.error(pos, f"rule {pattern!r}: the pattern {glob!r} {problem}")
 
     # -- budgets, model, environment ------------------------------------------------------
 
@@ -230,22 +404,31 @@ class _Checker:
         from .models import price_for
 
         budgets = self.spec.budgets
-        if budgets.max_cost_usd is not None and self.spec.model.pricing is None:
-            if price_for(self.spec.model.id) is None:
-                self.error(
-                    self.located.value_pos(("budgets", "max_cost_usd")),
-                    f"max_cost_usd is set, but the price of model {self.spec.model.id!r} "
-                    "is unknown, so the cap could not be enforced",
-                    "add model.pricing (USD per million input and output tokens)",
-                )
-        loop = self.spec.loop_detection
-        if loop.warn_after >= loop.stop_after and "loop_detection" in self.located.value:
+        if (
+            budgets.max_cost_usd is not None
+            and self.spec.model.pricing is None
+            and price_for(self.spec.model.id) is None
+        ):
             self.error(
-                self.located.key_pos(("loop_detection", "warn_after")),
+                self.located.value_pos(("budgets", "max_cost_usd")),
+                f"max_cost_usd is set, but the price of model {self.spec.model.id!r} "
+                "is unknown, so the cap could not be enforced",
+                "add model.pricing (USD per million input and output tokens)",
+            )
+        loop = self.spec.loop_detection
+        given = self.located.value.get("loop_detection") or {}
+        if loop.warn_after >= loop.stop_after and given:
+            key = "warn_after" if "warn_after" in given else "stop_after"
+            self.error(
+                self.located.key_pos(("loop_detection", key)),
                 f"warn_after ({loop.warn_after}) must be less than stop_after ({loop.stop_after})",
             )
-        if budgets.max_tool_calls is not None and budgets.max_tool_calls > 0 and not (
-            self.spec.tools.builtin_names() or self.spec.tools.mcp or self.spec.tools.functions
+        if (
+            budgets.max_tool_calls is not None
+            and budgets.max_tool_calls > 0
+            and not (
+                self.spec.tools.builtin_names() or self.spec.tools.mcp or self.spec.tools.functions
+            )
         ):
             self.warning(
                 self.located.key_pos(("budgets", "max_tool_calls")),
@@ -270,10 +453,29 @@ class _Checker:
             try:
                 Draft202012Validator.check_schema(self.spec.output.schema)
             except SchemaError as error:
-                self.error(
-                    self.located.value_pos(("output", "schema", *error.path)),
-                    f"output.schema is not a valid JSON Schema: {error.message}",
-                )
+                self._schema_error(error)
+
+    def _schema_error(self, error: Any) -> None:
+        path = ("output", "schema", *error.path)
+        hint = ""
+        if error.path and error.path[-1] == "type" and isinstance(error.instance, str):
+            types = ["array", "boolean", "integer", "null", "number", "object", "string"]
+            message = f"{error.instance!r} is not a JSON Schema type ({', '.join(types)})"
+            close = difflib.get_close_matches(error.instance, types, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else ""
+        else:
+            message = " ".join(str(error.message).split())
+            if len(message) > 160:
+                message = message[:157] + "..."
+        self.error(
+            self.located.value_pos(path),
+            f"output.schema is not a valid JSON Schema: {message}",
+            hint,
+        )
+
+
+def _has_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
 
 
 def _tool_matches(pattern: str, name: str) -> bool:
@@ -283,13 +485,57 @@ def _tool_matches(pattern: str, name: str) -> bool:
     return fnmatch.fnmatchcase(name, pattern)
 
 
+def _timezone_problem(name: str) -> tuple[str, str] | None:
+    from .triggers import timezone_problem
+
+    try:
+        return timezone_problem(name)
+    except (OSError, ValueError):  # a name the zone database cannot even look up
+        return f"unknown time zone {name!r}", "use an IANA name like 'Europe/Berlin'"
+
+
+def _cron_fires(expression: str, timezone: str) -> bool:
+    from datetime import UTC, datetime
+
+    from .triggers import CronSchedule
+
+    try:
+        CronSchedule(expression, timezone or "UTC").next_after(datetime.now(UTC))
+    except Exception:  # croniter's CroniterBadDateError, or our "never fires"
+        return False
+    return True
+
+
+def _bracket_problem(pattern: str) -> str:
+    """Why the ``[...]`` sets of an ``fnmatch`` pattern are broken, or ``""``."""
+    index = 0
+    while index < len(pattern):
+        if pattern[index] == "[":
+            close = index + 1
+            if close < len(pattern) and pattern[close] == "!":
+                close += 1
+            if close < len(pattern) and pattern[close] == "]":
+                close += 1
+            close = pattern.find("]", close)
+            if close < 0:
+                return "has a '[' that is never closed with ']'"
+            index = close
+        index += 1
+    return ""
+
+
 def glob_problem(pattern: str) -> str:
     """Why a file glob pattern is unusable, or ``""`` when it is fine."""
-    if pattern.count("[") != pattern.count("]"):
-        return f"glob pattern {pattern!r} has an unclosed '['"
+    problem = _bracket_problem(pattern)
+    if problem:
+        return f"glob pattern {pattern!r} {problem}"
     if pattern.startswith("/") or ".." in pattern.split("/"):
         return f"glob pattern {pattern!r} must be relative and must not contain '..'"
     return ""
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(a == b) and type(a) is type(b)
 
 
 def default_problem(spec: InputSpec) -> str:
@@ -303,13 +549,55 @@ def default_problem(spec: InputSpec) -> str:
         "boolean": lambda v: isinstance(v, bool),
         "array": lambda v: isinstance(v, list),
         "object": lambda v: isinstance(v, dict),
-        "enum": lambda v: v in spec.values,
+        "enum": lambda v: any(_same(v, x) for x in spec.values),
     }
     if checks[spec.type](value):
         return ""
+    shown = _shown(value)
     if spec.type == "enum":
-        return f"default {value!r} of input {spec.name!r} is not one of its values"
-    return f"default {value!r} of input {spec.name!r} is not of type {spec.type}"
+        values = ", ".join(_literal(v) for v in spec.values) or "none"
+        return (
+            f"the default of input {spec.name!r} must be one of its values ({values}), got {shown}"
+        )
+    return f"the default of input {spec.name!r} must be {_TYPE_WORDS[spec.type]}, got {shown}"
+
+
+def _default_hint(spec: InputSpec) -> str:
+    value = spec.default
+    if isinstance(value, str):
+        if spec.type in ("integer", "number"):
+            try:
+                float(value)
+            except ValueError:
+                return ""
+            return "remove the quotes"
+        if spec.type == "boolean" and value in ("true", "false"):
+            return "remove the quotes"
+        if spec.type == "enum":
+            close = difflib.get_close_matches(value, [str(v) for v in spec.values], n=1)
+            return f"did you mean {close[0]!r}?" if close else ""
+    if spec.type in ("string", "path") and not isinstance(value, dict | list):
+        return f"quote it: '{_literal(value)}'"
+    return ""
+
+
+def _literal(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string"}.get(
+        type(value), type(value).__name__
+    )
+    return f"{kind} {_literal(value)}"
 
 
 def semantic_checks(spec: AgentSpec, located: Located, file: str) -> list[Diagnostic]:

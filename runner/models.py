@@ -247,7 +247,8 @@ class LiteLLMModel:
     @property
     def max_output_tokens(self) -> int:
         """Most output tokens one call may produce: ``params.max_tokens``, litellm's table,
-        or :data:`DEFAULT_MAX_OUTPUT_TOKENS`."""
+        or :data:`DEFAULT_MAX_OUTPUT_TOKENS`.
+        """
         configured = self.spec.params.get("max_tokens")
         if isinstance(configured, int):
             return configured

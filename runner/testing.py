@@ -26,8 +26,8 @@ from typing import Any
 
 from .errors import ModelError
 from .models import ModelReply, ToolCallRequest, Usage, cost_usd
-from .spec import Pricing
 from .openai_server import BackendHTTPError, OpenAIServer
+from .spec import Pricing
 
 _ids = itertools.count(1)
 
@@ -152,11 +152,21 @@ class FakeOpenAIServer:
     """An OpenAI-compatible server on ``127.0.0.1`` that plays a script over real HTTP.
 
     Use as a context manager. ``requests`` records every request body received.
+    ``models`` gives a separate ``(script, repeat_last)`` per requested model name (the
+    part after ``openai/``), for fallback tests.
     """
 
-    def __init__(self, script: list[Scripted], repeat_last: bool = False) -> None:
+    def __init__(
+        self,
+        script: list[Scripted],
+        repeat_last: bool = False,
+        models: dict[str, tuple[list[Scripted], bool]] | None = None,
+    ) -> None:
         self.script = deque(script)
         self.repeat_last = repeat_last
+        self.models = {
+            name: (deque(items), repeat) for name, (items, repeat) in (models or {}).items()
+        }
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._server = OpenAIServer(self._answer, model_name="fake")
@@ -169,13 +179,12 @@ class FakeOpenAIServer:
     def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             self.requests.append(request)
-            if not self.script:
-                raise BackendHTTPError(500, "the fake server's script is exhausted")
-            item = (
-                self.script[0]
-                if self.repeat_last and len(self.script) == 1
-                else self.script.popleft()
+            script, repeat = self.models.get(
+                request.get("model", ""), (self.script, self.repeat_last)
             )
+            if not script:
+                raise BackendHTTPError(500, "the fake server's script is exhausted")
+            item = script[0] if repeat and len(script) == 1 else script.popleft()
         if item.delay_s:
             time.sleep(item.delay_s)
         if item.status:

@@ -19,6 +19,7 @@ Python object tags can be constructed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -293,7 +294,9 @@ class _Walker:
                 )
                 continue
             if key in first_seen:
-                hint = f"it is already set at line {first_seen[key].line}; keep one"
+                seen = first_seen[key]
+                where = f", column {seen.column}" if seen.line == key_pos.line else ""
+                hint = f"it is already set at line {seen.line}{where}; keep one"
                 self.error(key_pos, f"duplicate key {key!r}", hint, alias)
                 continue
             first_seen[key] = key_pos
@@ -372,7 +375,7 @@ def _yaml_error(file: str, lines: list[str], error: yaml.MarkedYAMLError) -> Dia
         hint = "quote a value that contains ': ', or fix the indentation"
     elif problem.startswith("expected <block end>, but found"):
         found = problem.rpartition("but found ")[2]
-        what = _FOUND_WORDS.get(found, found)
+        what = _FOUND_WORDS.get(found.strip("'"), _FOUND_WORDS.get(found, found))
         message = f"{what} at an indentation that does not fit here"
         hint = "indent it like the other keys of its mapping (or the other items of its list)"
     elif problem.startswith(("did not find expected key", "did not find expected '-'")):
@@ -390,7 +393,7 @@ def _yaml_error(file: str, lines: list[str], error: yaml.MarkedYAMLError) -> Dia
     elif "while scanning an alias" in context or "while scanning an anchor" in context:
         pos = context_pos
         sign, word = ("*", "alias") if "alias" in context else ("&", "anchor")
-        token = source[pos.column - 1 :].split()[0].rstrip(",]}") if source else sign
+        token = _token_at(source, pos.column) or sign
         message = f"{token!r} is read as a YAML {word}, which needs a name after '{sign}'"
         hint = f"quote it: '{token}'"
     elif problem.startswith("found undefined alias"):
@@ -410,12 +413,22 @@ def _yaml_error(file: str, lines: list[str], error: yaml.MarkedYAMLError) -> Dia
     return Diagnostic(file, pos.line, pos.column, f"invalid YAML: {message}", hint, "error", source)
 
 
+def _token_at(source: str, column: int) -> str:
+    """The value that starts at ``column``: to the end of the line, or of its flow item."""
+    before, rest = source[: column - 1], source[column - 1 :]
+    rest = rest.split(" #", 1)[0]
+    if before.count("[") + before.count("{") > before.count("]") + before.count("}"):
+        rest = re.split(r"[,\]}]", rest, maxsplit=1)[0]
+    return rest.strip()
+
+
 def _reader_error(file: str, text: str, error: yaml.reader.ReaderError) -> Diagnostic:
     before = text[: max(error.position, 0)]
     line = before.count("\n") + 1
     column = len(before) - (before.rfind("\n") + 1) + 1
     lines = text.splitlines()
     source = lines[line - 1] if 0 < line <= len(lines) else ""
+    source = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", "\ufffd", source)  # shown as '�'
     character = error.character
     code = ord(character) if isinstance(character, str) else int(character)
     return Diagnostic(
@@ -471,7 +484,9 @@ def parse(text: str, file: str) -> tuple[Located | None, list[Diagnostic]]:
     finally:
         loader.dispose()
     if node is None or (isinstance(node, yaml.ScalarNode) and node.value == "" and not node.style):
-        return None, [Diagnostic(file, 1, 1, "the spec is empty", "see `agentrun init NAME`")]
+        return None, [
+            located.diagnostic(file, Pos(1, 1), "the spec is empty", "see `agentrun init NAME`")
+        ]
     if not isinstance(located.value, dict):
         return None, [
             located.diagnostic(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,8 +45,35 @@ class Tool:
         raise NotImplementedError
 
     async def call(self, arguments: dict[str, Any]) -> str:
-        """Execute without blocking the event loop (sync tools run in a worker thread)."""
-        return await asyncio.to_thread(self.run, arguments)
+        """Execute :meth:`run` in its own daemon thread without blocking the event loop.
+
+        Not ``asyncio.to_thread``: a tool stuck in a blocking call would keep the default
+        executor, and so the process, from ever shutting down. A daemon thread that
+        outlives its timeout is abandoned; its late result is dropped.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+
+        def settle(result: str | None, error: BaseException | None) -> None:
+            if future.done():  # timed out or cancelled meanwhile
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result or "")
+
+        def work() -> None:
+            try:
+                result, error = self.run(arguments), None
+            except BaseException as exc:  # handed to the awaiting coroutine
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(settle, result, error)
+            except RuntimeError:  # the event loop is closed: nobody is waiting any more
+                pass
+
+        threading.Thread(target=work, name=f"tool-{self.name}", daemon=True).start()
+        return await future
 
     def openai_schema(self) -> dict[str, Any]:
         """The tool as an OpenAI ``tools`` entry."""

@@ -12,7 +12,7 @@ A call passes the (schema-checked) arguments by name, positional-only parameters
 position; the result is ``str(result)``, except that strings are returned as they are and
 dicts, lists and tuples as JSON. Exceptions become :class:`~runner.errors.ToolError`, so the
 model hears about them. ``async def`` functions are awaited on the run's event loop; plain
-functions run in a worker thread.
+functions run in a worker thread (:meth:`Tool.call`).
 """
 
 from __future__ import annotations
@@ -365,7 +365,7 @@ class FunctionTool(Tool):
             ToolError: as :meth:`run`.
         """
         if not self.is_async:
-            return await asyncio.to_thread(self.run, arguments)
+            return await super().call(arguments)
         positional, named = self._bind(arguments)
         try:
             result = await self.function(*positional, **named)

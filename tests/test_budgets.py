@@ -1,0 +1,137 @@
+"""Budgets are never crossed, whatever the model does (property-tested with the scripted model)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runner.budgets import Budget
+from runner.compiler import compile_agent
+from runner.errors import BudgetExhausted
+from runner.events import BUDGET_STOPS, StopReason
+from runner.loop import Run, repeats
+from runner.models import Usage
+from runner.redact import Redactor
+from runner.spec import BudgetsSpec, Pricing, load_spec
+from runner.testing import Scripted, ScriptedModel
+from tests.helpers import write_spec
+
+PRICE = Pricing(input_per_mtok=2000.0, output_per_mtok=8000.0)
+
+turn = st.builds(
+    lambda n_calls, tokens_in, tokens_out, final: Scripted(
+        content="done" if final else None,
+        tool_calls=() if final else tuple(("list_dir", '{"path": "data"}') for _ in range(n_calls)),
+        usage=Usage(tokens_in, tokens_out),
+    ),
+    st.integers(1, 4),
+    st.integers(1, 200),
+    st.integers(1, 100),
+    st.booleans(),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    script=st.lists(turn, min_size=1, max_size=25),
+    max_steps=st.integers(1, 12),
+    max_tool_calls=st.integers(0, 15),
+    max_cost=st.floats(0.5, 6.0),
+)
+def test_no_run_crosses_its_budgets(
+    tmp_path: Path, script: list[Scripted], max_steps: int, max_tool_calls: int, max_cost: float
+) -> None:
+    extra = (
+        f"budgets: {{max_steps: {max_steps}, max_tool_calls: {max_tool_calls}, "
+        f"max_cost_usd: {max_cost}}}\nloop_detection: {{warn_after: 50, stop_after: 60}}\n"
+        "model: {id: openai/x, pricing: {input_per_mtok: 2000, output_per_mtok: 8000}}\n"
+    )
+    (tmp_path / "data").mkdir(exist_ok=True)
+    agent = compile_agent(load_spec(write_spec(tmp_path, make_spec_text(extra))))
+    # The scripted model never answers with more output than its declared maximum, and its
+    # token estimate is an upper bound of the scripted prompt usage, as for real providers.
+    model = ScriptedModel(script + [Scripted(content="end")], pricing=PRICE, max_output_tokens=100)
+    model.count_prompt_tokens = lambda messages, tools: 200  # type: ignore[method-assign]
+    run = Run(agent, model)
+    finished = asyncio.run(run.execute())
+    usage = run.budget.usage
+    assert usage.steps <= max_steps
+    assert usage.tool_calls <= max_tool_calls
+    assert usage.cost_usd <= max_cost + 1e-12
+    assert finished.stop_reason in BUDGET_STOPS | {StopReason.COMPLETED}
+
+
+def make_spec_text(extra: str) -> str:
+    return "version: 1\nname: prop\ngoal: go\ntools:\n  list_dir: {paths: [data]}\n" + extra
+
+
+def test_budget_refuses_before_crossing() -> None:
+    budget = Budget(BudgetsSpec(max_steps=2, max_tokens=100, max_cost_usd=1.0))
+    budget.check_before_model_call(60, 0.5)
+    budget.charge_model_call(30, 20, 0.4)
+    try:
+        budget.check_before_model_call(60, 0.5)
+    except BudgetExhausted as stop:
+        assert stop.limit == "max_tokens"
+        assert (stop.observed, stop.cap) == (110, 100)
+    else:
+        raise AssertionError("the call should have been refused")
+
+
+def test_warning_at_eighty_percent_is_said_once() -> None:
+    budget = Budget(BudgetsSpec(max_steps=5))
+    for _ in range(3):
+        budget.charge_model_call(1, 1, 0.0)
+    assert budget.warnings() == []
+    budget.charge_model_call(1, 1, 0.0)
+    assert budget.warnings() == ["1 model calls left of 5 (max_steps)"]
+    assert budget.warnings() == []
+
+
+def test_max_duration_uses_the_clock() -> None:
+    now = [0.0]
+    budget = Budget(BudgetsSpec(max_duration=10.0), clock=lambda: now[0])
+    budget.check_before_tool_call()
+    now[0] = 10.5
+    try:
+        budget.check_before_tool_call()
+    except BudgetExhausted as stop:
+        assert stop.limit == "max_duration"
+    else:
+        raise AssertionError("time is up")
+
+
+def test_repeats_counts_runs_and_cycles() -> None:
+    assert repeats([]) == 0
+    assert repeats(["a"]) == 1
+    assert repeats(["b", "a", "a", "a"]) == 3
+    assert repeats(["a", "b", "a", "b"]) == 2
+    assert repeats(["a", "b", "a", "b", "a"]) == 2
+    assert repeats(["c", "a", "b", "a", "b", "a", "b"]) == 3
+    assert repeats(["a", "b", "c", "a"]) == 1
+
+
+def test_redactor_masks_values_and_key_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTRUN_TEST_SECRET", "hunter2-but-longer")
+    redactor = Redactor(["AGENTRUN_TEST_SECRET", "UNSET_VARIABLE"])
+    text = (
+        "pw hunter2-but-longer; openai sk-proj-abcdefghijklmnop1234; aws AKIAABCDEFGHIJKLMNOP; "
+        "Authorization: Bearer abcdefghijklmnopqrstuvwxyz; slack xoxb-1234567890-abc"
+    )
+    cleaned = redactor.text(text)
+    for secret in (
+        "hunter2-but-longer",
+        "sk-proj-abcdef",
+        "AKIAABCDEFGHIJKLMNOP",
+        "abcdefghijklmnopqrstuvwxyz",
+        "xoxb-",
+    ):
+        assert secret not in cleaned
+    assert cleaned.count("[REDACTED]") == 5
+    assert redactor.text("nothing secret here") == "nothing secret here"
