@@ -86,6 +86,16 @@ class _Checker:
                 continue
             try:
                 ast = env.parse(text)
+                referenced = any(True for _ in meta.find_referenced_templates(ast))
+                names = meta.find_undeclared_variables(ast) - set(env.globals)
+            except RecursionError:
+                all_parsed = False
+                self.error(
+                    self.located.value_pos((key,)),
+                    f"template {key!r} nests too deeply to be read",
+                    "split the expression into simpler parts",
+                )
+                continue
             except TemplateSyntaxError as error:
                 all_parsed = False
                 message = " ".join(str(error.message or "syntax error").split()).rstrip(".")
@@ -97,14 +107,13 @@ class _Checker:
                     _TEMPLATE_HINT,
                 )
                 continue
-            if any(True for _ in meta.find_referenced_templates(ast)):
+            if referenced:
                 self.error(
                     self._find_in_template((key,), r"\b(include|extends|import|from)\b"),
                     f"template {key!r} loads another template; spec templates must be "
                     "self-contained",
                     "write the text out here",
                 )
-            names = meta.find_undeclared_variables(ast) - set(env.globals)
             used |= names
             for name in sorted(names - set(self.spec.inputs)):
                 declared = ", ".join(sorted(self.spec.inputs)) or "none"

@@ -246,8 +246,10 @@ class LiteLLMModel:
 
     @property
     def max_output_tokens(self) -> int:
-        """Most output tokens one call may produce: ``params.max_tokens``, litellm's table,
-        or :data:`DEFAULT_MAX_OUTPUT_TOKENS`.
+        """Most output tokens one call may produce.
+
+        From ``params.max_tokens``, else litellm's table, else
+        :data:`DEFAULT_MAX_OUTPUT_TOKENS`.
         """
         configured = self.spec.params.get("max_tokens")
         if isinstance(configured, int):
@@ -321,7 +323,7 @@ class LiteLLMModel:
             )
             started = time.monotonic()
             try:
-                response = await retrying(
+                response: Any = await retrying(
                     litellm.acompletion,
                     model=model,
                     messages=messages,

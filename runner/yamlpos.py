@@ -263,6 +263,14 @@ class _Walker:
             return str(node.value)
         if isinstance(value, float) and value != value:  # NaN: not JSON, never a useful value
             return str(node.value)
+        if isinstance(value, str) and "\x00" in value:  # written as "\0": breaks paths and argv
+            self.error(
+                alias or _pos(node.start_mark),
+                "this text contains a NUL character ('\\0'), which no spec value may hold",
+                "remove the '\\0'",
+                alias,
+            )
+            return value.replace("\x00", "")
         return value
 
     def mapping(self, node: yaml.MappingNode, path: Path, alias: Pos | None) -> dict[str, Any]:
@@ -422,11 +430,14 @@ def _token_at(source: str, column: int) -> str:
     return rest.strip()
 
 
+_YAML_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+
+
 def _reader_error(file: str, text: str, error: yaml.reader.ReaderError) -> Diagnostic:
-    before = text[: max(error.position, 0)]
-    line = before.count("\n") + 1
-    column = len(before) - (before.rfind("\n") + 1) + 1
-    lines = text.splitlines()
+    # Count lines as YAML does: this text never reached YAML's own line counting.
+    before = _YAML_BREAK.split(text[: max(error.position, 0)])
+    line, column = len(before), len(before[-1]) + 1
+    lines = _YAML_BREAK.split(text)
     source = lines[line - 1] if 0 < line <= len(lines) else ""
     source = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", "\ufffd", source)  # shown as '�'
     character = error.character

@@ -56,7 +56,7 @@ def test_no_run_crosses_its_budgets(
     agent = compile_agent(load_spec(write_spec(tmp_path, make_spec_text(extra))))
     # The scripted model never answers with more output than its declared maximum, and its
     # token estimate is an upper bound of the scripted prompt usage, as for real providers.
-    model = ScriptedModel(script + [Scripted(content="end")], pricing=PRICE, max_output_tokens=100)
+    model = ScriptedModel([*script, Scripted(content="end")], pricing=PRICE, max_output_tokens=100)
     model.count_prompt_tokens = lambda messages, tools: 200  # type: ignore[method-assign]
     run = Run(agent, model)
     finished = asyncio.run(run.execute())
@@ -75,13 +75,10 @@ def test_budget_refuses_before_crossing() -> None:
     budget = Budget(BudgetsSpec(max_steps=2, max_tokens=100, max_cost_usd=1.0))
     budget.check_before_model_call(60, 0.5)
     budget.charge_model_call(30, 20, 0.4)
-    try:
+    with pytest.raises(BudgetExhausted) as stop:
         budget.check_before_model_call(60, 0.5)
-    except BudgetExhausted as stop:
-        assert stop.limit == "max_tokens"
-        assert (stop.observed, stop.cap) == (110, 100)
-    else:
-        raise AssertionError("the call should have been refused")
+    assert stop.value.limit == "max_tokens"
+    assert (stop.value.observed, stop.value.cap) == (110, 100)
 
 
 def test_warning_at_eighty_percent_is_said_once() -> None:
@@ -99,12 +96,8 @@ def test_max_duration_uses_the_clock() -> None:
     budget = Budget(BudgetsSpec(max_duration=10.0), clock=lambda: now[0])
     budget.check_before_tool_call()
     now[0] = 10.5
-    try:
+    with pytest.raises(BudgetExhausted, match="budget max_duration exhausted"):
         budget.check_before_tool_call()
-    except BudgetExhausted as stop:
-        assert stop.limit == "max_duration"
-    else:
-        raise AssertionError("time is up")
 
 
 def test_repeats_counts_runs_and_cycles() -> None:

@@ -118,7 +118,7 @@ def _start() -> tuple[Server, ThreadingHTTPServer, threading.Thread]:
     server = Server(base=f"http://127.0.0.1:{port}", port=port)
     httpd.RequestHandlerClass = _handler(server)
     httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     return server, httpd, thread
 

@@ -11,6 +11,7 @@ Arguments are checked against the tool's schema before the tool runs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -67,10 +68,9 @@ class Tool:
                 result, error = self.run(arguments), None
             except BaseException as exc:  # handed to the awaiting coroutine
                 result, error = None, exc
-            try:
+            # RuntimeError: the event loop is closed, nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(settle, result, error)
-            except RuntimeError:  # the event loop is closed: nobody is waiting any more
-                pass
 
         threading.Thread(target=work, name=f"tool-{self.name}", daemon=True).start()
         return await future

@@ -318,15 +318,21 @@ class FunctionTool(Tool):
         if unknown:
             raise ToolError(f"{self.name} has no argument {unknown[0]!r}")
         positional: list[Any] = []
+        skipped: list[Any] = []  # defaults of positional-only parameters not given (yet)
         named: dict[str, Any] = {}
         for parameter in self.signature.parameters.values():
+            if parameter.name not in self.hints:  # *args, **kwargs
+                continue
             if parameter.name not in arguments:
-                if parameter.default is parameter.empty and parameter.name in self.hints:
+                if parameter.default is parameter.empty:
                     raise ToolError(f"{self.name} needs the argument {parameter.name!r}")
+                if parameter.kind is parameter.POSITIONAL_ONLY:
+                    skipped.append(parameter.default)
                 continue
             value = _coerce(arguments[parameter.name], self.hints[parameter.name])
             if parameter.kind is parameter.POSITIONAL_ONLY:
-                positional.append(value)
+                positional += [*skipped, value]
+                skipped = []
             else:
                 named[parameter.name] = value
         return positional, named
