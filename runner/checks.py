@@ -79,6 +79,7 @@ class _Checker:
 
         env = SandboxedEnvironment()
         used: set[str] = set()
+        suggested: set[str] = set()  # inputs named in a "did you mean": not also "unused"
         all_parsed = True
         for key in ("instructions", "goal"):
             text = getattr(self.spec, key)
@@ -118,6 +119,7 @@ class _Checker:
             for name in sorted(names - set(self.spec.inputs)):
                 declared = ", ".join(sorted(self.spec.inputs)) or "none"
                 close = difflib.get_close_matches(name, list(self.spec.inputs), n=1)
+                suggested.update(close)
                 hint = (
                     f"did you mean {close[0]!r}?"
                     if close
@@ -131,7 +133,7 @@ class _Checker:
         if not all_parsed:  # what an unparsable template uses is unknown: no unused warnings
             return
         for name in self.spec.inputs:
-            if name not in used:
+            if name not in used and name not in suggested:
                 self.warning(
                     self.located.key_pos(("inputs", name)),
                     f"input {name!r} is declared but no template uses it",

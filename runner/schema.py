@@ -292,7 +292,7 @@ def _value_error(located: Located, file: str, path: NodePath, error: Any) -> Dia
             file,
             pos,
             f"{where} must be {words}, got {_shown(value)}",
-            _type_hint(kinds, value, text),
+            _type_hint(kinds, value, text, path),
         )
     if keyword == "enum":
         choices = [_literal(c) if not isinstance(c, str) else c for c in error.validator_value]
@@ -338,7 +338,10 @@ def _value_error(located: Located, file: str, path: NodePath, error: Any) -> Dia
     return located.diagnostic(file, pos, f"{where}: {error.message}")
 
 
-def _type_hint(kinds: list[str], value: Any, text: str | None) -> str:
+def _type_hint(kinds: list[str], value: Any, text: str | None, path: NodePath) -> str:
+    if value is None and text is None:  # `key:` or `-` with nothing after it
+        empty = "key" if path and isinstance(path[-1], str) else "item"
+        return f"give it a value, or remove the {empty}"
     if isinstance(value, str):
         if {"integer", "number"} & set(kinds) and _is_number(value):
             return "remove the quotes"

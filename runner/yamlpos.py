@@ -10,7 +10,9 @@ and turned into plain Python values by our own walk, which:
 - caps the number of nodes produced, so alias bombs ("billion laughs") are refused quickly,
   and the nesting depth, so deeply nested or self-referencing documents are refused too;
 - reads YAML 1.1's implicit dates (``2024-01-01``) as the text they are written as, because
-  a spec holds JSON values only;
+  a spec holds JSON values only, and refuses other tags (``!include``, ``!!binary``,
+  ``!!set``) and NUL characters;
+- says what a YAML syntax error means in plain words, at the place to fix;
 - locates everything an alias (``*name``) brings in at the alias, where it is used.
 
 A top level that is not a mapping is refused here too. Only ``yaml.SafeLoader`` is used: no
@@ -36,12 +38,12 @@ MAX_DEPTH = 64
 Path = tuple[str | int, ...]
 
 _CORE = "tag:yaml.org,2002:"
-_TIMESTAMP_TAG = _CORE + "timestamp"
 _MERGE_TAG = _CORE + "merge"
+#: Tags read as their text: YAML 1.1's dates, and `=` and `<<` where they are values.
+_TEXT_TAGS = frozenset(_CORE + name for name in ("timestamp", "value", "merge"))
 #: Tags whose values are plain JSON-like values (the implicit ones, or written out).
-_PLAIN_TAGS = frozenset(
-    _CORE + name for name in ("str", "int", "float", "bool", "null", "timestamp", "map", "seq")
-)
+_PLAIN_TAGS = _TEXT_TAGS | {_CORE + name for name in ("str", "int", "float", "bool", "null")}
+_PLAIN_TAGS |= {_CORE + "map", _CORE + "seq"}
 
 
 def _short_tag(tag: str) -> str:
@@ -137,6 +139,7 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.depth = 0
+        self.nodes = 0
         self.open_anchors: set[str] = set()
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> Any:
@@ -155,6 +158,13 @@ class _Loader(yaml.SafeLoader):
         event = parser.peek_event()
         anchor = getattr(event, "anchor", None)
         self.depth += 1
+        self.nodes += 1
+        if self.nodes > MAX_NODES:  # refuse a huge file before composing all of it
+            raise _Refused(
+                _pos(event.start_mark),
+                f"the spec holds more than {MAX_NODES} keys and values",
+                "a spec needs a few hundred; keep data in files the agent reads",
+            )
         if self.depth > MAX_DEPTH:
             raise _Refused(
                 _pos(event.start_mark),
@@ -183,13 +193,16 @@ def _yaml_type(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+def _is_empty(node: Any) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.value == "" and not node.style
+
+
 class _Walker:
     def __init__(self, loader: _Loader, located: Located, file: str) -> None:
         self.loader = loader
         self.located = located
         self.file = file
         self.count = 0
-        self.aliases_used = False
         self.errors: list[Diagnostic] = []
 
     def error(self, pos: Pos, message: str, hint: str, alias: Pos | None) -> None:
@@ -199,18 +212,11 @@ class _Walker:
 
     def walk(self, node: Any, path: Path, alias: Pos | None = None) -> Any:
         self.count += 1
-        if self.count > MAX_NODES:
-            if self.aliases_used:
-                raise _Refused(
-                    alias or _pos(node.start_mark),
-                    f"the spec expands to more than {MAX_NODES} values "
-                    "(aliases repeated too often)",
-                    "write the spec out without nested aliases",
-                )
+        if self.count > MAX_NODES:  # the composer caps what is written: aliases did this
             raise _Refused(
-                _pos(node.start_mark),
-                f"the spec holds more than {MAX_NODES} values",
-                "a spec needs a few hundred; keep data in files the agent reads",
+                alias or _pos(node.start_mark),
+                f"the spec expands to more than {MAX_NODES} values (aliases repeated too often)",
+                "write the spec out without nested aliases",
             )
         if len(path) > MAX_DEPTH:
             raise _Refused(
@@ -219,7 +225,6 @@ class _Walker:
                 "a spec needs a handful of levels; flatten this value",
             )
         if isinstance(node, _AliasNode):
-            self.aliases_used = True
             alias = alias or _pos(node.start_mark)
             node = node.target
         if alias is not None:
@@ -240,13 +245,14 @@ class _Walker:
         self.located.styles.setdefault(path, node.style or "")
         self.located.ends.setdefault(path, alias or _pos(node.end_mark))
         value = self.scalar(node, alias)
-        if not isinstance(value, str) and not node.style:
+        if not isinstance(value, str) and not node.style and node.value:
             self.located.texts.setdefault(path, node.value)
         return value
 
     def scalar(self, node: yaml.ScalarNode, alias: Pos | None) -> Any:
-        if node.tag == _TIMESTAMP_TAG:
-            # A date (`2024-01-01`): a spec holds JSON values, so keep the text.
+        if node.tag in _TEXT_TAGS:
+            # A date (`2024-01-01`), or `=` / `<<` as a value: a spec holds JSON values, so
+            # keep the text.
             return node.value
         if node.tag not in _PLAIN_TAGS:  # reported by walk()
             return node.value
@@ -310,6 +316,8 @@ class _Walker:
             first_seen[key] = key_pos
             child = (*path, key)
             self.located.keys[child] = key_pos
+            if _is_empty(value_node):  # `key:` with nothing after it: point at the key
+                self.located.values.setdefault(child, key_pos)
             result[key] = self.walk(value_node, child, alias)
         return result
 
@@ -320,12 +328,29 @@ class _Walker:
 _FOUND_WORDS = {
     "<block mapping start>": "a key",
     "<block sequence start>": "a list item",
-    "'-'": "a list item",
-    "'?'": "a key",
+    "-": "a list item",
+    "?": "a key",
     "<scalar>": "a value",
     "<block end>": "the end of a block",
     "<stream end>": "the end of the file",
+    "<document start>": "'---'",
+    "<document end>": "'...'",
+    "<flow mapping start>": "'{'",
+    "<flow sequence start>": "'['",
 }
+_INDENT_HINT = "indent it like the other keys of its mapping (or the other items of its list)"
+
+
+def _found(problem: str, marker: str) -> str:
+    """What PyYAML found (the text after ``marker``), in words: ``']'``, "a key", ..."""
+    found = problem.rpartition(marker)[2].strip() if marker in problem else problem
+    bare = found[1:-1] if len(found) >= 2 and found[0] == found[-1] and found[0] in "'\"" else found
+    return _FOUND_WORDS.get(bare, f"'{bare}'" if "'" not in bare else f'"{bare}"')
+
+
+def _quoted(text: str) -> str:
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"'{text}'" if "'" not in text else f'"{text}"'
 
 
 def _at(lines: list[str], mark: yaml.Mark | None) -> Pos:
@@ -356,7 +381,7 @@ def _yaml_error(file: str, lines: list[str], error: yaml.MarkedYAMLError) -> Dia
             if leading
             else "replace the tab with spaces"
         )
-    elif "found unexpected end of stream" in problem and "quoted scalar" in context:
+    elif "quoted scalar" in context and problem.startswith("found unexpected"):
         pos = context_pos
         message = "this quoted string is never closed"
         hint = "add the closing quote"
@@ -364,7 +389,7 @@ def _yaml_error(file: str, lines: list[str], error: yaml.MarkedYAMLError) -> Dia
         opener, closer, what = (
             ("[", "]", "list") if "sequence" in context else ("{", "}", "mapping")
         )
-        found = problem.rpartition("but got ")[2] or problem
+        found = _found(problem, "but got ")
         if pos.line > context_pos.line:
             message = (
                 f"this '{opener}' is never closed: line {pos.line}, column {pos.column} "
@@ -381,14 +406,30 @@ def _yaml_error(file: str, lines: list[str], error: yaml.MarkedYAMLError) -> Dia
     elif "mapping values are not allowed here" in problem:
         message = "unexpected ':' here"
         hint = "quote a value that contains ': ', or fix the indentation"
-    elif problem.startswith("expected <block end>, but found"):
-        found = problem.rpartition("but found ")[2]
-        what = _FOUND_WORDS.get(found.strip("'"), _FOUND_WORDS.get(found, found))
-        message = f"{what} at an indentation that does not fit here"
-        hint = "indent it like the other keys of its mapping (or the other items of its list)"
+    elif "sequence entries are not allowed here" in problem:
+        message = "a list item ('- ') cannot start here"
+        hint = "start the list on the next line, indented, or quote the value"
+    elif "mapping keys are not allowed here" in problem:
+        message = "a '? ' key cannot start here"
+        hint = "quote the value"
+    elif problem.startswith(("expected <block end>, but", "expected '<document start>', but")):
+        found = _found(problem, "but found ")
+        before = source[: pos.column - 1].rstrip()
+        if found == "a value" and before[-1:] in ("'", '"'):
+            message = "unexpected text after a quoted string"
+            hint = "quote the whole value, or remove the text after the closing quote"
+        elif found.startswith("a "):
+            message = f"{found} at an indentation that does not fit here"
+            hint = _INDENT_HINT
+        else:
+            message = f"{found} was not expected here"
+            hint = _INDENT_HINT
     elif problem.startswith(("did not find expected key", "did not find expected '-'")):
         message = "this line's indentation does not fit the lines above it"
-        hint = "indent it like the other keys of its mapping (or the other items of its list)"
+        hint = _INDENT_HINT
+    elif problem.startswith("expected the node content, but found"):
+        message = f"expected a value here, but found {_found(problem, 'but found ')}"
+        hint = "quote the value if it is text"
     elif problem.startswith("found unknown escape character"):
         pos = Pos(pos.line, max(pos.column - 1, 1))
         character = problem.rpartition(" ")[2]
@@ -400,10 +441,21 @@ def _yaml_error(file: str, lines: list[str], error: yaml.MarkedYAMLError) -> Dia
         hint = "quote the value"
     elif "while scanning an alias" in context or "while scanning an anchor" in context:
         pos = context_pos
-        sign, word = ("*", "alias") if "alias" in context else ("&", "anchor")
+        sign, word = ("*", "an alias") if "alias" in context else ("&", "an anchor")
         token = _token_at(source, pos.column) or sign
-        message = f"{token!r} is read as a YAML {word}, which needs a name after '{sign}'"
-        hint = f"quote it: '{token}'"
+        message = (
+            f"a bare '{sign}' is read as the start of {word}"
+            if token == sign
+            else f"{_quoted(token)} starts with '{sign}', which YAML reads as {word}"
+        )
+        hint = f"quote it: {_quoted(token)}"
+    elif "while scanning a directive" in context:
+        pos = context_pos
+        message = "a line starting with '%' is read as a YAML directive"
+        hint = "quote the value, or remove the '%'"
+    elif "while scanning a block scalar" in context and "indicators" in problem:
+        message = "after '|' or '>' only '+', '-' or an indentation digit may follow"
+        hint = "start the text on the next line, indented"
     elif problem.startswith("found undefined alias"):
         name = problem.rpartition(" ")[2].strip("'")
         message = f"alias '*{name}' refers to no anchor '&{name}'"

@@ -102,6 +102,25 @@ def bad_keys(x: dict[int, str]) -> None:
 
 
 NOT_CALLABLE = 42
+
+
+class Greeter:
+    """Greets people."""
+
+    def __init__(self, name: str, loud: bool = False) -> None:
+        self.text = f"hello {name}" + ("!" if loud else "")
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class Adder:
+    def __call__(self, a: int, b: int = 1) -> int:
+        """Add two numbers."""
+        return a + b
+
+
+add = Adder()
 '''
 
 _counter = itertools.count()
@@ -238,6 +257,18 @@ def test_type_schema_refuses_unknown_types() -> None:
         type_schema(object, "p")
     assert type_schema(bool) == {"type": "boolean"}  # not integer, though bool is an int
     assert type_schema(tuple[int, ...]) == {"type": "array", "items": {"type": "integer"}}
+
+
+def test_classes_and_callable_objects(module: str) -> None:
+    greeter = tool(module, "Greeter")
+    assert greeter.parameters["properties"] == {
+        "name": {"type": "string"},
+        "loud": {"type": "boolean", "default": False},
+    }
+    assert greeter.run({"name": "Ada", "loud": True}) == "hello Ada!"
+    adder = tool(module, "add")
+    assert adder.parameters["properties"]["a"] == {"type": "integer"}
+    assert adder.run({"a": 2}) == "3"
 
 
 # -- calls -----------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -154,6 +156,13 @@ def test_an_interpreter_runs_chains_of_allowed_commands(tmp_path: Path) -> None:
     assert result == "exit code 0\na\nb\nc\nD\n"
 
 
+def test_interpreter_words_are_never_assignments_or_keywords(tmp_path: Path) -> None:
+    # a glob pattern that happens to accept 'X=1' must not turn it into an assignment
+    tool = make(tmp_path, "*=* echo *", "! echo *", interpreter="/bin/sh")
+    assert tool.run({"argv": "X=1 echo hi"}).startswith("exit code 127\n")
+    assert tool.run({"argv": "! echo hi"}).startswith("exit code 127\n")
+
+
 @pytest.mark.usefixtures("no_exec")
 def test_one_disallowed_command_refuses_the_whole_chain(tmp_path: Path) -> None:
     tool = make(tmp_path, "echo *", interpreter="/bin/sh")
@@ -291,6 +300,46 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     leader, child = int(found.group(1)), int(found.group(2))
     assert gone(leader)
     assert gone(child)
+
+
+def test_timeout_sends_sigterm_before_sigkill(tmp_path: Path) -> None:
+    script = (
+        "import signal, sys, time\n"
+        "def bye(*_):\n"
+        "    print('got SIGTERM', flush=True)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    tool = make(tmp_path, f"{PY} -c *", timeout_s=2.0)
+    with pytest.raises(ToolError, match="timed out") as caught:
+        tool.run({"argv": f"{PY} -c {shlex.quote(script)}"})
+    assert "ready\ngot SIGTERM" in str(caught.value)
+
+
+def test_a_child_that_leaves_the_group_does_not_block_the_call(tmp_path: Path) -> None:
+    # A child that calls setsid() escapes the group (a documented limit); it keeps the
+    # output pipe open, and the call must return anyway instead of waiting for it.
+    script = (
+        "import subprocess; "
+        "child = subprocess.Popen(['sleep', '300'], start_new_session=True); "
+        "print(child.pid, flush=True)"
+    )
+    tool = make(tmp_path, f"{PY} -c *")
+    outcome: list[str] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(tool.run({"argv": f"{PY} -c {shlex.quote(script)}"})),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(120)  # far beyond the grace period; a blocked call would wait 300 s
+    assert not worker.is_alive(), "the call waited for the escaped child"
+    found = re.search(r"^(\d+)$", outcome[0], re.MULTILINE)
+    assert found
+    os.kill(int(found.group(1)), signal.SIGKILL)  # clean up the escapee
+    assert outcome[0].startswith("exit code 0\n")
+    assert "output may be incomplete" in outcome[0]
 
 
 def test_background_children_do_not_outlive_the_call(tmp_path: Path) -> None:

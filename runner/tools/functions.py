@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
+import functools
 import importlib
 import inspect
 import json
@@ -240,6 +241,17 @@ def _coerce(value: Any, annotation: Any) -> Any:
     return value
 
 
+def _hint_source(function: Callable[..., Any]) -> Any:
+    """What ``typing.get_type_hints`` can read the parameters' hints from."""
+    if inspect.isclass(function):
+        return function.__init__
+    if isinstance(function, functools.partial):
+        return _hint_source(function.func)
+    if inspect.isroutine(function):
+        return function
+    return type(function).__call__
+
+
 def render_result(result: Any) -> str:
     """The text sent to the model: strings as they are, containers as JSON, else ``str``."""
     if isinstance(result, str):
@@ -280,7 +292,7 @@ class FunctionTool(Tool):
         except (TypeError, ValueError) as error:
             raise SetupError(f"function tool {function!r}: no usable signature: {error}") from None
         try:
-            hints = typing.get_type_hints(self.function, include_extras=True)
+            hints = typing.get_type_hints(_hint_source(self.function), include_extras=True)
         except Exception as error:
             raise SetupError(
                 f"function tool {function!r}: its type hints cannot be resolved: "

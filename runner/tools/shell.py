@@ -21,15 +21,19 @@ are ordinary characters (``grep 'a|b' notes.txt`` is fine).
 ``;``, ``&&``, ``||``, ``|``, ``&`` and newlines. Every simple command must match a pattern
 on its own; substitutions, expansions, redirections and subshells are still refused (what
 they run could not be checked). The interpreter then runs ``[interpreter, "-c", line]``
-where ``line`` is rebuilt from the matched words, each quoted with ``shlex.quote``, joined
-by the operators: the shell gives meaning to the operators and nothing else.
+where ``line`` is rebuilt from the matched words, each in single quotes (so not a keyword,
+an assignment, a variable or a glob), joined by the operators: the shell gives meaning to
+the operators and nothing else.
 
 Confinement: the command starts in ``workdir`` (or the spec's ``cwd``, which must lie
 inside it); its environment holds ``PATH`` and the variables named in the spec's ``env``
 allowlist, nothing else; stdin is empty. It runs in its own session and process group;
 when it times out the whole group gets SIGTERM, then SIGKILL, and when it ends normally
 anything it left running in the group (background children) is killed too, so nothing the
-tool started outlives the call. This module is for POSIX systems.
+tool started outlives the call, unless it left the group on purpose (a child calling
+``setsid``): that one is out of reach, and the call returns without the rest of its output.
+This is confinement of a cooperative model, not a sandbox against hostile code: a command
+the patterns allow can still read and write whatever the user can. POSIX only.
 """
 
 from __future__ import annotations
@@ -291,9 +295,20 @@ def _clip(text: str, budget: int) -> str:
     return data[: max(budget, 0)].decode("utf-8", errors="ignore")
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
+def _literal(word: str) -> str:
+    """``word`` in single quotes, always: never a keyword, an assignment or a glob."""
+    return "'" + word.replace("'", "'\\''") + "'"
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Send ``sig`` to the command's process group.
+
+    The command leads its own session and group, so it cannot leave the group (only its
+    children can, with ``setsid``); the group id stays reserved until the command is
+    reaped (see :func:`_has_exited`).
+    """
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+        os.killpg(process.pid, sig)
 
 
 def _has_exited(process: subprocess.Popen[bytes]) -> bool:
@@ -314,17 +329,22 @@ def _has_exited(process: subprocess.Popen[bytes]) -> bool:
 
 
 def _wait_exit(process: subprocess.Popen[bytes], deadline: float, closed: threading.Event) -> bool:
-    """Wait until the process ends or ``deadline`` (monotonic) passes; whether it ended."""
+    """Wait until the process ends or ``deadline`` (monotonic) passes; whether it ended.
+
+    Polls with a growing interval (1 ms to 50 ms); the output closing, which usually
+    means the command is exiting, wakes the wait early and restarts the interval at 1 ms.
+    """
     delay = 0.001
+    was_closed = closed.is_set()
     while not _has_exited(process):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        if closed.is_set():  # the output is closed: the end is near, poll briskly
-            time.sleep(min(0.001, remaining))
-        else:  # wakes early when the output closes
-            closed.wait(min(delay, remaining))
-            delay = min(delay * 2, 0.05)
+        if was_closed:
+            time.sleep(min(delay, remaining))
+        elif closed.wait(min(delay, remaining)):
+            was_closed, delay = True, 0.0005
+        delay = min(delay * 2, 0.05)
     return True
 
 
@@ -423,7 +443,7 @@ class ShellTool(Tool):
             return commands[0]
         parts: list[str] = []
         for index, words in enumerate(commands):
-            parts.append(shlex.join(words))
+            parts.append(" ".join(_literal(word) for word in words))
             if index < len(operators):
                 parts.append(";" if operators[index] == "\n" else operators[index])
         return [self.interpreter, "-c", " ".join(parts)]
@@ -477,11 +497,11 @@ class ShellTool(Tool):
         deadline = time.monotonic() + self.timeout_s
         finished = _wait_exit(process, deadline, capture.closed)
         if not finished:
-            _signal_group(process.pid, signal.SIGTERM)
+            _signal_group(process, signal.SIGTERM)
             _wait_exit(process, time.monotonic() + KILL_GRACE, threading.Event())
         # The leader is not reaped yet, so its group id is still reserved: kill the whole
         # group (background children included) before reaping it.
-        _signal_group(process.pid, signal.SIGKILL)
+        _signal_group(process, signal.SIGKILL)
         code = process.wait()
         reader.join(OUTPUT_GRACE)
         incomplete = (

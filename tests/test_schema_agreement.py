@@ -1,0 +1,197 @@
+"""The JSON Schema and the typed spec classes describe the same language.
+
+- every dataclass in ``runner.spec`` with a ``SCHEMA_POINTER`` has exactly the fields the
+  schema object at that pointer has as ``properties`` (less the class's ``DERIVED`` fields
+  and its ``KEYED_BY`` name), and a field typed with another such class points at the
+  schema object that class names;
+- the schema is a valid draft 2020-12 schema with an ``$id``, closes every object that has
+  ``properties`` with ``additionalProperties: false``, describes every property and gives
+  examples for every leaf property.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+import runner.spec as spec_module
+from runner.schema import SCHEMA_ID, schema
+
+SCHEMA = schema()
+
+
+def resolve_pointer(pointer: str) -> Any:
+    assert pointer == "#" or pointer.startswith("#/"), pointer
+    node: Any = SCHEMA
+    for part in pointer[2:].split("/") if pointer != "#" else []:
+        part = part.replace("~1", "/").replace("~0", "~")
+        assert isinstance(node, dict) and part in node, f"{pointer}: no {part!r}"
+        node = node[part]
+    return node
+
+
+def deref(node: Any) -> Any:
+    """Follow ``$ref`` (local pointers only) until a schema without one."""
+    for _ in range(10):
+        if not (isinstance(node, dict) and "$ref" in node):
+            return node
+        node = resolve_pointer(node["$ref"])
+    raise AssertionError("a $ref cycle")
+
+
+SPEC_CLASSES = sorted(
+    (
+        cls
+        for _, cls in inspect.getmembers(spec_module, inspect.isclass)
+        if dataclasses.is_dataclass(cls)
+        and cls.__module__ == spec_module.__name__
+        and "SCHEMA_POINTER" in vars(cls)
+    ),
+    key=lambda cls: cls.__name__,
+)
+
+
+def mirrored_fields(cls: type) -> set[str]:
+    skipped = set(getattr(cls, "DERIVED", ())) | {getattr(cls, "KEYED_BY", None)}
+    return {f.name for f in dataclasses.fields(cls)} - skipped
+
+
+def test_the_spec_classes_are_found() -> None:
+    names = {cls.__name__ for cls in SPEC_CLASSES}
+    assert {"AgentSpec", "ModelSpec", "InputSpec", "TriggerSpec", "McpServerSpec"} <= names
+    assert len(SPEC_CLASSES) >= 15
+
+
+@pytest.mark.parametrize("cls", SPEC_CLASSES, ids=lambda cls: cls.__name__)
+def test_dataclass_fields_equal_schema_properties(cls: type) -> None:
+    target = deref(resolve_pointer(cls.SCHEMA_POINTER))  # type: ignore[attr-defined]
+    assert isinstance(target, dict)
+    properties = set(target.get("properties", {}))
+    fields = mirrored_fields(cls)
+    assert fields - properties == set(), f"{cls.__name__} fields the schema lacks"
+    assert properties - fields == set(), f"schema properties {cls.__name__} lacks"
+    for name in set(getattr(cls, "DERIVED", ())) | {getattr(cls, "KEYED_BY", None)} - {None}:
+        assert name in {f.name for f in dataclasses.fields(cls)}, f"{cls.__name__}.{name}"
+
+
+def _spec_classes_in(hint: Any) -> Iterator[tuple[str, type]]:
+    """``(how, cls)`` for each spec class in a type hint: ``direct``, ``items`` or ``values``."""
+    origin = typing.get_origin(hint)
+    arguments = typing.get_args(hint)
+    if isinstance(hint, type) and "SCHEMA_POINTER" in vars(hint):
+        yield "direct", hint
+    elif origin is tuple and arguments:
+        for how, cls in _spec_classes_in(arguments[0]):
+            yield ("items" if how == "direct" else how), cls
+    elif origin is dict and len(arguments) == 2:
+        for how, cls in _spec_classes_in(arguments[1]):
+            yield ("values" if how == "direct" else how), cls
+    else:
+        for argument in arguments:  # X | None
+            yield from _spec_classes_in(argument)
+
+
+@pytest.mark.parametrize("cls", SPEC_CLASSES, ids=lambda cls: cls.__name__)
+def test_nested_spec_classes_point_at_their_schema_objects(cls: type) -> None:
+    hints = typing.get_type_hints(cls, vars(spec_module))
+    properties = deref(resolve_pointer(cls.SCHEMA_POINTER)).get("properties", {})  # type: ignore[attr-defined]
+    for name in mirrored_fields(cls):
+        for how, inner in _spec_classes_in(hints[name]):
+            node = deref(properties[name])
+            if how == "items":
+                node = deref(node["items"])
+            elif how == "values":
+                node = deref(node["additionalProperties"])
+            expected = deref(resolve_pointer(inner.SCHEMA_POINTER))  # type: ignore[attr-defined]
+            assert node is expected, f"{cls.__name__}.{name} → {inner.__name__}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the schema's own quality
+
+
+def test_schema_is_valid_draft_2020_12_with_an_id() -> None:
+    Draft202012Validator.check_schema(SCHEMA)
+    assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert SCHEMA["$id"] == SCHEMA_ID
+
+
+_SUBSCHEMA_MAPS = ("properties", "$defs", "patternProperties")
+_SUBSCHEMA_LISTS = ("oneOf", "anyOf", "allOf", "prefixItems")
+_SUBSCHEMA_ONE = ("items", "additionalProperties", "propertyNames", "not", "if", "then", "else")
+
+
+def subschemas(node: Any, where: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every schema object inside the spec schema (not inside examples, defaults or enums)."""
+    if not isinstance(node, dict):
+        return
+    yield where, node
+    for keyword in _SUBSCHEMA_MAPS:
+        for key, child in node.get(keyword, {}).items():
+            yield from subschemas(child, f"{where}/{keyword}/{key}")
+    for keyword in _SUBSCHEMA_LISTS:
+        for index, child in enumerate(node.get(keyword, [])):
+            yield from subschemas(child, f"{where}/{keyword}/{index}")
+    for keyword in _SUBSCHEMA_ONE:
+        yield from subschemas(node.get(keyword), f"{where}/{keyword}")
+
+
+def properties_of_schema() -> Iterator[tuple[str, dict[str, Any]]]:
+    for where, node in subschemas(SCHEMA):
+        for name, child in node.get("properties", {}).items():
+            yield f"{where}/properties/{name}", child
+
+
+def test_subschema_walk_sees_the_whole_schema() -> None:
+    places = {where for where, _ in subschemas(SCHEMA)}
+    assert "#/$defs/trigger/properties/watch/properties/events/items" in places
+    assert "#/$defs/tools/properties/functions/additionalProperties" in places
+    assert len(list(properties_of_schema())) >= 90
+
+
+def test_every_object_with_properties_is_closed() -> None:
+    open_objects = [
+        where
+        for where, node in subschemas(SCHEMA)
+        if "properties" in node and node.get("additionalProperties") is not False
+    ]
+    assert open_objects == []
+
+
+def test_every_property_has_a_description() -> None:
+    missing = [
+        where
+        for where, node in properties_of_schema()
+        if not node.get("description") and not deref(node).get("description")
+    ]
+    assert missing == []
+
+
+def test_every_leaf_property_has_examples() -> None:
+    missing = []
+    for where, node in properties_of_schema():
+        target = deref(node)
+        if "properties" in target:
+            continue  # an object: its own properties carry the examples
+        if not (node.get("examples") or target.get("examples")):
+            missing.append(where)
+    assert missing == []
+
+
+def test_schema_examples_are_valid_for_their_property() -> None:
+    """An example that the property's own schema refuses would teach the wrong thing."""
+    problems = []
+    for where, node in properties_of_schema():
+        subschema = {**node, "$defs": SCHEMA["$defs"]}
+        validator = Draft202012Validator(subschema)
+        for example in node.get("examples", []):
+            errors = [e.message for e in validator.iter_errors(example)]
+            if errors:
+                problems.append(f"{where}: {example!r}: {errors[0]}")
+    assert problems == []
