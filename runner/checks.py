@@ -426,6 +426,15 @@ class _Checker:
                 "is unknown, so the cap could not be enforced",
                 "add model.pricing (USD per million input and output tokens)",
             )
+        if budgets.max_cost_usd is not None:
+            for index, fallback in enumerate(self.spec.model.fallbacks):
+                if price_for(fallback) is None:
+                    self.error(
+                        self.located.value_pos(("model", "fallbacks", index)),
+                        f"max_cost_usd is set, but the price of fallback model {fallback!r} "
+                        "is unknown, so the cap could not be enforced when it answers",
+                        "use a fallback litellm has a price for, or remove max_cost_usd",
+                    )
         loop = self.spec.loop_detection
         given = self.located.value.get("loop_detection") or {}
         if loop.warn_after >= loop.stop_after and given:

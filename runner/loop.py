@@ -229,7 +229,10 @@ class Run:
             prompt = int(counter(self.messages, tools)) if counter else 0
             output = int(getattr(self.model, "max_output_tokens", 0) or 0)
             tokens = prompt + output
-            pricing = getattr(self.model, "pricing", None)
+            # The dearest of the model and its fallbacks: whichever answers, the cap holds.
+            pricing = getattr(self.model, "estimate_pricing", None) or getattr(
+                self.model, "pricing", None
+            )
             cost = cost_usd(pricing, Usage(prompt, output)) or 0.0
         self.budget.check_before_model_call(tokens, cost)
 

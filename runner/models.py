@@ -210,6 +210,9 @@ class LiteLLMModel:
         self.spec = spec
         self.name = spec.id
         self.pricing = spec.pricing or price_for(spec.id)
+        self.estimate_pricing = _highest(
+            [self.pricing, *(price_for(fallback) for fallback in spec.fallbacks)]
+        )
         self._routes: dict[str, tuple[str, str | None, str | None]] = {}
         self._token_counts: list[tuple[int, int]] = []
 
@@ -338,6 +341,16 @@ class LiteLLMModel:
             reply = reply_from_openai(response, model_id, pricing, time.monotonic() - started)
             return reply if not failures else _with_failures(reply, failures)
         raise ModelError("every model failed: " + "; ".join(failures))
+
+
+def _highest(prices: list[Pricing | None]) -> Pricing | None:
+    """The component-wise highest price, or None if any is unknown (for budget estimates)."""
+    if any(price is None for price in prices):
+        return None
+    known = [price for price in prices if price is not None]
+    return Pricing(
+        max(p.input_per_mtok for p in known), max(p.output_per_mtok for p in known)
+    )
 
 
 def _first_line(error: BaseException) -> str:
