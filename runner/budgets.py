@@ -45,18 +45,39 @@ class Budget:
     Args:
         limits: the spec's budgets.
         clock: monotonic seconds (injectable for tests).
+        usage: usage carried over (a resumed run).
+        already_elapsed: run time, in seconds, spent before a pause or crash.
     """
 
-    def __init__(self, limits: BudgetsSpec, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        limits: BudgetsSpec,
+        clock: Callable[[], float] = time.monotonic,
+        usage: Usage | None = None,
+        already_elapsed: float = 0.0,
+    ) -> None:
         self.limits = limits
-        self.usage = Usage()
+        self.usage = usage or Usage()
         self._clock = clock
-        self._started = clock()
+        self._started = clock() - already_elapsed
+        self._paused_at: float | None = None
         self._warned: set[str] = set()
 
     def elapsed(self) -> float:
-        """Seconds since the run started."""
-        return self._clock() - self._started
+        """Seconds of run time so far: waits for a person (see :meth:`pause`) excluded."""
+        now = self._paused_at if self._paused_at is not None else self._clock()
+        return now - self._started
+
+    def pause(self) -> None:
+        """Stop the run clock (while a person decides an approval)."""
+        if self._paused_at is None:
+            self._paused_at = self._clock()
+
+    def resume(self) -> None:
+        """Restart the run clock; the paused time does not count against ``max_duration``."""
+        if self._paused_at is not None:
+            self._started += self._clock() - self._paused_at
+            self._paused_at = None
 
     def remaining_time(self) -> float | None:
         """Seconds left under ``max_duration``, or None when there is no such limit."""

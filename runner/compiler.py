@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import SetupError, UsageError
+from .errors import UsageError
 from .policy import Policy
 from .spec import AgentSpec, InputSpec
 from .tools import Tool, ToolRegistry
@@ -125,35 +125,47 @@ def render(template: str, inputs: dict[str, Any]) -> str:
 def build_tools(spec: AgentSpec) -> ToolRegistry:
     """The tools ``spec`` declares, and nothing else, with its risk overrides applied.
 
+    MCP servers are not started here (no I/O): their tools join when a run starts (see
+    :func:`runner.loop.run_agent`).
+
     Raises:
-        SetupError: a declared tool this version cannot provide.
+        SetupError: a tool that cannot be built (a bad shell pattern, a function that does
+            not import).
     """
-    from .tools.builtin import ListDir, PathJail, ReadFile
+    from .tools.builtin import EditFile, ListDir, PathJail, ReadFile, WriteFile
 
     declared = spec.tools
+    budgets = spec.budgets
     tools: list[Tool] = []
-    if declared.read_file is not None:
-        tools.append(ReadFile(PathJail(spec.workdir, declared.read_file.paths)))
-    if declared.list_dir is not None:
-        tools.append(ListDir(PathJail(spec.workdir, declared.list_dir.paths)))
-    missing = [
-        name
-        for name in ("write_file", "edit_file", "shell", "http_request")
-        if getattr(declared, name) is not None
-    ]
-    if declared.mcp:
-        missing.append("mcp")
-    if declared.functions:
-        missing.append("functions")
-    if missing:
-        raise SetupError(
-            f"agent {spec.name!r} declares {', '.join(missing)}, which this version of "
-            "agentrun cannot run yet"
+    file_tools = (
+        ("read_file", ReadFile),
+        ("list_dir", ListDir),
+        ("write_file", WriteFile),
+        ("edit_file", EditFile),
+    )
+    for name, cls in file_tools:
+        options = getattr(declared, name)
+        if options is not None:
+            tool: Tool = cls(PathJail(spec.workdir, options.paths))
+            tool.risk = options.risk or tool.risk
+            tools.append(tool)
+    if declared.shell is not None:
+        from .tools.shell import ShellTool
+
+        shell = ShellTool(
+            declared.shell, spec.workdir, spec.env, budgets.tool_timeout, budgets.max_tool_output
         )
-    for tool in tools:
-        override = getattr(declared, tool.name, None)
-        if override is not None and getattr(override, "risk", None):
-            tool.risk = override.risk
+        shell.risk = declared.shell.risk or shell.risk
+        tools.append(shell)
+    if declared.http_request is not None:
+        from .tools.http import HttpTool
+
+        tools.append(HttpTool(declared.http_request, budgets.tool_timeout))
+    if declared.functions:
+        from .tools.functions import FunctionTool
+
+        for name, function in declared.functions.items():
+            tools.append(FunctionTool(name, function.function, function.risk))
     return ToolRegistry(tools)
 
 

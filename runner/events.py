@@ -1,9 +1,13 @@
 """What the loop emits and the run store records.
 
 A run is a sequence of events: :class:`RunStarted`, then per step a :class:`ModelCalled`
-and zero or more :class:`ToolCalled`, then exactly one :class:`RunFinished` carrying the
-run's single :class:`StopReason`. Sinks (the store, the console printer) receive each event
-as it happens.
+and, per tool call, a :class:`ToolStarted` (the journal entry, before any side effect) and a
+:class:`ToolCalled`; every message added to the conversation is a :class:`MessageAdded`
+(the state a resumed run continues from); approvals are :class:`ApprovalRequested` and
+:class:`ApprovalDecided`; then exactly one :class:`RunFinished` carrying the run's single
+:class:`StopReason` (a paused run finishes with ``waiting_approval`` and later emits
+:class:`RunResumed`). Sinks (the store, the console printer) receive each event as it
+happens.
 """
 
 from __future__ import annotations
@@ -112,6 +116,71 @@ class ToolCalled:
 
 
 @dataclass
+class MessageAdded:
+    """A message appended to the conversation (``seq`` from 0): the run's resumable state."""
+
+    run_id: str
+    seq: int
+    message: dict[str, Any]
+
+
+@dataclass
+class ToolStarted:
+    """A tool call is about to execute: the journal entry written before any side effect."""
+
+    run_id: str
+    step: int
+    call_id: str
+    tool: str
+    arguments: str
+    decision: str
+    risk: str = ""
+
+
+@dataclass
+class ApprovalRequested:
+    """A call waits for a person; ``arguments_sha256`` binds the approval to these arguments.
+
+    ``note`` says why it asks (for example that an interrupted call may have partly happened).
+    """
+
+    run_id: str
+    call_id: str
+    tool: str
+    arguments: str
+    arguments_sha256: str
+    risk: str
+    reason: str
+    note: str = ""
+
+
+@dataclass
+class ApprovalDecided:
+    """A person (or the ``unattended`` policy) approved or denied a call."""
+
+    run_id: str
+    call_id: str
+    approved: bool
+    reason: str = ""
+    by: str = "terminal"
+
+
+@dataclass
+class Heartbeat:
+    """The run is alive; ``active_s`` is its run time so far, waits for approval excluded."""
+
+    run_id: str
+    active_s: float
+
+
+@dataclass
+class RunResumed:
+    """A paused or interrupted run continues in this process."""
+
+    run_id: str
+
+
+@dataclass
 class RunFinished:
     """The run ended: its one stop reason, final answer, totals, and error detail if any."""
 
@@ -129,4 +198,15 @@ class RunFinished:
     result: Any = None
 
 
-Event = RunStarted | ModelCalled | ToolCalled | RunFinished
+Event = (
+    RunStarted
+    | ModelCalled
+    | ToolStarted
+    | ToolCalled
+    | MessageAdded
+    | ApprovalRequested
+    | ApprovalDecided
+    | Heartbeat
+    | RunResumed
+    | RunFinished
+)

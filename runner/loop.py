@@ -26,21 +26,38 @@ traceback in the run store, one line on the screen. Every event passes through t
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import re
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .budgets import Budget
+from .budgets import Usage as BudgetUsage
 from .compiler import CompiledAgent
 from .errors import RunStop, SetupError, ToolArgumentError, ToolError
-from .events import Event, ModelCalled, RunFinished, RunStarted, StopReason, ToolCalled
+from .events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    Event,
+    Heartbeat,
+    MessageAdded,
+    ModelCalled,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    StopReason,
+    ToolCalled,
+    ToolStarted,
+)
 from .models import Model, ModelReply, ToolCallRequest, Usage, cost_usd
-from .policy import ApprovalRequest, Approver, Decision, UnattendedApprover
+from .policy import Approval, ApprovalRequest, Approver, Decision, UnattendedApprover
 from .redact import Redactor
-from .store import new_run_id
+from .store import HEARTBEAT_S, new_run_id
 
 Sink = Callable[[Event], None]
 
@@ -91,6 +108,41 @@ def parse_json_answer(content: str) -> Any:
         raise ValueError(f"the answer is not JSON ({error.msg} at character {error.pos})") from None
 
 
+def arguments_sha256(tool: str, arguments: str) -> str:
+    """The hash an approval is bound to: the tool name and its exact (canonical) arguments."""
+    try:
+        canonical = json.dumps(json.loads(arguments), sort_keys=True, separators=(",", ":"))
+    except json.JSONDecodeError:
+        canonical = arguments
+    return hashlib.sha256(f"{tool}\n{canonical}".encode()).hexdigest()
+
+
+@dataclass
+class RunState:
+    """Where a paused or interrupted run stopped, rebuilt from the run store.
+
+    Attributes:
+        messages: the conversation (as recorded, so with secrets redacted).
+        step: the last step (model call) made.
+        usage: budget usage so far.
+        active_s: run time so far in seconds (waits for approval excluded).
+        journal: call id → ``{"status", "result", "risk", "decision"}`` of calls that started.
+        approvals: call id → the newest approval row (``status``, ``arguments_sha256``, ...).
+        signatures: executed calls, for loop detection.
+    """
+
+    messages: list[dict[str, Any]]
+    step: int
+    usage: BudgetUsage
+    active_s: float
+    journal: dict[str, dict[str, Any]] = field(default_factory=dict)
+    approvals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    signatures: list[str] = field(default_factory=list)
+
+
+IN_FLIGHT_NOTE = "this call was running when the run was interrupted: it may have partly happened"
+
+
 class Run:
     """One execution of a compiled agent.
 
@@ -104,6 +156,8 @@ class Run:
         first_tool_choice: OpenAI ``tool_choice`` for the first model call only (for
             example ``"required"`` or ``{"type": "function", "function": {"name": ...}}``);
             later calls use ``"auto"`` so the model can finish.
+        resume: the state of a paused or interrupted run to continue (``run_id`` must be
+            that run's id).
     """
 
     def __init__(
@@ -115,24 +169,34 @@ class Run:
         run_id: str | None = None,
         trigger: str = "cli",
         first_tool_choice: str | dict[str, Any] | None = None,
+        resume: RunState | None = None,
     ) -> None:
         self.agent = agent
+        self.resumed = resume
         self.model = model
         self.sinks = sinks or []
         self.approver = approver or UnattendedApprover(agent.spec.unattended)
         self.run_id = run_id or new_run_id()
         self.trigger = trigger
         self.first_tool_choice = first_tool_choice
-        self.budget = Budget(agent.spec.budgets)
+        self.budget = Budget(
+            agent.spec.budgets,
+            usage=resume.usage if resume else None,
+            already_elapsed=resume.active_s if resume else 0.0,
+        )
         spec = agent.spec
         secret_names = [*spec.env, *([spec.model.api_key_env] if spec.model.api_key_env else [])]
         secret_names += [t.webhook.secret_env for t in spec.triggers if t.webhook]
+        if spec.tools.http_request is not None:
+            secret_names += spec.tools.http_request.headers_env.values()
+        for server in spec.tools.mcp.values():
+            secret_names += server.headers_env.values()
         self.redactor = Redactor(secret_names)
-        self.messages: list[dict[str, Any]] = []
-        self.step = 0
+        self.messages: list[dict[str, Any]] = list(resume.messages) if resume else []
+        self.step = resume.step if resume else 0
         self.proposed: list[ToolCallRequest] = []
-        self.signatures: list[str] = []
-        self.loop_warned = False
+        self.signatures: list[str] = list(resume.signatures) if resume else []
+        self.approved_tools: set[str] = set()
         self.output_retries = 0
         self.final: str | None = None
         self.result: Any = None
@@ -143,25 +207,39 @@ class Run:
         for sink in self.sinks:
             sink(clean)
 
+    def add_message(self, message: dict[str, Any]) -> None:
+        """Append to the conversation and record it (the state a resume continues from)."""
+        self.messages.append(message)
+        self.emit(MessageAdded(self.run_id, len(self.messages) - 1, message))
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            self.emit(Heartbeat(self.run_id, self.budget.elapsed()))
+
     async def execute(self) -> RunFinished:
         """Run to a stop reason; the :class:`RunFinished` event (also sent to the sinks)."""
         spec = self.agent.spec
         started = time.monotonic()
-        self.emit(
-            RunStarted(
-                run_id=self.run_id,
-                agent=spec.name,
-                model=spec.model.id,
-                spec_path=str(spec.path),
-                spec_sha256=spec.source_sha256,
-                inputs=self.agent.inputs,
-                goal=self.agent.goal,
-                trigger=self.trigger,
+        if self.resumed is None:
+            self.emit(
+                RunStarted(
+                    run_id=self.run_id,
+                    agent=spec.name,
+                    model=spec.model.id,
+                    spec_path=str(spec.path),
+                    spec_sha256=spec.source_sha256,
+                    inputs=self.agent.inputs,
+                    goal=self.agent.goal,
+                    trigger=self.trigger,
+                )
             )
-        )
-        if self.agent.instructions:
-            self.messages.append({"role": "system", "content": self.agent.instructions})
-        self.messages.append({"role": "user", "content": self.agent.goal})
+            if self.agent.instructions:
+                self.add_message({"role": "system", "content": self.agent.instructions})
+            self.add_message({"role": "user", "content": self.agent.goal})
+        else:
+            self.emit(RunResumed(self.run_id))
+        heartbeat = asyncio.create_task(self._heartbeat())
         stop, message, trace = StopReason.ERROR, "", None
         try:
             prepare = getattr(self.model, "prepare", None)
@@ -177,6 +255,11 @@ class Run:
         except Exception as error:  # an internal error: recorded, never shown as a traceback
             stop, message = StopReason.ERROR, f"internal error: {type(error).__name__}: {error}"
             trace = traceback.format_exc()
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        self.emit(Heartbeat(self.run_id, self.budget.elapsed()))
         usage = self.budget.usage
         finished = RunFinished(
             run_id=self.run_id,
@@ -195,30 +278,58 @@ class Run:
         self.emit(finished)
         return self.redactor.event(finished)
 
+    def _pending_calls(self) -> tuple[list[ToolCallRequest], str]:
+        """Tool calls of the last assistant message that have no result yet (a resume)."""
+        answered = {m.get("tool_call_id") for m in self.messages if m.get("role") == "tool"}
+        for message in reversed(self.messages):
+            if message.get("role") == "assistant":
+                calls = [
+                    ToolCallRequest(
+                        c["id"], c["function"]["name"], c["function"].get("arguments") or ""
+                    )
+                    for c in message.get("tool_calls") or []
+                ]
+                pending = [c for c in calls if c.id not in answered]
+                return pending, str(message.get("content") or "")
+            if message.get("role") == "user" and self.step == 0:
+                break
+        return [], ""
+
     async def _loop(self) -> StopReason:
         tools = self.agent.tools.openai_schemas()
+        if self.resumed is not None:
+            pending, reason = self._pending_calls()
+            if pending:
+                done = await self._run_tool_calls(pending, reason)
+                if done is not None:
+                    return done
         while True:
             self._check_budget_before_model_call(tools)
             self.step += 1
             reply = await self._call_model(tools)
-            self.messages.append(reply.as_message())
+            self.add_message(reply.as_message())
             if not reply.tool_calls:
                 done = self._final_answer(reply.content or "")
                 if done is not None:
                     return done
                 continue
-            for call in reply.tool_calls:
-                result = await self._tool_call(call, reply.content or "")
-                self.messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
-            if self.proposed:
-                listed = "\n".join(f"- {c.name} {c.arguments}" for c in self.proposed)
-                self.final = f"Proposed tool calls (autonomy 'suggest', none executed):\n{listed}"
-                return StopReason.PROPOSED
-            notes = self.budget.warnings()
-            if notes:
-                self.messages.append(
-                    {"role": "user", "content": "Budget note: " + "; ".join(notes) + "."}
-                )
+            done = await self._run_tool_calls(reply.tool_calls, reply.content or "")
+            if done is not None:
+                return done
+
+    async def _run_tool_calls(self, calls: list[ToolCallRequest], reason: str) -> StopReason | None:
+        """Execute one reply's tool calls in order; a stop reason when the run should end."""
+        for call in calls:
+            result = await self._tool_call(call, reason)
+            self.add_message({"role": "tool", "tool_call_id": call.id, "content": result})
+        if self.proposed:
+            listed = "\n".join(f"- {c.name} {c.arguments}" for c in self.proposed)
+            self.final = f"Proposed tool calls (autonomy 'suggest', none executed):\n{listed}"
+            return StopReason.PROPOSED
+        notes = self.budget.warnings()
+        if notes:
+            self.add_message({"role": "user", "content": "Budget note: " + "; ".join(notes) + "."})
+        return None
 
     def _check_budget_before_model_call(self, tools: list[dict[str, Any]]) -> None:
         """Estimate the next call (prompt tokens + its maximum output) and check the budget."""
@@ -258,7 +369,7 @@ class Run:
         if self.output_retries >= output.max_retries:
             raise _output_invalid(problems)
         self.output_retries += 1
-        self.messages.append(
+        self.add_message(
             {
                 "role": "user",
                 "content": "Your answer must be a single JSON value that satisfies this JSON "
@@ -313,14 +424,67 @@ class Run:
             )
         return ""
 
+    async def _ask(
+        self,
+        call: ToolCallRequest,
+        tool_name: str,
+        arguments: dict[str, Any],
+        risk: str,
+        reason: str,
+        note: str = "",
+    ) -> Approval:
+        """Get a decision for one call: a recorded one (resume), the run's "approve for the
+        rest of the run", or the approver. The approval is bound to the arguments' hash."""
+        digest = arguments_sha256(tool_name, self.redactor.text(call.arguments))
+        recorded = self.resumed.approvals.get(call.id) if self.resumed else None
+        if recorded is not None and recorded["status"] in ("approved", "denied"):
+            if recorded["arguments_sha256"] != digest:
+                return Approval(
+                    False, "the approval was given for different arguments; it does not apply"
+                )
+            return Approval(recorded["status"] == "approved", recorded.get("decision_reason") or "")
+        if tool_name in self.approved_tools and not note:
+            return Approval(True, "approved for the rest of the run")
+        self.emit(
+            ApprovalRequested(
+                self.run_id, call.id, tool_name, call.arguments, digest, risk, reason, note
+            )
+        )
+        request = ApprovalRequest(self.run_id, call.id, tool_name, arguments, risk, reason)
+        request.note = note
+        request.done = self._progress()
+        self.budget.pause()
+        try:
+            approval = await self.approver.request(request)
+        finally:
+            self.budget.resume()
+        self.emit(
+            ApprovalDecided(
+                self.run_id,
+                call.id,
+                approval.approved,
+                approval.reason,
+                getattr(self.approver, "name", "approver"),
+            )
+        )
+        if approval.approved and approval.for_run:
+            self.approved_tools.add(tool_name)
+        return approval
+
+    def _progress(self) -> str:
+        usage = self.budget.usage
+        return f"{usage.steps} steps, {usage.tool_calls} tool calls, {usage.tokens} tokens so far"
+
     async def _tool_call(self, call: ToolCallRequest, reason: str) -> str:
         """Decide, execute and record one tool call; the text sent back to the model."""
         started = time.monotonic()
         registry = self.agent.tools
         tool = registry.get(call.name)
         risk = tool.risk if tool else ""
+        decision_text = "allow"
 
         def record(decision: str, status: str, result: str, error: str | None = None) -> str:
+            result = truncate(result, self.agent.spec.budgets.max_tool_output)
             self.emit(
                 ToolCalled(
                     run_id=self.run_id,
@@ -338,6 +502,12 @@ class Run:
             )
             return result
 
+        # A resumed run never repeats a call that completed: its recorded result is reused.
+        journal = self.resumed.journal.get(call.id) if self.resumed else None
+        if journal is not None and journal["status"] != "running":
+            return str(journal["result"])
+        in_flight = journal is not None
+
         if tool is None:
             available = ", ".join(registry.names()) or "none"
             return record(
@@ -350,11 +520,16 @@ class Run:
             arguments = registry.parse_arguments(tool, call.arguments)
         except ToolArgumentError as error:
             return record("allow", "refused", f"error: {error}", str(error))
-        warning = self._loop_check(tool.name, arguments)
+        warning = "" if in_flight else self._loop_check(tool.name, arguments)
         risk_for = getattr(tool, "risk_for", None)
         risk = str(risk_for(arguments)) if risk_for else tool.risk
 
         decision = self.agent.policy.decide(tool.name, risk, arguments)
+        note = ""
+        if in_flight and risk != "low" and decision is not Decision.DENY:
+            # It may have partly happened: only a person may run it again.
+            decision, note = Decision.ASK, IN_FLIGHT_NOTE
+        decision_text = str(decision)
         if decision is Decision.PROPOSE:
             self.proposed.append(call)
             return record("propose", "proposed", "not executed: autonomy is 'suggest'")
@@ -366,9 +541,7 @@ class Run:
                 "denied by a rule",
             )
         if decision is Decision.ASK:
-            approval = await self.approver.request(
-                ApprovalRequest(self.run_id, call.id, tool.name, arguments, risk, reason)
-            )
+            approval = await self._ask(call, tool.name, arguments, risk, reason, note)
             if not approval.approved:
                 text = f"error: a person denied this call of {tool.name}"
                 if approval.reason:
@@ -377,6 +550,11 @@ class Run:
 
         self.budget.check_before_tool_call()
         self.budget.charge_tool_call()
+        self.emit(
+            ToolStarted(
+                self.run_id, self.step, call.id, call.name, call.arguments, decision_text, risk
+            )
+        )
         limits = self.agent.spec.budgets
         timeout = limits.tool_timeout
         remaining = self.budget.remaining_time()
@@ -386,15 +564,17 @@ class Run:
             output = await asyncio.wait_for(tool.call(arguments), timeout=timeout)
         except TimeoutError:
             message = f"error: {tool.name} did not finish within {timeout:g} s and was stopped"
-            return record(decision, "error", message + warning, "timeout")
+            return record(decision_text, "error", message + warning, "timeout")
         except ToolError as error:
-            return record(decision, "error", f"error: {error}{warning}", str(error))
+            return record(decision_text, "error", f"error: {error}{warning}", str(error))
         except Exception as error:  # a tool bug: the model hears it, the run goes on
             detail = f"{type(error).__name__}: {error}"
             return record(
-                decision, "error", f"error: {tool.name} failed: {detail}{warning}", detail
+                decision_text, "error", f"error: {tool.name} failed: {detail}{warning}", detail
             )
-        return record(decision, "ok", truncate(output, limits.max_tool_output) + warning)
+        return record(
+            decision_text, "ok", truncate(output, limits.max_tool_output - len(warning)) + warning
+        )
 
 
 def _output_invalid(problems: list[str]) -> RunStop:

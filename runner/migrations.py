@@ -76,6 +76,38 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX tool_calls_run ON tool_calls (run_id, step)",
         ],
     ),
+    (
+        "0002_journal_messages_approvals",
+        [
+            "ALTER TABLE runs ADD COLUMN hostname TEXT",
+            "ALTER TABLE runs ADD COLUMN active_s REAL NOT NULL DEFAULT 0",
+            """CREATE TABLE messages (
+                run_id TEXT NOT NULL REFERENCES runs (id),
+                seq INTEGER NOT NULL,
+                message_json TEXT NOT NULL,
+                PRIMARY KEY (run_id, seq)
+            )""",
+            "CREATE INDEX tool_calls_run_call ON tool_calls (run_id, call_id)",
+            """CREATE TABLE approvals (
+                id INTEGER PRIMARY KEY,
+                run_id TEXT NOT NULL REFERENCES runs (id),
+                call_id TEXT NOT NULL,
+                tool TEXT NOT NULL,
+                arguments TEXT NOT NULL,
+                arguments_sha256 TEXT NOT NULL,
+                risk TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                note TEXT NOT NULL DEFAULT '',
+                status TEXT NOT NULL,
+                decision_reason TEXT,
+                decided_by TEXT,
+                created_at TEXT NOT NULL,
+                decided_at TEXT
+            )""",
+            "CREATE INDEX approvals_run ON approvals (run_id, call_id)",
+            "CREATE INDEX approvals_status ON approvals (status)",
+        ],
+    ),
 ]
 
 

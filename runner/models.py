@@ -348,9 +348,7 @@ def _highest(prices: list[Pricing | None]) -> Pricing | None:
     if any(price is None for price in prices):
         return None
     known = [price for price in prices if price is not None]
-    return Pricing(
-        max(p.input_per_mtok for p in known), max(p.output_per_mtok for p in known)
-    )
+    return Pricing(max(p.input_per_mtok for p in known), max(p.output_per_mtok for p in known))
 
 
 def _first_line(error: BaseException) -> str:

@@ -107,9 +107,13 @@ class Approval:
     for_run: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass
 class ApprovalRequest:
-    """What an approver is shown: the tool, its arguments, its risk and the model's reason."""
+    """What an approver is shown: the tool, its arguments, its risk, the model's reason.
+
+    ``note`` says why it asks beyond the policy (an interrupted call that may have partly
+    happened); ``done`` summarises what the run has done so far.
+    """
 
     run_id: str
     call_id: str
@@ -117,6 +121,8 @@ class ApprovalRequest:
     arguments: dict[str, Any]
     risk: str
     reason: str
+    note: str = ""
+    done: str = ""
 
 
 class Approver(Protocol):
@@ -136,16 +142,67 @@ class UnattendedApprover:
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
+        self.name = f"unattended:{mode}"
 
     async def request(self, request: ApprovalRequest) -> Approval:
-        """Deny, or end the run, per ``unattended``."""
+        """Deny, end the run (``fail``), or pause it (``queue``), per ``unattended``."""
         from .errors import RunStop
 
         if self.mode == "deny":
             return Approval(False, "nobody is attached to approve it (unattended: deny)")
+        if self.mode == "queue":
+            stop = RunStop(
+                f"tool call {request.tool} waits for approval: agentrun approve "
+                f"{request.run_id} {request.call_id}, or agentrun deny {request.run_id} "
+                f"{request.call_id} --reason TEXT; then agentrun resume {request.run_id}"
+            )
+            stop.stop_reason = "waiting_approval"
+            raise stop
         stop = RunStop(
             f"tool call {request.tool} needs an approval and nobody is attached "
             f"(unattended: {self.mode})"
         )
         stop.stop_reason = "approval_required"
         raise stop
+
+
+class TerminalApprover:
+    """Asks the person at the terminal: approve once, approve the tool for the run, or deny.
+
+    Reads answers with ``click.prompt`` in a worker thread so the event loop keeps running
+    (heartbeats go on while the person thinks).
+    """
+
+    name = "terminal"
+
+    async def request(self, request: ApprovalRequest) -> Approval:
+        """Show the call and ask."""
+        import asyncio
+
+        return await asyncio.to_thread(self._ask, request)
+
+    def _ask(self, request: ApprovalRequest) -> Approval:
+        import json
+
+        import click
+
+        click.echo("", err=True)
+        click.echo(f"  approval needed: {request.tool} (risk {request.risk})", err=True)
+        if request.note:
+            click.echo(f"  note: {request.note}", err=True)
+        shown = json.dumps(request.arguments, indent=2, ensure_ascii=False)
+        for line in shown.splitlines()[:40]:
+            click.echo(f"    {line}", err=True)
+        if request.reason:
+            click.echo(f"  the model says: {request.reason.strip()[:500]}", err=True)
+        if request.done:
+            click.echo(f"  so far: {request.done}", err=True)
+        answer = click.prompt(
+            "  [y] approve once, [a] approve this tool for the run, [n] deny",
+            type=click.Choice(["y", "a", "n"]),
+            err=True,
+        )
+        if answer == "n":
+            reason = click.prompt("  reason (sent to the model)", default="", err=True)
+            return Approval(False, reason)
+        return Approval(True, "approved at the terminal", for_run=answer == "a")

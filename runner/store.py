@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -19,10 +20,36 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StoreError
-from .events import Event, ModelCalled, RunFinished, RunStarted, ToolCalled
+from .events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    Event,
+    Heartbeat,
+    MessageAdded,
+    ModelCalled,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    ToolCalled,
+    ToolStarted,
+)
 from .migrations import migrate
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+#: Seconds between a running run's heartbeats.
+HEARTBEAT_S = 5.0
+#: A running run whose heartbeat is older than this many seconds counts as interrupted.
+HEARTBEAT_STALE_S = 60.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def new_run_id(now_ms: int | None = None) -> str:
@@ -103,88 +130,273 @@ class RunStore:
 
     def record(self, event: Event) -> None:
         """Write one loop event (each write is its own transaction)."""
-        if isinstance(event, RunStarted):
+        handler = getattr(self, "_on_" + type(event).__name__)
+        handler(event)
+
+    def _on_RunStarted(self, event: RunStarted) -> None:  # noqa: N802
+        self.db.execute(
+            """INSERT INTO runs (id, agent, status, model, spec_path, spec_sha256, trigger,
+               inputs_json, goal, pid, hostname, started_at, heartbeat_at)
+               VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                event.run_id,
+                event.agent,
+                event.model,
+                event.spec_path,
+                event.spec_sha256,
+                event.trigger,
+                json.dumps(event.inputs),
+                event.goal,
+                os.getpid(),
+                socket.gethostname(),
+                _now(),
+                _now(),
+            ),
+        )
+
+    def _on_RunResumed(self, event: RunResumed) -> None:  # noqa: N802
+        self.db.execute(
+            """UPDATE runs SET status = 'running', stop_reason = NULL, ended_at = NULL, pid = ?,
+               hostname = ?, heartbeat_at = ? WHERE id = ?""",
+            (os.getpid(), socket.gethostname(), _now(), event.run_id),
+        )
+
+    def _on_MessageAdded(self, event: MessageAdded) -> None:  # noqa: N802
+        self.db.execute(
+            "INSERT OR REPLACE INTO messages (run_id, seq, message_json) VALUES (?, ?, ?)",
+            (event.run_id, event.seq, json.dumps(event.message)),
+        )
+
+    def _on_ModelCalled(self, event: ModelCalled) -> None:  # noqa: N802
+        self.db.execute(
+            """INSERT INTO model_calls (run_id, step, model, input_tokens, output_tokens,
+               cost_usd, duration_s, content, tool_calls_json, error, created_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                event.run_id,
+                event.step,
+                event.model,
+                event.input_tokens,
+                event.output_tokens,
+                event.cost_usd,
+                event.duration_s,
+                event.content,
+                json.dumps(event.tool_calls),
+                event.error,
+                _now(),
+            ),
+        )
+
+    def _on_ToolStarted(self, event: ToolStarted) -> None:  # noqa: N802
+        self.db.execute(
+            """INSERT INTO tool_calls (run_id, step, call_id, tool, risk, arguments, decision,
+               status, result, error, duration_s, created_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, 'running', '', NULL, 0, ?)""",
+            (
+                event.run_id,
+                event.step,
+                event.call_id,
+                event.tool,
+                event.risk,
+                event.arguments,
+                event.decision,
+                _now(),
+            ),
+        )
+
+    def _on_ToolCalled(self, event: ToolCalled) -> None:  # noqa: N802
+        updated = self.db.execute(
+            """UPDATE tool_calls SET status = ?, result = ?, error = ?, duration_s = ?,
+               decision = ? WHERE id = (SELECT max(id) FROM tool_calls WHERE run_id = ?
+               AND call_id = ? AND status = 'running')""",
+            (
+                event.status,
+                event.result,
+                event.error,
+                event.duration_s,
+                event.decision,
+                event.run_id,
+                event.call_id,
+            ),
+        ).rowcount
+        if updated:
+            return
+        self.db.execute(
+            """INSERT INTO tool_calls (run_id, step, call_id, tool, risk, arguments, decision,
+               status, result, error, duration_s, created_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                event.run_id,
+                event.step,
+                event.call_id,
+                event.tool,
+                event.risk,
+                event.arguments,
+                event.decision,
+                event.status,
+                event.result,
+                event.error,
+                event.duration_s,
+                _now(),
+            ),
+        )
+
+    def _on_ApprovalRequested(self, event: ApprovalRequested) -> None:  # noqa: N802
+        pending = self.db.execute(
+            """SELECT 1 FROM approvals WHERE run_id = ? AND call_id = ? AND status = 'pending'
+               AND arguments_sha256 = ?""",
+            (event.run_id, event.call_id, event.arguments_sha256),
+        ).fetchone()
+        if pending:
+            return
+        self.db.execute(
+            """INSERT INTO approvals (run_id, call_id, tool, arguments, arguments_sha256, risk,
+               reason, note, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)""",
+            (
+                event.run_id,
+                event.call_id,
+                event.tool,
+                event.arguments,
+                event.arguments_sha256,
+                event.risk,
+                event.reason,
+                event.note,
+                _now(),
+            ),
+        )
+
+    def _on_ApprovalDecided(self, event: ApprovalDecided) -> None:  # noqa: N802
+        self.decide(event.run_id, event.call_id, event.approved, event.reason, event.by)
+
+    def _on_Heartbeat(self, event: Heartbeat) -> None:  # noqa: N802
+        self.db.execute(
+            "UPDATE runs SET heartbeat_at = ?, active_s = ? WHERE id = ?",
+            (_now(), event.active_s, event.run_id),
+        )
+
+    def _on_RunFinished(self, event: RunFinished) -> None:  # noqa: N802
+        status = "waiting_approval" if event.stop_reason == "waiting_approval" else "finished"
+        self.db.execute(
+            """UPDATE runs SET status = ?, stop_reason = ?, final = ?, result_json = ?,
+               message = ?, traceback = ?, steps = ?, tool_calls = ?, input_tokens = ?,
+               output_tokens = ?, cost_usd = ?, duration_s = ?, ended_at = ?, heartbeat_at = ?
+               WHERE id = ?""",
+            (
+                status,
+                str(event.stop_reason),
+                event.final,
+                None if event.result is None else json.dumps(event.result),
+                event.message,
+                event.traceback,
+                event.steps,
+                event.tool_calls,
+                event.input_tokens,
+                event.output_tokens,
+                event.cost_usd,
+                event.duration_s,
+                _now(),
+                _now(),
+                event.run_id,
+            ),
+        )
+
+    # -- approvals and recovery -------------------------------------------------------------
+
+    def decide(
+        self, run_id: str, call_id: str | None, approved: bool, reason: str = "", by: str = "cli"
+    ) -> int:
+        """Approve or deny pending calls of ``run_id`` (all of them when ``call_id`` is None).
+
+        Returns the number of approvals decided. A decision with no pending request (the
+        terminal approver answering at once) is recorded as a new, decided row.
+        """
+        status = "approved" if approved else "denied"
+        query = """UPDATE approvals SET status = ?, decision_reason = ?, decided_by = ?,
+                   decided_at = ? WHERE run_id = ? AND status = 'pending'"""
+        params: list[Any] = [status, reason, by, _now(), run_id]
+        if call_id is not None:
+            query += " AND call_id = ?"
+            params.append(call_id)
+        decided = self.db.execute(query, params).rowcount
+        if decided == 0 and call_id is not None and by != "cli":
             self.db.execute(
-                """INSERT INTO runs (id, agent, status, model, spec_path, spec_sha256, trigger,
-                   inputs_json, goal, pid, started_at, heartbeat_at)
-                   VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    event.run_id,
-                    event.agent,
-                    event.model,
-                    event.spec_path,
-                    event.spec_sha256,
-                    event.trigger,
-                    json.dumps(event.inputs),
-                    event.goal,
-                    os.getpid(),
-                    _now(),
-                    _now(),
-                ),
+                """INSERT INTO approvals (run_id, call_id, tool, arguments, arguments_sha256,
+                   risk, reason, status, decision_reason, decided_by, created_at, decided_at)
+                   VALUES (?, ?, '', '', '', '', '', ?, ?, ?, ?, ?)""",
+                (run_id, call_id, status, reason, by, _now(), _now()),
             )
-        elif isinstance(event, ModelCalled):
+        return decided
+
+    def approvals(
+        self, run_id: str | None = None, status: str | None = "pending"
+    ) -> list[dict[str, Any]]:
+        """Approval requests, oldest first, optionally for one run and/or one status."""
+        query = "SELECT * FROM approvals WHERE 1 = 1"
+        params: list[Any] = []
+        if run_id is not None:
+            query += " AND run_id = ?"
+            params.append(run_id)
+        if status is not None:
+            query += " AND status = ?"
+            params.append(status)
+        return [dict(row) for row in self.db.execute(query + " ORDER BY id", params)]
+
+    def latest_approval(self, run_id: str, call_id: str) -> dict[str, Any] | None:
+        """The newest approval row of one call, or None."""
+        row = self.db.execute(
+            "SELECT * FROM approvals WHERE run_id = ? AND call_id = ? ORDER BY id DESC LIMIT 1",
+            (run_id, call_id),
+        ).fetchone()
+        return dict(row) if row else None
+
+    def messages(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's conversation as recorded (redacted), in order."""
+        rows = self.db.execute(
+            "SELECT message_json FROM messages WHERE run_id = ? ORDER BY seq", (run_id,)
+        )
+        return [json.loads(row[0]) for row in rows]
+
+    def journal(self, run_id: str, call_id: str) -> dict[str, Any] | None:
+        """The newest journal row of one tool call, or None when it never started."""
+        row = self.db.execute(
+            "SELECT * FROM tool_calls WHERE run_id = ? AND call_id = ? ORDER BY id DESC LIMIT 1",
+            (run_id, call_id),
+        ).fetchone()
+        return dict(row) if row else None
+
+    def active_seconds(self, run_id: str) -> float:
+        """Run time recorded so far (waits for approval excluded), in seconds."""
+        row = self.db.execute("SELECT active_s FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return float(row[0]) if row else 0.0
+
+    def sweep_interrupted(self, stale_after_s: float = HEARTBEAT_STALE_S) -> list[str]:
+        """Mark runs whose process died as ``interrupted``; their ids.
+
+        A ``running`` run is interrupted when its process is gone (same host: no such pid)
+        or its heartbeat is older than ``stale_after_s`` seconds.
+        """
+        here = socket.gethostname()
+        cutoff = datetime.now(UTC).timestamp() - stale_after_s
+        found = []
+        for row in self.db.execute(
+            "SELECT id, pid, hostname, heartbeat_at FROM runs WHERE status = 'running'"
+        ).fetchall():
+            beat = (
+                datetime.fromisoformat(row["heartbeat_at"]).timestamp()
+                if row["heartbeat_at"]
+                else 0
+            )
+            dead = row["hostname"] == here and row["pid"] and not _alive(int(row["pid"]))
+            if dead or beat < cutoff:
+                found.append(row["id"])
+        for run_id in found:
             self.db.execute(
-                """INSERT INTO model_calls (run_id, step, model, input_tokens, output_tokens,
-                   cost_usd, duration_s, content, tool_calls_json, error, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    event.run_id,
-                    event.step,
-                    event.model,
-                    event.input_tokens,
-                    event.output_tokens,
-                    event.cost_usd,
-                    event.duration_s,
-                    event.content,
-                    json.dumps(event.tool_calls),
-                    event.error,
-                    _now(),
-                ),
+                """UPDATE runs SET status = 'interrupted', stop_reason = 'interrupted',
+                   message = 'the process running it stopped (killed or lost power)'
+                   WHERE id = ? AND status = 'running'""",
+                (run_id,),
             )
-            self.db.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (_now(), event.run_id))
-        elif isinstance(event, ToolCalled):
-            self.db.execute(
-                """INSERT INTO tool_calls (run_id, step, call_id, tool, risk, arguments, decision,
-                   status, result, error, duration_s, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    event.run_id,
-                    event.step,
-                    event.call_id,
-                    event.tool,
-                    event.risk,
-                    event.arguments,
-                    event.decision,
-                    event.status,
-                    event.result,
-                    event.error,
-                    event.duration_s,
-                    _now(),
-                ),
-            )
-        elif isinstance(event, RunFinished):
-            self.db.execute(
-                """UPDATE runs SET status = 'finished', stop_reason = ?, final = ?, result_json = ?,
-                   message = ?, traceback = ?, steps = ?, tool_calls = ?, input_tokens = ?,
-                   output_tokens = ?, cost_usd = ?, duration_s = ?, ended_at = ?, heartbeat_at = ?
-                   WHERE id = ?""",
-                (
-                    str(event.stop_reason),
-                    event.final,
-                    None if event.result is None else json.dumps(event.result),
-                    event.message,
-                    event.traceback,
-                    event.steps,
-                    event.tool_calls,
-                    event.input_tokens,
-                    event.output_tokens,
-                    event.cost_usd,
-                    event.duration_s,
-                    _now(),
-                    _now(),
-                    event.run_id,
-                ),
-            )
+        return found
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -12,7 +12,16 @@ import pytest
 
 from runner.compiler import compile_agent
 from runner.errors import UsageError
-from runner.events import Event, ModelCalled, RunFinished, RunStarted, StopReason, ToolCalled
+from runner.events import (
+    Event,
+    MessageAdded,
+    ModelCalled,
+    RunFinished,
+    RunStarted,
+    StopReason,
+    ToolCalled,
+    ToolStarted,
+)
 from runner.loop import Run, run_agent, truncate
 from runner.store import RunStore
 from runner.testing import ScriptedModel, call, calls, text
@@ -43,13 +52,17 @@ def test_tool_result_is_fed_back_and_run_completes(tmp_path: Path) -> None:
     assert finished.stop_reason is StopReason.COMPLETED
     assert finished.final == "It says 42."
     assert tool_results(model, 1) == ["the answer is 42\n"]
-    assert [type(e) for e in events] == [
+    main = (RunStarted, ModelCalled, ToolStarted, ToolCalled, RunFinished)
+    assert [type(e) for e in events if isinstance(e, main)] == [
         RunStarted,
         ModelCalled,
+        ToolStarted,
         ToolCalled,
         ModelCalled,
         RunFinished,
     ]
+    added = [e.message for e in events if isinstance(e, MessageAdded)]
+    assert [m["role"] for m in added] == ["user", "assistant", "tool", "assistant"]
     assert finished.steps == 2 and finished.tool_calls == 1
     assert finished.input_tokens == 20 and finished.output_tokens == 10
 

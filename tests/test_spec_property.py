@@ -40,7 +40,7 @@ description: Uses every part of the spec language.
 model:
   id: openai/gpt-4o-mini
   params: {temperature: 0.2, max_tokens: 512, top_p: 1, seed: 7, stop: [END]}
-  fallbacks: [anthropic/claude-3-5-haiku-latest]
+  fallbacks: [anthropic/claude-haiku-4-5]
   api_base: http://127.0.0.1:8000/v1
   api_key_env: OPENAI_API_KEY
   timeout: 90s
