@@ -433,8 +433,12 @@ class Run:
         reason: str,
         note: str = "",
     ) -> Approval:
-        """Get a decision for one call: a recorded one (resume), the run's "approve for the
-        rest of the run", or the approver. The approval is bound to the arguments' hash."""
+        """Get a decision for one call.
+
+        From a decision recorded while the run was paused, the run's "approve this tool for
+        the rest of the run", or the approver. An approval is bound to the hash of the tool
+        name and the exact arguments: a decision for other arguments does not apply.
+        """
         digest = arguments_sha256(tool_name, self.redactor.text(call.arguments))
         recorded = self.resumed.approvals.get(call.id) if self.resumed else None
         if recorded is not None and recorded["status"] in ("approved", "denied"):
@@ -591,6 +595,8 @@ async def run_agent(
     approver: Approver | None = None,
     trigger: str = "cli",
     first_tool_choice: str | dict[str, Any] | None = None,
+    run_id: str | None = None,
+    resume: RunState | None = None,
 ) -> RunFinished:
     """Run ``agent`` to a stop reason, recording every event in ``store`` when given.
 
@@ -602,6 +608,9 @@ async def run_agent(
         approver: answers "ask"; default: the spec's ``unattended`` choice.
         trigger: what started the run, recorded.
         first_tool_choice: ``tool_choice`` of the first model call (see :class:`Run`).
+        run_id: the run's id (given for scheduled runs and resumes), else a new ULID.
+        resume: continue a paused or interrupted run from this state
+            (:func:`restore_state`).
 
     A model that cannot be reached at all (a missing extra or key variable) ends the run
     with stop reason ``error`` and the reason as its message, recorded like any other.
@@ -615,6 +624,54 @@ async def run_agent(
         all_sinks.append(store.record)
     all_sinks.extend(sinks or [])
     run = Run(
-        agent, model, all_sinks, approver, trigger=trigger, first_tool_choice=first_tool_choice
+        agent,
+        model,
+        all_sinks,
+        approver,
+        run_id=run_id,
+        trigger=trigger,
+        first_tool_choice=first_tool_choice,
+        resume=resume,
     )
     return await run.execute()
+
+
+def restore_state(store: Any, run_id: str) -> RunState:
+    """Rebuild where run ``run_id`` stopped from the run store (see :class:`RunState`).
+
+    Usage is summed from the recorded model calls and executed tool calls, so a resumed
+    run continues with its budgets exactly as they were.
+    """
+    model_calls = store.model_calls(run_id)
+    tool_rows = store.tool_calls(run_id)
+    executed = [t for t in tool_rows if t["status"] in ("ok", "error", "running")]
+    usage = BudgetUsage(
+        steps=len(model_calls),
+        tool_calls=len(executed),
+        input_tokens=sum(c["input_tokens"] for c in model_calls),
+        output_tokens=sum(c["output_tokens"] for c in model_calls),
+        cost_usd=sum(c["cost_usd"] or 0.0 for c in model_calls),
+        cost_known=all(c["cost_usd"] is not None for c in model_calls),
+    )
+    journal: dict[str, dict[str, Any]] = {}
+    for row in tool_rows:
+        journal[row["call_id"]] = row
+    approvals: dict[str, dict[str, Any]] = {}
+    for row in store.approvals(run_id, status=None):
+        approvals[row["call_id"]] = row
+    signatures = []
+    for row in executed:
+        try:
+            canonical = json.dumps(json.loads(row["arguments"] or "{}"), sort_keys=True)
+        except json.JSONDecodeError:
+            canonical = row["arguments"]
+        signatures.append(f"{row['tool']} {canonical}")
+    return RunState(
+        messages=store.messages(run_id),
+        step=max((c["step"] for c in model_calls), default=0),
+        usage=usage,
+        active_s=store.active_seconds(run_id),
+        journal=journal,
+        approvals=approvals,
+        signatures=signatures,
+    )

@@ -133,7 +133,7 @@ class RunStore:
         handler = getattr(self, "_on_" + type(event).__name__)
         handler(event)
 
-    def _on_RunStarted(self, event: RunStarted) -> None:  # noqa: N802
+    def _on_RunStarted(self, event: RunStarted) -> None:
         self.db.execute(
             """INSERT INTO runs (id, agent, status, model, spec_path, spec_sha256, trigger,
                inputs_json, goal, pid, hostname, started_at, heartbeat_at)
@@ -154,20 +154,20 @@ class RunStore:
             ),
         )
 
-    def _on_RunResumed(self, event: RunResumed) -> None:  # noqa: N802
+    def _on_RunResumed(self, event: RunResumed) -> None:
         self.db.execute(
             """UPDATE runs SET status = 'running', stop_reason = NULL, ended_at = NULL, pid = ?,
                hostname = ?, heartbeat_at = ? WHERE id = ?""",
             (os.getpid(), socket.gethostname(), _now(), event.run_id),
         )
 
-    def _on_MessageAdded(self, event: MessageAdded) -> None:  # noqa: N802
+    def _on_MessageAdded(self, event: MessageAdded) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO messages (run_id, seq, message_json) VALUES (?, ?, ?)",
             (event.run_id, event.seq, json.dumps(event.message)),
         )
 
-    def _on_ModelCalled(self, event: ModelCalled) -> None:  # noqa: N802
+    def _on_ModelCalled(self, event: ModelCalled) -> None:
         self.db.execute(
             """INSERT INTO model_calls (run_id, step, model, input_tokens, output_tokens,
                cost_usd, duration_s, content, tool_calls_json, error, created_at)
@@ -187,7 +187,7 @@ class RunStore:
             ),
         )
 
-    def _on_ToolStarted(self, event: ToolStarted) -> None:  # noqa: N802
+    def _on_ToolStarted(self, event: ToolStarted) -> None:
         self.db.execute(
             """INSERT INTO tool_calls (run_id, step, call_id, tool, risk, arguments, decision,
                status, result, error, duration_s, created_at)
@@ -204,7 +204,7 @@ class RunStore:
             ),
         )
 
-    def _on_ToolCalled(self, event: ToolCalled) -> None:  # noqa: N802
+    def _on_ToolCalled(self, event: ToolCalled) -> None:
         updated = self.db.execute(
             """UPDATE tool_calls SET status = ?, result = ?, error = ?, duration_s = ?,
                decision = ? WHERE id = (SELECT max(id) FROM tool_calls WHERE run_id = ?
@@ -241,7 +241,7 @@ class RunStore:
             ),
         )
 
-    def _on_ApprovalRequested(self, event: ApprovalRequested) -> None:  # noqa: N802
+    def _on_ApprovalRequested(self, event: ApprovalRequested) -> None:
         pending = self.db.execute(
             """SELECT 1 FROM approvals WHERE run_id = ? AND call_id = ? AND status = 'pending'
                AND arguments_sha256 = ?""",
@@ -265,16 +265,16 @@ class RunStore:
             ),
         )
 
-    def _on_ApprovalDecided(self, event: ApprovalDecided) -> None:  # noqa: N802
+    def _on_ApprovalDecided(self, event: ApprovalDecided) -> None:
         self.decide(event.run_id, event.call_id, event.approved, event.reason, event.by)
 
-    def _on_Heartbeat(self, event: Heartbeat) -> None:  # noqa: N802
+    def _on_Heartbeat(self, event: Heartbeat) -> None:
         self.db.execute(
             "UPDATE runs SET heartbeat_at = ?, active_s = ? WHERE id = ?",
             (_now(), event.active_s, event.run_id),
         )
 
-    def _on_RunFinished(self, event: RunFinished) -> None:  # noqa: N802
+    def _on_RunFinished(self, event: RunFinished) -> None:
         status = "waiting_approval" if event.stop_reason == "waiting_approval" else "finished"
         self.db.execute(
             """UPDATE runs SET status = ?, stop_reason = ?, final = ?, result_json = ?,

@@ -79,6 +79,9 @@ STDERR_TAIL_BYTES = 4096
 #: which would turn a large tool result into an error; the loop truncates it instead).
 MAX_SSE_EVENT_BYTES = 64 * 1024 * 1024
 
+#: Seconds between two checks that a stdio server's process is still alive.
+WATCH_INTERVAL = 0.2
+
 _PID_MARK = "agentrun-mcp-pid "
 _NAME_INVALID = re.compile(r"[^A-Za-z0-9_-]")
 _GLOB = re.compile(r"[*?\[]")
@@ -100,6 +103,21 @@ def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
     _LIVE_GROUPS.discard(pgid)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (a zombie awaiting its reaper counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _track_group(pgid: int) -> None:
@@ -212,16 +230,30 @@ def result_text(result: mcp_types.CallToolResult) -> str:
         else:  # a content type newer than this code
             parts.append(f"[{getattr(block, 'type', 'unknown')} content, not shown]")
     structured = result.structured_content
-    if structured is not None and not any(_same_json(text, structured) for text in texts):
+    if structured is not None and not _mirrored(structured, texts):
         parts.append(json.dumps(structured, ensure_ascii=False, indent=2))
     return "\n".join(parts)
 
 
-def _same_json(text: str, value: Any) -> bool:
-    try:
-        return bool(json.loads(text) == value)
-    except ValueError:
-        return False
+def _mirrored(structured: Any, texts: list[str]) -> bool:
+    """Whether the text blocks already say what ``structured`` says.
+
+    Servers are asked to repeat structured content as JSON text; SDK servers wrap a plain
+    return value as ``{"result": value}`` next to the value's text.
+    """
+    candidates = [structured]
+    if isinstance(structured, dict) and set(structured) == {"result"}:
+        candidates.append(structured["result"])
+    for text in texts:
+        if text in candidates:
+            return True
+        try:
+            value = json.loads(text)
+        except ValueError:
+            continue
+        if value in candidates:
+            return True
+    return False
 
 
 def _leaf_error(error: BaseException) -> BaseException:
@@ -406,7 +438,7 @@ class McpServer:
                     if self.pid is not None:
                         _track_group(self.pid)
                     self._ready.set()
-                    await anyio.sleep_forever()
+                    await self._watch()
         except Exception as error:
             self._failure = _leaf_error(error)
         finally:
@@ -417,6 +449,23 @@ class McpServer:
                 self.pid = self._read_pid()
             self._kill_group()
             self._ready.set()
+
+    async def _watch(self) -> None:
+        """Wait until cancelled, or until the stdio server's process has died.
+
+        A dead server's output pipe may stay open (a child that inherited it), so the end
+        of the stream alone does not reveal a crash: the process itself is watched, and
+        leaving the session makes every pending call fail at once.
+        """
+        import anyio
+
+        pid = self.pid
+        if pid is None:
+            await anyio.sleep_forever()
+            return
+        while _process_alive(pid):
+            await anyio.sleep(WATCH_INTERVAL)
+        self._mark_stopped()
 
     async def _list_tools(self, session: ClientSession) -> list[mcp_types.Tool]:
         import mcp_types

@@ -46,7 +46,7 @@ class ToyServer(MCPServer[Any]):
 
 
 def build() -> ToyServer:
-    server = ToyServer("toy", version="1.0")
+    server = ToyServer("toy", version="1.0", log_level="WARNING")
     read_only = types.ToolAnnotations(read_only_hint=True)
 
     @server.tool(description="Echo the text back.", annotations=read_only)
@@ -138,7 +138,7 @@ def main() -> None:
             handle.write(str(child.pid))
     server = build()
     if options.mode == "http":
-        server.run("streamable-http", host="127.0.0.1", port=options.port, log_level="WARNING")
+        server.run("streamable-http", host="127.0.0.1", port=options.port)
     else:
         server.run("stdio")
 
