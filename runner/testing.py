@@ -1,7 +1,8 @@
 """Test doubles, shipped for agentrun's tests and its users' tests.
 
 - :class:`ScriptedModel`: a :class:`~runner.models.Model` that plays a queue of replies and
-  tool calls and records what it was sent. No network, no litellm.
+  tool calls and records what it was sent. No network, no litellm. :class:`FunctionModel`
+  computes each reply from the conversation instead.
 - :class:`FakeOpenAIServer`: an OpenAI-compatible HTTP server on loopback that plays the
   same kind of script, plus HTTP errors and delays, so litellm's real path (HTTP, retries,
   timeouts, malformed tool calls) is exercised. Point a spec's model at it with
@@ -15,12 +16,12 @@ simonw/llm's ``MockModel.enqueue``.)
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +29,6 @@ from .errors import ModelError
 from .models import ModelReply, ToolCallRequest, Usage, cost_usd
 from .openai_server import BackendHTTPError, OpenAIServer
 from .spec import Pricing
-
-_ids = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -138,7 +137,7 @@ class ScriptedModel:
         return ModelReply(
             content=item.content,
             tool_calls=[
-                ToolCallRequest(f"call_{next(_ids)}", name, arguments)
+                ToolCallRequest(f"call_{uuid.uuid4().hex[:16]}", name, arguments)
                 for name, arguments in item.tool_calls
             ],
             usage=item.usage,
@@ -225,3 +224,29 @@ class FakeOpenAIServer:
 
     def __exit__(self, *exc: object) -> None:
         self._server.stop()
+
+
+class FunctionModel(ScriptedModel):
+    """A model whose reply is computed from the conversation by ``respond(messages, tools)``.
+
+    Stateless replies make a run reproducible across processes: a resumed run asks again
+    for the step it lost and gets the same answer.
+    """
+
+    def __init__(
+        self,
+        respond: Callable[[list[dict[str, Any]], list[dict[str, Any]]], Scripted],
+        name: str = "function",
+    ) -> None:
+        super().__init__([], name=name)
+        self.respond = respond
+
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        tool_choice: str | dict[str, Any] | None = None,
+    ) -> ModelReply:
+        """The reply ``respond`` computes for this conversation."""
+        self.script.append(self.respond(messages, tools))
+        return await super().complete(messages, tools, tool_choice)

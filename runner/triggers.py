@@ -16,8 +16,8 @@ Sections:
   :func:`slot_run_id`.
 - **Concurrency** -- :class:`Concurrency`, :class:`FireDecision`, :func:`on_fire`,
   :func:`start_queued`.
-- **File watch** -- :class:`EventKind`, :class:`WatchEvent`, :func:`from_watchdog`,
-  :class:`WatchFilter`, :class:`Debouncer`, :class:`SelfWriteFilter`.
+- **File watch** -- :class:`EventKind`, :class:`Change`, :class:`WatchEvent`,
+  :func:`from_watchdog`, :class:`WatchFilter`, :class:`Debouncer`, :class:`SelfWriteFilter`.
 - **Webhooks** -- :func:`verify_signature`, :class:`ReplayGuard`,
   :func:`inputs_from_payload`.
 
@@ -450,14 +450,11 @@ def _counts(active_runs: int, queued: int) -> None:
 def on_fire(policy: Concurrency | str, active_runs: int, queued: int) -> FireDecision:
     """What to do with a fire, given the agent's ``active_runs`` and ``queued`` (0 or 1) runs.
 
-    ===========  ==========  ===================  ===============
-    policy       none active  active, none waits  active, one waits
-    ===========  ==========  ===================  ===============
-    allow        start       start                start
-    forbid       start       skip                 skip
-    queue        start (1)   queue                skip
-    replace      start       replace              replace
-    ===========  ==========  ===================  ===============
+    - ``allow``: start, always.
+    - ``forbid``: start when nothing is active, else skip.
+    - ``queue``: start when nothing is active and nothing waits; queue when runs are active
+      and nothing waits; skip when a run already waits (1).
+    - ``replace``: start when nothing is active, else replace.
 
     (1) With ``queue``, a waiting run is started before any newer fire: if one waits while
     nothing is active (the moment between a run ending and :func:`start_queued`), the new
@@ -506,6 +503,22 @@ class EventKind(StrEnum):
     """A file was renamed; the event has a source and a destination (``FileMovedEvent``)."""
 
 
+class Change(StrEnum):
+    """What one raw event did at one path: a move is split into its two sides."""
+
+    CREATED = "created"
+    """A file appeared at the path."""
+    MODIFIED = "modified"
+    """The file at the path changed in place."""
+    DELETED = "deleted"
+    """The file at the path was removed."""
+    MOVED_FROM = "moved_from"
+    """The file at the path was renamed away (the source side of a move)."""
+    MOVED_TO = "moved_to"
+    """A file was renamed onto the path (the destination side of a move), possibly
+    replacing one that was there: an editor's atomic save, a finished download."""
+
+
 @dataclass(frozen=True)
 class WatchEvent:
     """One raw change, independent of watchdog.
@@ -521,6 +534,18 @@ class WatchEvent:
     path: str
     dest: str | None = None
     is_directory: bool = False
+
+    def changes(self) -> list[tuple[str, Change]]:
+        """The event as per-path changes; a move is two: ``MOVED_FROM`` and ``MOVED_TO``.
+
+        Other kinds map to the :class:`Change` of the same name.
+        """
+        if self.kind is EventKind.MOVED:
+            sides = [(self.path, Change.MOVED_FROM)]
+            if self.dest:
+                sides.append((self.dest, Change.MOVED_TO))
+            return sides
+        return [(self.path, Change(self.kind.value))]
 
 
 def from_watchdog(event: Any) -> WatchEvent | None:
@@ -587,12 +612,14 @@ BUILTIN_IGNORES: tuple[str, ...] = (
 vim also creates and deletes a file named ``4913`` (or ``5036``, ``5159``, ... if that
 exists) to test whether it may write in a folder: such names are ignored too (see
 :func:`_vim_probe`). Each pattern is matched against every path segment, so ``.git`` ignores
-everything under ``.git/``.
+everything under ``.git/``. Temp files with unpredictable names (rsync's ``.name.XXXXXX``,
+``sed -i``'s ``sedXXXXXX``) are handled by :class:`Debouncer` instead: a file created and
+removed within one burst is not a change.
 """
 
 
 def _vim_probe(name: str) -> bool:
-    """Whether ``name`` is vim's write test file: 4913, or 4913 + 123 * k when that name is taken (vim bufwrite.c)."""
+    """Whether ``name`` is vim's write test file: 4913, or 4913 + 123k if taken (bufwrite.c)."""
     return name.isascii() and name.isdigit() and int(name) >= 4913 and (int(name) - 4913) % 123 == 0
 
 
@@ -646,8 +673,15 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts))
 
 
+ALL_EVENTS: frozenset[EventKind] = frozenset(EventKind)
+DEFAULT_EVENTS: frozenset[EventKind] = frozenset(
+    (EventKind.CREATED, EventKind.MODIFIED, EventKind.MOVED)
+)
+"""The spec's default ``watch.events``."""
+
+
 class WatchFilter:
-    """Which file events of a watched folder count, as the spec's ``watch`` block says.
+    """Which files of a watched folder count, as the spec's ``watch`` block says.
 
     Globs match the path relative to the watched root, with ``/`` separators:
 
@@ -661,22 +695,16 @@ class WatchFilter:
     :data:`BUILTIN_IGNORES` pattern (so ``build`` or ``build/**`` ignore everything in
     ``build/``). Directory events never count: the file events inside report the change.
 
-    ``events`` lists the kinds that count. A move is split into its two sides, and each side
-    counts for the paths that pass the globs: the source side when ``moved`` or ``deleted``
-    is listed (the file left that path), the destination side when ``moved``, ``created``
-    or ``modified`` is listed (a file arrived there: an editor's atomic save, which renames
-    a temp file over the target, or a finished download).
+    The filter works per raw event, on paths only. ``events`` (the kinds that count) is
+    applied per burst, to each path's net change, by the :class:`Debouncer` that
+    :meth:`debouncer` makes: a single save is many raw events of several kinds.
     """
 
     def __init__(
         self,
         patterns: Sequence[str] = ("*",),
         ignore: Sequence[str] = (),
-        events: Iterable[EventKind | str] = (
-            EventKind.CREATED,
-            EventKind.MODIFIED,
-            EventKind.MOVED,
-        ),
+        events: Iterable[EventKind | str] = DEFAULT_EVENTS,
         *,
         builtin_ignores: bool = True,
     ) -> None:
@@ -704,7 +732,7 @@ class WatchFilter:
     def matches(self, relative: str) -> bool:
         """Whether a file at ``relative`` (to the watched root) counts: included, not ignored."""
         path = "/".join(s for s in relative.split("/") if s not in ("", "."))
-        if not path or path.startswith("../"):
+        if not path or path == ".." or path.startswith("../"):
             return False
         name = path.rsplit("/", 1)[-1]
         included = any(
@@ -713,29 +741,24 @@ class WatchFilter:
         )
         return included and not self.ignored(path)
 
-    def accept(self, event: WatchEvent, root: str) -> list[str]:
-        """The paths of ``event`` that count, relative to ``root`` (empty: ignore the event).
+    def accept(self, event: WatchEvent, root: str) -> list[tuple[str, Change]]:
+        """The changes of ``event`` at paths that count, relative to ``root``.
 
-        Paths outside ``root`` never count. With several watched roots, the daemon should
-        prefix the result with the root so that equal relative paths stay apart.
+        Feed each to :meth:`Debouncer.add`. Paths outside ``root`` never count. With several
+        watched roots, prefix the paths with their root so equal relative paths stay apart.
         """
         if event.is_directory:
             return []
-        sides: list[tuple[str, set[EventKind]]]
-        if event.kind is EventKind.MOVED:
-            sides = [(event.path, {EventKind.MOVED, EventKind.DELETED})]
-            if event.dest:
-                sides.append((event.dest, {EventKind.MOVED, EventKind.CREATED, EventKind.MODIFIED}))
-        else:
-            sides = [(event.path, {event.kind})]
-        counted: list[str] = []
-        for path, kinds in sides:
-            if not kinds & self.events:
-                continue
+        counted: list[tuple[str, Change]] = []
+        for path, change in event.changes():
             relative = _relative(path, root)
-            if relative is not None and self.matches(relative) and relative not in counted:
-                counted.append(relative)
+            if relative is not None and self.matches(relative):
+                counted.append((relative, change))
         return counted
+
+    def debouncer(self, debounce_s: float, max_wait_s: float) -> Debouncer:
+        """A :class:`Debouncer` that fires for this filter's ``events``."""
+        return Debouncer(debounce_s, max_wait_s, events=self.events)
 
 
 def _relative(path: str, root: str) -> str | None:
@@ -747,43 +770,92 @@ def _relative(path: str, root: str) -> str | None:
     return relative
 
 
+_APPEARS = (Change.CREATED, Change.MOVED_TO)
+_VANISHES = (Change.DELETED, Change.MOVED_FROM)
+
+
+@dataclass
+class PathHistory:
+    """What a burst did to one path: its first and last change, and whether a move touched it."""
+
+    first: Change
+    last: Change
+    moved: bool = False
+
+    def net(self) -> frozenset[EventKind]:
+        """The path's net change over the burst, as the kinds the spec's ``events`` name.
+
+        - existed before and after (modified, or deleted and re-created): ``modified``;
+        - appeared: ``created`` (and also ``modified`` when a file was renamed onto the path,
+          since it may have replaced one: an editor's atomic save);
+        - disappeared: ``deleted``;
+        - appeared and disappeared again (a temp file): nothing at all;
+        - plus ``moved`` when a move touched the path, unless it is nothing at all.
+        """
+        before = self.first not in _APPEARS
+        after = self.last not in _VANISHES
+        if not before and not after:
+            return frozenset()
+        if before and after:
+            kinds = {EventKind.MODIFIED}
+        elif after:
+            kinds = {EventKind.CREATED}
+            if self.first is Change.MOVED_TO:
+                kinds.add(EventKind.MODIFIED)
+        else:
+            kinds = {EventKind.DELETED}
+        if self.moved:
+            kinds.add(EventKind.MOVED)
+        return frozenset(kinds)
+
+
 @dataclass
 class Burst:
     """One burst of changes (see :class:`Debouncer`); times on the debouncer's clock."""
 
     first_at: float
     last_at: float
-    kinds: dict[str, set[str]] = field(default_factory=dict)
-    """Each changed path and the event kinds seen for it, in first-seen order."""
+    history: dict[str, PathHistory] = field(default_factory=dict)
 
     def deadline(self, debounce_s: float, max_wait_s: float) -> float:
         """When this burst fires: after ``debounce_s`` of quiet, by ``first + max_wait_s``."""
         return min(self.last_at + debounce_s, self.first_at + max_wait_s)
 
-    @property
-    def paths(self) -> list[str]:
-        """The changed paths, sorted."""
-        return sorted(self.kinds)
+    def paths(self, events: frozenset[EventKind] = ALL_EVENTS) -> list[str]:
+        """The paths whose net change is one of ``events``, sorted."""
+        return sorted(path for path, seen in self.history.items() if seen.net() & events)
 
 
 class Debouncer:
-    """Turns a stream of file events into one fire per burst, on an injected clock.
+    """Turns a stream of file changes into one fire per burst, on an injected clock.
 
-    A burst starts with an event while none is pending. It fires at its deadline: ``debounce_s``
-    seconds after its latest event, but never later than ``max_wait_s`` after its first (the
-    spec's ``debounce`` and ``max_wait``). Times are seconds on any monotonic clock (the daemon
-    passes ``time.monotonic()``, tests pass fake values).
+    A burst starts with a change while none is pending. It is due at its deadline:
+    ``debounce_s`` seconds after its latest change, and never later than ``max_wait_s``
+    after its first (the spec's ``debounce`` and ``max_wait``). Times are seconds on any
+    monotonic clock (the daemon passes ``time.monotonic()``, tests pass fake values).
 
-    Usage: ``add`` every counted event; sleep until :meth:`next_deadline`; then call
-    :meth:`due` until it returns None. An event that arrives at or after the pending burst's
-    deadline starts a new burst even when :meth:`due` was not called in time, so bursts are
-    decided by event times alone, not by how promptly the caller polls.
+    Usage: :meth:`add` every change :meth:`WatchFilter.accept` returns; sleep until
+    :meth:`next_deadline`; then call :meth:`due` until it returns None. A change that
+    arrives at or after the pending burst's deadline starts a new burst even when
+    :meth:`due` was not called in time, so bursts are decided by event times alone, not by
+    how promptly the caller polls.
+
+    What fires is each path's net change over the burst (:meth:`PathHistory.net`) that is
+    one of ``events`` (default: all kinds). A file created and removed within the burst (a
+    temp file of an atomic save, whatever its name) is no change; a burst in which no path
+    has a counting change fires nothing (:meth:`due` never returns an empty list).
 
     Raises:
         ValueError: negative times, or ``debounce_s > max_wait_s``.
     """
 
-    def __init__(self, debounce_s: float, max_wait_s: float) -> None:
+    def __init__(
+        self,
+        debounce_s: float,
+        max_wait_s: float,
+        *,
+        events: Iterable[EventKind | str] = ALL_EVENTS,
+    ) -> None:
         if debounce_s < 0 or max_wait_s < 0:
             raise ValueError("debounce and max_wait cannot be negative")
         if debounce_s > max_wait_s:
@@ -792,13 +864,20 @@ class Debouncer:
             )
         self.debounce_s = debounce_s
         self.max_wait_s = max_wait_s
+        self.events = frozenset(EventKind(kind) for kind in events)
         self._ready: deque[Burst] = deque()
         self._current: Burst | None = None
         self.last_burst: Burst | None = None
-        """The burst the latest :meth:`due` returned, with its kinds and times."""
+        """The burst the latest :meth:`due` returned, with each path's history."""
 
-    def add(self, path: str, event_kind: EventKind | str, now: float) -> None:
-        """Record a counted change of ``path`` at ``now``. Never fires by itself."""
+    def add(self, path: str, event_kind: Change | EventKind | str, now: float) -> None:
+        """Record a change of ``path`` at ``now``; never fires by itself.
+
+        ``event_kind`` is a :class:`Change`; an :class:`EventKind` (or its name) is taken as
+        the change of the same name, and ``moved`` as ``moved_to`` (the path now holds the
+        moved file).
+        """
+        change = Change.MOVED_TO if event_kind == EventKind.MOVED else Change(event_kind)
         current = self._current
         if current is not None:
             now = max(now, current.last_at)  # a monotonic clock never goes back; be safe
@@ -808,20 +887,27 @@ class Debouncer:
         if current is None:
             current = self._current = Burst(first_at=now, last_at=now)
         current.last_at = now
-        current.kinds.setdefault(path, set()).add(str(event_kind))
+        seen = current.history.get(path)
+        if seen is None:
+            seen = current.history[path] = PathHistory(first=change, last=change)
+        seen.last = change
+        seen.moved = seen.moved or change in (Change.MOVED_FROM, Change.MOVED_TO)
 
     def due(self, now: float) -> list[str] | None:
-        """The changed paths of a finished burst (each burst is returned once), else None."""
-        if self._ready:
-            burst = self._ready.popleft()
-        elif self._current is not None and now >= self._current.deadline(
-            self.debounce_s, self.max_wait_s
-        ):
-            burst, self._current = self._current, None
-        else:
-            return None
-        self.last_burst = burst
-        return burst.paths
+        """The changed paths of a finished burst (each burst once, sorted), else None."""
+        while True:
+            if self._ready:
+                burst = self._ready.popleft()
+            elif self._current is not None and now >= self._current.deadline(
+                self.debounce_s, self.max_wait_s
+            ):
+                burst, self._current = self._current, None
+            else:
+                return None
+            paths = burst.paths(self.events)
+            if paths:
+                self.last_burst = burst
+                return paths
 
     def next_deadline(self) -> float | None:
         """When the next burst is due (possibly in the past), or None when nothing is pending."""
@@ -833,7 +919,7 @@ class Debouncer:
 
     @property
     def pending(self) -> bool:
-        """Whether any burst has not been returned by :meth:`due` yet."""
+        """Whether any burst has not been returned by :meth:`due` (or dropped) yet."""
         return bool(self._ready) or self._current is not None
 
 

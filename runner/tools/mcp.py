@@ -238,13 +238,13 @@ def result_text(result: mcp_types.CallToolResult) -> str:
 def _mirrored(structured: Any, texts: list[str]) -> bool:
     """Whether the text blocks already say what ``structured`` says.
 
-    Servers are asked to repeat structured content as JSON text; SDK servers wrap a plain
-    return value as ``{"result": value}`` next to the value's text.
+    Servers are asked to repeat structured content as JSON text; many wrap a plain value
+    as a one-key object (``{"result": value}``, ``{"content": text}``) next to its text.
     """
     candidates = [structured]
-    if isinstance(structured, dict) and set(structured) == {"result"}:
-        candidates.append(structured["result"])
-    for text in texts:
+    if isinstance(structured, dict) and len(structured) == 1:
+        candidates.extend(structured.values())
+    for text in [*texts, "\n".join(texts)] if len(texts) > 1 else texts:
         if text in candidates:
             return True
         try:
@@ -387,7 +387,9 @@ class McpServer:
         if self._session is not None:
             return
         await asyncio.shield(self._task)  # let the transport finish stopping the process
-        raise SetupError(self._startup_message(self._failure))
+        message = self._startup_message(self._failure)
+        await self.close()
+        raise SetupError(message)
 
     async def close(self) -> None:
         """Stop the server and kill its process group; safe to call more than once."""

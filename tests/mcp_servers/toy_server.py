@@ -4,14 +4,15 @@ Usage::
 
     python toy_server.py stdio [--child-pid-file F]   # stdio server
     python toy_server.py http --port N                # streamable HTTP on 127.0.0.1:N/mcp
-    python toy_server.py stall                        # never answers initialize
+    python toy_server.py stall [--child-pid-file F]   # never answers initialize
     python toy_server.py exit                         # writes to stderr and exits 3
 
 Tools: ``echo`` (read-only), ``add`` (not destructive), ``wipe`` (destructive),
 ``hang`` (never returns), ``crash`` (the process exits mid-call), ``fail`` (an error
 result), ``huge`` (``size`` bytes of text), ``mixed`` (image, embedded resources, a link
 and structured content), ``env`` (the server's environment variable names), ``bad_schema``
-(its input schema is not a valid JSON Schema) and ``secret`` (never in an allow list).
+(its input schema is not a valid JSON Schema), ``header`` (an HTTP request header's
+value) and ``secret`` (never in an allow list).
 With ``--child-pid-file`` the server also starts a ``sleep`` child in its own process
 group and writes the child's PID to the file (to check that children die with the server).
 """
@@ -27,7 +28,7 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 TINY_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 
@@ -112,6 +113,11 @@ def build() -> ToyServer:
     def env() -> str:
         return " ".join(sorted(os.environ))
 
+    @server.tool(description="The value of an HTTP request header.", annotations=read_only)
+    def header(name: str, ctx: Context) -> str:
+        headers = ctx.headers or {}
+        return headers.get(name.lower(), "(not sent)")
+
     @server.tool(description="Never allowed.", annotations=read_only)
     def secret() -> str:
         return "the secret"
@@ -128,14 +134,15 @@ def main() -> None:
     if options.mode == "exit":
         print("toy server: cannot start: missing configuration TOY_CONFIG", file=sys.stderr)
         sys.exit(3)
+    if options.child_pid_file:
+        # The child inherits stdout: the MCP pipe stays open if the server dies.
+        child = subprocess.Popen(["sleep", "600"])
+        with open(options.child_pid_file, "w", encoding="utf-8") as handle:
+            handle.write(str(child.pid))
     if options.mode == "stall":
         print("toy server: warming up forever", file=sys.stderr, flush=True)
         while True:
             time.sleep(60)
-    if options.child_pid_file:
-        child = subprocess.Popen(["sleep", "600"])
-        with open(options.child_pid_file, "w", encoding="utf-8") as handle:
-            handle.write(str(child.pid))
     server = build()
     if options.mode == "http":
         server.run("streamable-http", host="127.0.0.1", port=options.port)

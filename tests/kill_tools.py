@@ -1,0 +1,21 @@
+"""Tools for the kill test: a side effect (a line appended to a file) that takes a moment."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def append_line(line: str) -> str:
+    """Append one line to the file named by $KILL_TEST_FILE.
+
+    Args:
+        line: the text to append.
+    """
+    time.sleep(0.02)
+    with open(os.environ["KILL_TEST_FILE"], "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    time.sleep(0.02)
+    return f"appended {line}"
