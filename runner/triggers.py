@@ -1013,7 +1013,8 @@ def verify_signature(secret: bytes, body: bytes, header: str | None) -> bool:
     """Whether ``header`` is GitHub's ``X-Hub-Signature-256`` for ``body`` under ``secret``.
 
     The header is ``sha256=`` and the lowercase hex HMAC-SHA256 of the raw request body
-    (before any JSON parsing or re-encoding), keyed with the webhook secret. The comparison
+    (before any JSON parsing or re-encoding), keyed with the webhook secret; hex digits are
+    accepted in either case. The comparison
     is constant-time (:func:`hmac.compare_digest`). A missing or malformed header, or an
     empty secret, is never valid.
     """
