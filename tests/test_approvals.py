@@ -1,4 +1,4 @@
-"""Autonomy levels × risk × rules, approvals at a terminal, pause and resume across processes."""
+"""Autonomy levels x risk x rules, approvals at a terminal, pause and resume across processes."""
 
 from __future__ import annotations
 
