@@ -197,6 +197,7 @@ class Run:
         self.proposed: list[ToolCallRequest] = []
         self.signatures: list[str] = list(resume.signatures) if resume else []
         self.approved_tools: set[str] = set()
+        self.cancel_reason = StopReason.CANCELLED
         self.output_retries = 0
         self.final: str | None = None
         self.result: Any = None
@@ -251,7 +252,12 @@ class Run:
         except RunStop as signal:
             stop, message = StopReason(signal.stop_reason), str(signal)
         except asyncio.CancelledError:
-            stop, message = StopReason.CANCELLED, "the run was cancelled"
+            stop = self.cancel_reason
+            message = (
+                "the run was interrupted (resume it with agentrun resume)"
+                if stop is StopReason.INTERRUPTED
+                else "the run was cancelled"
+            )
         except Exception as error:  # an internal error: recorded, never shown as a traceback
             stop, message = StopReason.ERROR, f"internal error: {type(error).__name__}: {error}"
             trace = traceback.format_exc()

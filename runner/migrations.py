@@ -108,6 +108,44 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX approvals_status ON approvals (status)",
         ],
     ),
+    (
+        "0003_daemon_fires",
+        [
+            """CREATE TABLE fires (
+                id INTEGER PRIMARY KEY,
+                agent TEXT NOT NULL,
+                trigger TEXT NOT NULL,
+                trigger_index INTEGER NOT NULL,
+                slot TEXT,
+                run_id TEXT,
+                outcome TEXT NOT NULL,
+                reason TEXT NOT NULL DEFAULT '',
+                idempotency_key TEXT,
+                inputs_json TEXT NOT NULL DEFAULT '{}',
+                created_at TEXT NOT NULL
+            )""",
+            # One row per scheduled slot, whatever became of it: a slot is never run twice.
+            """CREATE UNIQUE INDEX fires_slot ON fires (agent, trigger_index, slot)
+               WHERE slot IS NOT NULL""",
+            # A retried manual trigger or a redelivered webhook does not start a second run.
+            """CREATE UNIQUE INDEX fires_key ON fires (agent, idempotency_key)
+               WHERE idempotency_key IS NOT NULL""",
+            "CREATE INDEX fires_outcome ON fires (outcome)",
+            """CREATE TABLE cron_cursors (
+                agent TEXT NOT NULL,
+                trigger_key TEXT NOT NULL,
+                cursor TEXT NOT NULL,
+                PRIMARY KEY (agent, trigger_key)
+            )""",
+            """CREATE TABLE daemon_log (
+                id INTEGER PRIMARY KEY,
+                at TEXT NOT NULL,
+                level TEXT NOT NULL,
+                agent TEXT,
+                message TEXT NOT NULL
+            )""",
+        ],
+    ),
 ]
 
 

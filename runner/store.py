@@ -275,7 +275,9 @@ class RunStore:
         )
 
     def _on_RunFinished(self, event: RunFinished) -> None:
-        status = "waiting_approval" if event.stop_reason == "waiting_approval" else "finished"
+        status = {"waiting_approval": "waiting_approval", "interrupted": "interrupted"}.get(
+            str(event.stop_reason), "finished"
+        )
         self.db.execute(
             """UPDATE runs SET status = ?, stop_reason = ?, final = ?, result_json = ?,
                message = ?, traceback = ?, steps = ?, tool_calls = ?, input_tokens = ?,

@@ -2,8 +2,9 @@
 
 Nothing in this module reads the clock, sleeps, starts a thread or watches a folder: every
 function that depends on time takes the current time as an argument, so the daemon and the
-tests decide what "now" is. The daemon process itself (its loop, store rows, workers) lives
-elsewhere and calls these functions. In the style of APScheduler v4, a trigger is just
+tests decide what "now" is (the one I/O is :func:`fingerprint`, which stats a file). The
+daemon process itself (its loop, store rows, workers) lives elsewhere and calls these
+functions. In the style of APScheduler v4, a trigger is just
 "what is the next fire time after this one" (:meth:`CronSchedule.next_after`), and every
 policy is an enum whose members say where their meaning comes from.
 
@@ -401,7 +402,8 @@ def slot_run_id(agent: str, trigger_index: int, instant: datetime) -> str:
     if not 0 <= millis < 1 << 48:
         raise ValueError(f"slot instant {instant!r} is outside the ULID time range")
     key = f"agentrun-slot\0{agent}\0{trigger_index}\0{utc.isoformat(timespec='microseconds')}"
-    random_part = int.from_bytes(hashlib.sha256(key.encode()).digest()[:10], "big")
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+    random_part = int.from_bytes(digest[:10], "big")
     value = (millis << 80) | random_part
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
@@ -1012,11 +1014,10 @@ class SelfWriteFilter:
 def verify_signature(secret: bytes, body: bytes, header: str | None) -> bool:
     """Whether ``header`` is GitHub's ``X-Hub-Signature-256`` for ``body`` under ``secret``.
 
-    The header is ``sha256=`` and the lowercase hex HMAC-SHA256 of the raw request body
-    (before any JSON parsing or re-encoding), keyed with the webhook secret; hex digits are
-    accepted in either case. The comparison
-    is constant-time (:func:`hmac.compare_digest`). A missing or malformed header, or an
-    empty secret, is never valid.
+    The header is ``sha256=`` and the hex HMAC-SHA256 of the raw request body (before any
+    JSON parsing or re-encoding), keyed with the webhook secret. GitHub sends lowercase hex;
+    uppercase is accepted too. The comparison is constant-time (:func:`hmac.compare_digest`).
+    A missing or malformed header, or an empty secret, is never valid.
     """
     if not header or not secret:
         return False

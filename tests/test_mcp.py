@@ -456,6 +456,14 @@ def test_a_missing_header_variable_is_a_setup_error(
         run(McpServer(spec, tmp_path).start())
 
 
+def test_an_http_server_that_is_not_there_is_a_setup_error_naming_it(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/mcp"
+    spec = McpServerSpec(name="web", allow=("*",), url=url, startup_timeout=DEADLINE)
+    with pytest.raises(SetupError) as failure:
+        run(McpServer(spec, tmp_path).start())
+    assert f"MCP server 'web' ({url})" in str(failure.value)
+
+
 # ---------------------------------------------------------------------------------------------
 # through agentrun's loop
 
@@ -673,6 +681,40 @@ def test_a_run_that_crashes_still_stops_its_servers(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="the run crashed"):
         run(scenario())
+    assert child_pid(tmp_path) in family
+    assert_all_dead(family)
+
+
+def test_a_cancelled_run_stops_its_servers_during_a_call(tmp_path: Path) -> None:
+    spec = agent_spec(
+        tmp_path,
+        f"""
+        toy:
+          command: {json.dumps(sys.executable)}
+          args: [{json.dumps(str(TOY))}, stdio, --child-pid-file, {json.dumps(str(tmp_path / "toy.child"))}]
+          allow: [hang]
+        """,
+    )
+    family: set[int] = set()
+    calling = asyncio.Event()
+
+    async def scenario() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            [tool], _ = await open_mcp_tools(spec, stack)
+            assert isinstance(tool, McpTool) and tool.server.pid is not None
+            family.update({tool.server.pid, *descendants(tool.server.pid)})
+            calling.set()
+            await tool.call({})  # never returns
+
+    async def main() -> None:
+        task = asyncio.create_task(scenario())
+        await calling.wait()
+        await asyncio.sleep(0.2)  # the call is on its way
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(main())
     assert child_pid(tmp_path) in family
     assert_all_dead(family)
 

@@ -501,7 +501,7 @@ def test_bursts_do_not_depend_on_when_the_caller_polls(
 
 def test_a_busy_folder_fires_every_max_wait() -> None:
     debouncer = Debouncer(1.0, 10.0)
-    fires = []
+    fires: list[tuple[float, list[str] | None]] = []
     for tick in range(200):  # a change every 0.5 s for 100 s
         now = tick * 0.5
         while (paths := debouncer.due(now)) is not None:

@@ -100,7 +100,8 @@ def _kill_live_groups() -> None:
 
 
 def _kill_group(pgid: int) -> None:
-    pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
     _LIVE_GROUPS.discard(pgid)
 
 
@@ -395,21 +396,24 @@ class McpServer:
         self._closing = True
         self._stopped = self._stopped or f"MCP server {self.name!r} has been stopped"
         task = self._task
-        if task is not None and not task.done():
-            if self._scope is not None:
-                self._scope.cancel()
-            else:  # the task has not begun: nothing is running yet
-                task.cancel()
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                self._kill_group()
-                if not task.cancelled():
-                    raise
-        self._kill_group()
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
+        try:
+            if task is not None and not task.done():
+                if self._scope is not None:
+                    self._scope.cancel()
+                else:  # the task has not begun: nothing is running yet
+                    task.cancel()
+                try:
+                    await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise  # close() itself was cancelled; the group dies below
+                    # else the server's task was cancelled from outside: it has ended
+        finally:
+            self._kill_group()
+            if self._stderr is not None:
+                self._stderr.close()
+                self._stderr = None
 
     async def _serve(self, transport: Transport) -> None:
         """The server's task: connect, start, then wait to be cancelled by :meth:`close`."""
@@ -745,10 +749,8 @@ async def open_mcp_tools(
             for server in servers:
                 group.create_task(server.start())
     except BaseExceptionGroup as errors:
-        setup = [e for e in errors.exceptions if isinstance(e, SetupError)]
-        if setup:
-            raise setup[0] from None
-        raise
+        setup: list[BaseException] = [e for e in errors.exceptions if isinstance(e, SetupError)]
+        raise (setup or list(errors.exceptions))[0] from None
     taken = set(spec.tools.builtin_names()) | set(spec.tools.functions)
     tools: list[Tool] = []
     warnings: list[str] = []

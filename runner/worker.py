@@ -1,0 +1,103 @@
+"""A pre-warmed run worker: ``python -m runner.worker``.
+
+The daemon keeps one or more of these idle. Each imports litellm and the loop once (the
+seconds of import are paid while idle), prints ``{"ready": true}``, then reads one job (a
+JSON line on stdin: ``run_id``, ``spec_path``, ``inputs``, ``trigger``), runs it to a stop
+reason recorded in the run store, prints ``{"finished": ..., "stop_reason": ...}`` and exits:
+one process per run, so a run that crashes or leaks cannot take the daemon down.
+
+Testing hook: when ``AGENTRUN_MODEL_FACTORY`` names a ``module:callable``, the worker calls
+it with the spec's model section to get the model (for example a
+:class:`runner.testing.FunctionModel`), and skips the litellm warm-up. It is how the daemon's
+own tests run real runs in real worker processes without a provider.
+
+Signals: SIGTERM cancels the run (stop reason ``cancelled``: a replacing run, or the run's
+``max_duration``); SIGUSR1 interrupts it (stop reason ``interrupted``, resumable with
+``agentrun resume``: the daemon is shutting down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import signal
+import sqlite3
+import sys
+from typing import Any
+
+
+def _model_factory() -> Any:
+    target = os.environ.get("AGENTRUN_MODEL_FACTORY")
+    if not target:
+        return None
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _warm() -> None:
+    if _model_factory() is None:
+        from .models import import_litellm
+
+        import_litellm()
+    from . import compiler, loop, spec, store  # noqa: F401
+
+
+async def _run(job: dict[str, Any]) -> str:
+    from .compiler import compile_agent
+    from .events import StopReason
+    from .loop import Run
+    from .models import LiteLLMModel
+    from .spec import load_spec
+    from .store import RunStore
+
+    store = RunStore.default()
+    spec = load_spec(job["spec_path"])
+    agent = compile_agent(spec, job.get("inputs") or {})
+    factory = _model_factory()
+    run = Run(
+        agent,
+        factory(spec.model) if factory else LiteLLMModel(spec.model),
+        [store.record],
+        run_id=job["run_id"],
+        trigger=job.get("trigger", "daemon"),
+    )
+    task = asyncio.create_task(run.execute())
+    loop = asyncio.get_running_loop()
+
+    def cancel(reason: StopReason) -> None:
+        run.cancel_reason = reason
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, cancel, StopReason.CANCELLED)
+    loop.add_signal_handler(signal.SIGUSR1, cancel, StopReason.INTERRUPTED)
+    if spec.budgets.max_duration is not None:
+        loop.call_later(spec.budgets.max_duration, cancel, StopReason.MAX_DURATION)
+    try:
+        finished = await task
+    except sqlite3.IntegrityError:
+        # The run id is already in the store: another worker runs this fire (a daemon that
+        # restarted re-sent a job whose first worker had already begun). Leave it alone.
+        return "duplicate"
+    return str(finished.stop_reason)
+
+
+def main() -> None:
+    """Warm up, say ready, run one job, report, exit."""
+    _warm()
+    print(json.dumps({"ready": True}), flush=True)
+    line = sys.stdin.readline()
+    if not line.strip():
+        return  # the daemon went away before giving a job
+    job = json.loads(line)
+    try:
+        stop = asyncio.run(_run(job))
+    except Exception as error:  # a spec that no longer loads, a store that cannot open
+        print(json.dumps({"error": f"{type(error).__name__}: {error}"}), flush=True)
+        sys.exit(1)
+    print(json.dumps({"finished": job["run_id"], "stop_reason": stop}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""The model the daemon's workers use in tests (AGENTRUN_MODEL_FACTORY), and test tools."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from runner.testing import FunctionModel, Scripted, call, text
+
+
+def model(spec: Any) -> FunctionModel:
+    """Echo the goal; agents whose goal starts with 'write' first write a file, 'sleep' sleeps."""
+
+    def respond(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Scripted:
+        goal = next(m["content"] for m in messages if m["role"] == "user")
+        done = any(m["role"] == "tool" for m in messages)
+        names = {t["function"]["name"] for t in tools}
+        if not done and goal.startswith("write") and "write_file" in names:
+            return call("write_file", {"path": "inbox/reply.txt", "content": goal})
+        if not done and goal.startswith("sleep") and "nap" in names:
+            return call("nap", {"seconds": 30})
+        return text(f"done: {goal}")
+
+    return FunctionModel(respond)
+
+
+def nap(seconds: float) -> str:
+    """Sleep.
+
+    Args:
+        seconds: how long.
+    """
+    time.sleep(seconds)
+    return json.dumps({"slept": seconds})
