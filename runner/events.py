@@ -174,6 +174,16 @@ class Heartbeat:
 
 
 @dataclass
+class RunNotice:
+    """Something the run's record should keep that is not a step (a skipped MCP tool)."""
+
+    run_id: str
+    agent: str
+    message: str
+    level: str = "warning"
+
+
+@dataclass
 class RunResumed:
     """A paused or interrupted run continues in this process."""
 
@@ -208,5 +218,6 @@ Event = (
     | ApprovalDecided
     | Heartbeat
     | RunResumed
+    | RunNotice
     | RunFinished
 )

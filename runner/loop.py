@@ -48,6 +48,7 @@ from .events import (
     MessageAdded,
     ModelCalled,
     RunFinished,
+    RunNotice,
     RunResumed,
     RunStarted,
     StopReason,
@@ -213,6 +214,22 @@ class Run:
         self.messages.append(message)
         self.emit(MessageAdded(self.run_id, len(self.messages) - 1, message))
 
+    async def _open_mcp_servers(self, stack: contextlib.AsyncExitStack) -> None:
+        """Start the spec's MCP servers; their allowed tools join the registry for this run.
+
+        Raises:
+            SetupError: a server that does not start (named, with its stderr tail).
+        """
+        from dataclasses import replace
+
+        from .tools import ToolRegistry
+        from .tools.mcp import open_mcp_tools
+
+        tools, warnings = await open_mcp_tools(self.agent.spec, stack)
+        for warning in warnings:
+            self.emit(RunNotice(self.run_id, self.agent.spec.name, warning))
+        self.agent = replace(self.agent, tools=ToolRegistry([*self.agent.tools, *tools]))
+
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
@@ -241,11 +258,14 @@ class Run:
         else:
             self.emit(RunResumed(self.run_id))
         heartbeat = asyncio.create_task(self._heartbeat())
+        servers = contextlib.AsyncExitStack()
         stop, message, trace = StopReason.ERROR, "", None
         try:
             prepare = getattr(self.model, "prepare", None)
             if prepare is not None:  # import litellm, start a local model: errors come first
                 await asyncio.to_thread(prepare)
+            if spec.tools.mcp:
+                await self._open_mcp_servers(servers)
             stop = await self._loop()
         except SetupError as error:
             stop, message = StopReason.ERROR, str(error)
@@ -265,6 +285,7 @@ class Run:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            await servers.aclose()  # MCP servers stop on every exit path
         self.emit(Heartbeat(self.run_id, self.budget.elapsed()))
         usage = self.budget.usage
         finished = RunFinished(
@@ -534,7 +555,9 @@ class Run:
         risk_for = getattr(tool, "risk_for", None)
         risk = str(risk_for(arguments)) if risk_for else tool.risk
 
-        decision = self.agent.policy.decide(tool.name, risk, arguments)
+        # Rules name MCP tools as SERVER.TOOL; the model sees SERVER__TOOL.
+        rule_name = getattr(tool, "qualified_name", tool.name)
+        decision = self.agent.policy.decide(rule_name, risk, arguments)
         note = ""
         if in_flight and risk != "low" and decision is not Decision.DENY:
             # It may have partly happened: only a person may run it again.

@@ -137,11 +137,12 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 cursor TEXT NOT NULL,
                 PRIMARY KEY (agent, trigger_key)
             )""",
-            """CREATE TABLE daemon_log (
+            """CREATE TABLE notices (
                 id INTEGER PRIMARY KEY,
                 at TEXT NOT NULL,
                 level TEXT NOT NULL,
                 agent TEXT,
+                run_id TEXT,
                 message TEXT NOT NULL
             )""",
         ],

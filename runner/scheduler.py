@@ -160,6 +160,7 @@ class Agent:
     path: Path
     mtime: float
     generation: int
+    source: bytes = b""
     crons: dict[int, Any] = field(default_factory=dict)
     next_fire: dict[int, datetime] = field(default_factory=dict)
     watches: dict[int, tuple[Any, Any, list[Path]]] = field(default_factory=dict)
@@ -342,9 +343,12 @@ class Daemon:
             if path in self.errors and self.errors[path].startswith(f"{mtime}:"):
                 continue
             try:
-                spec, diagnostics = check_spec(path)
+                source = path.read_bytes()
+                spec, diagnostics = check_spec(path, source)
             except SpecError as error:
                 spec, diagnostics = None, error.diagnostics
+            except OSError:
+                continue  # removed or unreadable mid-scan: the next scan sees it
             if spec is None:
                 first = next(d for d in diagnostics if d.severity == "error")
                 keeping = " (keeping the last good version)" if name else ""
@@ -359,18 +363,18 @@ class Daemon:
             self.errors.pop(path, None)
             if name is not None and name != spec.name:
                 self.remove_agent(name)
-            self.install(spec, path, mtime)
+            self.install(spec, path, mtime, source)
         for path, name in list(self.by_path.items()):
             if path not in seen:
                 log.info("spec %s removed: agent %s no longer scheduled", path, name)
                 self.remove_agent(name)
 
     def record_error(self, path: Path, mtime: float, message: str) -> None:
-        """Log a located spec error and keep it in the store's daemon log."""
+        """Log a located spec error and keep it in the store's notices."""
         self.errors[path] = f"{mtime}:{message}"
         log.error("%s", message)
         self.store.db.execute(
-            "INSERT INTO daemon_log (at, level, agent, message) VALUES (?, 'error', NULL, ?)",
+            "INSERT INTO notices (at, level, agent, message) VALUES (?, 'error', NULL, ?)",
             (_iso(_now()), message),
         )
 
@@ -383,13 +387,13 @@ class Daemon:
         for index in list(agent.watches):
             self.stop_watch(agent, index)
 
-    def install(self, spec: Any, path: Path, mtime: float) -> None:
+    def install(self, spec: Any, path: Path, mtime: float, source: bytes) -> None:
         """Schedule a (new or reloaded) spec: cron catch-up and next fires, file watches."""
         from .triggers import CronSchedule, WatchFilter
 
         old = self.agents.get(spec.name)
         self.generation += 1
-        agent = Agent(spec=spec, path=path, mtime=mtime, generation=self.generation)
+        agent = Agent(spec=spec, path=path, mtime=mtime, generation=self.generation, source=source)
         if old is not None:
             agent.active, agent.queued, agent.last_outcome = (
                 old.active,
@@ -569,6 +573,8 @@ class Daemon:
         job = {
             "run_id": fire.run_id,
             "spec_path": str(agent.path),
+            # The last good version: a broken edit on disk does not break scheduled runs.
+            "spec_source": agent.source.decode("utf-8"),
             "inputs": fire.inputs,
             "trigger": fire.trigger,
         }
@@ -844,22 +850,38 @@ class Daemon:
         if observer is not None:
             observer.stop()
 
-    def own_writes(self, agent: Agent) -> set[str]:
-        """Paths the agent's active and just-ended runs wrote through its file tools."""
+    def is_own_write(self, agent: Agent, path: str) -> bool:
+        """Whether ``path`` was last changed by the agent's own run (through its file tools).
+
+        Checked when a burst fires, not per raw event: by then the run's journal entry is in
+        the store. The file must not have changed after the run's write, so a person's edit
+        to the same file right after still triggers.
+        """
         rows = self.store.db.execute(
-            """SELECT t.arguments FROM tool_calls t JOIN runs r ON r.id = t.run_id
+            """SELECT t.arguments, t.created_at, t.duration_s FROM tool_calls t
+               JOIN runs r ON r.id = t.run_id
                WHERE r.agent = ? AND t.tool IN ('write_file', 'edit_file')
-               AND (r.status = 'running' OR r.ended_at >= ?)""",
-            (agent.name, _iso(_now() - timedelta(seconds=60))),
+               AND t.created_at >= ?""",
+            (agent.name, _iso(_now() - timedelta(minutes=10))),
         ).fetchall()
-        paths = set()
+        try:
+            modified = os.stat(path).st_mtime
+        except OSError:
+            modified = None
         for row in rows:
-            with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
-                paths.add(str((agent.spec.workdir / json.loads(row[0])["path"]).resolve()))
-        return paths
+            try:
+                written = (agent.spec.workdir / json.loads(row[0])["path"]).resolve()
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+            if str(written) != path:
+                continue
+            done = datetime.fromisoformat(row[1]).timestamp() + float(row[2] or 0) + 1.0
+            if modified is None or modified <= done:
+                return True
+        return False
 
     def on_watch_event(self, name: str, generation: int, index: int, event: Any) -> None:
-        """A raw file event: filter it, drop the agent's own writes, feed the debouncer."""
+        """A raw file event: filter it and feed the trigger's debouncer."""
         from .triggers import from_watchdog
 
         agent = self.agents.get(name)
@@ -870,30 +892,29 @@ class Daemon:
         if ours is None:
             return
         now = time.monotonic()
-        accepted: list[tuple[str, Any]] = []
         for root in roots:
-            accepted.extend(filter_.accept(ours, str(root)))
-        if not accepted:
-            return
-        own = self.own_writes(agent)
-        for path, change in accepted:
-            absolute = str(Path(path).resolve()) if os.path.isabs(path) else path
-            if any(absolute == p or p.endswith("/" + path) for p in own):
-                continue
-            debouncer.add(path, change, now)
+            for relative, change in filter_.accept(ours, str(root)):
+                debouncer.add(str(root / relative), change, now)
         self.wake.set()
 
     def due_watches(self, now: float) -> None:
-        """Fire every debounced burst that is due (changed paths as ``changed_paths``)."""
+        """Fire every debounced burst that is due (changed paths as ``changed_paths``).
+
+        Paths the agent's own run wrote are dropped; a burst of only those fires nothing.
+        """
+        from .store import new_run_id
+
         for agent in list(self.agents.values()):
             for index, (_, debouncer, _) in agent.watches.items():
-                paths = debouncer.due(now)
-                if paths and not self.stopping:
-                    inputs = {}
+                while (paths := debouncer.due(now)) is not None:
+                    changed = [p for p in paths if not self.is_own_write(agent, p)]
+                    if not changed or self.stopping:
+                        continue
+                    inputs: dict[str, Any] = {}
                     if "changed_paths" in agent.spec.inputs:
-                        inputs["changed_paths"] = paths
-                    from .store import new_run_id
-
+                        inputs["changed_paths"] = [
+                            os.path.relpath(p, agent.spec.workdir) for p in changed
+                        ]
                     self.fire(Fire(agent.name, "watch", index, new_run_id(), inputs))
 
     # -- control socket ----------------------------------------------------------------------

@@ -464,15 +464,18 @@ def build_spec(data: dict[str, Any], path: Path, source: bytes) -> AgentSpec:
 # entry points
 
 
-def _read(path: Path, shown: str) -> tuple[bytes, str]:
-    if not path.exists():
+def _read(path: Path, shown: str, source: bytes | None = None) -> tuple[bytes, str]:
+    if source is not None:
+        raw = source
+    elif not path.exists():
         raise SpecError.single(shown, "spec file not found", "check the path")
-    if path.is_dir():
+    elif path.is_dir():
         raise SpecError.single(shown, "is a folder, not a spec file", "name a .yaml file")
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise SpecError.single(shown, f"cannot read the spec: {error.strerror}") from None
+    else:
+        try:
+            raw = path.read_bytes()
+        except OSError as error:
+            raise SpecError.single(shown, f"cannot read the spec: {error.strerror}") from None
     if len(raw) > MAX_SPEC_BYTES:
         raise SpecError.single(
             shown, f"spec is {len(raw)} bytes, more than the {MAX_SPEC_BYTES} allowed"
@@ -485,8 +488,15 @@ def _read(path: Path, shown: str) -> tuple[bytes, str]:
         ) from None
 
 
-def check_spec(path: str | Path) -> tuple[AgentSpec | None, list[Diagnostic]]:
+def check_spec(
+    path: str | Path, source: bytes | None = None
+) -> tuple[AgentSpec | None, list[Diagnostic]]:
     """Load and check a spec, collecting every problem instead of stopping at the first.
+
+    Args:
+        path: the spec file; relative paths in the spec resolve against its folder.
+        source: the file's bytes, when already read (the daemon runs the last good version
+            of a spec, whatever the file holds now).
 
     Returns:
         ``(spec, diagnostics)``: ``spec`` is None when any diagnostic is an error;
@@ -501,7 +511,7 @@ def check_spec(path: str | Path) -> tuple[AgentSpec | None, list[Diagnostic]]:
 
     shown = str(path)
     file = Path(path)
-    raw, text = _read(file, shown)
+    raw, text = _read(file, shown, source)
     located, diagnostics = yamlpos.parse(text, shown)
     if located is None:
         return None, diagnostics
@@ -530,13 +540,13 @@ def check_spec(path: str | Path) -> tuple[AgentSpec | None, list[Diagnostic]]:
     return spec, diagnostics
 
 
-def load_spec(path: str | Path) -> AgentSpec:
-    """Load a spec file into an :class:`AgentSpec`.
+def load_spec(path: str | Path, source: bytes | None = None) -> AgentSpec:
+    """Load a spec file (or its given ``source`` bytes) into an :class:`AgentSpec`.
 
     Raises:
         SpecError: with every located diagnostic, when the spec is invalid.
     """
-    spec, diagnostics = check_spec(path)
+    spec, diagnostics = check_spec(path, source)
     if spec is None:
         raise SpecError(diagnostics)
     return spec

@@ -28,6 +28,7 @@ from .events import (
     MessageAdded,
     ModelCalled,
     RunFinished,
+    RunNotice,
     RunResumed,
     RunStarted,
     ToolCalled,
@@ -267,6 +268,20 @@ class RunStore:
 
     def _on_ApprovalDecided(self, event: ApprovalDecided) -> None:
         self.decide(event.run_id, event.call_id, event.approved, event.reason, event.by)
+
+    def _on_RunNotice(self, event: RunNotice) -> None:
+        self.db.execute(
+            "INSERT INTO notices (at, level, agent, run_id, message) VALUES (?, ?, ?, ?, ?)",
+            (_now(), event.level, event.agent, event.run_id, event.message),
+        )
+
+    def notices(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Notices (warnings of runs, spec errors of the daemon), oldest first."""
+        if run_id is None:
+            rows = self.db.execute("SELECT * FROM notices ORDER BY id")
+        else:
+            rows = self.db.execute("SELECT * FROM notices WHERE run_id = ? ORDER BY id", (run_id,))
+        return [dict(row) for row in rows]
 
     def _on_Heartbeat(self, event: Heartbeat) -> None:
         self.db.execute(

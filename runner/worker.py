@@ -53,7 +53,8 @@ async def _run(job: dict[str, Any]) -> str:
     from .store import RunStore
 
     store = RunStore.default()
-    spec = load_spec(job["spec_path"])
+    source = job.get("spec_source")
+    spec = load_spec(job["spec_path"], source.encode("utf-8") if source is not None else None)
     agent = compile_agent(spec, job.get("inputs") or {})
     factory = _model_factory()
     run = Run(

@@ -7,12 +7,12 @@ import hmac
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -60,7 +60,9 @@ class DaemonProcess:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        wait_for(lambda: (home / "daemon.sock").exists() or self.process.poll() is not None, "socket")
+        wait_for(
+            lambda: (home / "daemon.sock").exists() or self.process.poll() is not None, "socket"
+        )
         assert self.process.poll() is None, self.output()
 
     def output(self) -> str:
@@ -69,7 +71,12 @@ class DaemonProcess:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "runner", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, check=False
+            [sys.executable, "-m", "runner", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
 
     def stop(self) -> int:
@@ -108,23 +115,27 @@ def daemons() -> Iterator[list[DaemonProcess]]:
 def echo_spec(agents: Path, name: str = "echo", extra: str = "") -> Path:
     return write_spec(
         agents,
-        f"""
+        textwrap.dedent(
+            f"""
         version: 1
         name: {name}
         model: openai/test-double
         inputs:
           who: {{type: string, default: world}}
         goal: "hello {{{{ who }}}}"
+        concurrency: allow
         triggers:
           - manual: true
-        concurrency: allow
         """
+        )
         + extra,
         name=f"{name}.yaml",
     )
 
 
-def test_manual_trigger_status_idempotency_and_stop(agents: Path, home: Path, daemons: list[DaemonProcess]) -> None:
+def test_manual_trigger_status_idempotency_and_stop(
+    agents: Path, home: Path, daemons: list[DaemonProcess]
+) -> None:
     echo_spec(agents)
     daemon = DaemonProcess(agents, home)
     daemons.append(daemon)
@@ -138,7 +149,12 @@ def test_manual_trigger_status_idempotency_and_stop(agents: Path, home: Path, da
     status = daemon.cli("daemon", "status")
     assert status.returncode == 0 and "echo" in status.stdout and "manual" in status.stdout
     second = subprocess.run(
-        [sys.executable, "-m", "runner", "daemon", str(agents)], cwd=ROOT, env=daemon.env, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "runner", "daemon", str(agents)],
+        cwd=ROOT,
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert second.returncode == 1 and "another agentrun daemon" in second.stderr
     unknown = daemon.cli("trigger", "nobody")
@@ -153,7 +169,12 @@ def test_manual_trigger_status_idempotency_and_stop(agents: Path, home: Path, da
     assert {r.trigger for r in runs} == {"manual"}
     assert not (home / "daemon.sock").exists()
     gone = subprocess.run(
-        [sys.executable, "-m", "runner", "daemon", "status"], cwd=ROOT, env=daemon.env, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "runner", "daemon", "status"],
+        cwd=ROOT,
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert gone.returncode == 1 and "no daemon is running" in gone.stderr
 
@@ -167,16 +188,23 @@ def seed_cursor(home: Path, agent: str, key: str, cursor: datetime) -> None:
     store.close()
 
 
-def test_cron_catch_up_latest_after_downtime(agents: Path, home: Path, daemons: list[DaemonProcess]) -> None:
+def test_cron_catch_up_latest_after_downtime(
+    agents: Path, home: Path, daemons: list[DaemonProcess]
+) -> None:
     echo_spec(agents, "ticker", "  - cron: '* * * * *'\n")
     down_since = datetime.now(UTC) - timedelta(minutes=5, seconds=30)
     seed_cursor(home, "ticker", "1:* * * * *:UTC", down_since)
     daemon = DaemonProcess(agents, home)
     daemons.append(daemon)
     store = RunStore(home / "runs.db")
-    wait_for(lambda: any(r.stop_reason == "completed" for r in store.runs()), "the catch-up run", )
+    wait_for(
+        lambda: any(r.stop_reason == "completed" for r in store.runs()),
+        "the catch-up run",
+    )
     daemon.stop()
-    fires = store.db.execute("SELECT slot, outcome, run_id, reason FROM fires ORDER BY slot").fetchall()
+    fires = store.db.execute(
+        "SELECT slot, outcome, run_id, reason FROM fires ORDER BY slot"
+    ).fetchall()
     started = [f for f in fires if f["outcome"] == "started"]
     missed = [f for f in fires if f["outcome"] == "missed"]
     slots = CronSchedule("* * * * *").slots_between(down_since, datetime.now(UTC))
@@ -192,7 +220,9 @@ def test_cron_catch_up_latest_after_downtime(agents: Path, home: Path, daemons: 
     assert row is not None and row.trigger == "cron"
 
 
-def test_kill_9_of_the_daemon_loses_and_doubles_no_slot(agents: Path, home: Path, daemons: list[DaemonProcess]) -> None:
+def test_kill_9_of_the_daemon_loses_and_doubles_no_slot(
+    agents: Path, home: Path, daemons: list[DaemonProcess]
+) -> None:
     rng = random.Random(7)
     echo_spec(agents, "ticker", "  - cron: '* * * * *'\n    catchup: all\n    catchup_max: 100\n")
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=40)
@@ -210,8 +240,13 @@ def test_kill_9_of_the_daemon_loses_and_doubles_no_slot(agents: Path, home: Path
 
     def all_done() -> bool:
         now = datetime.now(UTC)
-        expected = {slot_run_id("ticker", 1, s) for s in schedule.slots_between(start, now - timedelta(seconds=2))}
-        done = {r[0] for r in store.db.execute("SELECT id FROM runs WHERE stop_reason = 'completed'")}
+        expected = {
+            slot_run_id("ticker", 1, s)
+            for s in schedule.slots_between(start, now - timedelta(seconds=2))
+        }
+        done = {
+            r[0] for r in store.db.execute("SELECT id FROM runs WHERE stop_reason = 'completed'")
+        }
         return expected <= done
 
     wait_for(all_done, "every slot to have run", limit_s=240)
@@ -219,8 +254,13 @@ def test_kill_9_of_the_daemon_loses_and_doubles_no_slot(agents: Path, home: Path
     end = datetime.now(UTC)
     slots = schedule.slots_between(start, end)
     ids = [slot_run_id("ticker", 1, s) for s in slots]
-    runs = {r[0]: r[1] for r in store.db.execute("SELECT id, stop_reason FROM runs WHERE trigger = 'cron'")}
-    fires = store.db.execute("SELECT slot, run_id, outcome FROM fires WHERE trigger = 'cron'").fetchall()
+    runs = {
+        r[0]: r[1]
+        for r in store.db.execute("SELECT id, stop_reason FROM runs WHERE trigger = 'cron'")
+    }
+    fires = store.db.execute(
+        "SELECT slot, run_id, outcome FROM fires WHERE trigger = 'cron'"
+    ).fetchall()
     # No duplicates: one fires row per slot (a unique index), one run per slot id.
     assert len({f["slot"] for f in fires}) == len(fires)
     assert set(runs) <= set(ids)
@@ -229,7 +269,9 @@ def test_kill_9_of_the_daemon_loses_and_doubles_no_slot(agents: Path, home: Path
         assert runs.get(run_id) == "completed", run_id
 
 
-def test_invalid_edit_keeps_the_last_good_version(agents: Path, home: Path, daemons: list[DaemonProcess]) -> None:
+def test_invalid_edit_keeps_the_last_good_version(
+    agents: Path, home: Path, daemons: list[DaemonProcess]
+) -> None:
     path = echo_spec(agents)
     daemon = DaemonProcess(agents, home)
     daemons.append(daemon)
@@ -242,11 +284,13 @@ def test_invalid_edit_keeps_the_last_good_version(agents: Path, home: Path, daem
     done = daemon.cli("trigger", "echo", "--wait")
     assert done.returncode == 0 and "done: hello world" in done.stdout
     daemon.stop()
-    log = sqlite3.connect(home / "runs.db").execute("SELECT message FROM daemon_log").fetchall()
+    log = sqlite3.connect(home / "runs.db").execute("SELECT message FROM notices").fetchall()
     assert any("instuctions" in row[0] for row in log)
 
 
-def test_sigterm_lets_runs_finish_then_interrupts_them(agents: Path, home: Path, daemons: list[DaemonProcess]) -> None:
+def test_sigterm_lets_runs_finish_then_interrupts_them(
+    agents: Path, home: Path, daemons: list[DaemonProcess]
+) -> None:
     write_spec(
         agents,
         """
@@ -341,11 +385,16 @@ def test_a_file_saved_three_ways_makes_three_runs_and_own_writes_none(
     store = RunStore(home / "runs.db")
 
     def runs_of(agent: str) -> list[Any]:
-        return [r for r in store.runs(limit=100, agent=agent)]
+        return store.runs(limit=100, agent=agent)
 
     for count, style in enumerate(SAVES, start=1):
         save(inbox / "note.md", f"version {count}", style)
-        wait_for(lambda c=count: len([r for r in runs_of("watcher") if r.stop_reason == "completed"]) >= c, f"run {count}")
+        wait_for(
+            lambda c=count: (
+                len([r for r in runs_of("watcher") if r.stop_reason == "completed"]) >= c
+            ),
+            f"run {count}",
+        )
         time.sleep(1.0)  # room for a wrong extra run to show up
     watcher_runs = runs_of("watcher")
     assert len(watcher_runs) == 3, [r.goal for r in watcher_runs]
@@ -371,7 +420,9 @@ def free_port() -> int:
 
 
 def post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers=headers, method="POST")
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=body, headers=headers, method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -379,7 +430,9 @@ def post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[in
         return error.code, json.loads(error.read())
 
 
-def test_webhook_verified_deduplicated_and_mapped(agents: Path, home: Path, daemons: list[DaemonProcess]) -> None:
+def test_webhook_verified_deduplicated_and_mapped(
+    agents: Path, home: Path, daemons: list[DaemonProcess]
+) -> None:
     write_spec(
         agents,
         """
@@ -399,20 +452,49 @@ def test_webhook_verified_deduplicated_and_mapped(agents: Path, home: Path, daem
     daemons.append(daemon)
     body = json.dumps({"issue": {"title": "Crash on start"}}).encode()
     headers = {"Content-Type": "application/json", "X-GitHub-Delivery": "d-1"}
-    status, _ = wait_for(lambda: post(port, "/hooks/labeller", body, {**headers, "X-Hub-Signature-256": sign(body)}), "listener")
+
+    def first_delivery() -> tuple[int, dict[str, Any]] | None:
+        try:
+            return post(
+                port, "/hooks/labeller", body, {**headers, "X-Hub-Signature-256": sign(body)}
+            )
+        except urllib.error.URLError:
+            return None  # the listener is not up yet
+
+    status, _ = wait_for(first_delivery, "the webhook listener")
     assert status == 202
     replay = post(port, "/hooks/labeller", body, {**headers, "X-Hub-Signature-256": sign(body)})
     assert replay[0] == 409
-    forged = post(port, "/hooks/labeller", body, {**headers, "X-GitHub-Delivery": "d-2", "X-Hub-Signature-256": "sha256=" + "0" * 64})
+    forged = post(
+        port,
+        "/hooks/labeller",
+        body,
+        {**headers, "X-GitHub-Delivery": "d-2", "X-Hub-Signature-256": "sha256=" + "0" * 64},
+    )
     assert forged[0] == 401
     big = json.dumps({"issue": {"title": "x" * 5000}}).encode()
-    assert post(port, "/hooks/labeller", big, {**headers, "X-GitHub-Delivery": "d-3", "X-Hub-Signature-256": sign(big)})[0] == 413
+    assert (
+        post(
+            port,
+            "/hooks/labeller",
+            big,
+            {**headers, "X-GitHub-Delivery": "d-3", "X-Hub-Signature-256": sign(big)},
+        )[0]
+        == 413
+    )
     unmapped = json.dumps({"issue": {}}).encode()
-    missing = post(port, "/hooks/labeller", unmapped, {**headers, "X-GitHub-Delivery": "d-4", "X-Hub-Signature-256": sign(unmapped)})
+    missing = post(
+        port,
+        "/hooks/labeller",
+        unmapped,
+        {**headers, "X-GitHub-Delivery": "d-4", "X-Hub-Signature-256": sign(unmapped)},
+    )
     assert missing[0] == 400
     assert post(port, "/hooks/nobody", body, headers)[0] == 404
     store = RunStore(home / "runs.db")
-    row = wait_for(lambda: [r for r in store.runs() if r.stop_reason == "completed"], "the webhook run")[0]
+    row = wait_for(
+        lambda: [r for r in store.runs() if r.stop_reason == "completed"], "the webhook run"
+    )[0]
     assert row.goal == "label Crash on start" and row.trigger == "webhook"
     daemon.stop()
     assert len(store.runs()) == 1

@@ -1,0 +1,102 @@
+"""The ``agentrun`` command line: argument parsing and error → exit-code mapping only.
+
+Exit codes (the README has the table): 0 completed, 1 error, 2 invalid spec or usage,
+3 budget exhausted, 4 denied, 5 waiting for approval, 6 timed out or cancelled. Library
+errors are shown as one line; set ``AGENTRUN_DEBUG=1`` to see the traceback of an
+unexpected one. Heavy modules (litellm, the loop, the store) are imported inside the
+commands that need them, so ``agentrun --help`` and ``agentrun validate`` stay fast.
+(The exception → exit code mapping follows click's ``ClickException``/``UsageError``.)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+import click
+
+from ..errors import AgentrunError, SetupError, SpecError, StoreError, UsageError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_BUDGET = 3
+EXIT_DENIED = 4
+EXIT_WAITING = 5
+EXIT_TIMEOUT = 6
+
+STOP_EXIT_CODES = {
+    "completed": EXIT_OK,
+    "proposed": EXIT_OK,
+    "error": EXIT_ERROR,
+    "model_error": EXIT_ERROR,
+    "output_invalid": EXIT_ERROR,
+    "max_steps": EXIT_BUDGET,
+    "max_tool_calls": EXIT_BUDGET,
+    "max_tokens": EXIT_BUDGET,
+    "max_cost_usd": EXIT_BUDGET,
+    "loop_detected": EXIT_BUDGET,
+    "denied": EXIT_DENIED,
+    "approval_required": EXIT_DENIED,
+    "waiting_approval": EXIT_WAITING,
+    "max_duration": EXIT_TIMEOUT,
+    "cancelled": EXIT_TIMEOUT,
+    "interrupted": EXIT_TIMEOUT,
+}
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"agentrun: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="agentrun", prog_name="agentrun")
+def cli() -> None:
+    """Run declarative YAML agents inside the rails their spec sets.
+
+    A spec names the goal, the model, the tools and their limits. `agentrun run SPEC` runs
+    it once; `agentrun validate` checks specs like a compiler.
+    """
+
+
+def _short(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: run the CLI, mapping every error to a message and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="agentrun", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted", EXIT_TIMEOUT)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(EXIT_USAGE if isinstance(error, click.UsageError) else error.exit_code)
+    except SpecError as error:
+        for diagnostic in error.diagnostics:
+            click.echo(diagnostic.render(), err=True)
+        sys.exit(EXIT_USAGE)
+    except UsageError as error:
+        _fail(str(error), EXIT_USAGE)
+    except (SetupError, StoreError, AgentrunError) as error:
+        _fail(str(error), EXIT_ERROR)
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_TIMEOUT)
+    except Exception as error:
+        if os.environ.get("AGENTRUN_DEBUG"):
+            raise
+        _fail(
+            f"unexpected error: {type(error).__name__}: {error} "
+            "(set AGENTRUN_DEBUG=1 for the traceback)",
+            EXIT_ERROR,
+        )
+    sys.exit(EXIT_OK)

@@ -1,0 +1,191 @@
+"""`agentrun daemon [DIR...]`, `daemon status`, `daemon stop`, and `agentrun trigger`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import UsageError
+from .base import (
+    EXIT_ERROR,
+    STOP_EXIT_CODES,
+    _fail,
+    cli,
+)
+
+# ---------------------------------------------------------------------------------------------
+# daemon, trigger
+
+
+class _DaemonGroup(click.Group):
+    """`agentrun daemon [DIR...]` starts it; `daemon status` and `daemon stop` talk to it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # `agentrun daemon --help` is the group's help; anything else not a subcommand
+        # (no arguments, folders, options) goes to `start`.
+        if (not args or args[0] not in self.commands) and args[:1] not in (["-h"], ["--help"]):
+            args = ["start", *args]
+        return super().parse_args(ctx, args)
+
+
+def _home() -> Path:
+    from ..paths import home
+
+    return home()
+
+
+@cli.group(cls=_DaemonGroup)
+def daemon() -> None:
+    """The scheduler: `agentrun daemon [DIR...]` runs agents on their triggers.
+
+    `agentrun daemon status` shows agents, triggers and runs; `agentrun daemon stop`
+    stops it gracefully.
+    """
+
+
+@daemon.command("start")
+@click.argument("dirs", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option("--workers", default=1, show_default=True, help="Warm worker processes kept idle.")
+@click.option("--webhook-port", type=int, default=None, help="Listen for webhooks on this port.")
+@click.option(
+    "--webhook-host", default="127.0.0.1", show_default=True, help="Webhook listener address."
+)
+@click.option(
+    "--poll", is_flag=True, help="Poll folders instead of OS notifications (network filesystems)."
+)
+@click.option(
+    "--grace", default=30.0, show_default=True, help="Seconds running runs get to finish on stop."
+)
+def daemon_start(
+    dirs: tuple[Path, ...],
+    log_format: str,
+    workers: int,
+    webhook_port: int | None,
+    webhook_host: str,
+    poll: bool,
+    grace: float,
+) -> None:
+    """Run the daemon in the foreground on the specs in DIRS (default: agents/)."""
+    import asyncio
+
+    from ..scheduler import Daemon, configure_logging
+
+    folders = list(dirs) or [Path("agents")]
+    for folder in folders:
+        if not folder.is_dir():
+            raise UsageError(f"{str(folder)!r} is not a folder of spec files")
+    configure_logging(log_format)
+    webhook = (webhook_host, webhook_port) if webhook_port else None
+    server = Daemon(
+        folders, _home(), pool_size=workers, webhook=webhook, poll=poll, shutdown_grace_s=grace
+    )
+    asyncio.run(server.run())
+
+
+@daemon.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's answer as JSON.")
+def daemon_status(as_json: bool) -> None:
+    """Show each agent, its triggers, next fire times, running runs and last outcome."""
+    from ..scheduler import control_request
+
+    answer = control_request(_home(), {"op": "status"})
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    click.echo(
+        f"daemon pid {answer['pid']}, up since {answer['started']}, "
+        f"{answer['workers_idle']} warm workers"
+    )
+    for agent in answer["agents"]:
+        click.echo(f"{agent['name']}  ({agent['path']})")
+        for trigger in agent["triggers"]:
+            if trigger["kind"] == "cron":
+                click.echo(
+                    f"  cron {trigger['cron']!r} {trigger['timezone']}: next {trigger['next']}"
+                )
+            elif trigger["kind"] == "watch":
+                click.echo(f"  watch {', '.join(trigger['paths'])}")
+            elif trigger["kind"] == "webhook":
+                click.echo(f"  webhook {trigger['path']}")
+            else:
+                click.echo(f"  {trigger['kind']}")
+        if agent["running"]:
+            click.echo(f"  running: {', '.join(agent['running'])}")
+        if agent["queued"]:
+            click.echo(f"  queued: {', '.join(agent['queued'])}")
+        click.echo(f"  last: {agent['last'] or '-'}")
+    for error in answer["errors"]:
+        click.echo(f"spec error: {error}", err=True)
+
+
+@daemon.command("stop")
+def daemon_stop() -> None:
+    """Stop the daemon: no new runs; running runs finish within the grace period."""
+    from ..scheduler import control_request
+
+    answer = control_request(_home(), {"op": "stop"})
+    running = answer.get("running") or []
+    click.echo(
+        "daemon stopping" + (f"; waiting for {len(running)} running runs" if running else "")
+    )
+
+
+@cli.command()
+@click.argument("name")
+@click.option(
+    "--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE", help="Set an input; repeatable."
+)
+@click.option("--wait", is_flag=True, help="Wait for the run to end; exit with its exit code.")
+@click.option(
+    "--key", default=None, help="Idempotency key: a repeated key does not start a second run."
+)
+def trigger(name: str, inputs: tuple[str, ...], wait: bool, key: str | None) -> None:
+    """Start a manual run of agent NAME in the running daemon."""
+    import time
+
+    from ..compiler import parse_input_flags
+    from ..scheduler import DaemonError, control_request, new_idempotency_key
+
+    request = {
+        "op": "trigger",
+        "agent": name,
+        "inputs": parse_input_flags(inputs),
+        "key": key or new_idempotency_key(),
+    }
+    for attempt in range(3):
+        try:
+            answer = control_request(_home(), request)
+            break
+        except DaemonError:
+            if attempt == 2 or not (_home() / "daemon.sock").exists():
+                raise
+            time.sleep(0.2)  # the same key: a retry cannot start a second run
+    run_id = answer["run_id"]
+    duplicate = " (already started by this key)" if answer.get("duplicate") else ""
+    click.echo(f"run {run_id}: {answer['outcome']}{duplicate}")
+    if not wait or answer["outcome"] == "skipped":
+        return
+    from ..store import RunStore
+
+    store = RunStore.default()
+    while True:
+        row = store.run(run_id)
+        if row is not None and row.status != "running":
+            break
+        fire = store.db.execute(
+            "SELECT outcome, reason FROM fires WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if row is None and fire is not None and fire[0] == "failed":
+            _fail(f"run {run_id} could not start: {fire[1]}", EXIT_ERROR)
+        time.sleep(0.2)
+    stop = row.stop_reason or row.status
+    if row.final:
+        click.echo(row.final)
+    click.echo(f"[{stop}] run {run_id}", err=True)
+    sys.exit(STOP_EXIT_CODES.get(stop, EXIT_ERROR))

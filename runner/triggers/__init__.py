@@ -1,0 +1,105 @@
+"""Triggers: the pure, clock-injected rules the scheduler daemon is built on.
+
+Nothing in this package reads the clock, sleeps, starts a thread or watches a folder: every
+function that depends on time takes the current time as an argument, so the daemon and the
+tests decide what "now" is (the one I/O is :func:`fingerprint`, which stats a file). The
+daemon process itself (its loop, store rows, workers) lives in :mod:`runner.scheduler` and
+calls these functions. In the style of APScheduler v4, a trigger is just "what is the next
+fire time after this one" (:meth:`CronSchedule.next_after`), and every policy is an enum
+whose members say where their meaning comes from.
+
+One module per concept; every name is re-exported here, so ``from runner.triggers import
+...`` is the way to use them:
+
+- :mod:`runner.triggers.cron` -- :class:`CronSchedule` (croniter behind our own small
+  interface) and the daylight-saving rule; :func:`cron_problem` and
+  :func:`timezone_problem` for the spec checks; catch-up after downtime
+  (:class:`Catchup`, :data:`DEFAULT_GRACE`, :func:`missed_slots`: APScheduler's coalescing
+  and ``misfire_grace_time``, Kubernetes CronJob's ``startingDeadlineSeconds``) and run
+  identity (:func:`slot_run_id`).
+- :mod:`runner.triggers.concurrency` -- :class:`Concurrency` (Kubernetes CronJob's
+  ``concurrencyPolicy`` plus ``queue``), :class:`FireDecision`, :func:`on_fire`,
+  :func:`start_queued`.
+- :mod:`runner.triggers.watch` -- :class:`EventKind` (watchdog's event types),
+  :class:`Change`, :class:`WatchEvent`, :func:`from_watchdog`, :class:`WatchFilter` (globs
+  as in :mod:`fnmatch` plus ``**``, and :data:`BUILTIN_IGNORES` for editor noise),
+  :class:`Debouncer`, :class:`SelfWriteFilter`.
+- :mod:`runner.triggers.webhook` -- :func:`verify_signature` (GitHub's
+  ``X-Hub-Signature-256``), :class:`ReplayGuard` (GitHub's ``X-GitHub-Delivery``),
+  :func:`inputs_from_payload`.
+
+Importing this package imports neither croniter nor watchdog; they are imported inside the
+functions that need them.
+
+Daylight saving (issue 6; the full rule, with examples and how it differs from Debian cron,
+is in :mod:`runner.triggers.cron`): cron fields name wall-clock times in the trigger's IANA
+zone, and each wall time fires once, for every expression. A wall time that occurs twice
+(autumn) fires at its first occurrence; a wall time skipped (spring) fires at the first
+instant after the gap; all the wall times that resolve to the same instant fire once
+together. Users who want a fixed real interval across DST changes should use
+``timezone: UTC``.
+"""
+
+from __future__ import annotations
+
+from .concurrency import Concurrency, FireDecision, on_fire, start_queued
+from .cron import (
+    ALIASES,
+    DEFAULT_GRACE,
+    Catchup,
+    CronSchedule,
+    cron_problem,
+    missed_slots,
+    slot_run_id,
+    timezone_problem,
+)
+from .watch import (
+    ALL_EVENTS,
+    BUILTIN_IGNORES,
+    DEFAULT_EVENTS,
+    Burst,
+    Change,
+    Debouncer,
+    EventKind,
+    Fingerprint,
+    PathHistory,
+    SelfWriteFilter,
+    WatchEvent,
+    WatchFilter,
+    fingerprint,
+    from_watchdog,
+)
+from .webhook import PayloadPathError, ReplayGuard, inputs_from_payload, verify_signature
+
+__all__ = [
+    "ALIASES",
+    "ALL_EVENTS",
+    "BUILTIN_IGNORES",
+    "DEFAULT_EVENTS",
+    "DEFAULT_GRACE",
+    "Burst",
+    "Catchup",
+    "Change",
+    "Concurrency",
+    "CronSchedule",
+    "Debouncer",
+    "EventKind",
+    "Fingerprint",
+    "FireDecision",
+    "PathHistory",
+    "PayloadPathError",
+    "ReplayGuard",
+    "SelfWriteFilter",
+    "WatchEvent",
+    "WatchFilter",
+    "cron_problem",
+    "fingerprint",
+    "from_watchdog",
+    "inputs_from_payload",
+    "missed_slots",
+    "on_fire",
+    "slot_run_id",
+    "start_queued",
+    "timezone_problem",
+    "verify_signature",
+]
