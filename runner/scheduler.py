@@ -39,16 +39,16 @@ import json
 import logging
 import os
 import signal
-import socket
-import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .errors import AgentrunError, SpecError, UsageError
+from .control import ControlServer, DaemonError, socket_path
+from .errors import SpecError
+from .executor import LocalExecutor
+from .webhooks import WebhookListener
 
 log = logging.getLogger("agentrun.daemon")
 
@@ -60,18 +60,9 @@ KILL_GRACE_S = 30.0
 IDLE_WAKE_S = 30.0
 
 
-class DaemonError(AgentrunError):
-    """The daemon cannot start (another one holds the lock) or cannot be reached."""
-
-
 def lock_path(home: Path) -> Path:
     """The daemon's lock file in ``home``."""
     return home / "daemon.lock"
-
-
-def socket_path(home: Path) -> Path:
-    """The daemon's control socket in ``home`` (owner-only permissions)."""
-    return home / "daemon.sock"
 
 
 def _now() -> datetime:
@@ -83,60 +74,7 @@ def _iso(moment: datetime) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# control client (used by the CLI; no asyncio, no heavy imports)
-
-
-def control_request(home: Path, request: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
-    """Send one request to the running daemon and return its answer.
-
-    Raises:
-        DaemonError: no daemon is running for ``home``, or it did not answer.
-    """
-    path = socket_path(home)
-    if not path.exists():
-        raise DaemonError(
-            f"no daemon is running for AGENTRUN_HOME={home}; start one with: agentrun daemon DIR"
-        )
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-        client.settimeout(timeout_s)
-        try:
-            client.connect(str(path))
-            client.sendall((json.dumps(request) + "\n").encode())
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = client.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except (ConnectionRefusedError, FileNotFoundError):
-            raise DaemonError(
-                f"no daemon is running for AGENTRUN_HOME={home} (stale socket); "
-                "start one with: agentrun daemon DIR"
-            ) from None
-        except TimeoutError:
-            raise DaemonError(f"the daemon did not answer within {timeout_s:g} s") from None
-    if not data:
-        raise DaemonError("the daemon closed the connection without an answer")
-    answer: dict[str, Any] = json.loads(data)
-    if "error" in answer:
-        raise UsageError(str(answer["error"]))
-    return answer
-
-
-# ---------------------------------------------------------------------------------------------
 # state
-
-
-@dataclass
-class Worker:
-    """A warm worker process, idle or running one run."""
-
-    process: asyncio.subprocess.Process
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    run_id: str | None = None
-    agent: str | None = None
-    started: float = 0.0
-    deadline: float | None = None
 
 
 @dataclass
@@ -200,7 +138,7 @@ class Daemon:
 
         self.dirs = [d.resolve() for d in dirs]
         self.home = home
-        self.pool_size = max(pool_size, 0)
+        self.executor = LocalExecutor(home, pool_size, on_change=self.wake_up)
         self.webhook = webhook
         self.poll = poll
         self.shutdown_grace_s = shutdown_grace_s
@@ -208,8 +146,6 @@ class Daemon:
         self.agents: dict[str, Agent] = {}
         self.by_path: dict[Path, str] = {}
         self.errors: dict[Path, str] = {}
-        self.workers: list[Worker] = []
-        self.running: dict[str, Worker] = {}
         self.orphans: dict[str, tuple[str, int]] = {}
         self.heap: list[tuple[datetime, int, str, int]] = []
         self.generation = 0
@@ -221,7 +157,9 @@ class Daemon:
         self.started_at = _now()
         self._lock_file: Any = None
         self._servers: list[Any] = []
-        self._replay: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.control = ControlServer(self)
+        self.webhooks = WebhookListener(self) if webhook is not None else None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -256,12 +194,12 @@ class Daemon:
             self.loop.add_signal_handler(signum, self.request_stop)
         try:
             self.store.sweep_interrupted()
-            self.rescan()
-            self.adopt_orphans()
-            await self.start_control_server()
-            if self.webhook is not None:
-                await self.start_webhook_server()
             self.start_spec_watcher()
+            self.rescan()  # after the watcher starts, so no edit falls between the two
+            self.adopt_orphans()
+            if self.webhooks is not None:
+                await self.webhooks.start()
+            await self.control.start()  # last: the socket appearing means the daemon is up
             log.info(
                 "daemon started: %d agents from %s; control socket %s",
                 len(self.agents),
@@ -274,6 +212,10 @@ class Daemon:
                 await self.sleep_until_due()
         finally:
             await self.shutdown()
+
+    def wake_up(self) -> None:
+        """Make the main loop run a tick now (a worker exited, a request came in)."""
+        self.wake.set()
 
     def request_stop(self) -> None:
         """Stop firing new runs and begin a graceful shutdown."""
@@ -292,20 +234,17 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await server.cleanup() if hasattr(server, "cleanup") else server.close()
         deadline = time.monotonic() + self.shutdown_grace_s
-        while self.running and time.monotonic() < deadline:
+        while self.executor.running and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
             self.reap()
-        for run_id, worker in list(self.running.items()):
+        for run_id in list(self.executor.running):
             log.info("interrupting run %s (resume it with: agentrun resume %s)", run_id, run_id)
-            with contextlib.suppress(ProcessLookupError):
-                worker.process.send_signal(signal.SIGUSR1)
+            self.executor.interrupt(run_id)
         deadline = time.monotonic() + 10
-        while self.running and time.monotonic() < deadline:
+        while self.executor.running and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
             self.reap()
-        for worker in [*self.workers, *self.running.values()]:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.process.pid, signal.SIGKILL)
+        self.executor.kill_all()
         for observer in self.observers:
             with contextlib.suppress(Exception):
                 observer.join(timeout=2)
@@ -559,17 +498,12 @@ class Daemon:
         """Hand a started fire to a worker (asynchronously)."""
         agent = self.agents[fire.agent]
         agent.active.add(fire.run_id)
-        assert self.loop is not None
-        self.loop.create_task(self.start_run(agent, fire))
+        task = asyncio.get_running_loop().create_task(self.start_run(agent, fire))
+        self._tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._tasks.discard)
 
     async def start_run(self, agent: Agent, fire: Fire) -> None:
-        """Send the job to a warm worker."""
-        worker = await self.take_worker()
-        worker.run_id, worker.agent = fire.run_id, agent.name
-        worker.started = time.monotonic()
-        limit = agent.spec.budgets.max_duration
-        worker.deadline = worker.started + limit + KILL_GRACE_S if limit else None
-        self.running[fire.run_id] = worker
+        """Hand the job to the executor (a warm worker process)."""
         job = {
             "run_id": fire.run_id,
             "spec_path": str(agent.path),
@@ -578,105 +512,24 @@ class Daemon:
             "inputs": fire.inputs,
             "trigger": fire.trigger,
         }
-        assert worker.process.stdin is not None
-        worker.process.stdin.write((json.dumps(job) + "\n").encode())
-        await worker.process.stdin.drain()
+        await self.executor.start(job, agent.name, agent.spec.budgets.max_duration)
         log.info("started run %s of %s (%s)", fire.run_id, agent.name, fire.trigger)
-        self.refill_pool()
 
     def cancel(self, run_id: str, reason: str) -> None:
-        """Cancel a running run (SIGTERM to its worker: stop reason ``cancelled``)."""
-        worker = self.running.get(run_id)
+        """Cancel a running run (stop reason ``cancelled``)."""
         log.info("cancelling run %s: %s", run_id, reason)
-        if worker is not None:
-            with contextlib.suppress(ProcessLookupError):
-                worker.process.send_signal(signal.SIGTERM)
-
-    # -- workers -----------------------------------------------------------------------------
-
-    async def spawn_worker(self) -> Worker:
-        """Start a worker process; it warms up (imports litellm) in the background."""
-        log_dir = self.home / "logs"
-        log_dir.mkdir(exist_ok=True)
-        stderr = (log_dir / "workers.log").open("ab")
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "runner.worker",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-            start_new_session=True,
-        )
-        stderr.close()
-        worker = Worker(process)
-        assert self.loop is not None
-        self.loop.create_task(self.watch_worker(worker))
-        return worker
-
-    async def watch_worker(self, worker: Worker) -> None:
-        """Follow a worker's reports until it exits."""
-        assert worker.process.stdout is not None
-        while True:
-            line = await worker.process.stdout.readline()
-            if not line:
-                break
-            with contextlib.suppress(json.JSONDecodeError):
-                message = json.loads(line)
-                if message.get("ready"):
-                    worker.ready.set()
-        await worker.process.wait()
-        worker.ready.set()
-        self.wake.set()
-
-    def refill_pool(self) -> None:
-        """Keep ``pool_size`` warm idle workers."""
-        idle = [w for w in self.workers if w.run_id is None and w.process.returncode is None]
-        if self.stopping:
-            return
-        assert self.loop is not None
-        for _ in range(self.pool_size - len(idle)):
-            self.loop.create_task(self.add_idle_worker())
-
-    async def add_idle_worker(self) -> None:
-        """Add one warm worker to the pool."""
-        worker = await self.spawn_worker()
-        self.workers.append(worker)
-
-    async def take_worker(self) -> Worker:
-        """A ready worker from the pool (started on demand when none is idle)."""
-        while True:
-            idle = [w for w in self.workers if w.run_id is None and w.process.returncode is None]
-            ready = [w for w in idle if w.ready.is_set()]
-            worker = ready[0] if ready else (idle[0] if idle else None)
-            if worker is None:
-                worker = await self.spawn_worker()
-                self.workers.append(worker)
-            worker.run_id = "reserved"
-            await worker.ready.wait()
-            if worker.process.returncode is None:
-                self.workers.remove(worker)
-                return worker
-            self.workers.remove(worker)  # died while warming up: take another
+        self.executor.cancel(run_id)
 
     def reap(self) -> None:
-        """Collect finished runs: their outcomes, queued fires, killed stragglers."""
-        for run_id, worker in list(self.running.items()):
-            if worker.process.returncode is None:
-                if worker.deadline is not None and time.monotonic() > worker.deadline:
-                    log.error("run %s passed max_duration; killing its worker", run_id)
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(worker.process.pid, signal.SIGKILL)
-                continue
-            del self.running[run_id]
-            self.finish(run_id, worker.agent or "", worker.process.returncode, worker.process.pid)
+        """Collect finished runs: their outcomes, then queued fires."""
+        for run_id, agent, code, pid in self.executor.collect():
+            self.finish(run_id, agent, code, pid)
         for run_id, (name, pid) in list(self.orphans.items()):
             from .store import _alive
 
             if not _alive(pid):
                 del self.orphans[run_id]
                 self.finish(run_id, name, None)
-        self.workers = [w for w in self.workers if w.process.returncode is None]
 
     def finish(self, run_id: str, name: str, code: int | None, pid: int | None = None) -> None:
         """Record a run's end in the daemon's state and start a queued fire."""
@@ -767,7 +620,8 @@ class Daemon:
         self.reap()
         self.due_crons(_now())
         self.due_watches(time.monotonic())
-        self.refill_pool()
+        if not self.stopping:
+            self.executor.refill()
 
     async def sleep_until_due(self) -> None:
         """Sleep until the next due fire, deadline or wake-up event."""
@@ -780,7 +634,7 @@ class Daemon:
                 deadline = debouncer.next_deadline()
                 if deadline is not None:
                     delays.append(deadline - now)
-        if self.running or self.orphans:
+        if self.executor.running or self.orphans:
             delays.append(1.0)
         delay = max(min(delays), 0.0)
         self.wake.clear()
@@ -917,184 +771,6 @@ class Daemon:
                         ]
                     self.fire(Fire(agent.name, "watch", index, new_run_id(), inputs))
 
-    # -- control socket ----------------------------------------------------------------------
-
-    async def start_control_server(self) -> None:
-        """Listen on the owner-only control socket."""
-        path = socket_path(self.home)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # a stale socket: the lock proves no daemon owns it
-        old = os.umask(0o177)
-        try:
-            server = await asyncio.start_unix_server(self.handle_control, path=str(path))
-        finally:
-            os.umask(old)
-        os.chmod(path, 0o600)
-        self._servers.append(server)
-
-    async def handle_control(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        """One request line in, one answer line out."""
-        try:
-            line = await reader.readline()
-            request = json.loads(line or b"{}")
-            answer = self.control(request)
-        except (UsageError, ValueError, KeyError) as error:
-            answer = {"error": str(error)}
-        writer.write((json.dumps(answer) + "\n").encode())
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
-        writer.close()
-
-    def control(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Answer one control request (``status``, ``trigger``, ``stop``)."""
-        op = request.get("op")
-        if op == "status":
-            return self.status()
-        if op == "stop":
-            self.request_stop()
-            return {"stopping": True, "running": sorted(self.running)}
-        if op == "trigger":
-            return self.manual(request)
-        raise UsageError(f"unknown control request {op!r}")
-
-    def manual(self, request: dict[str, Any]) -> dict[str, Any]:
-        """A manual trigger; a key seen before returns the run it started."""
-        from .compiler import coerce_inputs
-        from .store import new_run_id
-
-        name = str(request.get("agent"))
-        agent = self.agents.get(name)
-        if agent is None:
-            known = ", ".join(sorted(self.agents)) or "none"
-            raise UsageError(f"no agent named {name!r} in the daemon; agents: {known}")
-        manual = [t for t in agent.spec.triggers if t.kind == "manual" and t.manual]
-        if not manual:
-            raise UsageError(f"agent {name!r} has no manual trigger (add '- manual: true')")
-        if self.stopping:
-            raise UsageError("the daemon is stopping")
-        key = request.get("key") or None
-        if key:
-            row = self.store.db.execute(
-                "SELECT run_id, outcome FROM fires WHERE agent = ? AND idempotency_key = ?",
-                (name, key),
-            ).fetchone()
-            if row is not None:
-                return {"run_id": row[0], "outcome": row[1], "duplicate": True}
-        inputs = coerce_inputs(agent.spec, request.get("inputs") or {})
-        fire = Fire(name, "manual", manual[0].index, new_run_id(), inputs, key=key)
-        outcome = self.fire(fire)
-        return {"run_id": fire.run_id, "outcome": outcome, "duplicate": outcome == "duplicate"}
-
-    def status(self) -> dict[str, Any]:
-        """Agents, triggers, next fire times, running runs, last outcomes."""
-        agents = []
-        for agent in sorted(self.agents.values(), key=lambda a: a.name):
-            triggers = []
-            for trigger in agent.spec.triggers:
-                entry: dict[str, Any] = {"kind": trigger.kind}
-                if trigger.kind == "cron":
-                    entry["cron"] = trigger.cron
-                    entry["timezone"] = trigger.timezone
-                    nxt = agent.next_fire.get(trigger.index)
-                    entry["next"] = _iso(nxt) if nxt else None
-                elif trigger.kind == "watch" and trigger.watch:
-                    entry["paths"] = list(trigger.watch.paths)
-                elif trigger.kind == "webhook" and trigger.webhook:
-                    entry["path"] = trigger.webhook.path or f"/hooks/{agent.name}"
-                triggers.append(entry)
-            agents.append(
-                {
-                    "name": agent.name,
-                    "path": str(agent.path),
-                    "triggers": triggers,
-                    "running": sorted(agent.active),
-                    "queued": [q.run_id for q in agent.queued],
-                    "last": agent.last_outcome,
-                }
-            )
-        return {
-            "pid": os.getpid(),
-            "started": _iso(self.started_at),
-            "agents": agents,
-            "errors": [e.split(":", 1)[1] for e in self.errors.values()],
-            "workers_idle": len([w for w in self.workers if w.run_id is None]),
-        }
-
-    # -- webhooks ----------------------------------------------------------------------------
-
-    def webhook_routes(self) -> dict[str, Agent]:
-        """URL path → agent, for every webhook trigger."""
-        routes = {}
-        for agent in self.agents.values():
-            for trigger in agent.spec.triggers:
-                if trigger.kind == "webhook" and trigger.webhook:
-                    routes[trigger.webhook.path or f"/hooks/{agent.name}"] = agent
-        return routes
-
-    async def start_webhook_server(self) -> None:
-        """Start the webhook listener (aiohttp)."""
-        from aiohttp import web
-
-        from .triggers import ReplayGuard
-
-        self._replay = ReplayGuard()
-        app = web.Application(client_max_size=8 * 1024 * 1024)
-        app.router.add_post("/{tail:.*}", self.handle_webhook)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        assert self.webhook is not None
-        host, port = self.webhook
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        self._servers.append(runner)
-        log.info("webhook listener on http://%s:%d/hooks/<agent>", host, port)
-
-    async def handle_webhook(self, request: Any) -> Any:
-        """Verify, de-duplicate and map one delivery, then fire."""
-        from aiohttp import web
-
-        from .store import new_run_id
-        from .triggers import PayloadPathError, inputs_from_payload, verify_signature
-
-        agent = self.webhook_routes().get(request.path)
-        if agent is None or self.stopping:
-            return web.json_response({"error": "no agent at this path"}, status=404)
-        [trigger] = [t for t in agent.spec.triggers if t.kind == "webhook"][:1]
-        hook = trigger.webhook
-        length = request.content_length
-        if length is None or length > hook.max_body:
-            return web.json_response(
-                {"error": f"body missing or over {hook.max_body} bytes"}, status=413
-            )
-        body = await request.content.read(hook.max_body + 1)
-        if len(body) > hook.max_body:
-            return web.json_response({"error": f"body over {hook.max_body} bytes"}, status=413)
-        secret = os.environ.get(hook.secret_env, "")
-        if not secret or not verify_signature(
-            secret.encode(), body, request.headers.get("X-Hub-Signature-256")
-        ):
-            log.error("webhook for %s: bad or missing signature; ignored", agent.name)
-            return web.json_response({"error": "signature does not match"}, status=401)
-        delivery = request.headers.get("X-GitHub-Delivery") or request.headers.get("X-Delivery-Id")
-        if delivery and not self._replay.accept(f"{agent.name}:{delivery}"):
-            return web.json_response({"error": "delivery already received"}, status=409)
-        try:
-            payload = json.loads(body or b"{}")
-            inputs = inputs_from_payload(hook.inputs, payload)
-            from .compiler import coerce_inputs
-
-            inputs = coerce_inputs(agent.spec, inputs)
-        except (json.JSONDecodeError, PayloadPathError, UsageError) as error:
-            return web.json_response({"error": str(error)}, status=400)
-        fire = Fire(
-            agent.name, "webhook", trigger.index, new_run_id(), inputs, key=delivery or None
-        )
-        outcome = self.fire(fire)
-        status = 409 if outcome == "duplicate" else 202
-        return web.json_response({"run_id": fire.run_id, "outcome": outcome}, status=status)
-
 
 def configure_logging(log_format: str) -> None:
     """Readable lines on stderr, or one JSON object per line (``--log-format json``)."""
@@ -1119,8 +795,3 @@ def configure_logging(log_format: str) -> None:
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
-
-
-def new_idempotency_key() -> str:
-    """A fresh key for a manual trigger (the CLI reuses it when it retries)."""
-    return uuid.uuid4().hex

@@ -92,7 +92,7 @@ def daemon_start(
 @click.option("--json", "as_json", is_flag=True, help="Print the daemon's answer as JSON.")
 def daemon_status(as_json: bool) -> None:
     """Show each agent, its triggers, next fire times, running runs and last outcome."""
-    from ..scheduler import control_request
+    from ..control import control_request
 
     answer = control_request(_home(), {"op": "status"})
     if as_json:
@@ -127,7 +127,7 @@ def daemon_status(as_json: bool) -> None:
 @daemon.command("stop")
 def daemon_stop() -> None:
     """Stop the daemon: no new runs; running runs finish within the grace period."""
-    from ..scheduler import control_request
+    from ..control import control_request
 
     answer = control_request(_home(), {"op": "stop"})
     running = answer.get("running") or []
@@ -150,7 +150,7 @@ def trigger(name: str, inputs: tuple[str, ...], wait: bool, key: str | None) -> 
     import time
 
     from ..compiler import parse_input_flags
-    from ..scheduler import DaemonError, control_request, new_idempotency_key
+    from ..control import DaemonError, control_request, new_idempotency_key
 
     request = {
         "op": "trigger",
