@@ -106,6 +106,7 @@ class Agent:
     active: set[str] = field(default_factory=set)
     queued: list[Fire] = field(default_factory=list)
     last_outcome: str = ""
+    last_event_wall: float = field(default_factory=time.time)
 
     @property
     def name(self) -> str:
@@ -653,7 +654,10 @@ class Daemon:
         return Observer()
 
     def start_spec_watcher(self) -> None:
-        """Reload specs when their folders change."""
+        """Reload specs when their folders change (and rescan everything on an overflow)."""
+        if not self.poll:
+            with contextlib.suppress(ImportError):  # inotify exists on Linux only
+                on_inotify_overflow(self.inotify_overflowed)
         from watchdog.events import FileSystemEventHandler
 
         daemon = self
@@ -704,6 +708,24 @@ class Daemon:
         if observer is not None:
             observer.stop()
 
+    def inotify_overflowed(self) -> None:
+        """The kernel dropped file events: rescan specs and every watched tree."""
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self.rescan_after_overflow)
+
+    def rescan_after_overflow(self) -> None:
+        """A full rescan: files changed since the last seen event count as changed."""
+        log.error("inotify queue overflow: events were dropped; rescanning watched folders")
+        self.rescan_needed = True
+        now = time.monotonic()
+        for agent in self.agents.values():
+            for filter_, debouncer, roots in agent.watches.values():
+                since = agent.last_event_wall - 2.0
+                for root in roots:
+                    for path in rescan_changed(root, filter_, since):
+                        debouncer.add(path, "modified", now)
+        self.wake.set()
+
     def is_own_write(self, agent: Agent, path: str) -> bool:
         """Whether ``path`` was last changed by the agent's own run (through its file tools).
 
@@ -746,6 +768,7 @@ class Daemon:
         if ours is None:
             return
         now = time.monotonic()
+        agent.last_event_wall = time.time()
         for root in roots:
             for relative, change in filter_.accept(ours, str(root)):
                 debouncer.add(str(root / relative), change, now)
@@ -770,6 +793,51 @@ class Daemon:
                             os.path.relpath(p, agent.spec.workdir) for p in changed
                         ]
                     self.fire(Fire(agent.name, "watch", index, new_run_id(), inputs))
+
+
+def rescan_changed(root: Path, filter_: Any, since: float) -> list[str]:
+    """Files under ``root`` that ``filter_`` counts and whose mtime is at or after ``since``."""
+    changed = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder) / name
+            relative = str(path.relative_to(root))
+            try:
+                fresh = path.stat().st_mtime >= since
+            except OSError:
+                continue
+            if fresh and filter_.matches(relative) and not filter_.ignored(relative):
+                changed.append(str(path))
+    return changed
+
+
+_overflow_callbacks: list[Any] = []
+
+
+def on_inotify_overflow(callback: Any) -> None:
+    """Call ``callback()`` (from watchdog's thread) whenever the kernel's inotify queue overflows.
+
+    watchdog 6 drops the kernel's ``IN_Q_OVERFLOW`` record without a word (its event parser
+    skips every record with ``wd == -1``), so events are lost silently. This wraps that
+    parser once per process to notice the record and report it; the events themselves are
+    passed through unchanged.
+    """
+    _overflow_callbacks.append(callback)
+    from watchdog.observers import inotify_c
+
+    parse = inotify_c.Inotify._parse_event_buffer
+    if getattr(parse, "_agentrun_wrapped", False):
+        return
+
+    def parse_and_watch(event_buffer: bytes) -> Any:
+        for wd, mask, cookie, name in parse(event_buffer):
+            if wd == -1 and mask & inotify_c.InotifyConstants.IN_Q_OVERFLOW:
+                for notify in list(_overflow_callbacks):
+                    notify()
+            yield wd, mask, cookie, name
+
+    parse_and_watch._agentrun_wrapped = True  # type: ignore[attr-defined]
+    inotify_c.Inotify._parse_event_buffer = staticmethod(parse_and_watch)  # type: ignore[method-assign]
 
 
 def configure_logging(log_format: str) -> None:

@@ -174,6 +174,7 @@ def trigger(name: str, inputs: tuple[str, ...], wait: bool, key: str | None) -> 
     from ..store import RunStore
 
     store = RunStore.default()
+    checked = time.monotonic()
     while True:
         row = store.run(run_id)
         if row is not None and row.status != "running":
@@ -183,6 +184,12 @@ def trigger(name: str, inputs: tuple[str, ...], wait: bool, key: str | None) -> 
         ).fetchone()
         if row is None and fire is not None and fire[0] == "failed":
             _fail(f"run {run_id} could not start: {fire[1]}", EXIT_ERROR)
+        if row is None and time.monotonic() - checked > 5:
+            checked = time.monotonic()
+            try:
+                control_request(_home(), {"op": "status"})
+            except DaemonError:
+                _fail(f"the daemon stopped before run {run_id} began", EXIT_ERROR)
         time.sleep(0.2)
     stop = row.stop_reason or row.status
     if row.final:

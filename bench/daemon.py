@@ -1,0 +1,260 @@
+"""Daemon latency and footprint: cron, file-watch and manual fires; 10,000 cron specs idle.
+
+Runs real daemons (``python -m runner daemon``) in temporary homes, with the test double
+model (``AGENTRUN_MODEL_FACTORY=tests.daemon_support:model``) so no provider is called, and
+reads the instants from the run store.
+
+- cron: N agents share a ``* * * * *`` trigger; over the next two minute boundaries, the
+  delay from the slot instant to (a) the fire recorded and (b) the run recorded as started.
+- file event: a watch trigger with a 100 ms debounce; the delay from a file write to the run
+  start, minus the debounce.
+- manual: ``trigger`` requests over the control socket; request sent → run started
+  (including handing the job to a warm worker).
+- scale: 10,000 cron specs (daily, spread over the day so none fires) and 50 watched trees:
+  startup time (process start → control socket up), idle CPU over 30 s, and RSS.
+
+Run: python bench/daemon.py [--cron-agents 20] [--samples 30] [--skip-cron] [--skip-scale]
+Targets: cron p99 < 50 ms; file event p99 < 50 ms beyond the debounce; manual p99 < 100 ms;
+idle CPU < 2% of one core; RSS < 250 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SPEC = """version: 1
+name: {name}
+model: openai/test-double
+goal: bench
+concurrency: allow
+triggers:
+{triggers}
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def show(label: str, values_ms: list[float]) -> None:
+    print(
+        f"{label:<44} n={len(values_ms):<4} p50 {statistics.median(values_ms):7.1f} ms"
+        f"   p99 {pct(values_ms, 0.99):7.1f} ms   max {max(values_ms):7.1f} ms"
+    )
+
+
+class Daemon:
+    def __init__(self, agents: Path, home: Path, *args: str) -> None:
+        self.home = home
+        env = {
+            **os.environ,
+            "AGENTRUN_HOME": str(home),
+            "AGENTRUN_MODEL_FACTORY": "tests.daemon_support:model",
+            "PYTHONPATH": str(ROOT),
+        }
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "runner", "daemon", str(agents), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(home / "daemon.log").open("w"),
+        )
+        while not (home / "daemon.sock").exists():
+            if self.process.poll() is not None:
+                sys.exit((home / "daemon.log").read_text())
+            time.sleep(0.01)
+        self.startup_s = time.monotonic() - self.started
+
+    def request(self, payload: dict[str, object]) -> dict[str, object]:
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(self.home / "daemon.sock"))
+            client.sendall((json.dumps(payload) + "\n").encode())
+            data = b""
+            while not data.endswith(b"\n"):
+                data += client.recv(65536)
+        return json.loads(data)
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.home / "runs.db")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=120)
+
+
+def started_at(db: sqlite3.Connection, run_id: str, limit_s: float = 60) -> float:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        row = db.execute("SELECT started_at FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row:
+            return datetime.fromisoformat(row[0]).timestamp()
+        time.sleep(0.005)
+    raise SystemExit(f"run {run_id} never started")
+
+
+def wait_workers(daemon: Daemon, count: int) -> None:
+    deadline = time.monotonic() + 120
+    while daemon.request({"op": "status"})["workers_idle"] < count:  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise SystemExit("workers did not warm up")
+        time.sleep(0.1)
+
+
+def bench_cron(tmp: Path, agents_count: int) -> None:
+    agents = tmp / "cron-agents"
+    agents.mkdir()
+    for i in range(agents_count):
+        (agents / f"c{i}.yaml").write_text(
+            SPEC.format(name=f"c{i}", triggers="  - cron: '* * * * *'\n    catchup: none")
+        )
+    home = tmp / "cron-home"
+    home.mkdir()
+    daemon = Daemon(agents, home, "--workers", str(agents_count))
+    wait_workers(daemon, agents_count)
+    fired, started = [], []
+    db = daemon.db()
+    for _ in range(2):
+        now = time.time()
+        boundary = (int(now) // 60 + 1) * 60
+        time.sleep(boundary - now + 3)
+        rows = db.execute(
+            "SELECT slot, created_at, run_id FROM fires WHERE slot = ?",
+            (datetime.fromtimestamp(boundary, UTC).isoformat(timespec="milliseconds"),),
+        ).fetchall()
+        for slot, created, run_id in rows:
+            slot_s = datetime.fromisoformat(slot).timestamp()
+            fired.append((datetime.fromisoformat(created).timestamp() - slot_s) * 1000)
+            started.append((started_at(db, run_id) - slot_s) * 1000)
+        wait_workers(daemon, agents_count)
+    daemon.stop()
+    show("cron instant → fire recorded", fired)
+    show("cron instant → run recorded (started)", started)
+
+
+def bench_watch(tmp: Path, samples: int) -> None:
+    agents = tmp / "watch-agents"
+    agents.mkdir()
+    tree = tmp / "tree"
+    tree.mkdir()
+    (agents / "w.yaml").write_text(
+        SPEC.format(
+            name="w",
+            triggers=f"  - watch: {{paths: ['{tree}'], patterns: ['*.txt'], debounce: 100ms}}",
+        )
+    )
+    home = tmp / "watch-home"
+    home.mkdir()
+    daemon = Daemon(agents, home, "--workers", "2")
+    wait_workers(daemon, 2)
+    db = daemon.db()
+    delays = []
+    for i in range(samples):
+        before = {r[0] for r in db.execute("SELECT id FROM runs")}
+        wrote = time.time()
+        (tree / f"f{i}.txt").write_text(str(i))
+        while True:
+            new = db.execute("SELECT id, started_at FROM runs").fetchall()
+            fresh = [r for r in new if r[0] not in before]
+            if fresh:
+                delays.append((datetime.fromisoformat(fresh[0][1]).timestamp() - wrote - 0.1) * 1000)
+                break
+            time.sleep(0.002)
+        wait_workers(daemon, 2)
+    daemon.stop()
+    show("file event → run started, beyond debounce", delays)
+
+
+def bench_manual(tmp: Path, samples: int) -> None:
+    agents = tmp / "manual-agents"
+    agents.mkdir()
+    (agents / "m.yaml").write_text(SPEC.format(name="m", triggers="  - manual: true"))
+    home = tmp / "manual-home"
+    home.mkdir()
+    daemon = Daemon(agents, home, "--workers", "2")
+    wait_workers(daemon, 2)
+    db = daemon.db()
+    delays = []
+    for _ in range(samples):
+        sent = time.time()
+        answer = daemon.request({"op": "trigger", "agent": "m", "inputs": {}, "key": None})
+        delays.append((started_at(db, str(answer["run_id"])) - sent) * 1000)
+        wait_workers(daemon, 2)
+    daemon.stop()
+    show("manual trigger → run started (warm worker)", delays)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_scale(tmp: Path) -> None:
+    agents = tmp / "scale-agents"
+    agents.mkdir()
+    trees = tmp / "trees"
+    for i in range(10_000):
+        minute, hour = i % 60, (i // 60) % 24
+        (agents / f"s{i:05d}.yaml").write_text(
+            SPEC.format(name=f"s{i:05d}", triggers=f"  - cron: '{minute} {hour} * * *'")
+        )
+    for i in range(50):
+        (trees / f"t{i}").mkdir(parents=True)
+        (agents / f"w{i:02d}.yaml").write_text(
+            SPEC.format(name=f"w{i:02d}", triggers=f"  - watch: {{paths: ['{trees / f't{i}'}']}}")
+        )
+    home = tmp / "scale-home"
+    home.mkdir()
+    daemon = Daemon(agents, home, "--workers", "0")
+    print(f"{'10,000 cron + 50 watch specs: startup':<44} {daemon.startup_s:7.1f} s")
+    time.sleep(5)
+    before = cpu_seconds(daemon.process.pid)
+    time.sleep(30)
+    used = cpu_seconds(daemon.process.pid) - before
+    print(f"{'idle CPU over 30 s':<44} {used / 30 * 100:7.2f} % of one core")
+    print(f"{'RSS':<44} {rss_mb(daemon.process.pid):7.1f} MB")
+    daemon.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cron-agents", type=int, default=20)
+    parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--skip-cron", action="store_true")
+    parser.add_argument("--skip-scale", action="store_true")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        bench_manual(tmp, options.samples)
+        bench_watch(tmp, options.samples)
+        if not options.skip_cron:
+            bench_cron(tmp, options.cron_agents)
+        if not options.skip_scale:
+            bench_scale(tmp)
+
+
+if __name__ == "__main__":
+    main()
