@@ -173,7 +173,9 @@ def bench_watch(tmp: Path, samples: int) -> None:
             new = db.execute("SELECT id, started_at FROM runs").fetchall()
             fresh = [r for r in new if r[0] not in before]
             if fresh:
-                delays.append((datetime.fromisoformat(fresh[0][1]).timestamp() - wrote - 0.1) * 1000)
+                delays.append(
+                    (datetime.fromisoformat(fresh[0][1]).timestamp() - wrote - 0.1) * 1000
+                )
                 break
             time.sleep(0.002)
         wait_workers(daemon, 2)
