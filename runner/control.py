@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,6 +177,8 @@ class ControlServer:
             "agents": agents,
             "errors": [e.split(":", 1)[1] for e in self.daemon.errors.values()],
             "workers_idle": len([w for w in self.daemon.executor.idle if w.ready.is_set()]),
+            # The daemon's own process never imports litellm: its workers do.
+            "litellm_imported": "litellm" in sys.modules,
         }
 
 

@@ -28,7 +28,7 @@ from runner.triggers import CronSchedule, slot_run_id
 from tests.conftest import ROOT
 from tests.helpers import write_spec
 
-WAIT_S = 60.0  # a guard that ends a stuck test, not a timing assertion
+WAIT_S = 120.0  # a guard that ends a stuck test, not a timing assertion
 
 
 def wait_for(predicate: Any, what: str, limit_s: float = WAIT_S) -> Any:
@@ -148,6 +148,9 @@ def test_manual_trigger_status_idempotency_and_stop(
     assert run_id in again.stdout and "already started by this key" in again.stdout
     status = daemon.cli("daemon", "status")
     assert status.returncode == 0 and "echo" in status.stdout and "manual" in status.stdout
+    probe = json.loads(daemon.cli("daemon", "status", "--json").stdout)
+    assert probe["litellm_imported"] is False  # runs happened, in worker processes
+    assert (home / "daemon.sock").stat().st_mode & 0o777 == 0o600
     second = subprocess.run(
         [sys.executable, "-m", "runner", "daemon", str(agents)],
         cwd=ROOT,

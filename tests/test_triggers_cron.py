@@ -1,6 +1,6 @@
 """Cron triggers: the daylight-saving rule, checked against cronsim (Debian cron) as an oracle.
 
-The rule (runner/triggers.py): a cron expression names wall times; a wall time that occurs
+The rule (runner/triggers/): a cron expression names wall times; a wall time that occurs
 twice fires once, at its first occurrence; a wall time skipped by a gap fires once, at the
 first instant after the gap; every instant fires at most once. It holds for every
 expression, hourly-style ones included.

@@ -1,6 +1,6 @@
 """Catch-up, run identity and concurrency: unit tests and a simulated scheduler on a fake clock.
 
-The simulation uses only the pure functions of runner/triggers.py, the way the daemon will:
+The simulation uses only the pure functions of runner/triggers/, the way the daemon will:
 it wakes at each slot (or run end), asks `missed_slots`, derives each slot's run id with
 `slot_run_id`, asks `on_fire`, and persists a watermark. Hypothesis draws the schedules,
 policies, run durations, and crashes (kill -9 before or after the watermark is persisted,
