@@ -48,6 +48,7 @@ from typing import Any
 from .control import ControlServer, DaemonError, socket_path
 from .errors import SpecError
 from .executor import LocalExecutor
+from .processes import process_alive
 from .webhooks import WebhookListener
 
 log = logging.getLogger("agentrun.daemon")
@@ -526,9 +527,7 @@ class Daemon:
         for run_id, agent, code, pid in self.executor.collect():
             self.finish(run_id, agent, code, pid)
         for run_id, (name, pid) in list(self.orphans.items()):
-            from .store import _alive
-
-            if not _alive(pid):
+            if not process_alive(pid):
                 del self.orphans[run_id]
                 self.finish(run_id, name, None)
 

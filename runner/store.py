@@ -35,22 +35,13 @@ from .events import (
     ToolStarted,
 )
 from .migrations import migrate
+from .processes import process_alive
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 #: Seconds between a running run's heartbeats.
 HEARTBEAT_S = 5.0
 #: A running run whose heartbeat is older than this many seconds counts as interrupted.
 HEARTBEAT_STALE_S = 60.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def new_run_id(now_ms: int | None = None) -> str:
@@ -403,7 +394,7 @@ class RunStore:
                 if row["heartbeat_at"]
                 else 0
             )
-            dead = row["hostname"] == here and row["pid"] and not _alive(int(row["pid"]))
+            dead = row["hostname"] == here and row["pid"] and not process_alive(int(row["pid"]))
             if dead or beat < cutoff:
                 found.append(row["id"])
         for run_id in found:

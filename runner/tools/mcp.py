@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from ..errors import SetupError, ToolError
+from ..processes import process_alive
 from . import Tool
 
 if TYPE_CHECKING:
@@ -103,21 +104,6 @@ def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
     _LIVE_GROUPS.discard(pgid)
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether process ``pid`` is running (a zombie awaiting its reaper counts as dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _track_group(pgid: int) -> None:
@@ -468,7 +454,7 @@ class McpServer:
         if pid is None:
             await anyio.sleep_forever()
             return
-        while _process_alive(pid):
+        while process_alive(pid):
             await anyio.sleep(WATCH_INTERVAL)
         self._mark_stopped()
 
