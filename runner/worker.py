@@ -36,23 +36,32 @@ def _model_factory() -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _warm() -> None:
+def _warm() -> Any:
+    """Pay every import and first-use cost before the job arrives; the open store."""
     if _model_factory() is None:
         from .models import import_litellm
 
         import_litellm()
-    from . import compiler, loop, spec, store  # noqa: F401
+    import croniter  # noqa: F401  (spec checks of cron triggers)
+    import jinja2.meta
+    import jinja2.sandbox  # noqa: F401
+
+    from . import checks, compiler, loop, spec  # noqa: F401
+    from .schema import _validator
+    from .store import RunStore
+    from .tools import builtin, functions, http, shell  # noqa: F401
+
+    _validator()  # the spec schema, compiled once
+    return RunStore.default()
 
 
-async def _run(job: dict[str, Any]) -> str:
+async def _run(job: dict[str, Any], store: Any) -> str:
     from .compiler import compile_agent
     from .events import StopReason
     from .loop import Run
     from .models import LiteLLMModel
     from .spec import load_spec
-    from .store import RunStore
 
-    store = RunStore.default()
     source = job.get("spec_source")
     spec = load_spec(job["spec_path"], source.encode("utf-8") if source is not None else None)
     agent = compile_agent(spec, job.get("inputs") or {})
@@ -86,14 +95,14 @@ async def _run(job: dict[str, Any]) -> str:
 
 def main() -> None:
     """Warm up, say ready, run one job, report, exit."""
-    _warm()
+    store = _warm()
     print(json.dumps({"ready": True}), flush=True)
     line = sys.stdin.readline()
     if not line.strip():
         return  # the daemon went away before giving a job
     job = json.loads(line)
     try:
-        stop = asyncio.run(_run(job))
+        stop = asyncio.run(_run(job, store))
     except Exception as error:  # a spec that no longer loads, a store that cannot open
         print(json.dumps({"error": f"{type(error).__name__}: {error}"}), flush=True)
         sys.exit(1)
