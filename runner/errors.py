@@ -155,7 +155,10 @@ class BudgetExhausted(RunStop):
         self.observed = observed
         self.cap = cap
         self.stop_reason = limit
-        super().__init__(f"budget {limit} exhausted: {observed:g} reached, limit is {cap:g}")
+        super().__init__(
+            f"budget {limit} exhausted: the next call would reach {observed:g}, "
+            f"over the limit of {cap:g}"
+        )
 
 
 class ModelError(RunStop):

@@ -445,7 +445,7 @@ class Run:
             raise stop
         if count >= thresholds.warn_after:
             return (
-                f"\n[agentrun: this is the {count}th identical call in a row; the result will "
+                f"\n[agentrun: this call repeats {count} times in a row; the result will "
                 "not change. Use what you have, try something different, or give your answer. "
                 f"The run stops at {thresholds.stop_after} repeats.]"
             )

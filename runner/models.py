@@ -233,8 +233,13 @@ class LiteLLMModel:
 
                 name = model_id[len(LOCAL_PREFIX) :]
                 route = (f"openai/{name}", local_api_base(name), "local")
-            else:
+            elif model_id.split("/", 1)[0] == self.spec.id.split("/", 1)[0]:
+                # The primary, or a fallback at the same provider: same endpoint and key.
                 route = (model_id, self.spec.api_base, api_key)
+            else:
+                # A fallback at another provider finds its key the litellm way (its
+                # provider's environment variable), never the primary's key or endpoint.
+                route = (model_id, None, None)
             self._routes[model_id] = route
         return route
 

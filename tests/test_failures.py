@@ -95,8 +95,9 @@ def test_model_repeating_a_call_is_warned_then_stopped(tmp_path: Path, store: Ru
     # Calls 1-3 ran (the 2nd and 3rd carry the warning); the 4th was never executed.
     results = [t["result"] for t in store.tool_calls(finished.run_id)]
     assert len(results) == 3
-    assert "[agentrun: this is the 2th identical call" not in results[0]
-    assert "identical call in a row" in results[1] and "identical call in a row" in results[2]
+    assert "[agentrun: this call repeats" not in results[0]
+    assert "this call repeats 2 times in a row" in results[1]
+    assert "this call repeats 3 times in a row" in results[2]
 
 
 def test_a_b_a_b_cycle_is_detected(tmp_path: Path, store: RunStore) -> None:

@@ -319,7 +319,7 @@ def test_env_headers_are_sent_but_never_shown(
     result = tool.run({"url": f"{server.base}/echo"})
     assert server.received[-1]["headers"]["X-Api-Key"] == SECRET
     assert SECRET not in result
-    assert "[redacted]" in result
+    assert "[REDACTED]" in result
 
 
 def test_env_headers_follow_same_origin_redirects_only(

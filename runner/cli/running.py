@@ -275,4 +275,5 @@ class ConsolePrinter:
             arguments = _short(event.arguments, 80)
             click.echo(f"    {event.tool} {arguments}", err=True)
             marker = "✗" if event.status != "ok" else "←"
-            click.echo(f"      {marker} {event.status}: {_short(event.result, 100)}", err=True)
+            result = event.result.removeprefix("error: ")
+            click.echo(f"      {marker} {event.status}: {_short(result, 100)}", err=True)

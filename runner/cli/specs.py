@@ -127,15 +127,15 @@ model:
   # api_key_env: OPENAI_API_KEY     # the variable holding the key; never the key itself
 
 inputs:
-  topic:
-    type: string
-    default: the README
-    description: What to look at.
+  file:
+    type: path
+    default: README.md
+    description: The file to read.
 
 instructions: |
   You are a careful assistant. Use the tools to look before you answer.
 goal: |
-  Summarise {{{{ topic }}}} in two sentences.
+  Read the file {{{{ file }}}} with the read_file tool, then summarise it in two sentences.
 
 # Only the tools listed here exist for the model.
 tools:
@@ -195,18 +195,25 @@ def explain(spec_file: Path) -> None:
                 decision
             ]
             click.echo(f"  {tool.name:<14} risk {tool.risk:<6} {word}")
-    elif not spec.tools.builtin_names():
+    elif not (spec.tools.builtin_names() or spec.tools.functions or spec.tools.mcp):
         click.echo("tools: none")
+    for server, options in spec.tools.mcp.items():
+        trusted = "trusted" if options.trusted else "untrusted: its tools are high risk"
+        click.echo(
+            f"  MCP server {server}: allows {', '.join(options.allow)} ({trusted}); "
+            f"see `agentrun tools {spec_file}`"
+        )
     for kind in ("allow", "ask", "deny"):
         patterns = getattr(spec.rules, kind)
         if patterns:
             click.echo(f"rules.{kind}: {', '.join(patterns)}")
     budgets = spec.budgets
     parts = [f"max_steps {budgets.max_steps}"]
+    units = {"max_cost_usd": " USD", "max_duration": "s"}
     for name in ("max_tool_calls", "max_tokens", "max_cost_usd", "max_duration"):
         value = getattr(budgets, name)
         if value is not None:
-            parts.append(f"{name} {value:g}")
+            parts.append(f"{name} {value:g}{units.get(name, '')}")
     parts.append(f"tool_timeout {budgets.tool_timeout:g}s")
     parts.append(f"max_tool_output {budgets.max_tool_output} bytes")
     click.echo("budgets: " + ", ".join(parts))

@@ -15,7 +15,7 @@ Confinement, for every request and every redirect hop:
 
 Headers from ``headers_env`` are read from the environment at each call; they are sent
 only to the origin (scheme, host, port) of the first URL and dropped on a redirect to
-another origin, and their values are replaced by ``[redacted]`` wherever they would appear
+another origin, and their values are replaced by ``[REDACTED]`` wherever they would appear
 in a result or an error. The model may add its own headers, but not ``Host`` and not one
 the spec sets. Host names are checked as names: a name on the list that resolves to an
 internal address is not caught here.
@@ -345,5 +345,5 @@ class HttpTool(Tool):
     def _redact(text: str, secrets: dict[str, str]) -> str:
         for value in sorted(secrets.values(), key=len, reverse=True):
             if value.strip():
-                text = text.replace(value, "[redacted]")
+                text = text.replace(value, "[REDACTED]")
         return text
