@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import sys
@@ -111,63 +112,74 @@ async def bare_loop(api_base: str, folder: Path, tools: list[dict[str, Any]]) ->
             messages.append({"role": "tool", "tool_call_id": c.id, "content": listing})
 
 
-def measure(label: str, runs: int, once: Any) -> float:
-    once()  # warm up: imports, connection pool, caches
-    samples = []
-    for _ in range(runs):
-        start = time.process_time()
-        once()
-        samples.append(time.process_time() - start)
-    median = statistics.median(samples)
-    print(
-        f"{label:<44} median {median * 1000:8.2f} ms CPU per run ({median / STEPS * 1000:.3f} ms/step)"
-    )
-    return median
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
-    runs = parser.parse_args().runs
+    parser.add_argument("--no-freeze", action="store_true", help="Leave gc.freeze() out.")
+    options = parser.parse_args()
+    runs, freeze = options.runs, not options.no_freeze
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         make_data(folder)
         store = RunStore(folder / "runs.db")
-        results = {}
-        with FakeOpenAIServer(script() * (runs + 1)) as server:
-            tools = compile_agent(load_spec(write_spec(folder, server.api_base, ""))).tools
-            schemas = tools.openai_schemas()
-            results["bare"] = measure(
-                "bare litellm loop",
-                runs,
-                lambda: asyncio.run(bare_loop(server.api_base, folder, schemas)),
-            )
-        for key, label, budgets in (
-            ("store", "agentrun (store, no token budgets)", ""),
+        variants: dict[str, Any] = {}
+        servers = []
+        # One server per variant, each scripted for every run; the variants are measured in
+        # interleaved rounds (A B C, A B C, ...) so drift in the machine hits all of them.
+        bare_server = FakeOpenAIServer(script() * (runs + 1)).__enter__()
+        servers.append(bare_server)
+        schemas = compile_agent(
+            load_spec(write_spec(folder, bare_server.api_base, ""))
+        ).tools.openai_schemas()
+        variants["bare litellm loop"] = lambda: asyncio.run(
+            bare_loop(bare_server.api_base, folder, schemas)
+        )
+        for label, budgets in (
+            ("agentrun (store, no token budgets)", ""),
             (
-                "tokens",
                 "agentrun (store, max_tokens + max_cost_usd)",
                 ", max_tokens: 10000000, max_cost_usd: 100",
             ),
         ):
-            with FakeOpenAIServer(script() * (runs + 1)) as server:
-                # The spec is loaded and compiled once, as the daemon does; each run is timed.
-                agent = compile_agent(load_spec(write_spec(folder, server.api_base, budgets)))
+            server = FakeOpenAIServer(script() * (runs + 1)).__enter__()
+            servers.append(server)
+            agent = compile_agent(load_spec(write_spec(folder, server.api_base, budgets)))
 
-                def once(agent: Any = agent) -> None:
-                    finished = asyncio.run(
-                        run_agent(agent, LiteLLMModel(agent.spec.model), store=store)
-                    )
-                    assert finished.steps == STEPS, finished
+            def once(agent: Any = agent) -> None:
+                finished = asyncio.run(
+                    run_agent(agent, LiteLLMModel(agent.spec.model), store=store)
+                )
+                assert finished.steps == STEPS, finished
 
-                results[key] = measure(label, runs, once)
-        bare = results["bare"]
-        for key, label in (("store", "store only"), ("tokens", "with token budgets")):
-            extra = (results[key] - bare) / STEPS * 1000
+            variants[label] = once
+        samples: dict[str, list[float]] = {label: [] for label in variants}
+        for round_ in range(runs + 1):
+            for label, once in variants.items():
+                start = time.process_time()
+                once()
+                if round_:  # the first round warms up imports, pools and caches
+                    samples[label].append(time.process_time() - start)
+            if round_ == 0 and freeze:
+                # What runner.worker does after its warm-up: move the imported modules' objects
+                # out of the collector's reach, so collections only walk the run's own objects.
+                gc.collect()
+                gc.freeze()
+        for server in servers:
+            server.__exit__(None, None, None)
+        medians = {label: statistics.median(values) for label, values in samples.items()}
+        for label, median in medians.items():
             print(
-                f"overhead per step, {label:<20} {extra:6.3f} ms  (ratio {results[key] / bare:.2f}x)"
+                f"{label:<44} median {median * 1000:8.2f} ms CPU per run ({median / STEPS * 1000:.3f} ms/step)"
             )
-        print(f"({runs} runs each, {STEPS} steps per run; python {sys.version.split()[0]})")
+        bare = medians["bare litellm loop"]
+        for label, median in list(medians.items())[1:]:
+            extra = (median - bare) / STEPS * 1000
+            print(
+                f"overhead per step, {label.removeprefix('agentrun '):<36} {extra:6.3f} ms  (ratio {median / bare:.2f}x)"
+            )
+        print(
+            f"({runs} interleaved rounds, {STEPS} steps per run; python {sys.version.split()[0]})"
+        )
 
 
 if __name__ == "__main__":
