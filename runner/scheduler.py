@@ -49,6 +49,7 @@ from .control import ControlServer, DaemonError, socket_path
 from .errors import SpecError
 from .executor import LocalExecutor
 from .processes import process_alive
+from .watching import FileWatching
 from .webhooks import WebhookListener
 
 log = logging.getLogger("agentrun.daemon")
@@ -161,6 +162,7 @@ class Daemon:
         self._servers: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.control = ControlServer(self)
+        self.watching = FileWatching(self)
         self.webhooks = WebhookListener(self) if webhook is not None else None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -196,7 +198,7 @@ class Daemon:
             self.loop.add_signal_handler(signum, self.request_stop)
         try:
             self.store.sweep_interrupted()
-            self.start_spec_watcher()
+            self.watching.start_spec_watcher()
             self.rescan()  # after the watcher starts, so no edit falls between the two
             self.adopt_orphans()
             if self.webhooks is not None:
@@ -326,7 +328,7 @@ class Daemon:
             return
         self.by_path.pop(agent.path, None)
         for index in list(agent.watches):
-            self.stop_watch(agent, index)
+            self.watching.stop_watch(agent, index)
 
     def install(self, spec: Any, path: Path, mtime: float, source: bytes) -> None:
         """Schedule a (new or reloaded) spec: cron catch-up and next fires, file watches."""
@@ -342,7 +344,7 @@ class Daemon:
                 old.last_outcome,
             )
             for index in list(old.watches):
-                self.stop_watch(old, index)
+                self.watching.stop_watch(old, index)
         self.agents[spec.name] = agent
         self.by_path[path] = spec.name
         now = _now()
@@ -363,7 +365,7 @@ class Daemon:
                     filter_.debouncer(watch.debounce, watch.max_wait),
                     roots,
                 )
-                self.start_watch(agent, trigger.index, roots, watch.poll)
+                self.watching.start_watch(agent, trigger.index, roots, watch.poll)
         log.info("loaded agent %s from %s (%d triggers)", spec.name, path, len(spec.triggers))
 
     # -- cron --------------------------------------------------------------------------------
@@ -619,7 +621,7 @@ class Daemon:
             self.rescan()
         self.reap()
         self.due_crons(_now())
-        self.due_watches(time.monotonic())
+        self.watching.due_watches(time.monotonic())
         if not self.stopping:
             self.executor.refill()
 
@@ -640,203 +642,6 @@ class Daemon:
         self.wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout=delay)
-
-    # -- file watching -----------------------------------------------------------------------
-
-    def _observer(self, poll: bool) -> Any:
-        if poll:
-            from watchdog.observers.polling import PollingObserver
-
-            return PollingObserver(timeout=1)
-        from watchdog.observers import Observer
-
-        return Observer()
-
-    def start_spec_watcher(self) -> None:
-        """Reload specs when their folders change (and rescan everything on an overflow)."""
-        if not self.poll:
-            with contextlib.suppress(ImportError):  # inotify exists on Linux only
-                on_inotify_overflow(self.inotify_overflowed)
-        from watchdog.events import FileSystemEventHandler
-
-        daemon = self
-
-        class SpecChanged(FileSystemEventHandler):
-            def on_any_event(self, event: Any) -> None:
-                assert daemon.loop is not None
-                daemon.loop.call_soon_threadsafe(daemon.spec_changed)
-
-        observer = self._observer(self.poll)
-        for folder in self.dirs:
-            observer.schedule(SpecChanged(), str(folder), recursive=False)
-        observer.start()
-        self.observers.append(observer)
-
-    def spec_changed(self) -> None:
-        """A spec folder changed: rescan on the next tick."""
-        self.rescan_needed = True
-        self.wake.set()
-
-    def start_watch(self, agent: Agent, index: int, roots: list[Path], poll: bool) -> None:
-        """Watch one trigger's folders with watchdog."""
-        from watchdog.events import FileSystemEventHandler
-
-        daemon = self
-        name, generation = agent.name, agent.generation
-
-        class Changed(FileSystemEventHandler):
-            def on_any_event(self, event: Any) -> None:
-                assert daemon.loop is not None
-                daemon.loop.call_soon_threadsafe(
-                    daemon.on_watch_event, name, generation, index, event
-                )
-
-        observer = self._observer(poll or self.poll)
-        for root in roots:
-            if root.is_dir():
-                observer.schedule(Changed(), str(root), recursive=True)
-            else:
-                log.error("agent %s watches %s, which is not a folder", name, root)
-        observer.start()
-        self.observers.append(observer)
-        agent.observers[index] = observer
-
-    def stop_watch(self, agent: Agent, index: int) -> None:
-        """Stop watching one trigger's folders."""
-        observer = agent.observers.pop(index, None)
-        if observer is not None:
-            observer.stop()
-
-    def inotify_overflowed(self) -> None:
-        """The kernel dropped file events: rescan specs and every watched tree."""
-        assert self.loop is not None
-        self.loop.call_soon_threadsafe(self.rescan_after_overflow)
-
-    def rescan_after_overflow(self) -> None:
-        """A full rescan: files changed since the last seen event count as changed."""
-        log.error("inotify queue overflow: events were dropped; rescanning watched folders")
-        self.rescan_needed = True
-        now = time.monotonic()
-        for agent in self.agents.values():
-            for filter_, debouncer, roots in agent.watches.values():
-                since = agent.last_event_wall - 2.0
-                for root in roots:
-                    for path in rescan_changed(root, filter_, since):
-                        debouncer.add(path, "modified", now)
-        self.wake.set()
-
-    def is_own_write(self, agent: Agent, path: str) -> bool:
-        """Whether ``path`` was last changed by the agent's own run (through its file tools).
-
-        Checked when a burst fires, not per raw event: by then the run's journal entry is in
-        the store. The file must not have changed after the run's write, so a person's edit
-        to the same file right after still triggers.
-        """
-        rows = self.store.db.execute(
-            """SELECT t.arguments, t.created_at, t.duration_s FROM tool_calls t
-               JOIN runs r ON r.id = t.run_id
-               WHERE r.agent = ? AND t.tool IN ('write_file', 'edit_file')
-               AND t.created_at >= ?""",
-            (agent.name, _iso(_now() - timedelta(minutes=10))),
-        ).fetchall()
-        try:
-            modified = os.stat(path).st_mtime
-        except OSError:
-            modified = None
-        for row in rows:
-            try:
-                written = (agent.spec.workdir / json.loads(row[0])["path"]).resolve()
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-            if str(written) != path:
-                continue
-            done = datetime.fromisoformat(row[1]).timestamp() + float(row[2] or 0) + 1.0
-            if modified is None or modified <= done:
-                return True
-        return False
-
-    def on_watch_event(self, name: str, generation: int, index: int, event: Any) -> None:
-        """A raw file event: filter it and feed the trigger's debouncer."""
-        from .triggers import from_watchdog
-
-        agent = self.agents.get(name)
-        if agent is None or agent.generation != generation or index not in agent.watches:
-            return
-        filter_, debouncer, roots = agent.watches[index]
-        ours = from_watchdog(event)
-        if ours is None:
-            return
-        now = time.monotonic()
-        agent.last_event_wall = time.time()
-        for root in roots:
-            for relative, change in filter_.accept(ours, str(root)):
-                debouncer.add(str(root / relative), change, now)
-        self.wake.set()
-
-    def due_watches(self, now: float) -> None:
-        """Fire every debounced burst that is due (changed paths as ``changed_paths``).
-
-        Paths the agent's own run wrote are dropped; a burst of only those fires nothing.
-        """
-        from .store import new_run_id
-
-        for agent in list(self.agents.values()):
-            for index, (_, debouncer, _) in agent.watches.items():
-                while (paths := debouncer.due(now)) is not None:
-                    changed = [p for p in paths if not self.is_own_write(agent, p)]
-                    if not changed or self.stopping:
-                        continue
-                    inputs: dict[str, Any] = {}
-                    if "changed_paths" in agent.spec.inputs:
-                        inputs["changed_paths"] = [
-                            os.path.relpath(p, agent.spec.workdir) for p in changed
-                        ]
-                    self.fire(Fire(agent.name, "watch", index, new_run_id(), inputs))
-
-
-def rescan_changed(root: Path, filter_: Any, since: float) -> list[str]:
-    """Files under ``root`` that ``filter_`` counts and whose mtime is at or after ``since``."""
-    changed = []
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = Path(folder) / name
-            relative = str(path.relative_to(root))
-            try:
-                fresh = path.stat().st_mtime >= since
-            except OSError:
-                continue
-            if fresh and filter_.matches(relative) and not filter_.ignored(relative):
-                changed.append(str(path))
-    return changed
-
-
-_overflow_callbacks: list[Any] = []
-
-
-def on_inotify_overflow(callback: Any) -> None:
-    """Call ``callback()`` (from watchdog's thread) whenever the kernel's inotify queue overflows.
-
-    watchdog 6 drops the kernel's ``IN_Q_OVERFLOW`` record without a word (its event parser
-    skips every record with ``wd == -1``), so events are lost silently. This wraps that
-    parser once per process to notice the record and report it; the events themselves are
-    passed through unchanged.
-    """
-    _overflow_callbacks.append(callback)
-    from watchdog.observers import inotify_c
-
-    parse = inotify_c.Inotify._parse_event_buffer
-    if getattr(parse, "_agentrun_wrapped", False):
-        return
-
-    def parse_and_watch(event_buffer: bytes) -> Any:
-        for wd, mask, cookie, name in parse(event_buffer):
-            if wd == -1 and mask & inotify_c.InotifyConstants.IN_Q_OVERFLOW:
-                for notify in list(_overflow_callbacks):
-                    notify()
-            yield wd, mask, cookie, name
-
-    parse_and_watch._agentrun_wrapped = True  # type: ignore[attr-defined]
-    inotify_c.Inotify._parse_event_buffer = staticmethod(parse_and_watch)  # type: ignore[method-assign]
 
 
 def configure_logging(log_format: str) -> None:
