@@ -528,15 +528,12 @@ def _cron_fires(expression: str, timezone: str) -> bool:
 
 def _bracket_problem(pattern: str) -> str:
     """Why the ``[...]`` sets of an ``fnmatch`` pattern are broken, or ``""``."""
+    from .triggers.watch import bracket_end
+
     index = 0
     while index < len(pattern):
         if pattern[index] == "[":
-            close = index + 1
-            if close < len(pattern) and pattern[close] == "!":
-                close += 1
-            if close < len(pattern) and pattern[close] == "]":
-                close += 1
-            close = pattern.find("]", close)
+            close = bracket_end(pattern, index)
             if close < 0:
                 return "has a '[' that is never closed with ']'"
             index = close

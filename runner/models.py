@@ -18,7 +18,6 @@ import functools
 import importlib.util
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -329,7 +328,6 @@ class LiteLLMModel:
                 retry=retry_if_exception(is_transient),
                 reraise=True,
             )
-            started = time.monotonic()
             try:
                 response: Any = await retrying(
                     litellm.acompletion,
@@ -343,7 +341,7 @@ class LiteLLMModel:
                 failures.append(f"{model_id}: {type(error).__name__}: {_first_line(error)}")
                 continue
             pricing = self.pricing if model_id == self.spec.id else price_for(model_id)
-            reply = reply_from_openai(response, model_id, pricing, time.monotonic() - started)
+            reply = reply_from_openai(response, model_id, pricing)
             return reply if not failures else _with_failures(reply, failures)
         raise ModelError("every model failed: " + "; ".join(failures))
 
@@ -367,9 +365,7 @@ def _with_failures(reply: ModelReply, failures: list[str]) -> ModelReply:
     return replace(reply, failed_attempts=tuple(failures))
 
 
-def reply_from_openai(
-    response: Any, model: str, pricing: Pricing | None, _elapsed: float = 0.0
-) -> ModelReply:
+def reply_from_openai(response: Any, model: str, pricing: Pricing | None) -> ModelReply:
     """Convert a litellm/OpenAI chat completion into a :class:`ModelReply`.
 
     Raises:

@@ -536,8 +536,7 @@ class Daemon:
     def finish(self, run_id: str, name: str, code: int | None, pid: int | None = None) -> None:
         """Record a run's end in the daemon's state and start a queued fire."""
         row = self.store.run(run_id)
-        owner = self.store.db.execute("SELECT pid FROM runs WHERE id = ?", (run_id,)).fetchone()
-        still_owned = owner is not None and (pid is None or owner[0] == pid)
+        still_owned = row is not None and (pid is None or row.pid == pid)
         if row is not None and row.status == "running" and still_owned:
             # The worker died without recording an end: leave the run resumable.
             self.store.db.execute(

@@ -80,6 +80,9 @@ class RunRow:
     traceback: str | None
     inputs_json: str
     result_json: str | None
+    spec_path: str
+    spec_sha256: str
+    pid: int | None
 
 
 class RunStore:
@@ -179,11 +182,18 @@ class RunStore:
             ),
         )
 
-    def _on_ToolStarted(self, event: ToolStarted) -> None:
+    def _insert_tool_call(
+        self,
+        event: ToolStarted | ToolCalled,
+        status: str,
+        result: str,
+        error: str | None,
+        duration_s: float,
+    ) -> None:
         self.db.execute(
             """INSERT INTO tool_calls (run_id, step, call_id, tool, risk, arguments, decision,
                status, result, error, duration_s, created_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, 'running', '', NULL, 0, ?)""",
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (
                 event.run_id,
                 event.step,
@@ -192,9 +202,17 @@ class RunStore:
                 event.risk,
                 event.arguments,
                 event.decision,
+                status,
+                result,
+                error,
+                duration_s,
                 _now(),
             ),
         )
+
+    def _on_ToolStarted(self, event: ToolStarted) -> None:
+        # The journal entry: written before the tool runs.
+        self._insert_tool_call(event, "running", "", None, 0.0)
 
     def _on_ToolCalled(self, event: ToolCalled) -> None:
         updated = self.db.execute(
@@ -211,27 +229,8 @@ class RunStore:
                 event.call_id,
             ),
         ).rowcount
-        if updated:
-            return
-        self.db.execute(
-            """INSERT INTO tool_calls (run_id, step, call_id, tool, risk, arguments, decision,
-               status, result, error, duration_s, created_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            (
-                event.run_id,
-                event.step,
-                event.call_id,
-                event.tool,
-                event.risk,
-                event.arguments,
-                event.decision,
-                event.status,
-                event.result,
-                event.error,
-                event.duration_s,
-                _now(),
-            ),
-        )
+        if not updated:  # refused or proposed calls never started: no journal entry
+            self._insert_tool_call(event, event.status, event.result, event.error, event.duration_s)
 
     def _on_ApprovalRequested(self, event: ApprovalRequested) -> None:
         pending = self.db.execute(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from runner.spec import AgentSpec, load_spec
 
@@ -30,3 +33,17 @@ def make_spec(folder: Path, extra: str = "", model: str = "openai/scripted") -> 
         paths: [data]
     """
     return load_spec(write_spec(folder, textwrap.dedent(body) + textwrap.dedent(extra)))
+
+
+def wait_for(predicate: Callable[[], Any], what: str, limit_s: float = 120.0) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``limit_s`` seconds.
+
+    The limit only ends a stuck test; it is not a timing assertion.
+    """
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")

@@ -26,19 +26,9 @@ import pytest
 from runner.store import RunStore
 from runner.triggers import CronSchedule, slot_run_id
 from tests.conftest import ROOT
-from tests.helpers import write_spec
+from tests.helpers import wait_for, write_spec
 
 WAIT_S = 120.0  # a guard that ends a stuck test, not a timing assertion
-
-
-def wait_for(predicate: Any, what: str, limit_s: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 class DaemonProcess:

@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -46,6 +45,7 @@ from runner.testing import FunctionModel, Scripted, ScriptedModel, call, calls, 
 from runner.tools import ToolRegistry
 from runner.tools.http import HttpTool
 from tests.conftest import ROOT
+from tests.helpers import wait_for
 
 AGENTS = ROOT / "agents"
 EXAMPLES = sorted(AGENTS.glob("*.yaml"))
@@ -616,16 +616,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def wait_for(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:

@@ -236,15 +236,10 @@ def resume(run_id: str, as_json: bool, quiet: bool, unattended: bool, force: boo
             f"agentrun approve {row.id} or agentrun deny {row.id} --reason TEXT",
             EXIT_WAITING,
         )
-    spec_path = Path(
-        store.db.execute("SELECT spec_path FROM runs WHERE id = ?", (row.id,)).fetchone()[0]
-    )
+    spec_path = Path(row.spec_path)
     if not spec_path.exists():
         raise UsageError(f"the spec of run {row.id} is gone: {spec_path}")
-    recorded_sha = store.db.execute(
-        "SELECT spec_sha256 FROM runs WHERE id = ?", (row.id,)
-    ).fetchone()[0]
-    if hashlib.sha256(spec_path.read_bytes()).hexdigest() != recorded_sha and not force:
+    if hashlib.sha256(spec_path.read_bytes()).hexdigest() != row.spec_sha256 and not force:
         raise UsageError(
             f"{spec_path} changed since run {row.id} started; pass --force to resume with "
             "the new version"

@@ -16,6 +16,9 @@ from .base import (
     cli,
 )
 
+#: How `explain` and `tools` say a policy decision.
+DECISION_WORDS = {"allow": "runs", "ask": "asks", "deny": "denied", "propose": "proposed only"}
+
 # ---------------------------------------------------------------------------------------------
 # validate, schema, init, explain
 
@@ -191,9 +194,7 @@ def explain(spec_file: Path) -> None:
         click.echo("tools offered to the model:")
         for tool in tools:
             decision = policy.decide_statically(tool.name, tool.risk)
-            word = {"allow": "runs", "ask": "asks", "deny": "denied", "propose": "proposed only"}[
-                decision
-            ]
+            word = DECISION_WORDS[decision]
             click.echo(f"  {tool.name:<14} risk {tool.risk:<6} {word}")
     elif not (spec.tools.builtin_names() or spec.tools.functions or spec.tools.mcp):
         click.echo("tools: none")
@@ -271,12 +272,11 @@ def tools(spec_file: Path) -> None:
         return listed, warnings
 
     listed, warnings = asyncio.run(collect())
-    words = {"allow": "runs", "ask": "asks", "deny": "denied", "propose": "proposed only"}
     click.echo(f"autonomy {spec.autonomy}: {len(listed)} tools offered to the model")
     click.echo(f"{'TOOL':<32} {'RISK':<7} {'DECISION':<14} SOURCE")
     for tool in listed:
         rule_name = getattr(tool, "qualified_name", tool.name)
         decision = policy.decide_statically(rule_name, tool.risk)
-        click.echo(f"{tool.name:<32} {tool.risk:<7} {words[decision]:<14} {tool.source}")
+        click.echo(f"{tool.name:<32} {tool.risk:<7} {DECISION_WORDS[decision]:<14} {tool.source}")
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)

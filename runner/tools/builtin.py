@@ -182,10 +182,21 @@ def _os_error(action: str, requested: str, error: OSError) -> ToolError:
     return ToolError(f"cannot {action} {requested!r}: {error.strerror or error}")
 
 
-class ReadFile(Tool):
+class _FileTool(Tool):
+    """A tool confined by a :class:`PathJail`; ``summary`` starts its description."""
+
+    summary = ""
+
+    def __init__(self, jail: PathJail) -> None:
+        self.jail = jail
+        self.description = f"{self.summary} Allowed paths: {', '.join(jail.declared)}."
+
+
+class ReadFile(_FileTool):
     """Read a UTF-8 text file inside the declared paths."""
 
     name = "read_file"
+    summary = "Read a text file."
     risk = "low"
     parameters = {  # noqa: RUF012
         "type": "object",
@@ -195,10 +206,6 @@ class ReadFile(Tool):
         "required": ["path"],
         "additionalProperties": False,
     }
-
-    def __init__(self, jail: PathJail) -> None:
-        self.jail = jail
-        self.description = "Read a text file. Allowed paths: " + ", ".join(jail.declared) + "."
 
     def run(self, arguments: dict[str, Any]) -> str:
         """The file's text (at most :data:`READ_LIMIT` bytes).
@@ -232,10 +239,11 @@ class ReadFile(Tool):
         return text
 
 
-class ListDir(Tool):
+class ListDir(_FileTool):
     """List a folder inside the declared paths."""
 
     name = "list_dir"
+    summary = "List the files and folders in a folder."
     risk = "low"
     parameters = {  # noqa: RUF012
         "type": "object",
@@ -247,14 +255,6 @@ class ListDir(Tool):
         },
         "additionalProperties": False,
     }
-
-    def __init__(self, jail: PathJail) -> None:
-        self.jail = jail
-        self.description = (
-            "List the files and folders in a folder. Allowed paths: "
-            + ", ".join(jail.declared)
-            + "."
-        )
 
     def run(self, arguments: dict[str, Any]) -> str:
         """One entry per line: ``name/`` for folders, ``name (N bytes)`` for files.
@@ -290,10 +290,11 @@ class ListDir(Tool):
         return "\n".join(lines) if lines else "(empty folder)"
 
 
-class WriteFile(Tool):
+class WriteFile(_FileTool):
     """Create or replace a UTF-8 text file inside the declared paths, atomically."""
 
     name = "write_file"
+    summary = "Create a text file or replace its whole content."
     risk = "medium"
     parameters = {  # noqa: RUF012
         "type": "object",
@@ -311,14 +312,6 @@ class WriteFile(Tool):
         "required": ["path", "content"],
         "additionalProperties": False,
     }
-
-    def __init__(self, jail: PathJail) -> None:
-        self.jail = jail
-        self.description = (
-            "Create a text file or replace its whole content. Allowed paths: "
-            + ", ".join(jail.declared)
-            + "."
-        )
 
     def run(self, arguments: dict[str, Any]) -> str:
         """Write ``content`` to ``path`` (atomic replace, see :func:`atomic_write`).
@@ -350,10 +343,11 @@ class WriteFile(Tool):
         return f"{verb} {self.jail.display(path)} ({len(data)} bytes)"
 
 
-class EditFile(Tool):
+class EditFile(_FileTool):
     """Replace exactly one occurrence of a piece of text in a file, atomically."""
 
     name = "edit_file"
+    summary = "Replace one exact, unique piece of text in a text file with new text."
     risk = "medium"
     parameters = {  # noqa: RUF012
         "type": "object",
@@ -370,13 +364,6 @@ class EditFile(Tool):
         "required": ["path", "old", "new"],
         "additionalProperties": False,
     }
-
-    def __init__(self, jail: PathJail) -> None:
-        self.jail = jail
-        self.description = (
-            "Replace one exact, unique piece of text in a text file with new text. "
-            "Allowed paths: " + ", ".join(jail.declared) + "."
-        )
 
     def run(self, arguments: dict[str, Any]) -> str:
         """Replace the single occurrence of ``old`` with ``new`` in ``path``.

@@ -165,6 +165,19 @@ def _vim_probe(name: str) -> bool:
     return name.isascii() and name.isdigit() and int(name) >= 4913 and (int(name) - 4913) % 123 == 0
 
 
+def bracket_end(pattern: str, start: int) -> int:
+    """Index of the ``]`` closing the ``[`` at ``start``, or -1.
+
+    ``fnmatch``'s rules: a ``]`` right after ``[`` or ``[!`` is a member, not the end.
+    """
+    close = start + 1
+    if close < len(pattern) and pattern[close] == "!":
+        close += 1
+    if close < len(pattern) and pattern[close] == "]":
+        close += 1
+    return pattern.find("]", close)
+
+
 def _segment_regex(segment: str) -> str:
     """Regex for one glob segment: ``*`` and ``?`` stay inside the segment, ``[...]`` sets."""
     out: list[str] = []
@@ -178,12 +191,7 @@ def _segment_regex(segment: str) -> str:
         elif char == "?":
             out.append("[^/]")
         elif char == "[":
-            close = index + 1
-            if close < len(segment) and segment[close] == "!":
-                close += 1
-            if close < len(segment) and segment[close] == "]":
-                close += 1
-            close = segment.find("]", close)
+            close = bracket_end(segment, index)
             if close < 0:
                 out.append(re.escape(char))
             else:
