@@ -22,6 +22,7 @@ import re
 from typing import Any
 
 from .errors import Diagnostic
+from .globs import bracket_end
 from .spec import AgentSpec, InputSpec
 from .yamlpos import Located, Pos
 
@@ -412,29 +413,9 @@ class _Checker:
     # -- budgets, model, environment ------------------------------------------------------
 
     def budgets(self) -> None:
-        from .models import price_for
-
         budgets = self.spec.budgets
-        if (
-            budgets.max_cost_usd is not None
-            and self.spec.model.pricing is None
-            and price_for(self.spec.model.id) is None
-        ):
-            self.error(
-                self.located.value_pos(("budgets", "max_cost_usd")),
-                f"max_cost_usd is set, but the price of model {self.spec.model.id!r} "
-                "is unknown, so the cap could not be enforced",
-                "add model.pricing (USD per million input and output tokens)",
-            )
         if budgets.max_cost_usd is not None:
-            for index, fallback in enumerate(self.spec.model.fallbacks):
-                if price_for(fallback) is None:
-                    self.error(
-                        self.located.value_pos(("model", "fallbacks", index)),
-                        f"max_cost_usd is set, but the price of fallback model {fallback!r} "
-                        "is unknown, so the cap could not be enforced when it answers",
-                        "use a fallback litellm has a price for, or remove max_cost_usd",
-                    )
+            self._cost_cap_priced()
         loop = self.spec.loop_detection
         given = self.located.value.get("loop_detection") or {}
         if loop.warn_after >= loop.stop_after and given:
@@ -454,6 +435,26 @@ class _Checker:
                 self.located.key_pos(("budgets", "max_tool_calls")),
                 "max_tool_calls is set but the spec declares no tools",
             )
+
+    def _cost_cap_priced(self) -> None:
+        """A cost cap needs a price for the model and for every fallback."""
+        from .models import price_for  # only specs with a cost cap pay for this import
+
+        if self.spec.model.pricing is None and price_for(self.spec.model.id) is None:
+            self.error(
+                self.located.value_pos(("budgets", "max_cost_usd")),
+                f"max_cost_usd is set, but the price of model {self.spec.model.id!r} "
+                "is unknown, so the cap could not be enforced",
+                "add model.pricing (USD per million input and output tokens)",
+            )
+        for index, fallback in enumerate(self.spec.model.fallbacks):
+            if price_for(fallback) is None:
+                self.error(
+                    self.located.value_pos(("model", "fallbacks", index)),
+                    f"max_cost_usd is set, but the price of fallback model {fallback!r} "
+                    "is unknown, so the cap could not be enforced when it answers",
+                    "use a fallback litellm has a price for, or remove max_cost_usd",
+                )
 
     def environment(self) -> None:
         allowed = set(self.spec.env)
@@ -528,8 +529,6 @@ def _cron_fires(expression: str, timezone: str) -> bool:
 
 def _bracket_problem(pattern: str) -> str:
     """Why the ``[...]`` sets of an ``fnmatch`` pattern are broken, or ``""``."""
-    from .triggers.watch import bracket_end
-
     index = 0
     while index < len(pattern):
         if pattern[index] == "[":

@@ -14,7 +14,6 @@ import difflib
 import functools
 import json
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +77,11 @@ def schema_path() -> Path:
     Raises:
         FileNotFoundError: when neither exists (a broken installation).
     """
-    shipped = resources.files("runner").joinpath("schemas/agent.schema.json")
+    package = Path(__file__).resolve().parent  # a plain directory: agentrun is not zip-safe
+    shipped = package / "schemas" / "agent.schema.json"
     if shipped.is_file():
-        return Path(str(shipped))
-    source = Path(__file__).resolve().parent.parent / "schemas" / "agent.schema.json"
+        return shipped
+    source = package.parent / "schemas" / "agent.schema.json"
     if source.is_file():
         return source
     raise FileNotFoundError("agent.schema.json is missing from this installation of agentrun")

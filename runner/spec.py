@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import Diagnostic, SpecError
+from .specclass import SpecClass, field
 
 #: Largest spec file read, in bytes. Real specs are a few KiB.
 MAX_SPEC_BYTES = 1_000_000
@@ -47,8 +47,7 @@ def parse_duration(value: str | float | int) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
-@dataclass(frozen=True)
-class Pricing:
+class Pricing(SpecClass):
     """Model price in USD per million tokens."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/properties/model/properties/pricing"
@@ -56,8 +55,7 @@ class Pricing:
     output_per_mtok: float
 
 
-@dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(SpecClass):
     """The model: a litellm id, call parameters, fallbacks, endpoint, key variable, timeout (s)."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/properties/model"
@@ -70,8 +68,7 @@ class ModelSpec:
     pricing: Pricing | None = None
 
 
-@dataclass(frozen=True)
-class InputSpec:
+class InputSpec(SpecClass):
     """One typed input parameter; ``name`` is its key in ``inputs``."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/input"
@@ -89,8 +86,7 @@ class InputSpec:
         return self.default is not None
 
 
-@dataclass(frozen=True)
-class FileToolSpec:
+class FileToolSpec(SpecClass):
     """A file tool (``read_file``, ``list_dir``, ``write_file``, ``edit_file``) and its roots."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/file_tool"
@@ -98,8 +94,7 @@ class FileToolSpec:
     risk: str | None = None
 
 
-@dataclass(frozen=True)
-class ShellToolSpec:
+class ShellToolSpec(SpecClass):
     """The shell tool: allowed command patterns, optional interpreter, confined cwd."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/tools/properties/shell"
@@ -109,8 +104,7 @@ class ShellToolSpec:
     risk: str | None = None
 
 
-@dataclass(frozen=True)
-class HttpToolSpec:
+class HttpToolSpec(SpecClass):
     """The HTTP tool: host allowlist, methods, response size cap (bytes), headers from env."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/tools/properties/http_request"
@@ -121,8 +115,7 @@ class HttpToolSpec:
     risk: str | None = None
 
 
-@dataclass(frozen=True)
-class McpServerSpec:
+class McpServerSpec(SpecClass):
     """One MCP server (stdio ``command`` or streamable HTTP ``url``); ``name`` is its key."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/mcp_server"
@@ -140,8 +133,7 @@ class McpServerSpec:
     risk: str | None = None
 
 
-@dataclass(frozen=True)
-class FunctionToolSpec:
+class FunctionToolSpec(SpecClass):
     """A Python function tool ``module:function``; ``name`` is the tool's name."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/tools/properties/functions/additionalProperties"
@@ -151,8 +143,7 @@ class FunctionToolSpec:
     risk: str | None = None
 
 
-@dataclass(frozen=True)
-class ToolsSpec:
+class ToolsSpec(SpecClass):
     """Every tool source the spec lists; an unlisted tool does not exist for the model."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/tools"
@@ -170,8 +161,7 @@ class ToolsSpec:
         return [name for name in BUILTIN_TOOLS if getattr(self, name) is not None]
 
 
-@dataclass(frozen=True)
-class RulesSpec:
+class RulesSpec(SpecClass):
     """``allow`` / ``ask`` / ``deny`` patterns (``TOOL`` or ``TOOL:ARG=GLOB``)."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/properties/rules"
@@ -180,8 +170,7 @@ class RulesSpec:
     deny: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class BudgetsSpec:
+class BudgetsSpec(SpecClass):
     """Hard limits: counts, tokens, USD, seconds (durations) and bytes (tool output)."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/properties/budgets"
@@ -194,8 +183,7 @@ class BudgetsSpec:
     max_tool_output: int = 65_536
 
 
-@dataclass(frozen=True)
-class LoopDetectionSpec:
+class LoopDetectionSpec(SpecClass):
     """Repeated-call thresholds: warn the model, then stop with ``loop_detected``."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/properties/loop_detection"
@@ -203,8 +191,7 @@ class LoopDetectionSpec:
     stop_after: int = 5
 
 
-@dataclass(frozen=True)
-class OutputSpec:
+class OutputSpec(SpecClass):
     """Structured output: a JSON Schema for the final answer and how often to retry."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/properties/output"
@@ -212,8 +199,7 @@ class OutputSpec:
     max_retries: int = 2
 
 
-@dataclass(frozen=True)
-class WatchSpec:
+class WatchSpec(SpecClass):
     """A file-watch trigger's settings; ``debounce`` and ``max_wait`` in seconds."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/trigger/properties/watch"
@@ -226,8 +212,7 @@ class WatchSpec:
     poll: bool = False
 
 
-@dataclass(frozen=True)
-class WebhookSpec:
+class WebhookSpec(SpecClass):
     """A webhook trigger: path, secret variable, payload → input mapping, body cap (bytes)."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/trigger/properties/webhook"
@@ -237,8 +222,7 @@ class WebhookSpec:
     max_body: int = 1_048_576
 
 
-@dataclass(frozen=True)
-class TriggerSpec:
+class TriggerSpec(SpecClass):
     """One trigger; ``kind`` says which of ``cron``/``watch``/``manual``/``webhook`` is set."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/trigger"
@@ -254,8 +238,7 @@ class TriggerSpec:
     webhook: WebhookSpec | None = None
 
 
-@dataclass(frozen=True)
-class AgentSpec:
+class AgentSpec(SpecClass):
     """A loaded, validated agent spec.
 
     Attributes:

@@ -33,6 +33,7 @@ import httpx
 import pytest
 import yaml
 
+from runner import specclass
 from runner.cli import STOP_EXIT_CODES, main
 from runner.compiler import CompiledAgent, compile_agent
 from runner.events import RunFinished, StopReason
@@ -65,7 +66,7 @@ def load(name: str, workdir: Path | None = None) -> AgentSpec:
     """The example ``agents/NAME.yaml``, its working folder moved to ``workdir`` if given."""
     spec, diagnostics = check_spec(AGENTS / f"{name}.yaml")
     assert spec is not None, [d.headline() for d in diagnostics]
-    return spec if workdir is None else dataclasses.replace(spec, workdir=workdir)
+    return spec if workdir is None else specclass.replace(spec, workdir=workdir)
 
 
 def execute(

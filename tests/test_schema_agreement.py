@@ -1,6 +1,6 @@
 """The JSON Schema and the typed spec classes describe the same language.
 
-- every dataclass in ``runner.spec`` with a ``SCHEMA_POINTER`` has exactly the fields the
+- every spec class in ``runner.spec`` with a ``SCHEMA_POINTER`` has exactly the fields the
   schema object at that pointer has as ``properties`` (less the class's ``DERIVED`` fields
   and its ``KEYED_BY`` name), and a field typed with another such class points at the
   schema object that class names;
@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
+import pickle
 import typing
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +22,7 @@ from jsonschema import Draft202012Validator
 
 import runner.spec as spec_module
 from runner.schema import SCHEMA_ID, schema
+from runner.specclass import SpecClass, spec_fields
 
 SCHEMA = schema()
 
@@ -49,7 +50,7 @@ SPEC_CLASSES = sorted(
     (
         cls
         for _, cls in inspect.getmembers(spec_module, inspect.isclass)
-        if dataclasses.is_dataclass(cls)
+        if issubclass(cls, SpecClass)
         and cls.__module__ == spec_module.__name__
         and "SCHEMA_POINTER" in vars(cls)
     ),
@@ -57,9 +58,9 @@ SPEC_CLASSES = sorted(
 )
 
 
-def mirrored_fields(cls: type) -> set[str]:
+def mirrored_fields(cls: type[SpecClass]) -> set[str]:
     skipped = set(getattr(cls, "DERIVED", ())) | {getattr(cls, "KEYED_BY", None)}
-    return {f.name for f in dataclasses.fields(cls)} - skipped
+    return set(spec_fields(cls)) - skipped
 
 
 def test_the_spec_classes_are_found() -> None:
@@ -69,7 +70,7 @@ def test_the_spec_classes_are_found() -> None:
 
 
 @pytest.mark.parametrize("cls", SPEC_CLASSES, ids=lambda cls: cls.__name__)
-def test_dataclass_fields_equal_schema_properties(cls: type) -> None:
+def test_spec_class_fields_equal_schema_properties(cls: type[SpecClass]) -> None:
     target = deref(resolve_pointer(cls.SCHEMA_POINTER))  # type: ignore[attr-defined]
     assert isinstance(target, dict)
     properties = set(target.get("properties", {}))
@@ -77,7 +78,7 @@ def test_dataclass_fields_equal_schema_properties(cls: type) -> None:
     assert fields - properties == set(), f"{cls.__name__} fields the schema lacks"
     assert properties - fields == set(), f"schema properties {cls.__name__} lacks"
     for name in set(getattr(cls, "DERIVED", ())) | {getattr(cls, "KEYED_BY", None)} - {None}:
-        assert name in {f.name for f in dataclasses.fields(cls)}, f"{cls.__name__}.{name}"
+        assert name in spec_fields(cls), f"{cls.__name__}.{name}"
 
 
 def _spec_classes_in(hint: Any) -> Iterator[tuple[str, type]]:
@@ -98,7 +99,7 @@ def _spec_classes_in(hint: Any) -> Iterator[tuple[str, type]]:
 
 
 @pytest.mark.parametrize("cls", SPEC_CLASSES, ids=lambda cls: cls.__name__)
-def test_nested_spec_classes_point_at_their_schema_objects(cls: type) -> None:
+def test_nested_spec_classes_point_at_their_schema_objects(cls: type[SpecClass]) -> None:
     hints = typing.get_type_hints(cls, vars(spec_module))
     properties = deref(resolve_pointer(cls.SCHEMA_POINTER)).get("properties", {})  # type: ignore[attr-defined]
     for name in mirrored_fields(cls):
@@ -195,3 +196,40 @@ def test_schema_examples_are_valid_for_their_property() -> None:
             if errors:
                 problems.append(f"{where}: {example!r}: {errors[0]}")
     assert problems == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the spec classes behave as the frozen dataclasses they replaced
+
+
+def test_spec_objects_are_frozen_values() -> None:
+    from runner.spec import ModelSpec, Pricing
+    from runner.specclass import FrozenSpecError, replace
+
+    price = Pricing(input_per_mtok=1.0, output_per_mtok=2.0)
+    assert price == Pricing(1.0, 2.0)
+    assert price != Pricing(1.0, 3.0)
+    assert hash(price) == hash(Pricing(1.0, 2.0))
+    assert repr(price) == "Pricing(input_per_mtok=1.0, output_per_mtok=2.0)"
+    with pytest.raises(FrozenSpecError, match="input_per_mtok"):
+        price.input_per_mtok = 5.0  # type: ignore[misc]
+    with pytest.raises(FrozenSpecError):
+        del price.output_per_mtok  # type: ignore[misc]
+    changed = replace(price, output_per_mtok=4.0)
+    assert (changed.input_per_mtok, changed.output_per_mtok, price.output_per_mtok) == (1, 4, 2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        replace(price, bogus=1)
+    with pytest.raises(TypeError, match="missing required argument 'output_per_mtok'"):
+        Pricing(input_per_mtok=1.0)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="multiple values"):
+        Pricing(1.0, input_per_mtok=2.0)  # type: ignore[misc]
+    with pytest.raises(TypeError, match="positional"):
+        Pricing(1.0, 2.0, 3.0)  # type: ignore[call-arg]
+
+    first, second = ModelSpec(id="a"), ModelSpec(id="a")
+    assert first.params == {} and first.params is not second.params  # a fresh default each
+    assert "params" not in vars(ModelSpec)  # no shared mutable default left on the class
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(first)  # holds a dict, as a frozen dataclass would
+    assert first == second and first != "a"
+    assert pickle.loads(pickle.dumps(first)) == first

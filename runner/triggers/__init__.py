@@ -28,8 +28,10 @@ One module per concept; every name is re-exported here, so ``from runner.trigger
   ``X-Hub-Signature-256``), :class:`ReplayGuard` (GitHub's ``X-GitHub-Delivery``),
   :func:`inputs_from_payload`.
 
-Importing this package imports neither croniter nor watchdog; they are imported inside the
-functions that need them.
+Importing this package imports none of its submodules: each name is imported from its
+submodule on first use (PEP 562 ``__getattr__``), so ``agentrun validate`` pays for the cron
+module and not for the watch, webhook and concurrency ones. croniter and watchdog are
+imported inside the functions that need them.
 
 Daylight saving (issue 6; the full rule, with examples and how it differs from Debian cron,
 is in :mod:`runner.triggers.cron`): cron fields name wall-clock times in the trigger's IANA
@@ -42,34 +44,71 @@ together. Users who want a fixed real interval across DST changes should use
 
 from __future__ import annotations
 
-from .concurrency import Concurrency, FireDecision, on_fire, start_queued
-from .cron import (
-    ALIASES,
-    DEFAULT_GRACE,
-    Catchup,
-    CronSchedule,
-    cron_problem,
-    missed_slots,
-    slot_run_id,
-    timezone_problem,
-)
-from .watch import (
-    ALL_EVENTS,
-    BUILTIN_IGNORES,
-    DEFAULT_EVENTS,
-    Burst,
-    Change,
-    Debouncer,
-    EventKind,
-    Fingerprint,
-    PathHistory,
-    SelfWriteFilter,
-    WatchEvent,
-    WatchFilter,
-    fingerprint,
-    from_watchdog,
-)
-from .webhook import PayloadPathError, ReplayGuard, inputs_from_payload, verify_signature
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .concurrency import Concurrency, FireDecision, on_fire, start_queued
+    from .cron import (
+        ALIASES,
+        DEFAULT_GRACE,
+        Catchup,
+        CronSchedule,
+        cron_problem,
+        missed_slots,
+        slot_run_id,
+        timezone_problem,
+    )
+    from .watch import (
+        ALL_EVENTS,
+        BUILTIN_IGNORES,
+        DEFAULT_EVENTS,
+        Burst,
+        Change,
+        Debouncer,
+        EventKind,
+        Fingerprint,
+        PathHistory,
+        SelfWriteFilter,
+        WatchEvent,
+        WatchFilter,
+        fingerprint,
+        from_watchdog,
+    )
+    from .webhook import PayloadPathError, ReplayGuard, inputs_from_payload, verify_signature
+
+_SUBMODULE = {
+    "ALIASES": "cron",
+    "ALL_EVENTS": "watch",
+    "BUILTIN_IGNORES": "watch",
+    "Burst": "watch",
+    "Catchup": "cron",
+    "Change": "watch",
+    "Concurrency": "concurrency",
+    "CronSchedule": "cron",
+    "DEFAULT_EVENTS": "watch",
+    "DEFAULT_GRACE": "cron",
+    "Debouncer": "watch",
+    "EventKind": "watch",
+    "Fingerprint": "watch",
+    "FireDecision": "concurrency",
+    "PathHistory": "watch",
+    "PayloadPathError": "webhook",
+    "ReplayGuard": "webhook",
+    "SelfWriteFilter": "watch",
+    "WatchEvent": "watch",
+    "WatchFilter": "watch",
+    "cron_problem": "cron",
+    "fingerprint": "watch",
+    "from_watchdog": "watch",
+    "inputs_from_payload": "webhook",
+    "missed_slots": "cron",
+    "on_fire": "concurrency",
+    "slot_run_id": "cron",
+    "start_queued": "concurrency",
+    "timezone_problem": "cron",
+    "verify_signature": "webhook",
+}
 
 __all__ = [
     "ALIASES",
@@ -103,3 +142,17 @@ __all__ = [
     "timezone_problem",
     "verify_signature",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that defines ``name`` on first use (PEP 562)."""
+    module = _SUBMODULE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SUBMODULE])

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from ..globs import bracket_end
+
 
 class EventKind(StrEnum):
     """A kind of file change, as the spec's ``watch.events`` names it (watchdog's event types)."""
@@ -163,19 +165,6 @@ removed within one burst is not a change.
 def _vim_probe(name: str) -> bool:
     """Whether ``name`` is vim's write test file: 4913, or 4913 + 123k if taken (bufwrite.c)."""
     return name.isascii() and name.isdigit() and int(name) >= 4913 and (int(name) - 4913) % 123 == 0
-
-
-def bracket_end(pattern: str, start: int) -> int:
-    """Index of the ``]`` closing the ``[`` at ``start``, or -1.
-
-    ``fnmatch``'s rules: a ``]`` right after ``[`` or ``[!`` is a member, not the end.
-    """
-    close = start + 1
-    if close < len(pattern) and pattern[close] == "!":
-        close += 1
-    if close < len(pattern) and pattern[close] == "]":
-        close += 1
-    return pattern.find("]", close)
 
 
 def _segment_regex(segment: str) -> str:
