@@ -2,12 +2,15 @@
 
 Both drive the same 20-step tool-calling conversation (19 `list_dir` calls, then an answer)
 against the zero-latency fake OpenAI-compatible server, in the same process, through
-`litellm.acompletion`. CPU time (process_time, all threads) is measured per run; the median
-over N runs is reported, and the difference divided by 20 is agentrun's overhead per step.
+`litellm.acompletion`. CPU time (process_time, all threads) is measured per run, the variants
+in interleaved rounds. Agentrun's overhead per step is the median over the rounds of (its run
+minus the same round's bare run) / 20, with the interquartile range: pairing the runs of a
+round cancels the drift of a shared machine, which moves the bare loop's ~15 ms a step by
+more than the overhead being measured.
 A third variant adds `max_tokens`/`max_cost_usd` budgets, which count prompt tokens with
 litellm's tokenizer before every call.
 
-Run: python bench/overhead.py [--runs 15]
+Run: python bench/overhead.py [--runs 30]
 Target: under 1 ms of CPU per step over the bare loop, storage included.
 """
 
@@ -114,7 +117,7 @@ async def bare_loop(api_base: str, folder: Path, tools: list[dict[str, Any]]) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--no-freeze", action="store_true", help="Leave gc.freeze() out.")
     options = parser.parse_args()
     runs, freeze = options.runs, not options.no_freeze
@@ -153,8 +156,13 @@ def main() -> None:
 
             variants[label] = once
         samples: dict[str, list[float]] = {label: [] for label in variants}
+        order = list(variants.items())
         for round_ in range(runs + 1):
-            for label, once in variants.items():
+            # Each round starts with the next variant (A B C, B C A, C A B, ...): whatever a run
+            # leaves behind (litellm's unclosed aiohttp session of that event loop, garbage) is
+            # paid by the run after it, and the rotation spreads that over every variant.
+            shift = round_ % len(order)
+            for label, once in order[shift:] + order[:shift]:
                 start = time.process_time()
                 once()
                 if round_:  # the first round warms up imports, pools and caches
@@ -171,11 +179,19 @@ def main() -> None:
             print(
                 f"{label:<44} median {median * 1000:8.2f} ms CPU per run ({median / STEPS * 1000:.3f} ms/step)"
             )
-        bare = medians["bare litellm loop"]
-        for label, median in list(medians.items())[1:]:
-            extra = (median - bare) / STEPS * 1000
+        bare_label = "bare litellm loop"
+        for label in list(medians)[1:]:
+            # Paired: each round's agentrun run minus the same round's bare run, so a slow
+            # stretch of the machine, which lifts both, cancels out.
+            extra = [
+                (ours - bare) / STEPS * 1000
+                for ours, bare in zip(samples[label], samples[bare_label], strict=True)
+            ]
+            low, mid, high = statistics.quantiles(extra, n=4)
+            ratio = medians[label] / medians[bare_label]
             print(
-                f"overhead per step, {label.removeprefix('agentrun '):<36} {extra:6.3f} ms  (ratio {median / bare:.2f}x)"
+                f"overhead per step, {label.removeprefix('agentrun '):<36} {mid:6.3f} ms "
+                f"(IQR {low:.3f}..{high:.3f}; ratio of medians {ratio:.2f}x)"
             )
         print(
             f"({runs} interleaved rounds, {STEPS} steps per run; python {sys.version.split()[0]})"

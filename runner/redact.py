@@ -10,6 +10,7 @@ conversation is not altered.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable
@@ -50,27 +51,57 @@ class Redactor:
         self._pattern = re.compile("|".join(f"(?:{p})" for p in parts))
 
     def text(self, value: str) -> str:
-        """``value`` with every secret replaced by ``[REDACTED]``."""
+        """``value`` with every secret replaced by ``[REDACTED]`` (``value`` itself if none)."""
+        if len(value) < MIN_SECRET_LENGTH or not self._pattern.search(value):
+            return value  # the same object, even for a str subclass such as a StrEnum member
         return self._pattern.sub(MASK, value)
 
     def value(self, value: Any) -> Any:
-        """Redact strings inside dicts, lists and tuples (returns new containers)."""
+        """Redact strings inside dicts, lists and tuples.
+
+        Returns ``value`` itself when it holds no secret, else new containers along the path
+        to each masked string (the input is never modified).
+        """
+        kind = type(value)
+        if kind is int or kind is float or kind is bool or value is None:
+            return value
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
-            return {k: self.value(v) for k, v in value.items()}
+            changed: dict[Any, Any] | None = None
+            for key, item in value.items():
+                cleaned = self.value(item)
+                if cleaned is not item:
+                    if changed is None:
+                        changed = dict(value)
+                    changed[key] = cleaned
+            return value if changed is None else changed
         if isinstance(value, list | tuple):
-            return type(value)(self.value(v) for v in value)
+            items = [self.value(item) for item in value]
+            if all(new is old for new, old in zip(items, value, strict=True)):
+                return value
+            return type(value)(items)
         return value
 
     def event(self, event: T) -> T:
-        """A copy of a dataclass event with every string field (deeply) redacted."""
-        if not is_dataclass(event) or isinstance(event, type):
+        """A copy of a dataclass event with every string field (deeply) redacted.
+
+        The event itself when it holds no secret (the common case: no copy is made).
+        """
+        klass: Any = type(event)
+        names = _field_names(klass)
+        if not names:
             return event
         changes = {}
-        for field in fields(event):
-            current = getattr(event, field.name)
+        for name in names:
+            current = getattr(event, name)
             cleaned = self.value(current)
-            if cleaned != current:
-                changes[field.name] = cleaned
-        return replace(event, **changes) if changes else event
+            if cleaned is not current:
+                changes[name] = cleaned
+        return replace(event, **changes) if changes else event  # type: ignore[type-var]
+
+
+@functools.cache
+def _field_names(cls: Any) -> tuple[str, ...]:
+    """The dataclass fields of an event class, or ``()`` for anything else."""
+    return tuple(field.name for field in fields(cls)) if is_dataclass(cls) else ()

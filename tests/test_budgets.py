@@ -128,3 +128,23 @@ def test_redactor_masks_values_and_key_shapes(monkeypatch: pytest.MonkeyPatch) -
         assert secret not in cleaned
     assert cleaned.count("[REDACTED]") == 5
     assert redactor.text("nothing secret here") == "nothing secret here"
+
+
+def test_redactor_copies_only_what_holds_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner.events import MessageAdded
+
+    monkeypatch.setenv("AGENTRUN_TEST_SECRET", "hunter2-but-longer")
+    redactor = Redactor(["AGENTRUN_TEST_SECRET"])
+    clean = {"role": "tool", "content": "file.txt", "calls": [{"a": ("x", 1)}], "n": None}
+    assert redactor.value(clean) is clean
+    event = MessageAdded("run-1", 3, clean)
+    assert redactor.event(event) is event
+
+    dirty = {"role": "tool", "content": "ok", "calls": [{"a": ("x", "pw hunter2-but-longer")}]}
+    cleaned = redactor.value(dirty)
+    assert cleaned == {"role": "tool", "content": "ok", "calls": [{"a": ("x", "pw [REDACTED]")}]}
+    assert dirty["calls"][0]["a"][1] == "pw hunter2-but-longer"  # the input is not modified
+    assert isinstance(cleaned["calls"][0]["a"], tuple)
+    masked = redactor.event(MessageAdded("run-1", 4, dirty))
+    assert masked.message == cleaned and masked.seq == 4
+    assert redactor.event("not an event") == "not an event"

@@ -13,11 +13,80 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import ToolArgumentError
+
+
+class DaemonThreads:
+    """Reusable daemon threads for blocking work (tool calls), each job on an idle thread.
+
+    Starting a thread for every tool call cost about 0.9 ms of CPU a step in
+    ``bench/overhead.py`` (thread creation, teardown and the scheduling around them); a warm
+    thread costs one queue hand-off. Unlike :class:`concurrent.futures.ThreadPoolExecutor`,
+    the threads are daemons, so a job stuck in a blocking call never keeps the process from
+    exiting, and there is no bound: when no thread is idle (every one busy, or stuck in an
+    abandoned call) a new one starts, so a hung job never delays the next. A thread idle for
+    ``idle_s`` seconds exits.
+    """
+
+    def __init__(self, name: str, idle_s: float = 60.0) -> None:
+        self.name = name
+        self.idle_s = idle_s
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # idle threads not yet promised a job
+        self._started = 0
+        # A forked child has none of the parent's threads: it starts from an empty pool.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._jobs = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run ``job()`` on an idle thread, or on a new one when none is idle."""
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # that thread will take this job from the queue
+                spawn = False
+            else:
+                self._started += 1
+                spawn = True
+        self._jobs.put(job)
+        if spawn:
+            threading.Thread(
+                target=self._serve, name=f"{self.name}-{self._started}", daemon=True
+            ).start()
+
+    def idle_threads(self) -> int:
+        """How many threads wait for work now."""
+        with self._lock:
+            return self._idle
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=self.idle_s)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle:  # nobody was promised this thread: leave
+                        self._idle -= 1
+                        return
+                continue  # a job is on its way to this thread
+            with contextlib.suppress(Exception):  # jobs report their own errors
+                job()
+            with self._lock:
+                self._idle += 1
+
+
+#: The threads :meth:`Tool.call` runs tools on.
+TOOL_THREADS = DaemonThreads("tool")
 
 
 class Tool:
@@ -46,11 +115,13 @@ class Tool:
         raise NotImplementedError
 
     async def call(self, arguments: dict[str, Any]) -> str:
-        """Execute :meth:`run` in its own daemon thread without blocking the event loop.
+        """Execute :meth:`run` on a daemon thread without blocking the event loop.
 
         Not ``asyncio.to_thread``: a tool stuck in a blocking call would keep the default
-        executor, and so the process, from ever shutting down. A daemon thread that
-        outlives its timeout is abandoned; its late result is dropped.
+        executor, and so the process, from ever shutting down. The threads come from
+        :data:`TOOL_THREADS`, daemon threads reused from call to call; one that outlives its
+        call's timeout is abandoned (another takes the next call) and its late result is
+        dropped.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
@@ -72,7 +143,7 @@ class Tool:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(settle, result, error)
 
-        threading.Thread(target=work, name=f"tool-{self.name}", daemon=True).start()
+        TOOL_THREADS.submit(work)
         return await future
 
     def openai_schema(self) -> dict[str, Any]:
