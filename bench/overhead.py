@@ -1,8 +1,9 @@
 """Harness overhead per step: agentrun's loop (with the run store) vs a bare litellm loop.
 
 Both drive the same 20-step tool-calling conversation (19 `list_dir` calls, then an answer)
-against the zero-latency fake OpenAI-compatible server, in the same process, through
-`litellm.acompletion`. CPU time (process_time, all threads) is measured per run, the variants
+against the zero-latency fake OpenAI-compatible server (one per variant, each in a child
+process, so that the server's CPU and its thread's contention for the GIL stay out of the
+figures), through `litellm.acompletion` in this process. CPU time (process_time, all threads) is measured per run, the variants
 in interleaved rounds. Agentrun's overhead per step is the median over the rounds of (its run
 minus the same round's bare run) / 20, with the interquartile range: pairing the runs of a
 round cancels the drift of a shared machine, which moves the bare loop's ~15 ms a step by
@@ -18,7 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
+import json
+import multiprocessing
 import os
 import statistics
 import sys
@@ -35,7 +39,13 @@ sys.path.insert(0, str(ROOT))
 
 from runner.compiler import compile_agent  # noqa: E402
 from runner.loop import run_agent  # noqa: E402
-from runner.models import LiteLLMModel, import_litellm  # noqa: E402
+from runner.models import (  # noqa: E402
+    LiteLLMModel,
+    ModelReply,
+    ToolCallRequest,
+    Usage,
+    import_litellm,
+)
 from runner.spec import load_spec  # noqa: E402
 from runner.store import RunStore  # noqa: E402
 from runner.testing import FakeOpenAIServer, call, text  # noqa: E402
@@ -51,6 +61,56 @@ def make_data(folder: Path) -> None:
     for i in range(STEPS):
         (folder / "data" / f"d{i}").mkdir(parents=True, exist_ok=True)
         (folder / "data" / f"d{i}" / "file.txt").write_text("x")
+
+
+class ServerProcess:
+    """A :class:`FakeOpenAIServer` in a child process, so its CPU time (and its thread's fight
+    with the client for the GIL) stays out of the measured process."""
+
+    def __init__(self, replies: int) -> None:
+        context = multiprocessing.get_context("fork")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=self._serve, args=(child, replies), daemon=True)
+        self._process.start()
+        self.api_base: str = self._conn.recv()
+
+    @staticmethod
+    def _serve(conn: Any, replies: int) -> None:
+        with FakeOpenAIServer(script() * replies) as server:
+            conn.send(server.api_base)
+            conn.recv()  # until the parent says stop (or goes away)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send("stop")
+        self._process.join(timeout=10)
+
+
+HARNESS = "agentrun loop alone (instant model, store)"
+
+
+class InstantModel:
+    """The script's replies, handed over at once: no litellm, no HTTP, nothing recorded.
+
+    Measures the harness by itself (loop, policy, tool dispatch, events, redaction, store),
+    free of the noise of litellm's ~10 ms a step.
+    """
+
+    name = "instant"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def complete(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], tool_choice: Any = None
+    ) -> ModelReply:
+        index, self.calls = self.calls, self.calls + 1
+        usage = Usage(input_tokens=10, output_tokens=5)
+        if index < STEPS - 1:
+            arguments = json.dumps({"path": f"data/d{index}"})
+            calls = [ToolCallRequest(f"call_{index}", "list_dir", arguments)]
+            return ModelReply("", calls, usage, None, self.name, "tool_calls")
+        return ModelReply("done", [], usage, None, self.name, "stop")
 
 
 def write_spec(folder: Path, api_base: str, budgets: str) -> Path:
@@ -107,8 +167,6 @@ async def bare_loop(api_base: str, folder: Path, tools: list[dict[str, Any]]) ->
         )
         if not calls:
             return
-        import json
-
         for c in calls:
             path = folder / json.loads(c.function.arguments)["path"]
             listing = "\n".join(sorted(p.name for p in path.iterdir()))
@@ -129,7 +187,7 @@ def main() -> None:
         servers = []
         # One server per variant, each scripted for every run; the variants are measured in
         # interleaved rounds (A B C, A B C, ...) so drift in the machine hits all of them.
-        bare_server = FakeOpenAIServer(script() * (runs + 1)).__enter__()
+        bare_server = ServerProcess(runs + 1)
         servers.append(bare_server)
         schemas = compile_agent(
             load_spec(write_spec(folder, bare_server.api_base, ""))
@@ -144,7 +202,7 @@ def main() -> None:
                 ", max_tokens: 10000000, max_cost_usd: 100",
             ),
         ):
-            server = FakeOpenAIServer(script() * (runs + 1)).__enter__()
+            server = ServerProcess(runs + 1)
             servers.append(server)
             agent = compile_agent(load_spec(write_spec(folder, server.api_base, budgets)))
 
@@ -155,6 +213,14 @@ def main() -> None:
                 assert finished.steps == STEPS, finished
 
             variants[label] = once
+
+        instant_agent = compile_agent(load_spec(write_spec(folder, "http://127.0.0.1:9/v1", "")))
+
+        def instant() -> None:
+            finished = asyncio.run(run_agent(instant_agent, InstantModel(), store=store))
+            assert finished.steps == STEPS, finished
+
+        variants[HARNESS] = instant
         samples: dict[str, list[float]] = {label: [] for label in variants}
         order = list(variants.items())
         for round_ in range(runs + 1):
@@ -173,14 +239,14 @@ def main() -> None:
                 gc.collect()
                 gc.freeze()
         for server in servers:
-            server.__exit__(None, None, None)
+            server.close()
         medians = {label: statistics.median(values) for label, values in samples.items()}
         for label, median in medians.items():
             print(
                 f"{label:<44} median {median * 1000:8.2f} ms CPU per run ({median / STEPS * 1000:.3f} ms/step)"
             )
         bare_label = "bare litellm loop"
-        for label in list(medians)[1:]:
+        for label in [name for name in list(medians)[1:] if name != HARNESS]:
             # Paired: each round's agentrun run minus the same round's bare run, so a slow
             # stretch of the machine, which lifts both, cancels out.
             extra = [
@@ -188,10 +254,10 @@ def main() -> None:
                 for ours, bare in zip(samples[label], samples[bare_label], strict=True)
             ]
             low, mid, high = statistics.quantiles(extra, n=4)
-            ratio = medians[label] / medians[bare_label]
+            of_medians = (medians[label] - medians[bare_label]) / STEPS * 1000
             print(
-                f"overhead per step, {label.removeprefix('agentrun '):<36} {mid:6.3f} ms "
-                f"(IQR {low:.3f}..{high:.3f}; ratio of medians {ratio:.2f}x)"
+                f"overhead per step, {label.removeprefix('agentrun '):<36} {of_medians:6.3f} ms "
+                f"(difference of medians); paired {mid:.3f} ms (IQR {low:.3f}..{high:.3f})"
             )
         print(
             f"({runs} interleaved rounds, {STEPS} steps per run; python {sys.version.split()[0]})"

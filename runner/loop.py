@@ -594,7 +594,8 @@ class Run:
         if remaining is not None:
             timeout = min(timeout, max(remaining, 0.001))
         try:
-            output = await asyncio.wait_for(tool.call(arguments), timeout=timeout)
+            async with asyncio.timeout(timeout):  # no extra task per call, unlike wait_for
+                output = await tool.call(arguments)
         except TimeoutError:
             message = f"error: {tool.name} did not finish within {timeout:g} s and was stopped"
             return record(decision_text, "error", message + warning, "timeout")

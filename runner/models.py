@@ -214,6 +214,7 @@ class LiteLLMModel:
         )
         self._routes: dict[str, tuple[str, str | None, str | None]] = {}
         self._token_counts: list[tuple[int, int]] = []
+        self._tools_tokens: tuple[list[dict[str, Any]], int, int] | None = None
 
     def _resolve(self, model_id: str) -> tuple[str, str | None, str | None]:
         """``(litellm model, api_base, api_key)`` for ``model_id`` (starts a local model)."""
@@ -286,7 +287,12 @@ class LiteLLMModel:
             )
         total = sum(count for _, count in counts)
         if tools:
-            total += int(litellm.token_counter(model=model, text=json.dumps(tools)))
+            # The loop offers the same list of tools on every call: count it once.
+            counted = self._tools_tokens
+            if counted is None or counted[0] is not tools or counted[1] != len(tools):
+                count = int(litellm.token_counter(model=model, text=json.dumps(tools)))
+                counted = self._tools_tokens = (tools, len(tools), count)
+            total += counted[2]
         return total
 
     async def complete(

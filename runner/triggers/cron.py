@@ -49,6 +49,7 @@ Users who want a fixed real interval across DST changes should use ``timezone: U
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -76,8 +77,12 @@ endless loop on a schedule that never fires.
 """
 
 
+@functools.lru_cache(maxsize=1024)
 def cron_problem(expression: str) -> str:
     """Why ``expression`` is not a usable cron expression, or ``""`` when it is.
+
+    Cached: the spec check and :class:`CronSchedule` both ask, and croniter's parse is the
+    dearest part of checking a spec.
 
     Accepted: five fields (minute hour day-of-month month day-of-week) or an alias
     (``@hourly``, ``@daily``, ``@weekly``, ``@monthly``, ``@yearly``, ``@annually``,
