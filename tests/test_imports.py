@@ -16,14 +16,17 @@ try:
     runner.cli.main({argv!r})
 except SystemExit:
     pass
-heavy = [m for m in ("litellm", "llama_cpp", "openai", "httpx", "mcp", "watchdog") if m in sys.modules]
+heavy = [m for m in {modules!r} if m in sys.modules]
 print("HEAVY=" + ",".join(heavy))
 """
 
 
-def imported_after(argv: list[str]) -> list[str]:
+HEAVY = ("litellm", "llama_cpp", "openai", "httpx", "mcp", "watchdog")
+
+
+def imported_after(argv: list[str], modules: tuple[str, ...] = HEAVY) -> list[str]:
     result = subprocess.run(
-        [sys.executable, "-c", PROBE.format(argv=argv)],
+        [sys.executable, "-c", PROBE.format(argv=argv, modules=modules)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -60,3 +63,20 @@ def test_importing_runner_and_its_cli_does_not_import_litellm() -> None:
 )
 def test_light_commands_import_no_heavy_module(argv: list[str]) -> None:
     assert imported_after(argv) == []
+
+
+def test_validate_imports_only_what_the_specs_need() -> None:
+    # agents/ has cron triggers in the plain grammar ("0 6 * * 1-5", "*/30 * * * *"): no
+    # croniter; and none of the daemon's watch, webhook or concurrency machinery.
+    unneeded = (
+        "croniter",
+        "runner.triggers.watch",
+        "runner.triggers.webhook",
+        "runner.triggers.concurrency",
+        "runner.scheduler",
+        "runner.store",
+    )
+    assert imported_after(["validate", "agents/"], unneeded) == []
+    # A restricted day of the month: croniter searches for a date that matches.
+    never = "tests/spec_corpus/cron_never_fires.yaml"
+    assert imported_after(["validate", never], ("croniter",)) == ["croniter"]

@@ -33,6 +33,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from cronsim import CronSim
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runner.triggers import ALIASES, CronSchedule, cron_problem, timezone_problem
 from tests.conftest import ROOT
@@ -445,3 +447,76 @@ def test_importing_triggers_imports_neither_croniter_nor_watchdog() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+# -- the spec check's shortcut: only some expressions need the "never fires" search -----------
+
+_DAY_FIELDS = st.sampled_from(["*", "1", "15", "28", "29", "30", "31", "1-5", "*/2", "L"])
+_WEEKDAY_FIELDS = st.sampled_from(["*", "?", "0", "1-5", "6", "*/3"])
+_MONTH_FIELDS = st.sampled_from(["*", "2", "4", "2,4", "1-3", "*/6", "11"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(day=_DAY_FIELDS, month=_MONTH_FIELDS, weekday=_WEEKDAY_FIELDS)
+def test_expressions_the_check_skips_always_fire(day: str, month: str, weekday: str) -> None:
+    from runner.checks import _cron_fires, _may_never_fire
+
+    expression = f"0 6 {day} {month} {weekday}"
+    if cron_problem(expression):
+        return  # not a valid expression: the check reports that instead
+    if not _may_never_fire(expression):
+        assert _cron_fires(expression, "Europe/Berlin"), expression
+
+
+def test_the_never_fires_search_runs_where_it_can_matter() -> None:
+    from runner.checks import _cron_fires, _may_never_fire
+
+    assert _may_never_fire("0 0 30 2 *") and not _cron_fires("0 0 30 2 *", "UTC")
+    assert _may_never_fire("0 0 31 4 ?")
+    assert not _may_never_fire("0 6 * * 1-5")
+    assert _may_never_fire("0 0 30 2 1") and not _cron_fires("0 0 30 2 1", "UTC")  # croniter
+    assert not _may_never_fire("0 6 * 2 1")
+    assert not _may_never_fire("@daily") and _may_never_fire("@monthly")
+
+
+# -- cron_problem accepts plain expressions without croniter: they must all be valid for it -----
+
+_ITEM = st.one_of(
+    st.just("*"),
+    st.integers(0, 70).map(str),
+    st.tuples(st.integers(0, 70), st.integers(0, 70)).map(lambda r: f"{r[0]}-{r[1]}"),
+    st.tuples(st.integers(0, 70), st.integers(0, 70), st.integers(0, 70)).map(
+        lambda r: f"{r[0]}-{r[1]}/{r[2]}"
+    ),
+    st.integers(0, 70).map(lambda n: f"*/{n}"),
+    st.integers(0, 70).map(lambda n: f"{n}/5"),
+    st.sampled_from(["MON", "jan", "L", "?", "1#2", "15W", "", "-", "1-", "*/", "٣"]),
+)
+_FIELD = st.lists(_ITEM, min_size=1, max_size=3).map(",".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(fields=st.lists(_FIELD, min_size=5, max_size=5))
+def test_plainly_valid_expressions_are_valid_for_croniter(fields: list[str]) -> None:
+    from croniter import croniter
+
+    from runner.triggers.cron import plainly_valid
+
+    if plainly_valid(fields):
+        assert croniter.is_valid(" ".join(fields)), fields
+
+
+def test_plain_expressions_need_no_croniter() -> None:
+    from runner.triggers.cron import plainly_valid
+
+    assert plainly_valid(["0", "6", "*", "*", "1-5"]) and plainly_valid(
+        ["*/15", "0-23/2", "1,15", "1-12", "0"]
+    )
+    assert not plainly_valid(["0", "6", "*", "*", "MON"]) and not plainly_valid(
+        ["0", "6", "*", "*", "7"]
+    )
+    assert not plainly_valid(["60", "6", "*", "*", "*"]) and not plainly_valid(
+        ["0", "6", "5-1", "*", "*"]
+    )
+    assert cron_problem("0 6 31 2 1-5") == ""  # plain, and valid (it never fires: another check)
+    assert "not valid" in cron_problem("0 6 * * 9")

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -97,11 +98,47 @@ def cron_problem(expression: str) -> str:
             f"cron expression {expression!r} has {len(fields)} fields; expected 5 "
             "(minute hour day-of-month month day-of-week), for example '0 6 * * 1-5'"
         )
+    if plainly_valid(fields):
+        return ""  # croniter accepts these for certain: spare validate its import
     from croniter import croniter
 
     if not croniter.is_valid(text):
         return f"cron expression {expression!r} is not valid; for example '0 6 * * 1-5'"
     return ""
+
+
+#: ``(lowest, highest)`` of each field: minute, hour, day of month, month, day of week.
+_PLAIN_BOUNDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+_NUMBER = re.compile(r"[0-9]{1,2}")
+
+
+def plainly_valid(fields: list[str]) -> bool:
+    """Whether five cron fields are all in the plain numeric grammar, within their bounds.
+
+    The grammar: comma-separated items, each ``*``, ``*/STEP``, ``N``, ``N-M`` or ``N-M/STEP``
+    with ``N <= M`` inside the field's bounds and ``1 <= STEP <=`` the field's highest value.
+    Every such expression is valid for croniter (a property test checks it), so it needs no
+    croniter to be accepted; anything else (names, ``L``, ``W``, ``#``, ``?``, day-of-week
+    7, wider steps) is left to croniter, which has the final word.
+    """
+    if len(fields) != 5:
+        return False
+    for text, (low, high) in zip(fields, _PLAIN_BOUNDS, strict=True):
+        for item in text.split(","):
+            base, slash, step = item.partition("/")
+            if slash and not (_NUMBER.fullmatch(step) and 1 <= int(step) <= high):
+                return False
+            if base == "*":
+                continue
+            start, dash, end = base.partition("-")
+            if not (_NUMBER.fullmatch(start) and low <= int(start) <= high):
+                return False
+            if dash:
+                if not (_NUMBER.fullmatch(end) and int(start) <= int(end) <= high):
+                    return False
+            elif slash:
+                return False  # "5/15": left to croniter
+    return True
 
 
 def timezone_problem(name: str) -> tuple[str, str] | None:
