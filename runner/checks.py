@@ -298,7 +298,7 @@ class _Checker:
     def _cron(
         self, expression: str, timezone: str, path: tuple[Any, ...], raw: dict[str, Any]
     ) -> None:
-        from .triggers import cron_problem
+        from .triggers.cron import cron_problem, may_never_fire
 
         cron_path = (*path, "cron")
         problem = cron_problem(expression)
@@ -314,7 +314,7 @@ class _Checker:
         if (
             not problem
             and not zone_problem
-            and _may_never_fire(expression)
+            and may_never_fire(expression)
             and not _cron_fires(expression, timezone)
         ):
             self.error(
@@ -518,20 +518,6 @@ def _timezone_problem(name: str) -> tuple[str, str] | None:
         return timezone_problem(name)
     except (OSError, ValueError):  # a name the zone database cannot even look up
         return f"unknown time zone {name!r}", "use an IANA name like 'Europe/Berlin'"
-
-
-def _may_never_fire(expression: str) -> bool:
-    """Whether a valid expression could match no date at all (so the check must look).
-
-    Only one with a restricted day-of-month can (``0 0 30 2 *``; croniter finds no date for
-    ``0 0 30 2 0`` either, although Vixie cron would fire on February's Sundays). With an
-    unrestricted day-of-month every month has matching days, so croniter's search is
-    skipped for those, most specs' expressions.
-    """
-    from .triggers import ALIASES
-
-    fields = ALIASES.get(expression.strip(), expression.strip()).split()
-    return len(fields) != 5 or fields[2] != "*"
 
 
 def _cron_fires(expression: str, timezone: str) -> bool:

@@ -132,11 +132,12 @@ class RunStore:
         wait in between, with another event (:class:`ModelCalled` and an assistant
         :class:`MessageAdded` by the next event of the step; :class:`ToolCalled` by the tool
         result's :class:`MessageAdded`) are written in the same transaction as what follows
-        them. A step so costs two commits instead of five (about 0.1 ms of CPU a step in
-        ``bench/overhead.py``), and everything is still committed before each wait: before
-        the model is called (the last message commits), before a tool runs (its
-        ``ToolStarted`` journal entry commits) and before a person is asked
-        (``ApprovalRequested`` commits). A step's records also land together or not at all.
+        them. A step so costs two commits instead of five (an insert took about 33 µs of CPU
+        committed on its own and about 15 µs in a shared transaction, on the reference
+        machine), and everything is still committed before each wait: before the model is
+        called (the last message commits), before a tool runs (its ``ToolStarted`` journal
+        entry commits) and before a person is asked (``ApprovalRequested`` commits). The
+        records of one transaction land together or not at all.
         """
         handler = getattr(self, "_on_" + type(event).__name__)
         if _followed_at_once(event):

@@ -148,3 +148,7 @@ def test_redactor_copies_only_what_holds_a_secret(monkeypatch: pytest.MonkeyPatc
     masked = redactor.event(MessageAdded("run-1", 4, dirty))
     assert masked.message == cleaned and masked.seq == 4
     assert redactor.event("not an event") == "not an event"
+    # A StrEnum member stays itself (not an equal plain str): events keep their types.
+    from runner.events import StopReason
+
+    assert redactor.value(StopReason.COMPLETED) is StopReason.COMPLETED

@@ -459,24 +459,26 @@ _MONTH_FIELDS = st.sampled_from(["*", "2", "4", "2,4", "1-3", "*/6", "11"])
 @settings(max_examples=150, deadline=None)
 @given(day=_DAY_FIELDS, month=_MONTH_FIELDS, weekday=_WEEKDAY_FIELDS)
 def test_expressions_the_check_skips_always_fire(day: str, month: str, weekday: str) -> None:
-    from runner.checks import _cron_fires, _may_never_fire
+    from runner.checks import _cron_fires
+    from runner.triggers.cron import may_never_fire
 
     expression = f"0 6 {day} {month} {weekday}"
     if cron_problem(expression):
         return  # not a valid expression: the check reports that instead
-    if not _may_never_fire(expression):
+    if not may_never_fire(expression):
         assert _cron_fires(expression, "Europe/Berlin"), expression
 
 
 def test_the_never_fires_search_runs_where_it_can_matter() -> None:
-    from runner.checks import _cron_fires, _may_never_fire
+    from runner.checks import _cron_fires
+    from runner.triggers.cron import may_never_fire
 
-    assert _may_never_fire("0 0 30 2 *") and not _cron_fires("0 0 30 2 *", "UTC")
-    assert _may_never_fire("0 0 31 4 ?")
-    assert not _may_never_fire("0 6 * * 1-5")
-    assert _may_never_fire("0 0 30 2 1") and not _cron_fires("0 0 30 2 1", "UTC")  # croniter
-    assert not _may_never_fire("0 6 * 2 1")
-    assert not _may_never_fire("@daily") and _may_never_fire("@monthly")
+    assert may_never_fire("0 0 30 2 *") and not _cron_fires("0 0 30 2 *", "UTC")
+    assert may_never_fire("0 0 31 4 ?")
+    assert not may_never_fire("0 6 * * 1-5")
+    assert may_never_fire("0 0 30 2 1") and not _cron_fires("0 0 30 2 1", "UTC")  # croniter
+    assert not may_never_fire("0 6 * 2 1")
+    assert not may_never_fire("@daily") and may_never_fire("@monthly")
 
 
 # -- cron_problem accepts plain expressions without croniter: they must all be valid for it -----

@@ -408,3 +408,25 @@ def test_simulation_notices_a_policy_violation(monkeypatch: pytest.MonkeyPatch) 
     daemon.durations = [timedelta(hours=3)]
     with pytest.raises(Violation, match="2 runs active"):
         daemon.wake(agent, utc(2024, 5, 1, 5))  # four missed slots, each a start
+
+
+def test_the_package_names_resolve_lazily_to_their_submodules() -> None:
+    import importlib
+    import subprocess
+    import sys
+
+    import runner.triggers as package
+
+    assert set(package.__all__) == set(package._SUBMODULE)
+    for name in package.__all__:
+        module = importlib.import_module(f"runner.triggers.{package._SUBMODULE[name]}")
+        assert getattr(package, name) is getattr(module, name), name
+    with pytest.raises(AttributeError, match="not_a_name"):
+        package.not_a_name  # noqa: B018
+    probe = (
+        "import sys, runner.triggers as t\n"
+        "t.cron_problem\n"
+        "print(sorted(m for m in sys.modules if m.startswith('runner.triggers.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['runner.triggers.cron']"

@@ -25,9 +25,10 @@ from ..errors import ToolArgumentError
 class DaemonThreads:
     """Reusable daemon threads for blocking work (tool calls), each job on an idle thread.
 
-    Starting a thread for every tool call cost about 0.9 ms of CPU a step in
-    ``bench/overhead.py`` (thread creation, teardown and the scheduling around them); a warm
-    thread costs one queue hand-off. Unlike :class:`concurrent.futures.ThreadPoolExecutor`,
+    Starting a thread for every tool call cost about 0.9 ms of CPU a step in the 20-step
+    conversation of ``bench/overhead.py`` (measured against the same run with the tool called
+    inline: thread creation, teardown and the scheduling around them); a warm thread costs
+    one queue hand-off. Unlike :class:`concurrent.futures.ThreadPoolExecutor`,
     the threads are daemons, so a job stuck in a blocking call never keeps the process from
     exiting, and there is no bound: when no thread is idle (every one busy, or stuck in an
     abandoned call) a new one starts, so a hung job never delays the next. A thread idle for
@@ -54,15 +55,13 @@ class DaemonThreads:
         with self._lock:
             if self._idle:
                 self._idle -= 1  # that thread will take this job from the queue
-                spawn = False
+                spawn = ""
             else:
                 self._started += 1
-                spawn = True
+                spawn = f"{self.name}-{self._started}"
         self._jobs.put(job)
         if spawn:
-            threading.Thread(
-                target=self._serve, name=f"{self.name}-{self._started}", daemon=True
-            ).start()
+            threading.Thread(target=self._serve, name=spawn, daemon=True).start()
 
     def idle_threads(self) -> int:
         """How many threads wait for work now."""

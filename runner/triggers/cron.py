@@ -107,6 +107,18 @@ def cron_problem(expression: str) -> str:
     return ""
 
 
+def may_never_fire(expression: str) -> bool:
+    """Whether a valid expression could match no date at all (so a search must tell).
+
+    Only one with a restricted day-of-month can (``0 0 30 2 *``; croniter finds no date for
+    ``0 0 30 2 0`` either, although Vixie cron would fire on February's Sundays). With an
+    unrestricted day-of-month every month has matching days, so the spec check skips
+    croniter's search for those, most specs' expressions.
+    """
+    fields = ALIASES.get(expression.strip(), expression.strip()).split()
+    return len(fields) != 5 or fields[2] != "*"
+
+
 #: ``(lowest, highest)`` of each field: minute, hour, day of month, month, day of week.
 _PLAIN_BOUNDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
 _NUMBER = re.compile(r"[0-9]{1,2}")
