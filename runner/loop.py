@@ -263,7 +263,10 @@ class Run:
         try:
             prepare = getattr(self.model, "prepare", None)
             if prepare is not None:  # import litellm, start a local model: errors come first
-                await asyncio.to_thread(prepare)
+                if getattr(self.model, "prepare_is_quick", False):
+                    prepare()
+                else:
+                    await asyncio.to_thread(prepare)
             if spec.tools.mcp:
                 await self._open_mcp_servers(servers)
             stop = await self._loop()

@@ -15,7 +15,7 @@ import socket
 import sqlite3
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,8 @@ class RunStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Low-risk tool calls under way, which have no journal row (see _on_ToolStarted).
+        self._unjournaled: set[tuple[str, str]] = set()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(
@@ -135,9 +137,11 @@ class RunStore:
         them. A step so costs two commits instead of five (an insert took about 33 µs of CPU
         committed on its own and about 15 µs in a shared transaction, on the reference
         machine), and everything is still committed before each wait: before the model is
-        called (the last message commits), before a tool runs (its ``ToolStarted`` journal
-        entry commits) and before a person is asked (``ApprovalRequested`` commits). The
-        records of one transaction land together or not at all.
+        called (the last message commits), before a tool runs (what came before commits, with
+        the call's ``ToolStarted`` journal entry unless the call is low-risk: a resumed run
+        repeats an interrupted low-risk call without asking, so it needs none, and its row is
+        written once, with its result) and before a person is asked (``ApprovalRequested``
+        commits). The records of one transaction land together or not at all.
         """
         handler = getattr(self, "_on_" + type(event).__name__)
         if _followed_at_once(event):
@@ -210,6 +214,7 @@ class RunStore:
         result: str,
         error: str | None,
         duration_s: float,
+        created_at: str | None = None,
     ) -> None:
         self.db.execute(
             """INSERT INTO tool_calls (run_id, step, call_id, tool, risk, arguments, decision,
@@ -227,15 +232,34 @@ class RunStore:
                 result,
                 error,
                 duration_s,
-                _now(),
+                created_at or _now(),
             ),
         )
 
     def _on_ToolStarted(self, event: ToolStarted) -> None:
+        if event.risk == "low":
+            # A low-risk call reads and changes nothing, so a run resumed after a crash runs
+            # it again without asking (runner.loop): it needs no journal row, and its one row
+            # is written with its result. What came before it is still committed now.
+            self._unjournaled.add((event.run_id, event.call_id))
+            return
         # The journal entry: written before the tool runs.
         self._insert_tool_call(event, "running", "", None, 0.0)
 
     def _on_ToolCalled(self, event: ToolCalled) -> None:
+        key = (event.run_id, event.call_id)
+        if key in self._unjournaled:
+            self._unjournaled.discard(key)
+            started = datetime.now(UTC) - timedelta(seconds=event.duration_s)
+            self._insert_tool_call(
+                event,
+                event.status,
+                event.result,
+                event.error,
+                event.duration_s,
+                started.isoformat(timespec="milliseconds"),
+            )
+            return
         updated = self.db.execute(
             """UPDATE tool_calls SET status = ?, result = ?, error = ?, duration_s = ?,
                decision = ? WHERE id = (SELECT max(id) FROM tool_calls WHERE run_id = ?

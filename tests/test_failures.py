@@ -19,6 +19,7 @@ from runner.compiler import compile_agent
 from runner.events import StopReason
 from runner.loop import run_agent
 from runner.spec import load_spec
+from runner.specclass import replace
 from runner.store import RunStore
 from runner.testing import FakeOpenAIServer, call, calls, http_error, slow, text
 from runner.tools import Tool, ToolRegistry
@@ -296,3 +297,38 @@ def test_structured_output_gives_up_after_its_retries(tmp_path: Path, store: Run
         finished = execute(spec_for(tmp_path, server.api_base, schema), store)
     assert finished.stop_reason is StopReason.OUTPUT_INVALID
     assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("on_thread", [True, False])
+def test_a_missing_key_is_a_setup_error_whether_prepared_on_a_thread_or_not(
+    tmp_path: Path, store: RunStore, monkeypatch: pytest.MonkeyPatch, on_thread: bool
+) -> None:
+    """``prepare`` runs on a thread while it may be slow (litellm not imported yet, a local
+    model to start) and directly once it is quick; either way its errors end the run."""
+    runner.models.import_litellm()
+    monkeypatch.delenv("FAKE_API_KEY")
+    monkeypatch.setattr(
+        runner.models.LiteLLMModel, "prepare_is_quick", property(lambda self: not on_thread)
+    )
+    threads: list[str] = []
+    real = runner.models.LiteLLMModel.prepare
+
+    def prepare(self: Any) -> None:
+        threads.append(threading.current_thread().name)
+        real(self)
+
+    monkeypatch.setattr(runner.models.LiteLLMModel, "prepare", prepare)
+    finished = execute(spec_for(tmp_path, "http://127.0.0.1:9/v1"), store)
+    assert finished.stop_reason is StopReason.ERROR
+    assert "'FAKE_API_KEY' (model.api_key_env) is not set" in finished.message
+    assert (threads[0] != "MainThread") is on_thread
+
+
+def test_prepare_is_quick_once_litellm_is_imported_and_for_remote_models_only(
+    tmp_path: Path,
+) -> None:
+    runner.models.import_litellm()
+    remote = spec_for(tmp_path, "http://127.0.0.1:9/v1")
+    assert runner.models.LiteLLMModel(remote.model).prepare_is_quick
+    local = replace(remote.model, id="local/smollm2")
+    assert not runner.models.LiteLLMModel(local).prepare_is_quick

@@ -323,3 +323,26 @@ def test_inputs_are_typed_and_rendered(tmp_path: Path) -> None:
         compile_agent(spec, {"count": "many"})
     with pytest.raises(UsageError, match="must be one of dry, warm"):
         compile_agent(spec, {"tone": "cold"})
+
+
+@pytest.mark.parametrize("risk", ["low", "medium"])
+def test_only_calls_that_may_change_something_are_journaled_before_they_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, risk: str
+) -> None:
+    """Before any tool runs, the step so far is committed. A medium-risk call also has its
+    journal row (status ``running``); a low-risk one, which a resume repeats without asking,
+    is written once, when it ends, dated when it started."""
+    monkeypatch.setenv("STORE_PROBE_DB", str(tmp_path / "runs.db"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
+    probe = f'  functions:\n    probe: {{function: "tests.store_probe:probe", risk: {risk}}}\n'
+    spec = make_spec(tmp_path, probe + "autonomy: autonomous\n")
+    store = RunStore(tmp_path / "runs.db")
+    model = ScriptedModel([call("probe", {"note": "n"}), text("done")])
+    finished = asyncio.run(run_agent(compile_agent(spec), model, store=store))
+    assert finished.stop_reason is StopReason.COMPLETED
+    [row] = store.tool_calls(finished.run_id)
+    assert (row["tool"], row["status"], row["risk"]) == ("probe", "ok", risk)
+    seen = json.loads(row["result"])["seen"]
+    assert seen["model_calls"] == 1  # committed before the tool ran
+    assert seen["tool_calls"] == ([] if risk == "low" else [["probe", "running"]])
+    assert row["created_at"] <= seen["started"]  # the row is dated when the call started
