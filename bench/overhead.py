@@ -2,16 +2,26 @@
 
 Both drive the same 20-step tool-calling conversation (19 `list_dir` calls, then an answer)
 against the zero-latency fake OpenAI-compatible server (one per variant, each in a child
-process, so that the server's CPU and its thread's contention for the GIL stay out of the
-figures), through `litellm.acompletion` in this process. CPU time (process_time, all threads) is measured per run, the variants
-in interleaved rounds. Agentrun's overhead per step is the median over the rounds of (its run
-minus the same round's bare run) / 20, with the interquartile range: pairing the runs of a
-round cancels the drift of a shared machine, which moves the bare loop's ~15 ms a step by
-more than the overhead being measured.
-A third variant adds `max_tokens`/`max_cost_usd` budgets, which count prompt tokens with
-litellm's tokenizer before every call.
+process, so that the server's CPU and its fight for the GIL stay out of the figures),
+through `litellm.acompletion` in this process.
 
-Run: python bench/overhead.py [--runs 30]
+CPU time (getrusage: user plus system, all threads) is measured per run, each run ending
+with a collection of its own garbage, the variants in interleaved rounds. The overhead per
+step is the difference of the medians / 20 (the issue's definition), with the paired
+median (each round's run minus the same round's bare run) and its interquartile range.
+The variants:
+- the bare loop, and the bare loop again as a control: what the control shows over the
+  bare loop is the machine's noise (a shared VM moves the bare loop's ~10 ms a step by
+  ±20% from run to run);
+- agentrun with the store, with and without `max_tokens`/`max_cost_usd` budgets (these
+  count prompt tokens with litellm's tokenizer before every call);
+- agentrun alone, with an instant model (no litellm, no HTTP), the store included.
+
+With `--instructions`, the bare loop and agentrun run under valgrind's cachegrind instead
+and the figure is user-space instructions per step, which do not drift with the machine
+(system calls are not counted). It takes about 2 minutes.
+
+Run: python bench/overhead.py [--runs 60] | python bench/overhead.py --instructions [--runs 3]
 Target: under 1 ms of CPU per step over the bare loop, storage included.
 """
 
@@ -22,16 +32,22 @@ import asyncio
 import contextlib
 import gc
 import json
+import logging
 import multiprocessing
 import os
+import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# Each asyncio.run leaves litellm's aiohttp session of that loop unclosed; collecting it
+# logs a warning per run.
+logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 os.environ["FAKE_API_KEY"] = "sk-bench"
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,12 +189,30 @@ async def bare_loop(api_base: str, folder: Path, tools: list[dict[str, Any]]) ->
             messages.append({"role": "tool", "tool_call_id": c.id, "content": listing})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--no-freeze", action="store_true", help="Leave gc.freeze() out.")
-    options = parser.parse_args()
-    runs, freeze = options.runs, not options.no_freeze
+BARE = "bare litellm loop"
+CONTROL = "bare litellm loop, again (control)"
+
+
+def cpu_times() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process so far, all threads (getrusage)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def timed(once: Any) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``once()``, ending with a collection of its garbage.
+
+    The collection belongs to the run that made the garbage: without it, each run would
+    pay at random for cycles the run before it left behind.
+    """
+    user, system = cpu_times()
+    once()
+    gc.collect()
+    after_user, after_system = cpu_times()
+    return after_user - user, after_system - system
+
+
+def measure_cpu(runs: int, freeze: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         make_data(folder)
@@ -186,15 +220,16 @@ def main() -> None:
         variants: dict[str, Any] = {}
         servers = []
         # One server per variant, each scripted for every run; the variants are measured in
-        # interleaved rounds (A B C, A B C, ...) so drift in the machine hits all of them.
-        bare_server = ServerProcess(runs + 1)
-        servers.append(bare_server)
-        schemas = compile_agent(
-            load_spec(write_spec(folder, bare_server.api_base, ""))
-        ).tools.openai_schemas()
-        variants["bare litellm loop"] = lambda: asyncio.run(
-            bare_loop(bare_server.api_base, folder, schemas)
-        )
+        # interleaved rounds so drift in the machine hits all of them.
+        for label in (BARE, CONTROL):
+            server = ServerProcess(runs + 1)
+            servers.append(server)
+            schemas = compile_agent(
+                load_spec(write_spec(folder, server.api_base, ""))
+            ).tools.openai_schemas()
+            variants[label] = lambda base=server.api_base, schemas=schemas: asyncio.run(
+                bare_loop(base, folder, schemas)
+            )
         for label, budgets in (
             ("agentrun (store, no token budgets)", ""),
             (
@@ -221,18 +256,16 @@ def main() -> None:
             assert finished.steps == STEPS, finished
 
         variants[HARNESS] = instant
-        samples: dict[str, list[float]] = {label: [] for label in variants}
+        samples: dict[str, list[tuple[float, float]]] = {label: [] for label in variants}
         order = list(variants.items())
         for round_ in range(runs + 1):
-            # Each round starts with the next variant (A B C, B C A, C A B, ...): whatever a run
-            # leaves behind (litellm's unclosed aiohttp session of that event loop, garbage) is
-            # paid by the run after it, and the rotation spreads that over every variant.
+            # Each round starts with the next variant (A B C, B C A, C A B, ...), so that no
+            # variant always follows the same one.
             shift = round_ % len(order)
             for label, once in order[shift:] + order[:shift]:
-                start = time.process_time()
-                once()
+                spent = timed(once)
                 if round_:  # the first round warms up imports, pools and caches
-                    samples[label].append(time.process_time() - start)
+                    samples[label].append(spent)
             if round_ == 0 and freeze:
                 # What runner.worker does after its warm-up: move the imported modules' objects
                 # out of the collector's reach, so collections only walk the run's own objects.
@@ -240,28 +273,163 @@ def main() -> None:
                 gc.freeze()
         for server in servers:
             server.close()
-        medians = {label: statistics.median(values) for label, values in samples.items()}
-        for label, median in medians.items():
-            print(
-                f"{label:<44} median {median * 1000:8.2f} ms CPU per run ({median / STEPS * 1000:.3f} ms/step)"
-            )
-        bare_label = "bare litellm loop"
-        for label in [name for name in list(medians)[1:] if name != HARNESS]:
-            # Paired: each round's agentrun run minus the same round's bare run, so a slow
-            # stretch of the machine, which lifts both, cancels out.
-            extra = [
-                (ours - bare) / STEPS * 1000
-                for ours, bare in zip(samples[label], samples[bare_label], strict=True)
-            ]
-            low, mid, high = statistics.quantiles(extra, n=4)
-            of_medians = (medians[label] - medians[bare_label]) / STEPS * 1000
-            print(
-                f"overhead per step, {label.removeprefix('agentrun '):<36} {of_medians:6.3f} ms "
-                f"(difference of medians); paired {mid:.3f} ms (IQR {low:.3f}..{high:.3f})"
-            )
+    totals = {
+        label: [user + system for user, system in values] for label, values in samples.items()
+    }
+    medians = {label: statistics.median(values) for label, values in totals.items()}
+    for label, median in medians.items():
+        system = statistics.median(system for _, system in samples[label])
         print(
-            f"({runs} interleaved rounds, {STEPS} steps per run; python {sys.version.split()[0]})"
+            f"{label:<44} median {median * 1000:8.2f} ms CPU per run "
+            f"({median / STEPS * 1000:.3f} ms/step, of which system {system / STEPS * 1000:.3f})"
         )
+    for label in [name for name in medians if name not in (BARE, HARNESS)]:
+        # Paired: each round's run minus the same round's bare run, so a slow stretch of the
+        # machine, which lifts both, cancels out.
+        extra = [
+            (ours - bare) / STEPS * 1000
+            for ours, bare in zip(totals[label], totals[BARE], strict=True)
+        ]
+        low, mid, high = statistics.quantiles(extra, n=4)
+        of_medians = (medians[label] - medians[BARE]) / STEPS * 1000
+        name = label.removeprefix("agentrun ")
+        print(
+            f"over the bare loop per step, {name:<36} {of_medians:6.3f} ms (difference of "
+            f"medians, ratio {medians[label] / medians[BARE]:.3f}); paired {mid:.3f} ms "
+            f"(IQR {low:.3f}..{high:.3f})"
+        )
+    print(
+        f"({runs} interleaved rounds, {STEPS} steps per run; python {sys.version.split()[0]}. "
+        "The control runs the bare loop again: what it shows 'over the bare loop' is this "
+        "machine's noise.)"
+    )
+
+
+def child(variant: str, runs: int, api_base: str) -> None:
+    """Under valgrind: warm up (one bare run, one agentrun run), then ``runs`` of ``variant``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        make_data(folder)
+        store = RunStore(folder / "runs.db")
+        agent = compile_agent(load_spec(write_spec(folder, api_base, "")))
+        schemas = agent.tools.openai_schemas()
+
+        def bare() -> None:
+            asyncio.run(bare_loop(api_base, folder, schemas))
+
+        def ours() -> None:
+            finished = asyncio.run(run_agent(agent, LiteLLMModel(agent.spec.model), store=store))
+            assert finished.steps == STEPS, finished
+
+        bare()
+        ours()
+        for _ in range(runs if variant != "none" else 0):
+            (ours if variant == "agentrun" else bare)()
+
+
+def instructions(path: Path) -> int:
+    """The instruction count (``Ir``) in a cachegrind output file."""
+    for line in path.read_text().splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    raise SystemExit(f"no summary in {path}")
+
+
+def measure_instructions(runs: int) -> None:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    env = dict(os.environ, PYTHONHASHSEED="0", LITELLM_LOCAL_MODEL_COST_MAP="True")
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = []
+        servers = []
+        for variant in ("none", "bare", "agentrun"):
+            server = ServerProcess(runs + 2)  # outside valgrind: its work is not counted
+            servers.append(server)
+            out = Path(tmp) / f"cachegrind.{variant}"
+            command = [
+                "valgrind",
+                "--tool=cachegrind",
+                "--cache-sim=no",
+                f"--cachegrind-out-file={out}",
+                sys.executable,
+                __file__,
+                "--child",
+                variant,
+                "--runs",
+                str(runs),
+                "--api-base",
+                server.api_base,
+            ]
+            process = subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            jobs.append((variant, out, process))
+        counts = {}
+        for variant, out, process in jobs:
+            _, errors = process.communicate()
+            if process.returncode:
+                raise SystemExit(f"the {variant} child failed:\n{errors.decode()[-2000:]}")
+            counts[variant] = instructions(out)
+        for server in servers:
+            server.close()
+    steps = runs * STEPS
+    bare = (counts["bare"] - counts["none"]) / steps
+    ours = (counts["agentrun"] - counts["none"]) / steps
+    print(f"bare litellm loop           {bare / 1e6:8.3f} M instructions per step")
+    print(f"agentrun (store)            {ours / 1e6:8.3f} M instructions per step")
+    print(
+        f"over the bare loop per step {(ours - bare) / 1e6:8.3f} M instructions "
+        f"(ratio {ours / bare:.4f})"
+    )
+    # The bare loop's CPU time per instruction, natively, turns the count into time (it
+    # assumes agentrun's code runs as many instructions per second as litellm's).
+    server = ServerProcess(12)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        make_data(folder)
+        schemas = compile_agent(
+            load_spec(write_spec(folder, server.api_base, ""))
+        ).tools.openai_schemas()
+        native = []
+        for run in range(11):
+            native.append(
+                sum(timed(lambda: asyncio.run(bare_loop(server.api_base, folder, schemas))))
+            )
+            if run == 0:  # as in the CPU measurement: warm up, then freeze the imports
+                gc.collect()
+                gc.freeze()
+        native = native[1:]
+    server.close()
+    per_step_ms = statistics.median(native) / STEPS * 1000
+    rate = per_step_ms / (bare / 1e6)
+    print(
+        f"as CPU time, at the bare loop's native {per_step_ms:.2f} ms a step ({rate:.3f} ms per "
+        f"M instructions): {(ours - bare) / 1e6 * rate:.3f} ms per step over the bare loop"
+    )
+    print(
+        f"({runs} runs of {STEPS} steps per variant under valgrind's cachegrind, after the same "
+        "warm-up; user-space instructions only: system calls are not counted.)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument("--no-freeze", action="store_true", help="Leave gc.freeze() out.")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="Count instructions under valgrind instead of measuring CPU time.",
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--api-base", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.child:
+        child(options.child, options.runs, options.api_base)
+    elif options.instructions:
+        measure_instructions(options.runs or 3)
+    else:
+        measure_cpu(options.runs or 60, freeze=not options.no_freeze)
 
 
 if __name__ == "__main__":
