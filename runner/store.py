@@ -325,6 +325,8 @@ class RunStore:
         )
 
     def _on_RunFinished(self, event: RunFinished) -> None:
+        # A call cut short (the run cancelled or interrupted mid-call) never sends its result.
+        self._unjournaled = {key for key in self._unjournaled if key[0] != event.run_id}
         status = {"waiting_approval": "waiting_approval", "interrupted": "interrupted"}.get(
             str(event.stop_reason), "finished"
         )

@@ -346,3 +346,18 @@ def test_only_calls_that_may_change_something_are_journaled_before_they_run(
     assert seen["model_calls"] == 1  # committed before the tool ran
     assert seen["tool_calls"] == ([] if risk == "low" else [["probe", "running"]])
     assert row["created_at"] <= seen["started"]  # the row is dated when the call started
+
+
+def test_a_low_risk_call_cut_short_leaves_nothing_pending_in_the_store(tmp_path: Path) -> None:
+    """A run interrupted during a low-risk call never records its result: the call has no
+    row (a resume runs it again), and the store forgets it when the run ends."""
+    store = RunStore(tmp_path / "runs.db")
+    store.record(RunStarted("r1", "a", "m", "p", "sha", {}, "goal", "manual"))
+    store.record(ToolStarted("r1", 1, "c1", "list_dir", "{}", "allow", "low"))
+    store.record(
+        RunFinished("r1", StopReason.INTERRUPTED, None, 1, 1, 0, 0, None, 0.1, "interrupted")
+    )
+    assert store.tool_calls("r1") == []
+    assert store._unjournaled == set()
+    row = store.run("r1")
+    assert row is not None and row.status == "interrupted"
