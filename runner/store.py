@@ -15,7 +15,7 @@ import socket
 import sqlite3
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +97,9 @@ class RunStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        # Low-risk tool calls under way, which have no journal row (see _on_ToolStarted).
-        self._unjournaled: set[tuple[str, str]] = set()
+        # Low-risk tool calls under way, which have no journal row (see _on_ToolStarted):
+        # (run id, call id) -> when the call started.
+        self._unjournaled: dict[tuple[str, str], str] = {}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(
@@ -241,23 +242,16 @@ class RunStore:
             # A low-risk call reads and changes nothing, so a run resumed after a crash runs
             # it again without asking (runner.loop): it needs no journal row, and its one row
             # is written with its result. What came before it is still committed now.
-            self._unjournaled.add((event.run_id, event.call_id))
+            self._unjournaled[event.run_id, event.call_id] = _now()
             return
         # The journal entry: written before the tool runs.
         self._insert_tool_call(event, "running", "", None, 0.0)
 
     def _on_ToolCalled(self, event: ToolCalled) -> None:
-        key = (event.run_id, event.call_id)
-        if key in self._unjournaled:
-            self._unjournaled.discard(key)
-            started = datetime.now(UTC) - timedelta(seconds=event.duration_s)
+        started = self._unjournaled.pop((event.run_id, event.call_id), None)
+        if started is not None:
             self._insert_tool_call(
-                event,
-                event.status,
-                event.result,
-                event.error,
-                event.duration_s,
-                started.isoformat(timespec="milliseconds"),
+                event, event.status, event.result, event.error, event.duration_s, started
             )
             return
         updated = self.db.execute(
@@ -326,7 +320,9 @@ class RunStore:
 
     def _on_RunFinished(self, event: RunFinished) -> None:
         # A call cut short (the run cancelled or interrupted mid-call) never sends its result.
-        self._unjournaled = {key for key in self._unjournaled if key[0] != event.run_id}
+        self._unjournaled = {
+            key: started for key, started in self._unjournaled.items() if key[0] != event.run_id
+        }
         status = {"waiting_approval": "waiting_approval", "interrupted": "interrupted"}.get(
             str(event.stop_reason), "finished"
         )

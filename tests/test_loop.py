@@ -358,6 +358,6 @@ def test_a_low_risk_call_cut_short_leaves_nothing_pending_in_the_store(tmp_path:
         RunFinished("r1", StopReason.INTERRUPTED, None, 1, 1, 0, 0, None, 0.1, "interrupted")
     )
     assert store.tool_calls("r1") == []
-    assert store._unjournaled == set()
+    assert store._unjournaled == {}
     row = store.run("r1")
     assert row is not None and row.status == "interrupted"
