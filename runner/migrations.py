@@ -147,6 +147,14 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        "0004_drop_redundant_tool_calls_index",
+        [
+            # tool_calls_run_call (run_id, call_id) serves every lookup by run_id as well, and
+            # each index is one more page written per recorded call.
+            "DROP INDEX tool_calls_run",
+        ],
+    ),
 ]
 
 
