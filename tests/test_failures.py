@@ -6,6 +6,7 @@ Each case ends with the right stop reason and nothing over its budget.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import textwrap
 import threading
@@ -18,10 +19,11 @@ import runner.models
 from runner.compiler import compile_agent
 from runner.events import StopReason
 from runner.loop import run_agent
+from runner.models import LiteLLMModel, Usage
 from runner.spec import load_spec
 from runner.specclass import replace
 from runner.store import RunStore
-from runner.testing import FakeOpenAIServer, call, calls, http_error, slow, text
+from runner.testing import FakeOpenAIServer, Scripted, call, calls, http_error, slow, text
 from runner.tools import Tool, ToolRegistry
 from tests.helpers import write_spec
 
@@ -239,7 +241,12 @@ def test_max_tool_calls_is_never_exceeded(tmp_path: Path, store: RunStore) -> No
 
 def test_cost_cap_is_checked_before_the_call(tmp_path: Path, store: RunStore) -> None:
     pricing = "pricing: {input_per_mtok: 1000, output_per_mtok: 1000}"
-    script = [call("list_dir", {"path": "data"}), call("read_file", {"path": "data/a.txt"})]
+    # Usage as a provider reports it for prompts this size: the estimate before each later
+    # call starts from the reported count (see test_the_estimate_starts_from_reported_usage).
+    script = [
+        reported(call("list_dir", {"path": "data"}), Usage(150, 10)),
+        reported(call("read_file", {"path": "data/a.txt"}), Usage(190, 10)),
+    ]
     with FakeOpenAIServer(script * 5) as server:
         spec = spec_for(tmp_path, server.api_base, "budgets: {max_cost_usd: 0.5}\n", pricing)
         finished = execute(spec, store)
@@ -251,6 +258,64 @@ def test_cost_cap_is_checked_before_the_call(tmp_path: Path, store: RunStore) ->
     assert spent <= 0.5
     assert finished.cost_usd == pytest.approx(spent)
     assert len(server.requests) >= 1
+
+
+def reported(item: Scripted, usage: Usage) -> Scripted:
+    """``item`` with the usage the fake server reports for it."""
+    return dataclasses.replace(item, usage=usage)
+
+
+def test_the_estimate_starts_from_reported_usage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a call, the prompt is what the provider reported for that call plus its reply,
+    and only the messages added since are tokenized; before any call, or when the provider
+    reported no usage, every message (and the tools) is."""
+    with FakeOpenAIServer(
+        [
+            reported(call("list_dir", {"path": "data"}), Usage(700, 30)),
+            reported(call("read_file", {"path": "data/a.txt"}), Usage(0, 0)),
+        ]
+    ) as server:
+        spec = spec_for(tmp_path, server.api_base)
+        model = LiteLLMModel(spec.model)
+        tools = compile_agent(spec).tools.openai_schemas()
+        messages: list[dict[str, Any]] = [{"role": "user", "content": "Read data/a.txt."}]
+        tokenized: list[Any] = []
+        litellm = runner.models.import_litellm()
+        token_counter = litellm.token_counter
+
+        def counting(**kwargs: Any) -> int:
+            tokenized.append(kwargs.get("messages") or kwargs.get("text"))
+            return int(token_counter(**kwargs))
+
+        monkeypatch.setattr(litellm, "token_counter", counting)
+        before = model.count_prompt_tokens(messages, tools)
+        assert tokenized == [messages, json.dumps(tools)]  # everything, the tools once
+        reply = asyncio.run(model.complete(messages, tools))
+        messages.append(reply.as_message())
+        result = {"role": "tool", "tool_call_id": reply.tool_calls[0].id, "content": "a.txt"}
+        messages.append(result)
+        tokenized.clear()
+        after = model.count_prompt_tokens(messages, tools)
+        overhead = int(
+            token_counter(model="openai/fake", messages=[{"role": "assistant", "content": ""}])
+        )
+        added = int(token_counter(model="openai/fake", messages=[result]))
+        assert after == 700 + 30 + overhead + added
+        # Only the new message, and once per run what a message costs around its content:
+        # neither the earlier messages nor the reply were tokenized.
+        assert tokenized == [[{"role": "assistant", "content": ""}], [result]]
+        assert before < 700  # the reported figure, not the local one, is what counts
+
+        # A provider that reports no usage: the next estimate counts everything locally.
+        reply = asyncio.run(model.complete(messages, tools))
+        messages.append(reply.as_message())
+        messages.append({"role": "tool", "tool_call_id": reply.tool_calls[0].id, "content": "a"})
+        tokenized.clear()
+        local = model.count_prompt_tokens(messages, tools)
+        assert [messages[1]] in tokenized  # the first reply, now tokenized after all
+        assert local < after  # the fake server's 700 tokens were not this prompt's real size
 
 
 def test_secrets_are_redacted_in_the_store(
