@@ -36,6 +36,7 @@ import yaml
 from runner import specclass
 from runner.cli import STOP_EXIT_CODES, main
 from runner.compiler import CompiledAgent, compile_agent
+from runner.errors import ToolError
 from runner.events import RunFinished, StopReason
 from runner.loop import restore_state, run_agent
 from runner.models import price_for
@@ -45,6 +46,7 @@ from runner.store import RunStore
 from runner.testing import FunctionModel, Scripted, ScriptedModel, call, calls, text
 from runner.tools import ToolRegistry
 from runner.tools.http import HttpTool
+from runner.tools.shell import ShellTool
 from tests.conftest import ROOT
 from tests.helpers import wait_for
 
@@ -324,9 +326,12 @@ def test_release_notes_runs(tmp_path: Path) -> None:
     assert "You write release notes for users." in agent.instructions
     section = "## 0.2.0\n\n### Added\n- Streaming CSV export.\n\n### Fixed\n- Double charge.\n"
     store = RunStore(tmp_path / "runs.db")
+    outside = tmp_path / "written-by-git-log"
     model = ScriptedModel(
         [
             call("shell", {"argv": "git log --no-merges --format=%s v0.1.0..HEAD"}),
+            # An option where the range goes: git log would write the file (any path).
+            call("shell", {"argv": f"git log --no-merges --format=%s --output={outside}"}),
             call("shell", {"argv": "git tag --list"}),
             call("shell", {"argv": "git diff HEAD~1"}),
             call("read_file", {"path": "CHANGELOG.md"}),
@@ -343,8 +348,17 @@ def test_release_notes_runs(tmp_path: Path) -> None:
     )
     finished = execute(agent, model, store)
     assert finished.stop_reason is StopReason.COMPLETED, finished.message
-    log, tags, diff, read, edit = tool_rows(store, finished)
+    log, smuggled, tags, diff, read, edit = tool_rows(store, finished)
     assert log["decision"] == "allow" and log["status"] == "ok"  # rules.allow: runs unasked
+    # The rule does not let it run unasked, and nobody is there to ask...
+    assert smuggled["decision"] == "ask" and smuggled["status"] == "refused"
+    assert not outside.exists()
+    # ...and a person who approved it would still be refused by the command patterns.
+    shell = agent.tools.get("shell")
+    assert isinstance(shell, ShellTool)
+    with pytest.raises(ToolError, match="is not allowed"):
+        shell.check(f"git log --no-merges --format=%s --output={outside} v0.1.0..HEAD")
+    assert shell.check("git log --no-merges --format=%s v0.1.0..HEAD")
     assert "Stream CSV exports" in log["result"] and "Release 0.1.0" not in log["result"]
     assert tags["decision"] == "allow" and "v0.1.0" in tags["result"]
     # high risk, no rule allows it, nobody attached, unattended: deny

@@ -189,6 +189,12 @@ def test_one_disallowed_command_refuses_the_whole_chain(tmp_path: Path) -> None:
         (["rm", "*"], "rm build.log", False),
         (["cat", "a b.txt"], "cat 'a b.txt'", True),
         (["GIT", "status"], "git status", False),
+        # [!-]* is one word that is not an option (docs/concepts/tools.md)
+        (["git", "log", "--oneline", "v1.0..HEAD"], "git log --oneline [!-]*", True),
+        (["git", "log", "--oneline", "--output=notes.txt"], "git log --oneline [!-]*", False),
+        (["git", "log", "--oneline", "-o"], "git log --oneline [!-]*", False),
+        (["git", "log", "--oneline"], "git log --oneline [!-]*", False),
+        (["git", "log", "--oneline", "a", "b"], "git log --oneline [!-]*", False),
     ],
 )
 def test_patterns_match_parsed_words(words: list[str], pattern: str, expected: bool) -> None:
