@@ -240,6 +240,9 @@ def test_repo_health_runs(tmp_path: Path) -> None:
     commit(repo, "app.py", "print('hi')\n", "Add the app")
     commit(repo, "app.py", "print('hello')\n", "Say hello")
     (repo / "scratch.txt").write_text("untracked\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine\n")
     spec = load("repo-health", workdir=repo)
     store = RunStore(tmp_path / "runs.db")
     model = ScriptedModel(
@@ -248,6 +251,9 @@ def test_repo_health_runs(tmp_path: Path) -> None:
             call("shell", {"argv": "git log --oneline -n 15"}),
             call("shell", {"argv": "git push origin main"}),
             call("shell", {"argv": "git status; rm -rf ."}),
+            # Options that write or delete outside the one writable folder.
+            call("shell", {"argv": f"git log --oneline -n 15 --output={elsewhere / 'log'}"}),
+            call("shell", {"argv": f"python -m pytest -q -x --basetemp={elsewhere}"}),
             call("write_file", {"path": "app.py", "content": "oops"}),
             call(
                 "write_file",
@@ -259,13 +265,16 @@ def test_repo_health_runs(tmp_path: Path) -> None:
     )
     finished = execute(compile_agent(spec), model, store)
     assert finished.stop_reason is StopReason.COMPLETED, finished.message
-    status, log, push, chained, outside, report = tool_rows(store, finished)
+    status, log, push, chained, log_out, basetemp, outside, report = tool_rows(store, finished)
     assert status["status"] == "ok" and "## main" in status["result"]
     assert "?? scratch.txt" in status["result"]
     assert log["status"] == "ok" and "Say hello" in log["result"] and "Add the app" in log["result"]
     assert all(row["decision"] == "allow" for row in (status, log, report))  # autonomous
     assert push["status"] == "error" and "is not allowed" in push["result"]
     assert chained["status"] == "error" and "no shell" in chained["result"]
+    for smuggled in (log_out, basetemp):
+        assert smuggled["status"] == "error" and "is not allowed" in smuggled["result"]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep.txt"]
     assert outside["status"] == "error" and (repo / "app.py").read_text() == "print('hello')\n"
     assert (repo / "reports" / "repo-health.md").read_text().startswith("NEEDS ATTENTION")
     assert finished.tool_calls <= spec.budgets.max_tool_calls  # type: ignore[operator]
