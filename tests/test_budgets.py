@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from runner import redact
 from runner.budgets import Budget
 from runner.compiler import compile_agent
 from runner.errors import BudgetExhausted
@@ -128,6 +130,57 @@ def test_redactor_masks_values_and_key_shapes(monkeypatch: pytest.MonkeyPatch) -
         assert secret not in cleaned
     assert cleaned.count("[REDACTED]") == 5
     assert redactor.text("nothing secret here") == "nothing secret here"
+
+
+class CountingPattern:
+    """Stands in for a Redactor's compiled pattern and counts the searches."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.searched: list[str] = []
+
+    def search(self, text: str) -> re.Match[str] | None:
+        self.searched.append(text)
+        return self.pattern.search(text)
+
+    def sub(self, replacement: str, text: str) -> str:
+        return self.pattern.sub(replacement, text)
+
+
+def test_redactor_searches_a_clean_string_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tool's result travels in two events (the call, the conversation): the same object
+    is searched once; a string with a secret is masked every time it comes."""
+    from runner.events import MessageAdded, ToolCalled
+
+    monkeypatch.setenv("AGENTRUN_TEST_SECRET", "hunter2-but-longer")
+    redactor = Redactor(["AGENTRUN_TEST_SECRET"])
+    counting = CountingPattern(redactor._pattern)
+    redactor._pattern = counting  # type: ignore[assignment]
+    result = "line of a file\n" * 1000
+    called = ToolCalled("run-1", 1, "c1", "read_file", "{}", "allow", "ok", result, 0.1, "low")
+    added = MessageAdded("run-1", 3, {"role": "tool", "tool_call_id": "c1", "content": result})
+    assert redactor.event(called) is called and redactor.event(added) is added
+    assert [text for text in counting.searched if text is result] == [result]
+    # An equal string that is another object is searched on its own.
+    assert redactor.text("".join(["line of a file\n"] * 1000)) == result
+    assert len([text for text in counting.searched if text == result]) == 2
+    dirty = "pw hunter2-but-longer"
+    assert redactor.text(dirty) == redactor.text(dirty) == "pw [REDACTED]"
+
+
+def test_redactor_holds_a_bounded_number_of_clean_characters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(redact, "CLEAN_CACHE_CHARS", 100)
+    redactor = Redactor()
+    kept = [f"clean text number {i:03d}, " * 2 for i in range(20)]  # 50 characters each
+    for text in kept:
+        assert redactor.text(text) is text
+        assert sum(len(held) for held in redactor._clean.values()) <= 100
+    assert redactor.text("x" * 500) == "x" * 500  # too long to hold at all
+    assert sum(len(held) for held in redactor._clean.values()) <= 100
 
 
 def test_redactor_copies_only_what_holds_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
