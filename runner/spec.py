@@ -112,6 +112,7 @@ class HttpToolSpec(SpecClass):
     methods: tuple[str, ...] = ("GET",)
     max_bytes: int = 1_048_576
     headers_env: dict[str, str] = field(default_factory=dict)
+    private_addresses: bool = False
     risk: str | None = None
 
 
@@ -339,6 +340,7 @@ def _tools(data: dict[str, Any]) -> ToolsSpec:
             methods=_tuple(http.get("methods")) or ("GET",),
             max_bytes=http.get("max_bytes", 1_048_576),
             headers_env=dict(http.get("headers_env") or {}),
+            private_addresses=bool(http.get("private_addresses", False)),
             risk=http.get("risk"),
         ),
         mcp={

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import pytest
 from runner.errors import SetupError, ToolArgumentError, ToolError
 from runner.spec import HttpToolSpec
 from runner.tools import ToolRegistry
-from runner.tools.http import HttpTool, host_allowed
+from runner.tools.http import HttpTool, address_is_public, host_allowed
 
 SECRET = "sk-agentrun-test-0123456789abcdef"
 
@@ -69,6 +70,8 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 self._send(201, b"created: " + body, Content_Type="text/plain")
             elif path == "/redirect-local":
                 self._send(302, Location="/hello")
+            elif path == "/redirect-internal":
+                self._send(302, Location=f"http://internal.test:{server.port}/hello")
             elif path == "/redirect-localhost":
                 self._send(302, Location=f"http://localhost:{server.port}/hello")
             elif path == "/redirect-invalid":
@@ -143,12 +146,14 @@ def make(
     headers_env: dict[str, str] | None = None,
     timeout_s: float = 30.0,
     risk: str | None = None,
+    private_addresses: bool = False,
 ) -> HttpTool:
     spec = HttpToolSpec(
         hosts=hosts,
         methods=methods,
         max_bytes=max_bytes,
         headers_env=headers_env or {},
+        private_addresses=private_addresses,
         risk=risk,
     )
     return HttpTool(spec, timeout_s)
@@ -245,6 +250,81 @@ def test_the_model_cannot_set_host_or_configured_headers(
     with pytest.raises(ToolError, match="invalid"):
         tool.run({"url": f"{server.base}/echo", "headers": {"X-A": "a\r\nInjected: 1"}})
     assert server.received == []
+
+
+# -- where names lead ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def internal_name(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A name that resolves to the loopback server, as a split-horizon name or a rebinding
+    DNS answer would."""
+    real = socket.getaddrinfo
+
+    def resolve(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        internal = host in ("internal.test", b"internal.test")  # anyio passes bytes
+        return real("127.0.0.1" if internal else host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    return "internal.test"
+
+
+def test_a_name_that_resolves_to_an_internal_address_is_refused(
+    server: Server, internal_name: str
+) -> None:
+    with pytest.raises(
+        ToolError, match=r"internal\.test resolves to 127\.0\.0\.1, not a public address"
+    ) as refused:
+        make(hosts=(internal_name,)).run({"url": f"http://{internal_name}:{server.port}/hello"})
+    assert "private_addresses: true" in str(refused.value)  # what to change, if it is meant
+    assert server.received == []  # nothing was sent
+
+
+def test_private_addresses_lets_names_reach_internal_addresses(
+    server: Server, internal_name: str
+) -> None:
+    tool = make(hosts=(internal_name,), private_addresses=True)
+    assert tool.run({"url": f"http://{internal_name}:{server.port}/hello"}).endswith("hello there")
+
+
+def test_a_redirect_to_a_name_with_an_internal_address_is_refused(
+    server: Server, internal_name: str
+) -> None:
+    """The first URL's host is listed as an address and reached; the redirect's name is on
+    the list too, but leads to an internal address: it is never contacted."""
+    tool = make(hosts=("127.0.0.1", internal_name))
+    with pytest.raises(ToolError, match="not a public address"):
+        tool.run({"url": f"{server.base}/redirect-internal"})
+    assert server.paths() == ["/redirect-internal"]
+
+
+def test_hosts_listed_as_addresses_or_localhost_are_reached_as_listed(server: Server) -> None:
+    assert make(hosts=("localhost",)).run({"url": f"http://localhost:{server.port}/hello"})
+    assert make().run({"url": f"{server.base}/hello"}).endswith("hello there")  # 127.0.0.1
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("93.184.215.14", True),
+        ("2606:4700:4700::1111", True),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("127.0.0.1", False),
+        ("169.254.169.254", False),  # cloud metadata services
+        ("100.64.0.1", False),  # shared address space (carrier-grade NAT)
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("::1", False),
+        ("fe80::1%eth0", False),
+        ("fd00::1", False),
+        ("::ffff:10.0.0.1", False),  # IPv4 written as IPv6
+        ("::ffff:93.184.215.14", True),
+    ],
+)
+def test_which_addresses_are_public(address: str, public: bool) -> None:
+    assert address_is_public(address) is public
 
 
 # -- redirects -------------------------------------------------------------------------------

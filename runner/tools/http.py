@@ -17,17 +17,29 @@ Headers from ``headers_env`` are read from the environment at each call; they ar
 only to the origin (scheme, host, port) of the first URL and dropped on a redirect to
 another origin, and their values are replaced by ``[REDACTED]`` wherever they would appear
 in a result or an error. The model may add its own headers, but not ``Host`` and not one
-the spec sets. Host names are checked as names: a name on the list that resolves to an
-internal address is not caught here.
+the spec sets.
+
+Names are also checked where they lead: unless the spec sets ``private_addresses``, each
+connection goes only to a public address of the name (not private, loopback, link-local,
+shared, reserved or multicast: :func:`address_is_public`). The name is resolved once per
+connection and the address checked is the address connected to, so a name that answers
+with an internal address (DNS rebinding, a split-horizon name) is refused before anything
+is sent. A host the spec lists as an IP address, or as ``localhost``, is reached as listed.
+Through a proxy set in the environment (``HTTPS_PROXY``), the proxy resolves names and
+this check does not apply.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import re
+import socket
+from collections.abc import Iterable
 from typing import Any
 
+import httpcore
 import httpx
 
 from ..errors import SetupError, ToolError
@@ -77,6 +89,98 @@ def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
+def address_is_public(address: str) -> bool:
+    """Whether an IP address is a public (globally routed, unicast) one.
+
+    Not public: private (10/8, 172.16/12, 192.168/16, fc00::/7), loopback, link-local
+    (169.254/16, where cloud metadata services listen), shared (100.64/10), reserved,
+    unspecified and multicast addresses, by :mod:`ipaddress`'s registry data. An IPv4
+    address written as IPv6 (``::ffff:10.0.0.1``) is judged as the IPv4 address.
+    """
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone ("fe80::1%eth0")
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def _listed_as_address(host: str) -> bool:
+    """Whether a ``hosts`` entry names a machine directly: an IP address or ``localhost``."""
+    name = _normalize_host(host)
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class PublicAddressBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, connecting names to their public addresses only.
+
+    Args:
+        as_listed: normalized hosts reached as they are (IP addresses and ``localhost``
+            the spec lists).
+    """
+
+    def __init__(self, as_listed: Iterable[str]) -> None:
+        self._inner = httpcore.AnyIOBackend()
+        self._as_listed = frozenset(as_listed)
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        """Resolve ``host`` and connect to its first public address that answers.
+
+        Raises:
+            httpcore.ConnectError: it has no public address (the message names the ones
+                it has), or none could be connected.
+        """
+        if _normalize_host(host) in self._as_listed:
+            return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+        except OSError as error:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {error}") from None
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+        public = [address for address in addresses if address_is_public(address)]
+        if not public:
+            raise httpcore.ConnectError(
+                f"{host} resolves to {', '.join(addresses)}, not a public address; refused "
+                "(set private_addresses: true under http_request to allow internal addresses)"
+            )
+        failure: Exception | None = None
+        for address in public:
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
+                failure = error
+        assert failure is not None
+        raise failure
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        """Never used: the tool makes no Unix socket requests."""
+        raise httpcore.ConnectError("Unix sockets are not reachable through http_request")
+
+    async def sleep(self, seconds: float) -> None:
+        """As the wrapped backend."""
+        await self._inner.sleep(seconds)
+
+
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return (url.scheme, _normalize_host(url.host), url.port or _DEFAULT_PORTS.get(url.scheme))
 
@@ -111,6 +215,7 @@ class HttpTool(Tool):
         self.max_bytes = int(spec.max_bytes)
         self.timeout_s = float(timeout_s)
         self.transport = transport
+        self.private_addresses = bool(spec.private_addresses)
         self.risk = spec.risk or (
             "medium" if all(m in SAFE_METHODS for m in self.methods) else "high"
         )
@@ -204,6 +309,23 @@ class HttpTool(Tool):
             detail = self._redact(f"{type(error).__name__}: {error}", secrets)
             raise ToolError(f"the request failed: {detail}") from None
 
+    def _network(self) -> httpx.AsyncBaseTransport | None:
+        """The transport of a call (None: httpx's default, when private addresses are allowed).
+
+        httpx's own, connecting through :class:`PublicAddressBackend`.
+        """
+        if self.private_addresses:
+            return None
+        transport = httpx.AsyncHTTPTransport()
+        # httpx takes no network backend; the httpcore pool it wraps does (its public API).
+        transport._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            network_backend=PublicAddressBackend(
+                _normalize_host(host) for host in self.hosts if _listed_as_address(host)
+            ),
+        )
+        return transport
+
     def check_url(self, text: str) -> httpx.URL:
         """Parse ``text`` and check its scheme and host.
 
@@ -273,7 +395,7 @@ class HttpTool(Tool):
         async with httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout_s),
             follow_redirects=False,
-            transport=self.transport,
+            transport=self.transport or self._network(),
         ) as client:
             try:
                 request = client.build_request(method, url, headers=headers, content=content)
