@@ -36,6 +36,7 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -216,6 +217,7 @@ class HttpTool(Tool):
         self.timeout_s = float(timeout_s)
         self.transport = transport
         self.private_addresses = bool(spec.private_addresses)
+        self._ssl_context: ssl.SSLContext | None = None
         self.risk = spec.risk or (
             "medium" if all(m in SAFE_METHODS for m in self.methods) else "high"
         )
@@ -316,10 +318,12 @@ class HttpTool(Tool):
         """
         if self.private_addresses:
             return None
-        transport = httpx.AsyncHTTPTransport()
+        if self._ssl_context is None:  # loading the CA bundle takes milliseconds: once
+            self._ssl_context = httpx.create_ssl_context()
+        transport = httpx.AsyncHTTPTransport(verify=self._ssl_context)
         # httpx takes no network backend; the httpcore pool it wraps does (its public API).
         transport._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=self._ssl_context,
             network_backend=PublicAddressBackend(
                 _normalize_host(host) for host in self.hosts if _listed_as_address(host)
             ),
