@@ -299,7 +299,8 @@ def test_a_redirect_to_a_name_with_an_internal_address_is_refused(
 
 
 def test_hosts_listed_as_addresses_or_localhost_are_reached_as_listed(server: Server) -> None:
-    assert make(hosts=("localhost",)).run({"url": f"http://localhost:{server.port}/hello"})
+    local = make(hosts=("localhost",)).run({"url": f"http://localhost:{server.port}/hello"})
+    assert local.endswith("hello there")
     assert make().run({"url": f"{server.base}/hello"}).endswith("hello there")  # 127.0.0.1
 
 

@@ -165,8 +165,7 @@ class PublicAddressBackend(httpcore.AsyncNetworkBackend):
                 )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
                 failure = error
-        assert failure is not None
-        raise failure
+        raise failure or httpcore.ConnectError(f"cannot connect to {host}")
 
     async def connect_unix_socket(
         self,
@@ -312,9 +311,9 @@ class HttpTool(Tool):
             raise ToolError(f"the request failed: {detail}") from None
 
     def _network(self) -> httpx.AsyncBaseTransport | None:
-        """The transport of a call (None: httpx's default, when private addresses are allowed).
+        """The transport of one call: httpx's, connecting through :class:`PublicAddressBackend`.
 
-        httpx's own, connecting through :class:`PublicAddressBackend`.
+        None (httpx's default transport) when the spec allows private addresses.
         """
         if self.private_addresses:
             return None
