@@ -9,11 +9,13 @@
   run part is executed on the embedded model (with the [local] extra); the test command is
   what CI runs; every other command runs in a temporary AGENTRUN_HOME;
 - the README's and the docs' tables of exit codes and commands agree with the code; specs
-  shown in the docs validate; the testing page's example and the pruning SQL run.
+  shown in the docs validate; the testing page's example and the pruning SQL run;
+- the performance page names every script in bench/, and each says how to run it.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import configparser
 import importlib.util
@@ -440,6 +442,17 @@ def test_the_readme_lists_every_command() -> None:
         words = path.split()[1:]  # `runs export` may be listed as `runs export ID`
         short = " ".join(words[1:]) if len(words) > 1 else None
         assert f"`{path}" in table or (short and f"`{words[0]} {short}" in table), path
+
+
+def test_the_performance_page_names_every_bench_script_with_a_run_line() -> None:
+    """Each script in bench/ is on the page, and says in its docstring how to run it."""
+    page = (ROOT / "docs" / "operations" / "performance.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"python (bench/[a-z_]+\.py)", page))
+    scripts = {f"bench/{path.name}" for path in (ROOT / "bench").glob("*.py")}
+    assert named == scripts
+    for script in scripts:
+        docstring = ast.get_docstring(ast.parse((ROOT / script).read_text(encoding="utf-8")))
+        assert docstring and f"Run: python {script}" in docstring, script
 
 
 def test_the_run_store_page_documents_the_export_format_and_migrations(tmp_path: Path) -> None:
