@@ -1,11 +1,15 @@
 """Catch-up, run identity and concurrency: unit tests and a simulated scheduler on a fake clock.
 
-The simulation uses only the pure functions of runner/triggers/, the way the daemon will:
+The simulation uses only the pure functions of runner/triggers/, the ones the daemon calls:
 it wakes at each slot (or run end), asks `missed_slots`, derives each slot's run id with
-`slot_run_id`, asks `on_fire`, and persists a watermark. Hypothesis draws the schedules,
-policies, run durations, and crashes (kill -9 before or after the watermark is persisted,
-then random downtime). Every slot must end up as exactly one row (started, queued, skipped
-or missed): zero duplicate (agent, slot) pairs, zero lost slots, and no policy violated.
+`slot_run_id`, asks `plan_fire` (cancelled runs exit a little later; a replacing run waits
+for them, as in runner/scheduler.py), starts waiting runs when `start_queued` says so,
+recovers the waiting fires after a crash with `plan_recovery`, and persists a watermark.
+Hypothesis draws the schedules, policies, run durations, how long a cancelled run takes to
+exit, and crashes (kill -9 before or after the watermark is persisted, then random
+downtime). Every slot must end up as exactly one row (started, queued, skipped or missed):
+zero duplicate (agent, slot) pairs, zero lost slots, and no policy violated (never two runs
+of a forbid, queue or replace agent at once).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from runner.triggers import (
     slot_run_id,
     start_queued,
 )
+from runner.triggers.concurrency import FirePlan, plan_fire, plan_recovery
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -187,7 +192,8 @@ EXPECTED_DECISIONS = {
     ("replace", False, False): "start",
     ("replace", True, False): "replace",
     ("replace", True, True): "replace",
-    ("replace", False, True): "start",
+    # a newer fire drops the one that waits (the newest wins), even with nothing active
+    ("replace", False, True): "replace",
 }
 
 
@@ -199,6 +205,69 @@ def test_on_fire_table(policy: Concurrency, active: int, queued: int) -> None:
     assert isinstance(decision, FireDecision)
     assert decision == EXPECTED_DECISIONS[(policy.value, active > 0, queued > 0)]
     assert on_fire(policy.value, active, queued) is decision
+
+
+@pytest.mark.parametrize(
+    ("policy", "active", "queued"), list(product(list(Concurrency), (0, 1, 3), (0, 1)))
+)
+def test_plan_fire_names_what_a_replace_cancels_and_drops(
+    policy: Concurrency, active: int, queued: int
+) -> None:
+    running = {f"r{i}" for i in range(active)}
+    waiting = [f"q{i}" for i in range(queued)]
+    plan = plan_fire(policy, running, waiting)
+    assert plan.decision is on_fire(policy, active, queued)
+    if plan.decision is FireDecision.REPLACE:
+        # every active run is cancelled and every waiting fire dropped: the new one is alone
+        assert set(plan.cancel) == running and plan.drop == tuple(waiting)
+    else:
+        assert plan.cancel == () and plan.drop == ()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    policy=st.sampled_from(list(Concurrency)),
+    times=st.lists(st.integers(0, 10_000), unique=True, max_size=12),
+    data=st.data(),
+)
+def test_plan_recovery_follows_the_policy(
+    policy: Concurrency, times: list[int], data: st.DataObject
+) -> None:
+    ids = [f"{t:05d}" for t in times]  # run ids sort by the time they stand for
+    running = data.draw(st.lists(st.sampled_from(ids), unique=True)) if ids else []
+    active = set(running)
+    recovered = [i for i in ids if i not in active]
+    plan = plan_recovery(policy, active, recovered)
+    buckets = [plan.start, plan.queue, plan.skip, plan.drop]
+    # every recovered fire has exactly one fate, in run id order; only active runs are cancelled
+    assert sorted(x for bucket in buckets for x in bucket) == sorted(recovered)
+    assert all(list(bucket) == sorted(bucket) for bucket in buckets)
+    assert set(plan.cancel) <= active
+    if policy is Concurrency.ALLOW:
+        assert plan.start == tuple(sorted(recovered)) and not plan.cancel
+    elif policy is Concurrency.FORBID:
+        assert plan.start == (tuple(sorted(recovered)[:1]) if not active else ())
+        assert not plan.queue and not plan.drop and not plan.cancel
+    elif policy is Concurrency.QUEUE:
+        assert len(plan.start) <= (0 if active else 1) and len(plan.queue) <= 1
+        assert [*plan.start, *plan.queue] == sorted(recovered)[: len(plan.start) + len(plan.queue)]
+        assert not plan.drop and not plan.cancel
+    else:
+        newest = max(ids, default=None)
+        survivors = [*plan.start, *plan.queue]
+        assert survivors == ([newest] if newest in recovered else [])
+        # the newest waits while anything older runs, and every older run is cancelled
+        assert plan.start == () or not active
+        assert set(plan.cancel) == active - {newest} and not plan.skip
+    # never more starting than the policy allows beside what runs
+    if policy is not Concurrency.ALLOW:
+        assert len(active - set(plan.cancel)) + len(plan.start) <= max(len(active), 1)
+
+
+def test_plan_recovery_rejects_a_run_both_active_and_recovered() -> None:
+    with pytest.raises(ValueError, match="both active and recovered"):
+        plan_recovery("allow", {"a"}, ["a", "b"])
+    assert plan_recovery("replace", set(), []) == plan_recovery("allow", set(), [])
 
 
 def test_on_fire_rejects_nonsense_and_start_queued() -> None:
@@ -242,6 +311,7 @@ class Daemon:
     per_pair: dict[tuple[str, datetime], int] = field(default_factory=dict)
     dedupe_hits: int = 0
     durations: list[timedelta] = field(default_factory=list)
+    cancel_exit: timedelta = timedelta(0)  # how long a cancelled run takes to exit
 
     def record(self, agent: Agent, slot: datetime, what: str) -> bool:
         run_id = slot_run_id(agent.name, 0, slot)
@@ -256,7 +326,8 @@ class Daemon:
     def check(self, agent: Agent) -> None:
         if agent.concurrency is not Concurrency.ALLOW and len(agent.active) > 1:
             raise Violation(f"{agent.concurrency}: {len(agent.active)} runs active")
-        if len(agent.queued) > (1 if agent.concurrency is Concurrency.QUEUE else 0):
+        waiting_allowed = agent.concurrency in (Concurrency.QUEUE, Concurrency.REPLACE)
+        if len(agent.queued) > (1 if waiting_allowed else 0):
             raise Violation(f"{agent.concurrency}: {len(agent.queued)} runs waiting")
 
     def start(self, agent: Agent, run_id: str, now: datetime) -> None:
@@ -284,21 +355,35 @@ class Daemon:
             if run_id in self.rows:
                 self.dedupe_hits += 1
                 continue
-            decision = on_fire(agent.concurrency, len(agent.active), len(agent.queued))
-            self.record(agent, slot, decision.value)
-            if decision is FireDecision.START:
+            plan = plan_fire(agent.concurrency, [rid for rid, _ in agent.active], agent.queued)
+            self.record(agent, slot, plan.decision.value)
+            if plan.decision is FireDecision.START:
                 self.start(agent, run_id, now)
-            elif decision is FireDecision.QUEUE:
+            elif plan.decision is FireDecision.QUEUE:
                 agent.queued.append(run_id)
-            elif decision is FireDecision.REPLACE:
-                agent.active.clear()  # cancelled (the daemon waits for them to exit)
-                self.start(agent, run_id, now)
+            elif plan.decision is FireDecision.REPLACE:
+                # SIGTERM: the cancelled runs exit a little later; the new fire waits for them
+                exit_at = now + self.cancel_exit
+                agent.active = [
+                    (rid, min(end, exit_at)) if rid in plan.cancel else (rid, end)
+                    for rid, end in agent.active
+                ]
+                agent.queued = [q for q in agent.queued if q not in plan.drop] + [run_id]
+                self.finish_runs(agent, now)
             self.check(agent)
 
     def finish_runs(self, agent: Agent, now: datetime) -> None:
         agent.active = [(rid, end) for rid, end in agent.active if end > now]
         while start_queued(len(agent.active), len(agent.queued)):
             self.start(agent, agent.queued.pop(0), now)
+        self.check(agent)
+
+    def recover(self, agent: Agent, now: datetime) -> None:
+        """After a restart: the recorded waiting fires, under the agent's policy."""
+        plan = plan_recovery(agent.concurrency, [rid for rid, _ in agent.active], agent.queued)
+        agent.queued = list(plan.queue)
+        for run_id in plan.start:
+            self.start(agent, run_id, now)
         self.check(agent)
 
 
@@ -322,6 +407,7 @@ class Daemon:
     day=st.sampled_from(AROUND),
     durations=st.lists(st.integers(0, 240), min_size=1, max_size=8),
     grace_s=st.integers(1, 120),
+    cancel_exit_s=st.integers(0, 90),
 )
 def test_simulated_daemon_never_duplicates_or_loses_a_slot(
     data: st.DataObject,
@@ -329,6 +415,7 @@ def test_simulated_daemon_never_duplicates_or_loses_a_slot(
     day: datetime,
     durations: list[int],
     grace_s: int,
+    cancel_exit_s: int,
 ) -> None:
     start = day + timedelta(hours=12)
     end = start + timedelta(hours=36)
@@ -338,6 +425,7 @@ def test_simulated_daemon_never_duplicates_or_loses_a_slot(
     ]
     daemon = Daemon(agents, timedelta(seconds=grace_s))
     daemon.durations = [timedelta(minutes=m) for m in durations]
+    daemon.cancel_exit = timedelta(seconds=cancel_exit_s)
     now = start
     crashes = 0
     while True:
@@ -363,8 +451,9 @@ def test_simulated_daemon_never_duplicates_or_loses_a_slot(
                 for each in agents:  # kill -9: runs are interrupted, queued rows survive
                     each.active.clear()
                     each.next_slot = each.schedule.next_after(each.watermark)
-                # the daemon comes back at `now`: handle what is due
+                # the daemon comes back at `now`: recover the waiting fires, then catch up
                 for each in agents:
+                    daemon.recover(each, now)
                     daemon.wake(each, now)
                     each.watermark = now
                     each.next_slot = each.schedule.next_after(now)
@@ -401,8 +490,10 @@ def test_simulation_notices_a_nondeterministic_run_id(monkeypatch: pytest.Monkey
 
 
 def test_simulation_notices_a_policy_violation(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The concurrency check can fail: an `on_fire` that ignored `forbid` is caught."""
-    monkeypatch.setattr(f"{__name__}.on_fire", lambda policy, active, queued: FireDecision.START)
+    """The concurrency check can fail: a `plan_fire` that ignored `forbid` is caught."""
+    monkeypatch.setattr(
+        f"{__name__}.plan_fire", lambda policy, active, queued: FirePlan(FireDecision.START)
+    )
     agent = Agent("a", HOURLY, Catchup.ALL, 5, Concurrency.FORBID, utc(2024, 5, 1, 1, 30))
     daemon = Daemon([agent], timedelta(seconds=60))
     daemon.durations = [timedelta(hours=3)]
