@@ -13,6 +13,12 @@ Rules refine it per tool and per argument: ``deny`` beats ``ask`` beats ``allow`
 pattern is ``TOOL`` or ``TOOL:ARG=GLOB`` (``fnmatch`` globs; ``shell:argv=...`` matches the
 parsed words joined by single spaces, never the raw string). The scale follows the usual
 five levels of human involvement (operator, collaborator, consultant, approver, observer).
+
+Path and URL arguments arrive in canonical form (:mod:`runner.canonical`: a file tool's
+``path`` relative to the workdir with symlinks resolved, ``http_request``'s ``url`` with case,
+ports, escapes and dot segments normalised), and a rule's glob for such an argument is put in
+the same form before it is matched (``./data/secrets/*`` and the absolute spelling of
+``data/secrets/*`` are that glob), so no spelling of a target escapes a rule naming it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from .canonical import CanonicalPath, CanonicalURL, canonical_path_glob, canonical_url_glob
 from .spec import RulesSpec
 
 
@@ -59,8 +66,23 @@ def _argument_text(name: str, value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+def _canonical_glob(glob: str, value: Any) -> str:
+    """``glob`` in the canonical form of ``value``'s kind (path, URL), or as written."""
+    if isinstance(value, CanonicalPath):
+        return canonical_path_glob(glob, value.workdir)
+    if isinstance(value, CanonicalURL):
+        return canonical_url_glob(glob)
+    return glob
+
+
 def rule_matches(pattern: str, tool: str, arguments: dict[str, Any]) -> bool:
-    """Whether ``TOOL`` or ``TOOL:ARG=GLOB`` matches a call of ``tool`` with ``arguments``."""
+    """Whether ``TOOL`` or ``TOOL:ARG=GLOB`` matches a call of ``tool`` with ``arguments``.
+
+    A path or URL argument (:class:`~runner.canonical.CanonicalPath`,
+    :class:`~runner.canonical.CanonicalURL`) is matched against the glob put in the same
+    canonical form; a path glob's leading literal folders are resolved at this moment, against
+    the same filesystem the argument was resolved against.
+    """
     tool_pattern, _, condition = pattern.partition(":")
     if not fnmatch.fnmatchcase(tool, tool_pattern):
         return False
@@ -69,7 +91,8 @@ def rule_matches(pattern: str, tool: str, arguments: dict[str, Any]) -> bool:
     name, _, glob = condition.partition("=")
     if name not in arguments:
         return False
-    return fnmatch.fnmatchcase(_argument_text(name, arguments[name]), glob)
+    value = arguments[name]
+    return fnmatch.fnmatchcase(_argument_text(name, value), _canonical_glob(glob, value))
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,25 @@ class Tool:
     risk: str = "high"
     source: str = "builtin"
 
+    def canonical_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """``arguments`` with every path and URL in its one canonical form.
+
+        :meth:`ToolRegistry.parse_arguments` calls it once per call, after the schema check,
+        and the loop hands what it returns to both the policy and :meth:`call`, so rules
+        and confinement look at the very text the tool acts on (:mod:`runner.canonical`).
+        A tool that takes paths or URLs overrides it; the default, for tools that take
+        neither, returns ``arguments`` unchanged.
+
+        Args:
+            arguments: schema-valid arguments, as the model sent them.
+
+        Returns:
+            A new dictionary (or ``arguments`` itself when nothing changes). A value the
+            tool refuses on its text alone (a path with ``..``, a URL with a password) is
+            left as written; the tool refuses it when it runs. It never raises.
+        """
+        return arguments
+
     def run(self, arguments: dict[str, Any]) -> str:
         """Execute with schema-valid ``arguments``; the result text for the model.
 
@@ -186,7 +205,11 @@ class ToolRegistry:
         return [tool.openai_schema() for tool in self._tools.values()]
 
     def parse_arguments(self, tool: Tool, raw: str) -> dict[str, Any]:
-        """Parse the model's raw JSON arguments and check them against the tool's schema.
+        """Parse the model's raw JSON arguments, check them, and put them in canonical form.
+
+        Returns:
+            The arguments after :meth:`Tool.canonical_arguments`: what the policy decides
+            on and what the tool is called with.
 
         Raises:
             ToolArgumentError: not JSON, not an object, or not valid for the schema; the
@@ -217,4 +240,4 @@ class ToolRegistry:
                 for p in problems[:5]
             )
             raise ToolArgumentError(f"invalid arguments for {tool.name}: {details}")
-        return arguments
+        return tool.canonical_arguments(arguments)

@@ -14,6 +14,16 @@ refused, for reads and writes alike). Writes go to the resolved path and replace
 rename, which never follows a symlink planted at the target afterwards; parent folders
 created for a write are checked again once they exist. It is not a sandbox against a
 hostile local process racing the checks (see docs/security.md).
+
+Every path argument is put in its canonical form once, when the call's arguments are parsed
+(:meth:`_FileTool.canonical_arguments`, :func:`runner.canonical.canonical_path`): the policy
+matches its rules against that text and the tool resolves that same text, so ``./data/x``,
+``data//x``, an absolute path and a symlink's name are one path to both.
+
+Hard links: ``read_file`` and ``edit_file`` refuse a file with more than one hard link (as
+the open file reports it), since another name of it may lie outside the roots and no
+portable call finds the other names. ``write_file`` replaces such a file by a rename, which
+gives the name a file of its own and leaves the other names untouched.
 """
 
 from __future__ import annotations
@@ -22,9 +32,10 @@ import contextlib
 import os
 import secrets
 import stat
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+from ..canonical import canonical_path, refused_on_text
 from ..errors import PathNotAllowed, ToolError
 from . import Tool
 
@@ -50,6 +61,14 @@ class PathJail:
         self.roots = [Path(os.path.realpath(workdir / root)) for root in roots]
         self.declared = roots
 
+    def canonical(self, requested: str) -> str:
+        """The canonical form of ``requested`` (:func:`runner.canonical.canonical_path`).
+
+        What the policy's rules see and what :meth:`resolve` then resolves; a path refused on
+        its text (empty, NUL, ``..``) comes back as written. Never raises.
+        """
+        return canonical_path(self.workdir, requested)
+
     def resolve(self, requested: str) -> Path:
         """The real path of ``requested`` (every symlink followed) if it is inside a root.
 
@@ -63,12 +82,12 @@ class PathJail:
             PathNotAllowed: a NUL byte, ``..`` components, or a resolved path outside every
                 root (``..``, an absolute path elsewhere, a symlink pointing out).
         """
-        if "\x00" in requested:
+        refused = refused_on_text(requested)
+        if refused == "NUL":
             raise PathNotAllowed("path contains a NUL byte")
-        if not requested.strip():
+        if refused == "empty":
             raise PathNotAllowed(f"empty path; name paths inside {self._allowed()}")
-        parts = PurePosixPath(requested.replace("\\", "/")).parts
-        if ".." in parts:
+        if refused == "..":
             raise PathNotAllowed(
                 f"path {requested!r} contains '..'; name paths inside {self._allowed()}"
             )
@@ -182,14 +201,51 @@ def _os_error(action: str, requested: str, error: OSError) -> ToolError:
     return ToolError(f"cannot {action} {requested!r}: {error.strerror or error}")
 
 
+def _refuse_hard_links(fd: int, requested: str, action: str, jail: PathJail) -> None:
+    """Refuse the open regular file ``fd`` when it has more than one hard link.
+
+    Another name of the file may lie outside the roots, and there is no portable way to
+    find a file's other names. Checked on the open file, so it is the file that is read.
+    A filesystem that reports one link for every file cannot be checked.
+
+    Raises:
+        PathNotAllowed: ``st_nlink`` is above 1.
+    """
+    status = os.fstat(fd)
+    if stat.S_ISREG(status.st_mode) and status.st_nlink > 1:
+        raise PathNotAllowed(
+            f"{requested!r} has {status.st_nlink} hard links, and another name of the same "
+            f"file may lie outside the allowed paths {jail._allowed()}, so it is not "
+            f"{action}; a copy with a single name (cp, not ln) inside them can be used"
+            + ("; or write the whole new content with write_file" if action == "edited" else "")
+        )
+
+
 class _FileTool(Tool):
-    """A tool confined by a :class:`PathJail`; ``summary`` starts its description."""
+    """A tool confined by a :class:`PathJail`; ``summary`` starts its description.
+
+    ``default_path`` is the path used when the call names none (None: the path is required).
+    """
 
     summary = ""
+    default_path: str | None = None
 
     def __init__(self, jail: PathJail) -> None:
         self.jail = jail
         self.description = f"{self.summary} Allowed paths: {', '.join(jail.declared)}."
+
+    def canonical_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """``arguments`` with ``path`` in canonical form (:meth:`PathJail.canonical`).
+
+        A missing or empty ``path`` becomes ``default_path`` when the tool has one, so a
+        rule sees the folder the tool lists.
+        """
+        requested = arguments.get("path")
+        if not requested and self.default_path is not None:
+            requested = self.default_path
+        if not isinstance(requested, str):
+            return arguments
+        return {**arguments, "path": self.jail.canonical(requested)}
 
 
 class ReadFile(_FileTool):
@@ -218,7 +274,8 @@ class ReadFile(_FileTool):
             file is longer than :data:`READ_LIMIT` bytes.
 
         Raises:
-            PathNotAllowed: the path escapes the declared roots.
+            PathNotAllowed: the path escapes the declared roots, or the file has more than
+                one hard link.
             ToolError: a folder, a missing file, a binary file, or an unreadable one.
         """
         path = self.jail.resolve(arguments["path"])
@@ -228,6 +285,7 @@ class ReadFile(_FileTool):
             raise ToolError(f"file {arguments['path']!r} does not exist")
         try:
             with path.open("rb") as handle:
+                _refuse_hard_links(handle.fileno(), arguments["path"], "read", self.jail)
                 data = handle.read(READ_LIMIT + 1)
         except OSError as error:
             raise _os_error("read", arguments["path"], error) from None
@@ -245,6 +303,7 @@ class ListDir(_FileTool):
     name = "list_dir"
     summary = "List the files and folders in a folder."
     risk = "low"
+    default_path = "."
     parameters = {  # noqa: RUF012
         "type": "object",
         "properties": {
@@ -375,7 +434,8 @@ class EditFile(_FileTool):
             ``"edited PATH: replaced 1 occurrence at line N"``.
 
         Raises:
-            PathNotAllowed: the path escapes the declared roots.
+            PathNotAllowed: the path escapes the declared roots, or the file has more than
+                one hard link (replace it whole with ``write_file`` instead).
             ToolError: a missing, binary, non-UTF-8 or oversized file; ``old`` found zero
                 times or more than once (overlapping matches count); a write failure.
         """
@@ -389,6 +449,7 @@ class EditFile(_FileTool):
             raise ToolError(f"file {requested!r} does not exist; create it with write_file")
         try:
             with path.open("rb") as handle:
+                _refuse_hard_links(handle.fileno(), requested, "edited", self.jail)
                 data = handle.read(WRITE_LIMIT + 1)
         except OSError as error:
             raise _os_error("read", requested, error) from None

@@ -27,11 +27,18 @@ with an internal address (DNS rebinding, a split-horizon name) is refused before
 is sent. A host the spec lists as an IP address, or as ``localhost``, is reached as listed.
 Through a proxy set in the environment (``HTTPS_PROXY``), the proxy resolves names and
 this check does not apply.
+
+The ``url`` argument is put in its canonical form once, when the call's arguments are parsed
+(:func:`canonical_url`): the policy matches its rules against that text and the request is
+made to that same text, so ``HTTP://Host:80/a//b``, ``%61`` for ``a`` and the like cannot
+dodge a rule. A URL with user information (``user:password@``) is refused: credentials go in
+``headers_env``, where they are kept out of the records.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import re
@@ -43,6 +50,7 @@ from typing import Any
 import httpcore
 import httpx
 
+from ..canonical import CanonicalURL, canonical_url_path, normalise_escapes
 from ..errors import SetupError, ToolError
 from ..spec import HttpToolSpec
 from . import Tool
@@ -181,6 +189,42 @@ class PublicAddressBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+def canonical_url(text: str) -> str:
+    """The canonical form of the URL ``text``, parsed as the request will parse it.
+
+    Scheme and host in lower case, the host's trailing dot dropped, an international name
+    in its ASCII (IDNA) form, an IPv6 address compressed, the default port (80 for http, 443
+    for https) dropped; the path by :func:`runner.canonical.canonical_url_path` (escapes of
+    unreserved characters decoded, others in upper case, repeated ``/`` collapsed, ``.`` and
+    ``..`` removed); escapes in the query normalised the same way, an empty query dropped;
+    the fragment (never sent) dropped.
+
+    Args:
+        text: the URL as the model wrote it.
+
+    Returns:
+        A :class:`~runner.canonical.CanonicalURL`; or ``text`` unchanged when the tool
+        refuses it on its text (not a URL, not http or https, no host, user information).
+        Never raises.
+    """
+    try:
+        url = httpx.URL(text)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        return text
+    host = url.raw_host.decode("ascii", errors="replace").lower().rstrip(".")
+    if url.scheme not in _DEFAULT_PORTS or not host or url.userinfo:
+        return text
+    if ":" in host:  # an IPv6 address
+        with contextlib.suppress(ValueError):
+            host = ipaddress.ip_address(host).compressed
+        host = f"[{host}]"
+    if url.port is not None and url.port != _DEFAULT_PORTS[url.scheme]:
+        host += f":{url.port}"
+    path = canonical_url_path(url.raw_path.split(b"?", 1)[0].decode("ascii"))
+    query = normalise_escapes(url.query.decode("ascii"))
+    return CanonicalURL(f"{url.scheme}://{host}{path}" + (f"?{query}" if query else ""))
+
+
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return (url.scheme, _normalize_host(url.host), url.port or _DEFAULT_PORTS.get(url.scheme))
 
@@ -252,6 +296,13 @@ class HttpTool(Tool):
             "required": ["url"],
             "additionalProperties": False,
         }
+
+    def canonical_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """``arguments`` with ``url`` in canonical form (:func:`canonical_url`)."""
+        url = arguments.get("url")
+        if not isinstance(url, str):
+            return arguments
+        return {**arguments, "url": canonical_url(url)}
 
     def risk_for(self, arguments: dict[str, Any]) -> str:
         """The risk of one call: the spec's ``risk`` if set, else by method.
@@ -333,13 +384,19 @@ class HttpTool(Tool):
         """Parse ``text`` and check its scheme and host.
 
         Raises:
-            ToolError: not an absolute http(s) URL, or a host not on the list.
+            ToolError: not an absolute http(s) URL, a host not on the list, or user
+                information (``user:password@``) in the URL.
         """
         try:
             url = httpx.URL(text)
         except (httpx.InvalidURL, ValueError, TypeError) as error:
             raise ToolError(f"invalid URL {text!r}: {error}") from None
         self._check(url)
+        if url.userinfo:
+            raise ToolError(
+                "the URL holds user information (user:password@ before the host), which is "
+                "not sent; send credentials as headers set by the spec's headers_env"
+            )
         return url
 
     def _check(self, url: httpx.URL, redirect_from: httpx.URL | None = None) -> None:
