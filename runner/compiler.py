@@ -41,9 +41,22 @@ def parse_input_flags(flags: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 
 def _coerce(spec: InputSpec, value: Any) -> Any:
+    """``value`` as input ``spec``'s declared type.
+
+    A string (an ``--input`` value, or a JSON string in a webhook payload) is parsed:
+    ``integer`` and ``number`` as Python's :class:`int` and :class:`float` parse them,
+    ``boolean`` from true/yes/on/1 or false/no/off/0 (any case), ``array`` and ``object``
+    as JSON text, ``enum`` by the text of each allowed value; ``string`` and ``path`` keep
+    it as it is. Any other value must already have the declared type (see
+    :func:`_coerce_typed`).
+
+    Raises:
+        UsageError: the value does not have, or cannot be parsed as, the declared type; the
+            message names the input, the value and the expected form.
+    """
     kind = spec.type
     if not isinstance(value, str):
-        return value
+        return _coerce_typed(spec, value)
     try:
         if kind == "integer":
             return int(value)
@@ -69,18 +82,91 @@ def _coerce(spec: InputSpec, value: Any) -> Any:
                 f"got {value!r}"
             )
     except (ValueError, json.JSONDecodeError):
-        expected = {
-            "array": "a JSON list",
-            "object": "a JSON object",
-            "boolean": "true or false",
-            "integer": "an integer",
-        }.get(kind, f"a {kind}")
-        raise UsageError(f"input {spec.name!r} must be {expected}; got {value!r}") from None
+        raise UsageError(f"input {spec.name!r} must be {_expected(kind)}; got {value!r}") from None
     return value
+
+
+def _expected(kind: str) -> str:
+    """How an error message names input type ``kind``: ``"an integer"``, ``"a JSON list"``."""
+    return {
+        "array": "a JSON list",
+        "object": "a JSON object",
+        "boolean": "true or false",
+        "integer": "an integer",
+    }.get(kind, f"a {kind}")
+
+
+#: How a value's type is named in an input error, in JSON's words (bool before int: a bool
+#: is an int in Python).
+_JSON_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (type(None), "null"),
+    (bool, "a boolean"),
+    ((int, float), "a number"),
+    (dict, "a JSON object"),
+    (list, "a JSON list"),
+)
+
+
+def _coerce_typed(spec: InputSpec, value: Any) -> Any:
+    """A value that is not a string (from a JSON payload, the run store or Python), checked.
+
+    It must already have the declared type, by JSON's types, as the spec's own defaults are
+    checked at load time: ``integer`` an :class:`int` (a JSON number with no fraction, such
+    as ``7.0``, counts, as in JSON Schema, and becomes ``7``), ``number`` an int or a finite
+    float, ``boolean`` a bool (``true`` is never the integer 1 here, nor 1 a boolean),
+    ``array`` a list, ``object`` a dict, ``enum`` one of ``values`` with its type (``1``
+    does not match ``"1"`` or ``true``). ``string`` and ``path`` take only strings: an object
+    or a number is refused, not turned into text. ``None`` (JSON ``null``) means "not
+    given": the default, or ``None`` for an optional input without one.
+
+    Raises:
+        UsageError: the value has another type, or is ``None`` for a required input. The
+            message shows the value (shortened) and its JSON type.
+    """
+    import math
+    import reprlib
+
+    kind = spec.type
+    if value is None and not spec.required:
+        return spec.default
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "integer" and is_number and (isinstance(value, int) or value.is_integer()):
+        return int(value)
+    if kind == "number" and is_number and (isinstance(value, int) or math.isfinite(value)):
+        return value
+    if kind == "boolean" and isinstance(value, bool):
+        return value
+    if kind == "array" and isinstance(value, list):
+        return value
+    if kind == "object" and isinstance(value, dict):
+        return value
+    if kind == "enum":
+        for allowed in spec.values:
+            if type(value) is type(allowed) and value == allowed:
+                return allowed
+    shorten = reprlib.Repr()
+    shorten.maxstring = shorten.maxother = 80
+    shorten.maxlevel = 3
+    shown = shorten.repr(value)
+    json_type = type(value).__name__
+    for python_type, name in _JSON_TYPES:
+        if isinstance(value, python_type):
+            json_type = name
+            break
+    if kind == "enum":
+        allowed_values = ", ".join(map(str, spec.values))
+        raise UsageError(
+            f"input {spec.name!r} must be one of {allowed_values}; got {shown} ({json_type})"
+        )
+    raise UsageError(f"input {spec.name!r} must be {_expected(kind)}; got {shown} ({json_type})")
 
 
 def coerce_inputs(spec: AgentSpec, given: dict[str, Any]) -> dict[str, Any]:
     """The run's inputs: given values coerced to their types, defaults filled in.
+
+    ``given`` holds ``--input`` strings, or typed values (a webhook payload's JSON values, a
+    recorded run's inputs); both go through the same rules and messages (:func:`_coerce`),
+    so a list given for a string, an integer or an enum is refused, never passed on.
 
     Raises:
         UsageError: an unknown input (with the known ones listed), a value of the wrong
