@@ -3,7 +3,7 @@
 - :func:`verify_signature` -- GitHub's ``X-Hub-Signature-256`` header (HMAC-SHA256 of the
   raw body, keyed with the webhook secret), compared in constant time.
 - :class:`ReplayGuard` -- rejects a delivery id (GitHub's ``X-GitHub-Delivery``) seen
-  before, in bounded memory that the daemon persists.
+  before, in bounded memory (a store can seed it and keep what it accepts).
 - :class:`BodyReplayWindow` and :func:`body_digest` -- rejects a signed body received
   before within :data:`REPLAY_WINDOW_S`, whatever its delivery id: the signature covers
   the body and not the delivery header, so a captured delivery replayed under a new id is
@@ -49,10 +49,12 @@ class ReplayGuard:
     """Rejects a webhook delivery id (GitHub's ``X-GitHub-Delivery``) seen before.
 
     Memory is bounded: the newest ``capacity`` ids are remembered, older ones forgotten
-    first. The daemon persists them: it passes the stored ids (oldest first) as ``seen``
-    and an ``on_new`` callback that stores each newly accepted id; if ``on_new`` raises,
-    the id is not accepted. Call :meth:`accept` only after :func:`verify_signature`
-    succeeded, or forged requests could use up delivery ids. Thread-safe.
+    first. A store can persist them: pass the stored ids (oldest first) as ``seen`` and an
+    ``on_new`` callback that stores each newly accepted id; if ``on_new`` raises, the id is
+    not accepted. (The daemon passes neither today: across a restart, a delivery id is
+    recognised by the ``fires`` row of the run it started.) Call :meth:`accept` only after
+    :func:`verify_signature` succeeded, or forged requests could use up delivery ids.
+    Thread-safe.
     """
 
     def __init__(
