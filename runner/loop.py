@@ -30,16 +30,17 @@ import contextlib
 import hashlib
 import json
 import re
+import signal
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .budgets import Budget
 from .budgets import Usage as BudgetUsage
 from .compiler import CompiledAgent
-from .errors import RunStop, SetupError, ToolArgumentError, ToolError
+from .errors import BudgetExhausted, RunStop, SetupError, ToolArgumentError, ToolError
 from .events import (
     ApprovalDecided,
     ApprovalRequested,
@@ -61,6 +62,12 @@ from .redact import Redactor
 from .store import HEARTBEAT_S, new_run_id
 
 Sink = Callable[[Event], None]
+#: Receives ``(run_id, seq, message)``: the unredacted form of a conversation message that
+#: redaction changed, kept so a resumed run continues with the model's exact words
+#: (:meth:`runner.store.RunStore.seal_message`).
+Sealer = Callable[[str, int, dict[str, Any]], None]
+#: The signals that cancel a run in ``agentrun run``: stop reason ``cancelled``, resumable.
+CANCEL_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def truncate(text: str, limit: int) -> str:
@@ -123,7 +130,8 @@ class RunState:
     """Where a paused or interrupted run stopped, rebuilt from the run store.
 
     Attributes:
-        messages: the conversation (as recorded, so with secrets redacted).
+        messages: the conversation as the model saw it: the recorded (redacted) messages
+            with the sealed, unredacted form put back where redaction changed one.
         step: the last step (model call) made.
         usage: budget usage so far.
         active_s: run time so far in seconds (waits for approval excluded).
@@ -159,6 +167,13 @@ class Run:
             later calls use ``"auto"`` so the model can finish.
         resume: the state of a paused or interrupted run to continue (``run_id`` must be
             that run's id).
+        sealer: receives the unredacted form of every message that redaction changed (the
+            store keeps it encrypted until the run can no longer be resumed); None to keep
+            nothing (a resume then continues with the redacted words).
+
+    ``max_duration`` is enforced here, whatever started the run: a model call or tool call
+    in flight when the run's time runs out is cancelled and the run stops with stop reason
+    ``max_duration`` (time spent waiting for a person does not count).
     """
 
     def __init__(
@@ -171,8 +186,10 @@ class Run:
         trigger: str = "cli",
         first_tool_choice: str | dict[str, Any] | None = None,
         resume: RunState | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.agent = agent
+        self.sealer = sealer
         self.resumed = resume
         self.model = model
         self.sinks = sinks or []
@@ -202,6 +219,18 @@ class Run:
         self.output_retries = 0
         self.final: str | None = None
         self.result: Any = None
+        self._task: asyncio.Task[Any] | None = None
+        self._deadline: asyncio.Timeout | None = None
+
+    def cancel(self, reason: StopReason = StopReason.CANCELLED) -> None:
+        """End the run from outside with ``reason`` (``cancelled`` or ``interrupted``).
+
+        Safe to call from a signal handler on the run's event loop; a no-op before
+        :meth:`execute` starts or after it ends. The run records its stop reason and returns.
+        """
+        self.cancel_reason = reason
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
 
     def emit(self, event: Event) -> None:
         """Send ``event``, redacted, to every sink."""
@@ -210,9 +239,19 @@ class Run:
             sink(clean)
 
     def add_message(self, message: dict[str, Any]) -> None:
-        """Append to the conversation and record it (the state a resume continues from)."""
+        """Append to the conversation and record it (the state a resume continues from).
+
+        The record is redacted; when that changed the message, its exact form goes to the
+        sealer first, so a resume gives the model back its own words.
+        """
         self.messages.append(message)
-        self.emit(MessageAdded(self.run_id, len(self.messages) - 1, message))
+        seq = len(self.messages) - 1
+        event = MessageAdded(self.run_id, seq, message)
+        clean = self.redactor.event(event)
+        if self.sealer is not None and clean.message is not message:
+            self.sealer(self.run_id, seq, message)
+        for sink in self.sinks:
+            sink(clean)
 
     async def _open_mcp_servers(self, stack: contextlib.AsyncExitStack) -> None:
         """Start the spec's MCP servers; their allowed tools join the registry for this run.
@@ -257,6 +296,7 @@ class Run:
             self.add_message({"role": "user", "content": self.agent.goal})
         else:
             self.emit(RunResumed(self.run_id))
+        self._task = asyncio.current_task()
         heartbeat = asyncio.create_task(self._heartbeat())
         servers = contextlib.AsyncExitStack()
         stop, message, trace = StopReason.ERROR, "", None
@@ -269,22 +309,20 @@ class Run:
                     await asyncio.to_thread(prepare)
             if spec.tools.mcp:
                 await self._open_mcp_servers(servers)
-            stop = await self._loop()
+            stop = await self._loop_within_max_duration()
         except SetupError as error:
             stop, message = StopReason.ERROR, str(error)
         except RunStop as signal:
             stop, message = StopReason(signal.stop_reason), str(signal)
         except asyncio.CancelledError:
             stop = self.cancel_reason
-            message = (
-                "the run was interrupted (resume it with agentrun resume)"
-                if stop is StopReason.INTERRUPTED
-                else "the run was cancelled"
-            )
+            what = "interrupted" if stop is StopReason.INTERRUPTED else "cancelled"
+            message = f"the run was {what} (continue it with: agentrun resume {self.run_id})"
         except Exception as error:  # an internal error: recorded, never shown as a traceback
             stop, message = StopReason.ERROR, f"internal error: {type(error).__name__}: {error}"
             trace = traceback.format_exc()
         finally:
+            self._task = None
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
@@ -324,6 +362,46 @@ class Run:
             if message.get("role") == "user" and self.step == 0:
                 break
         return [], ""
+
+    async def _loop_within_max_duration(self) -> StopReason:
+        """:meth:`_loop` under ``max_duration``: whatever is in flight when time runs out stops.
+
+        The budget refuses calls that start after the limit; this deadline also ends a model
+        call or tool call that hangs past it. It is lifted while a person is asked
+        (:meth:`_waiting_for_a_person`), as the budget's clock is.
+
+        Raises:
+            BudgetExhausted: ``max_duration``, when the deadline passed.
+        """
+        try:
+            async with asyncio.timeout(None) as deadline:
+                self._deadline = deadline
+                self._arm_deadline()
+                return await self._loop()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            limit = self.agent.spec.budgets.max_duration or 0.0
+            raise BudgetExhausted("max_duration", self.budget.elapsed(), limit) from None
+        finally:
+            self._deadline = None
+
+    def _arm_deadline(self) -> None:
+        remaining = self.budget.remaining_time()
+        if self._deadline is not None and remaining is not None:
+            self._deadline.reschedule(asyncio.get_running_loop().time() + max(remaining, 0.0))
+
+    @contextlib.contextmanager
+    def _waiting_for_a_person(self) -> Iterator[None]:
+        """Stop the run's clock and lift its deadline while a person decides."""
+        self.budget.pause()
+        if self._deadline is not None:
+            self._deadline.reschedule(None)
+        try:
+            yield
+        finally:
+            self.budget.resume()
+            self._arm_deadline()
 
     async def _loop(self) -> StopReason:
         tools = self.agent.tools.openai_schemas()
@@ -461,16 +539,27 @@ class Run:
         arguments: dict[str, Any],
         risk: str,
         reason: str,
-        note: str = "",
+        in_flight_since: str | None = None,
     ) -> Approval:
         """Get a decision for one call.
 
         From a decision recorded while the run was paused, the run's "approve this tool for
         the rest of the run", or the approver. An approval is bound to the hash of the tool
         name and the exact arguments: a decision for other arguments does not apply.
+
+        A call that was running when the run stopped (``in_flight_since``: when it last
+        started, UTC ISO-8601) may have partly happened: only a decision asked for after that
+        start applies to it, so an approval given before it ran asks again, always.
         """
+        note = IN_FLIGHT_NOTE if in_flight_since is not None else ""
         digest = arguments_sha256(tool_name, self.redactor.text(call.arguments))
         recorded = self.resumed.approvals.get(call.id) if self.resumed else None
+        if (
+            recorded is not None
+            and in_flight_since is not None
+            and recorded["created_at"] <= in_flight_since
+        ):
+            recorded = None  # decided before the interrupted attempt started: ask again
         if recorded is not None and recorded["status"] in ("approved", "denied"):
             if recorded["arguments_sha256"] != digest:
                 return Approval(
@@ -487,11 +576,8 @@ class Run:
         request = ApprovalRequest(self.run_id, call.id, tool_name, arguments, risk, reason)
         request.note = note
         request.done = self._progress()
-        self.budget.pause()
-        try:
+        with self._waiting_for_a_person():
             approval = await self.approver.request(request)
-        finally:
-            self.budget.resume()
         self.emit(
             ApprovalDecided(
                 self.run_id,
@@ -541,6 +627,7 @@ class Run:
         if journal is not None and journal["status"] != "running":
             return str(journal["result"])
         in_flight = journal is not None
+        in_flight_since = str(journal["created_at"]) if journal is not None else None
 
         if tool is None:
             available = ", ".join(registry.names()) or "none"
@@ -561,10 +648,11 @@ class Run:
         # Rules name MCP tools as SERVER.TOOL; the model sees SERVER__TOOL.
         rule_name = getattr(tool, "qualified_name", tool.name)
         decision = self.agent.policy.decide(rule_name, risk, arguments)
-        note = ""
         if in_flight and risk != "low" and decision is not Decision.DENY:
             # It may have partly happened: only a person may run it again.
-            decision, note = Decision.ASK, IN_FLIGHT_NOTE
+            decision = Decision.ASK
+        else:
+            in_flight_since = None
         decision_text = str(decision)
         if decision is Decision.PROPOSE:
             self.proposed.append(call)
@@ -577,7 +665,7 @@ class Run:
                 "denied by a rule",
             )
         if decision is Decision.ASK:
-            approval = await self._ask(call, tool.name, arguments, risk, reason, note)
+            approval = await self._ask(call, tool.name, arguments, risk, reason, in_flight_since)
             if not approval.approved:
                 text = f"error: a person denied this call of {tool.name}"
                 if approval.reason:
@@ -630,6 +718,7 @@ async def run_agent(
     first_tool_choice: str | dict[str, Any] | None = None,
     run_id: str | None = None,
     resume: RunState | None = None,
+    cancel_on: tuple[signal.Signals, ...] = (),
 ) -> RunFinished:
     """Run ``agent`` to a stop reason, recording every event in ``store`` when given.
 
@@ -644,6 +733,9 @@ async def run_agent(
         run_id: the run's id (given for scheduled runs and resumes), else a new ULID.
         resume: continue a paused or interrupted run from this state
             (:func:`restore_state`).
+        cancel_on: signals that cancel the run while it executes (``agentrun run`` passes
+            :data:`CANCEL_SIGNALS`): it stops with stop reason ``cancelled``, recorded and
+            resumable. Only from the main thread (the loop's signal handlers).
 
     A model that cannot be reached at all (a missing extra or key variable) ends the run
     with stop reason ``error`` and the reason as its message, recorded like any other.
@@ -665,15 +757,28 @@ async def run_agent(
         trigger=trigger,
         first_tool_choice=first_tool_choice,
         resume=resume,
+        sealer=store.seal_message if store is not None else None,
     )
-    return await run.execute()
+    loop = asyncio.get_running_loop()
+    for signum in cancel_on:
+        loop.add_signal_handler(signum, run.cancel, StopReason.CANCELLED)
+    try:
+        return await run.execute()
+    finally:
+        for signum in cancel_on:
+            loop.remove_signal_handler(signum)
 
 
 def restore_state(store: Any, run_id: str) -> RunState:
     """Rebuild where run ``run_id`` stopped from the run store (see :class:`RunState`).
 
     Usage is summed from the recorded model calls and executed tool calls, so a resumed
-    run continues with its budgets exactly as they were.
+    run continues with its budgets exactly as they were. The conversation is the recorded
+    one with the sealed (unredacted) messages put back: pending calls resume with exactly
+    the arguments the model sent.
+
+    Raises:
+        StoreError: a sealed message cannot be opened (its key is missing or was replaced).
     """
     model_calls = store.model_calls(run_id)
     tool_rows = store.tool_calls(run_id)
@@ -699,8 +804,12 @@ def restore_state(store: Any, run_id: str) -> RunState:
         except json.JSONDecodeError:
             canonical = row["arguments"]
         signatures.append(f"{row['tool']} {canonical}")
+    messages = store.messages(run_id)
+    for seq, message in store.sealed_messages(run_id).items():
+        if seq < len(messages):
+            messages[seq] = message
     return RunState(
-        messages=store.messages(run_id),
+        messages=messages,
         step=max((c["step"] for c in model_calls), default=0),
         usage=usage,
         active_s=store.active_seconds(run_id),

@@ -155,6 +155,21 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "DROP INDEX tool_calls_run",
         ],
     ),
+    (
+        "0005_sealed_messages",
+        [
+            # The exact form of conversation messages that redaction changed, encrypted
+            # (AES-256-GCM, key in seal.key beside the database), kept only while the run can
+            # be resumed. Never exported or shown: a resume alone reads it.
+            """CREATE TABLE sealed_messages (
+                run_id TEXT NOT NULL REFERENCES runs(id),
+                seq INTEGER NOT NULL,
+                nonce BLOB NOT NULL,
+                ciphertext BLOB NOT NULL,
+                PRIMARY KEY (run_id, seq)
+            )""",
+        ],
+    ),
 ]
 
 

@@ -192,8 +192,9 @@ class UnattendedApprover:
 class TerminalApprover:
     """Asks the person at the terminal: approve once, approve the tool for the run, or deny.
 
-    Reads answers with ``click.prompt`` in a worker thread so the event loop keeps running
-    (heartbeats go on while the person thinks).
+    Reads answers with ``click.prompt`` in a daemon thread so the event loop keeps running
+    (heartbeats go on while the person thinks), and a run cancelled mid-question (Ctrl-C,
+    SIGTERM, ``max_duration``) ends without waiting for a line that may never come.
     """
 
     name = "terminal"
@@ -201,8 +202,32 @@ class TerminalApprover:
     async def request(self, request: ApprovalRequest) -> Approval:
         """Show the call and ask."""
         import asyncio
+        import contextlib
+        import threading
 
-        return await asyncio.to_thread(self._ask, request)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Approval] = loop.create_future()
+
+        def settle(approval: Approval | None, error: BaseException | None) -> None:
+            if answer.done():
+                return
+            if error is not None:
+                answer.set_exception(error)
+            elif approval is not None:
+                answer.set_result(approval)
+
+        def ask() -> None:
+            approval: Approval | None = None
+            failure: BaseException | None = None
+            try:
+                approval = self._ask(request)
+            except BaseException as error:  # click.Abort on end of input, for one
+                failure = error
+            with contextlib.suppress(RuntimeError):  # the run ended meanwhile: loop closed
+                loop.call_soon_threadsafe(settle, approval, failure)
+
+        threading.Thread(target=ask, name="agentrun-approval-prompt", daemon=True).start()
+        return await answer
 
     def _ask(self, request: ApprovalRequest) -> Approval:
         import json

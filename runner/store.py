@@ -35,13 +35,17 @@ from .events import (
     ToolStarted,
 )
 from .migrations import migrate
+from .paths import PRIVATE_FILE_MODE, private_dir, private_file, tighten
 from .processes import process_alive
+from .sealing import SealKey
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 #: Seconds between a running run's heartbeats.
 HEARTBEAT_S = 5.0
 #: A running run whose heartbeat is older than this many seconds counts as interrupted.
 HEARTBEAT_STALE_S = 60.0
+#: Stop reasons after which ``agentrun resume`` may continue a run.
+RESUMABLE_STOPS = frozenset({"waiting_approval", "interrupted", "cancelled"})
 
 
 def new_run_id(now_ms: int | None = None) -> str:
@@ -83,10 +87,36 @@ class RunRow:
     spec_path: str
     spec_sha256: str
     pid: int | None
+    hostname: str | None = None
+
+    @property
+    def resumable(self) -> bool:
+        """Whether ``agentrun resume`` may continue this run."""
+        return self.status != "running" and (self.stop_reason or self.status) in RESUMABLE_STOPS
+
+
+class ResumeClaimed(StoreError):
+    """Another process claimed the run for resume first (or it is no longer resumable).
+
+    Attributes:
+        row: the run as it is now (``pid`` and ``hostname`` say who holds it).
+    """
+
+    def __init__(self, row: RunRow) -> None:
+        self.row = row
+        if row.status == "running":
+            where = f"pid {row.pid} on {row.hostname}" if row.pid else "another process"
+            message = f"run {row.id} is already running ({where}); it was not resumed twice"
+        else:
+            message = f"run {row.id} cannot be resumed: it is {row.stop_reason or row.status}"
+        super().__init__(message)
 
 
 class RunStore:
     """The SQLite run store.
+
+    The database, its ``-wal`` and ``-shm`` files and the seal key are owner-only
+    (``0600``, their folder ``0700``; see :mod:`runner.paths`).
 
     Args:
         path: the database file (created with its folder if missing).
@@ -97,11 +127,19 @@ class RunStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.seal_key = SealKey(path.with_name("seal.key"))
         # Low-risk tool calls under way, which have no journal row (see _on_ToolStarted):
         # (run id, call id) -> when the call started.
         self._unjournaled: dict[tuple[str, str], str] = {}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
+            # SQLite gives the -wal and -shm files the database file's mode.
+            private_file(path)
+            for suffix in ("-wal", "-shm"):
+                tighten(path.with_name(path.name + suffix), PRIVATE_FILE_MODE)
+        except OSError as error:
+            raise StoreError(f"cannot create the run store {str(path)!r}: {error}") from error
+        try:
             self.db = sqlite3.connect(
                 path, isolation_level=None, timeout=30, check_same_thread=False
             )
@@ -173,6 +211,74 @@ class RunStore:
                 _now(),
                 _now(),
             ),
+        )
+
+    def seal_message(self, run_id: str, seq: int, message: dict[str, Any]) -> None:
+        """Keep the exact (unredacted) form of message ``seq`` of a run, encrypted.
+
+        Only a resume reads it (:meth:`sealed_messages`); it is never exported or shown,
+        and it is deleted when the run ends in a way that cannot be resumed
+        (:mod:`runner.sealing` says why it is encrypted).
+        """
+        context = f"{run_id}/{seq}".encode()
+        nonce, ciphertext = self.seal_key.seal(json.dumps(message).encode(), context)
+        self.db.execute(
+            """INSERT OR REPLACE INTO sealed_messages (run_id, seq, nonce, ciphertext)
+               VALUES (?, ?, ?, ?)""",
+            (run_id, seq, nonce, ciphertext),
+        )
+
+    def sealed_messages(self, run_id: str) -> dict[int, dict[str, Any]]:
+        """The sealed messages of a run, opened: ``{seq: message}``.
+
+        Raises:
+            StoreError: the seal key is missing or another one, or a row was changed.
+        """
+        rows = self.db.execute(
+            "SELECT seq, nonce, ciphertext FROM sealed_messages WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        ).fetchall()
+        return {
+            row["seq"]: json.loads(
+                self.seal_key.open(
+                    row["nonce"], row["ciphertext"], f"{run_id}/{row['seq']}".encode()
+                )
+            )
+            for row in rows
+        }
+
+    def claim_for_resume(self, run_id: str) -> None:
+        """Mark a resumable run ``running`` by this process, in one atomic step.
+
+        Of several processes resuming the same run at once exactly one succeeds; the others
+        get :class:`ResumeClaimed`, which says who holds it.
+
+        Raises:
+            ResumeClaimed: the run is running elsewhere, or not resumable.
+        """
+        stops = sorted(RESUMABLE_STOPS)
+        claimed = self.db.execute(
+            f"""UPDATE runs SET status = 'running', pid = ?, hostname = ?, heartbeat_at = ?
+               WHERE id = ? AND status != 'running'
+               AND coalesce(stop_reason, status) IN ({", ".join("?" * len(stops))})""",
+            (os.getpid(), socket.gethostname(), _now(), run_id, *stops),
+        ).rowcount
+        if not claimed:
+            row = self.run(run_id)
+            if row is None:
+                raise StoreError(f"no run with id {run_id!r}")
+            raise ResumeClaimed(row)
+
+    def release_claim(self, run: RunRow) -> None:
+        """Undo :meth:`claim_for_resume` (the resume failed before the run went on).
+
+        Args:
+            run: the run as it was read before the claim.
+        """
+        self.db.execute(
+            """UPDATE runs SET status = ?, pid = ?, hostname = ?, heartbeat_at = ?
+               WHERE id = ? AND status = 'running' AND pid = ?""",
+            (run.status, run.pid, run.hostname, _now(), run.id, os.getpid()),
         )
 
     def _on_RunResumed(self, event: RunResumed) -> None:
@@ -326,6 +432,9 @@ class RunStore:
         status = {"waiting_approval": "waiting_approval", "interrupted": "interrupted"}.get(
             str(event.stop_reason), "finished"
         )
+        if str(event.stop_reason) not in RESUMABLE_STOPS:
+            # Nothing can resume it any more: its sealed messages have no further use.
+            self.db.execute("DELETE FROM sealed_messages WHERE run_id = ?", (event.run_id,))
         self.db.execute(
             """UPDATE runs SET status = ?, stop_reason = ?, final = ?, result_json = ?,
                message = ?, traceback = ?, steps = ?, tool_calls = ?, input_tokens = ?,

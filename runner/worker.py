@@ -11,9 +11,10 @@ it with the spec's model section to get the model (for example a
 :class:`runner.testing.FunctionModel`), and skips the litellm warm-up. It is how the daemon's
 own tests run real runs in real worker processes without a provider.
 
-Signals: SIGTERM cancels the run (stop reason ``cancelled``: a replacing run, or the run's
-``max_duration``); SIGUSR1 interrupts it (stop reason ``interrupted``, resumable with
-``agentrun resume``: the daemon is shutting down).
+Signals: SIGTERM cancels the run (stop reason ``cancelled``: a replacing run or a cancel);
+SIGUSR1 interrupts it (stop reason ``interrupted``, resumable with ``agentrun resume``: the
+daemon is shutting down). ``max_duration`` is enforced by the run itself
+(:class:`runner.loop.Run`), a model call in flight included.
 """
 
 from __future__ import annotations
@@ -78,20 +79,14 @@ async def _run(job: dict[str, Any], store: Any) -> str:
         [store.record],
         run_id=job["run_id"],
         trigger=job.get("trigger", "daemon"),
+        sealer=store.seal_message,
     )
-    task = asyncio.create_task(run.execute())
     loop = asyncio.get_running_loop()
-
-    def cancel(reason: StopReason) -> None:
-        run.cancel_reason = reason
-        task.cancel()
-
-    loop.add_signal_handler(signal.SIGTERM, cancel, StopReason.CANCELLED)
-    loop.add_signal_handler(signal.SIGUSR1, cancel, StopReason.INTERRUPTED)
-    if spec.budgets.max_duration is not None:
-        loop.call_later(spec.budgets.max_duration, cancel, StopReason.MAX_DURATION)
+    # max_duration is the run's own (runner.loop); the signals come from the daemon.
+    loop.add_signal_handler(signal.SIGTERM, run.cancel, StopReason.CANCELLED)
+    loop.add_signal_handler(signal.SIGUSR1, run.cancel, StopReason.INTERRUPTED)
     try:
-        finished = await task
+        finished = await run.execute()
     except sqlite3.IntegrityError:
         # The run id is already in the store: another worker runs this fire (a daemon that
         # restarted re-sent a job whose first worker had already begun). Leave it alone.

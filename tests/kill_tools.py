@@ -19,3 +19,17 @@ def append_line(line: str) -> str:
         os.fsync(handle.fileno())
     time.sleep(0.02)
     return f"appended {line}"
+
+
+def append_then_hang(line: str) -> str:
+    """Append one line to $KILL_TEST_FILE, then wait (for a kill) for up to an hour.
+
+    Args:
+        line: the text to append.
+    """
+    with open(os.environ["KILL_TEST_FILE"], "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    time.sleep(3600)
+    return f"appended {line}"

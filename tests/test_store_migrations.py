@@ -11,7 +11,7 @@ import pytest
 
 from runner import migrations
 from runner.compiler import compile_agent
-from runner.events import RunFinished, RunStarted, StopReason, ToolCalled, ToolStarted
+from runner.events import RunStarted, ToolCalled, ToolStarted
 from runner.loop import run_agent
 from runner.migrations import MIGRATIONS, migrate
 from runner.store import RunStore
@@ -52,9 +52,19 @@ def test_an_old_store_is_moved_forward_with_its_records(
         old.record(
             ToolCalled("r1", 1, "c1", "write_file", "{}", "allow", "ok", "done", 0.1, "medium")
         )
-        old.record(RunFinished("r1", StopReason.COMPLETED, "ok", 1, 1, 0, 0, None, 0.2))
+        # The release before 0005 ended a run with this update (today's also deletes the
+        # run's sealed messages, a table that release did not have).
+        old.db.execute(
+            """UPDATE runs SET status = 'finished', stop_reason = 'completed', final = 'ok',
+               steps = 1, tool_calls = 1, ended_at = started_at WHERE id = 'r1'"""
+        )
         old.close()
     store = RunStore(path)
+    finished = store.run("r1")
+    assert finished is not None and (finished.status, finished.stop_reason) == (
+        "finished",
+        "completed",
+    )
     assert "tool_calls_run" not in indexes(store.db, "tool_calls")
     assert "tool_calls_run_call" in indexes(store.db, "tool_calls")
     [row] = store.tool_calls("r1")

@@ -69,16 +69,18 @@ def _execute(
     unattended: bool,
     run_id: str | None = None,
     resume: Any = None,
+    store: Any = None,
 ) -> NoReturn:
     """Run (or resume) a compiled agent with the store and the console; exit with its code."""
     import asyncio
 
-    from ..loop import Sink, run_agent
+    from ..loop import CANCEL_SIGNALS, Sink, run_agent
     from ..store import RunStore
 
-    store = RunStore.default()
+    store = store or RunStore.default()
     sinks: list[Sink] = [] if (as_json or quiet) else [ConsolePrinter().print]
     try:
+        # SIGTERM, SIGINT (Ctrl-C) and SIGHUP cancel the run: recorded, resumable, exit 6.
         finished = asyncio.run(
             run_agent(
                 agent,
@@ -87,9 +89,10 @@ def _execute(
                 approver=_approver(unattended),
                 run_id=run_id,
                 resume=resume,
+                cancel_on=CANCEL_SIGNALS,
             )
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the run started or after it ended
         _fail("interrupted", EXIT_TIMEOUT)
     stop = str(finished.stop_reason)
     if as_json:
@@ -210,24 +213,26 @@ def deny(run_id: str, call_id: str | None, reason: str) -> None:
     "--force", is_flag=True, help="Resume even though the spec file changed since the run started."
 )
 def resume(run_id: str, as_json: bool, quiet: bool, unattended: bool, force: bool) -> None:
-    """Continue a run that waits for approval or was interrupted, exactly where it stopped.
+    """Continue a run that waits for approval, was interrupted or was cancelled.
 
-    Calls that completed are never run again; a call that was running when the process
-    died runs again only if its tool is low risk, otherwise it asks first.
+    It goes on exactly where it stopped, with the arguments the model sent. Calls that
+    completed are never run again; a call that was running when the process died runs again
+    only if its tool is low risk, otherwise a person is asked again (an approval given
+    before it ran does not count). Of two resumes of one run started together, one runs it
+    and the other says who holds it.
     """
     import hashlib
 
     from ..compiler import compile_agent
     from ..loop import restore_state
     from ..spec import load_spec
-    from ..store import RunStore
+    from ..store import ResumeClaimed, RunStore
 
     store = RunStore.default()
     store.sweep_interrupted()
     row = _find_run(store, run_id)
-    if row.status not in ("waiting_approval", "interrupted"):
-        state = row.stop_reason or row.status
-        raise UsageError(f"run {row.id} cannot be resumed: it is {state}")
+    if not row.resumable:
+        raise UsageError(str(ResumeClaimed(row)))
     pending = store.approvals(row.id)
     if pending and (unattended or not (sys.stdin.isatty() and sys.stderr.isatty())):
         calls = ", ".join(f"{p['call_id']} ({p['tool']})" for p in pending)
@@ -246,7 +251,16 @@ def resume(run_id: str, as_json: bool, quiet: bool, unattended: bool, force: boo
         )
     spec = load_spec(spec_path)
     agent = compile_agent(spec, json.loads(row.inputs_json))
-    _execute(agent, as_json, quiet, unattended, run_id=row.id, resume=restore_state(store, row.id))
+    try:
+        store.claim_for_resume(row.id)  # one atomic step: a second resume loses here
+    except ResumeClaimed as error:
+        raise UsageError(str(error)) from None
+    try:
+        state = restore_state(store, row.id)  # read after the claim: nobody changes it now
+    except BaseException:
+        store.release_claim(row)
+        raise
+    _execute(agent, as_json, quiet, unattended, run_id=row.id, resume=state, store=store)
 
 
 class ConsolePrinter:
