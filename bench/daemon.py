@@ -16,11 +16,17 @@ reads the instants from the run store.
 Run: python bench/daemon.py [--cron-agents 20] [--samples 30] [--skip-cron] [--skip-scale]
 Targets: cron p99 < 50 ms; file event p99 < 50 ms beyond the debounce; manual p99 < 100 ms;
 idle CPU < 2% of one core; RSS < 250 MB.
+
+Every daemon is stopped when its measurement ends, fails or is interrupted (``with
+Daemon(...)``): SIGTERM first (the daemon stops its workers), then SIGKILL to whatever is
+still running with the bench's AGENTRUN_HOME in its environment (the daemon if it did not
+stop, and its workers, which run in sessions of their own).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -33,6 +39,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -59,7 +66,38 @@ def show(label: str, values_ms: list[float]) -> None:
     )
 
 
+def leftovers(home: Path) -> list[int]:
+    """Processes started for ``home``: AGENTRUN_HOME=home in their environment (Linux /proc)."""
+    marker = b"\0AGENTRUN_HOME=" + os.fsencode(home) + b"\0"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = b"\0" + (entry / "environ").read_bytes()
+        except OSError:  # gone, or not ours
+            continue
+        if marker in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def kill_leftovers(home: Path) -> None:
+    """SIGKILL every process started for ``home``; a worker with its process group."""
+    for pid in leftovers(home):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(pid) == pid:  # a worker: its session, tools and MCP servers too
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+
+
 class Daemon:
+    """``python -m runner daemon`` in ``home``; use it with ``with``, which always stops it."""
+
+    #: How long a stopping daemon may take (it gives running runs 30 s), in seconds.
+    stop_timeout_s = 120.0
+
     def __init__(self, agents: Path, home: Path, *args: str) -> None:
         self.home = home
         env = {
@@ -69,18 +107,36 @@ class Daemon:
             "PYTHONPATH": str(ROOT),
         }
         self.started = time.monotonic()
+        self.log = (home / "daemon.log").open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "runner", "daemon", str(agents), *args],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=(home / "daemon.log").open("w"),
+            stderr=self.log,
         )
-        while not (home / "daemon.sock").exists():
-            if self.process.poll() is not None:
-                sys.exit((home / "daemon.log").read_text())
-            time.sleep(0.01)
+        try:
+            while not (home / "daemon.sock").exists():
+                if self.process.poll() is not None:
+                    sys.exit((home / "daemon.log").read_text())
+                if time.monotonic() - self.started > self.stop_timeout_s:
+                    sys.exit(f"the daemon did not start within {self.stop_timeout_s:.0f} s")
+                time.sleep(0.01)
+        except BaseException:
+            self.stop()
+            raise
         self.startup_s = time.monotonic() - self.started
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
 
     def request(self, payload: dict[str, object]) -> dict[str, object]:
         with socket.socket(socket.AF_UNIX) as client:
@@ -95,8 +151,19 @@ class Daemon:
         return sqlite3.connect(self.home / "runs.db")
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=120)
+        """SIGTERM, wait; then kill whatever of this home still runs. Safe to call twice."""
+        try:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=self.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            print(f"the daemon did not stop within {self.stop_timeout_s:.0f} s: killing it")
+        finally:
+            kill_leftovers(self.home)
+            if self.process.poll() is None:  # not found in /proc: kill it all the same
+                self.process.kill()
+            self.process.wait()
+            self.log.close()
 
 
 def started_at(db: sqlite3.Connection, run_id: str, limit_s: float = 60) -> float:
@@ -126,24 +193,23 @@ def bench_cron(tmp: Path, agents_count: int) -> None:
         )
     home = tmp / "cron-home"
     home.mkdir()
-    daemon = Daemon(agents, home, "--workers", str(agents_count))
-    wait_workers(daemon, agents_count)
-    fired, started = [], []
-    db = daemon.db()
-    for _ in range(2):
-        now = time.time()
-        boundary = (int(now) // 60 + 1) * 60
-        time.sleep(boundary - now + 3)
-        rows = db.execute(
-            "SELECT slot, created_at, run_id FROM fires WHERE slot = ?",
-            (datetime.fromtimestamp(boundary, UTC).isoformat(timespec="milliseconds"),),
-        ).fetchall()
-        for slot, created, run_id in rows:
-            slot_s = datetime.fromisoformat(slot).timestamp()
-            fired.append((datetime.fromisoformat(created).timestamp() - slot_s) * 1000)
-            started.append((started_at(db, run_id) - slot_s) * 1000)
+    with Daemon(agents, home, "--workers", str(agents_count)) as daemon:
         wait_workers(daemon, agents_count)
-    daemon.stop()
+        fired, started = [], []
+        db = daemon.db()
+        for _ in range(2):
+            now = time.time()
+            boundary = (int(now) // 60 + 1) * 60
+            time.sleep(boundary - now + 3)
+            rows = db.execute(
+                "SELECT slot, created_at, run_id FROM fires WHERE slot = ?",
+                (datetime.fromtimestamp(boundary, UTC).isoformat(timespec="milliseconds"),),
+            ).fetchall()
+            for slot, created, run_id in rows:
+                slot_s = datetime.fromisoformat(slot).timestamp()
+                fired.append((datetime.fromisoformat(created).timestamp() - slot_s) * 1000)
+                started.append((started_at(db, run_id) - slot_s) * 1000)
+            wait_workers(daemon, agents_count)
     show("cron instant → fire recorded", fired)
     show("cron instant → run recorded (started)", started)
 
@@ -161,25 +227,24 @@ def bench_watch(tmp: Path, samples: int) -> None:
     )
     home = tmp / "watch-home"
     home.mkdir()
-    daemon = Daemon(agents, home, "--workers", "2")
-    wait_workers(daemon, 2)
-    db = daemon.db()
-    delays = []
-    for i in range(samples):
-        before = {r[0] for r in db.execute("SELECT id FROM runs")}
-        wrote = time.time()
-        (tree / f"f{i}.txt").write_text(str(i))
-        while True:
-            new = db.execute("SELECT id, started_at FROM runs").fetchall()
-            fresh = [r for r in new if r[0] not in before]
-            if fresh:
-                delays.append(
-                    (datetime.fromisoformat(fresh[0][1]).timestamp() - wrote - 0.1) * 1000
-                )
-                break
-            time.sleep(0.002)
+    with Daemon(agents, home, "--workers", "2") as daemon:
         wait_workers(daemon, 2)
-    daemon.stop()
+        db = daemon.db()
+        delays = []
+        for i in range(samples):
+            before = {r[0] for r in db.execute("SELECT id FROM runs")}
+            wrote = time.time()
+            (tree / f"f{i}.txt").write_text(str(i))
+            while True:
+                new = db.execute("SELECT id, started_at FROM runs").fetchall()
+                fresh = [r for r in new if r[0] not in before]
+                if fresh:
+                    delays.append(
+                        (datetime.fromisoformat(fresh[0][1]).timestamp() - wrote - 0.1) * 1000
+                    )
+                    break
+                time.sleep(0.002)
+            wait_workers(daemon, 2)
     show("file event → run started, beyond debounce", delays)
 
 
@@ -189,16 +254,15 @@ def bench_manual(tmp: Path, samples: int) -> None:
     (agents / "m.yaml").write_text(SPEC.format(name="m", triggers="  - manual: true"))
     home = tmp / "manual-home"
     home.mkdir()
-    daemon = Daemon(agents, home, "--workers", "2")
-    wait_workers(daemon, 2)
-    db = daemon.db()
-    delays = []
-    for _ in range(samples):
-        sent = time.time()
-        answer = daemon.request({"op": "trigger", "agent": "m", "inputs": {}, "key": None})
-        delays.append((started_at(db, str(answer["run_id"])) - sent) * 1000)
+    with Daemon(agents, home, "--workers", "2") as daemon:
         wait_workers(daemon, 2)
-    daemon.stop()
+        db = daemon.db()
+        delays = []
+        for _ in range(samples):
+            sent = time.time()
+            answer = daemon.request({"op": "trigger", "agent": "m", "inputs": {}, "key": None})
+            delays.append((started_at(db, str(answer["run_id"])) - sent) * 1000)
+            wait_workers(daemon, 2)
     show("manual trigger → run started (warm worker)", delays)
 
 
@@ -230,15 +294,14 @@ def bench_scale(tmp: Path) -> None:
         )
     home = tmp / "scale-home"
     home.mkdir()
-    daemon = Daemon(agents, home, "--workers", "0")
-    print(f"{'10,000 cron + 50 watch specs: startup':<44} {daemon.startup_s:7.1f} s")
-    time.sleep(5)
-    before = cpu_seconds(daemon.process.pid)
-    time.sleep(30)
-    used = cpu_seconds(daemon.process.pid) - before
-    print(f"{'idle CPU over 30 s':<44} {used / 30 * 100:7.2f} % of one core")
-    print(f"{'RSS':<44} {rss_mb(daemon.process.pid):7.1f} MB")
-    daemon.stop()
+    with Daemon(agents, home, "--workers", "0") as daemon:
+        print(f"{'10,000 cron + 50 watch specs: startup':<44} {daemon.startup_s:7.1f} s")
+        time.sleep(5)
+        before = cpu_seconds(daemon.process.pid)
+        time.sleep(30)
+        used = cpu_seconds(daemon.process.pid) - before
+        print(f"{'idle CPU over 30 s':<44} {used / 30 * 100:7.2f} % of one core")
+        print(f"{'RSS':<44} {rss_mb(daemon.process.pid):7.1f} MB")
 
 
 def main() -> None:

@@ -100,12 +100,15 @@ async def time_startup(spec: McpServerSpec, starts: int) -> dict[str, float]:
     parameters = StdioServerParameters(command=spec.command, args=list(spec.args))
     for _ in range(starts):
         server = McpServer(spec, Path(tempfile.gettempdir()))
-        started = time.perf_counter()
-        await server.start()
-        ours.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        await server.close()
-        closes.append(time.perf_counter() - started)
+        try:
+            started = time.perf_counter()
+            await server.start()
+            ours.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await server.close()
+            closes.append(time.perf_counter() - started)
+        finally:
+            await server.close()  # a no-op once closed; stops the server if anything failed
 
         started = time.perf_counter()
         async with stdio_client(parameters) as (read, write), ClientSession(read, write) as s:

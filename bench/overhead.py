@@ -22,6 +22,9 @@ The variants:
   usage are tokenized with litellm's tokenizer);
 - agentrun alone, with an instant model (no litellm, no HTTP), the store included.
 
+Every child process (the servers, the valgrind runs) is stopped when the bench ends, fails
+or is interrupted (:func:`stop_children`, in `main`'s `finally`).
+
 With `--instructions`, the bare loop and agentrun run under valgrind's cachegrind instead
 and the figure is user-space instructions per step, which do not drift with the machine
 (system calls are not counted, so as time it is a lower bound). It takes about 2 minutes.
@@ -101,6 +104,7 @@ class ServerProcess:
         self._conn, child = context.Pipe()
         self._process = context.Process(target=self._serve, args=(child, replies), daemon=True)
         self._process.start()
+        SERVERS.append(self)
         self.api_base: str = self._conn.recv()
 
     @staticmethod
@@ -110,9 +114,28 @@ class ServerProcess:
             conn.recv()  # until the parent says stop (or goes away)
 
     def close(self) -> None:
+        """Stop the server: asked first, killed if it does not stop. Safe to call twice."""
         with contextlib.suppress(OSError):
             self._conn.send("stop")
         self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+
+
+#: Every server and valgrind child this bench started (see :func:`stop_children`).
+SERVERS: list[ServerProcess] = []
+CHILDREN: list[subprocess.Popen[bytes]] = []
+
+
+def stop_children() -> None:
+    """Stop every child process this bench started, whatever state it is in."""
+    for server in SERVERS:
+        server.close()
+    for process in CHILDREN:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 HARNESS = "agentrun loop alone (instant model, store)"
@@ -443,6 +466,7 @@ def measure_instructions(runs: int) -> None:
                 process = subprocess.Popen(
                     command, env=env, stdout=subprocess.DEVNULL, stderr=errors
                 )
+            CHILDREN.append(process)
             jobs.append((variant, out, log, process))
         counts = {}
         try:
@@ -508,12 +532,15 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--api-base", help=argparse.SUPPRESS)
     options = parser.parse_args()
-    if options.child:
-        child(options.child, options.runs, options.api_base)
-    elif options.instructions:
-        measure_instructions(options.runs or 3)
-    else:
-        measure_cpu(options.runs or 60, freeze=not options.no_freeze)
+    try:
+        if options.child:
+            child(options.child, options.runs, options.api_base)
+        elif options.instructions:
+            measure_instructions(options.runs or 3)
+        else:
+            measure_cpu(options.runs or 60, freeze=not options.no_freeze)
+    finally:
+        stop_children()
 
 
 if __name__ == "__main__":
