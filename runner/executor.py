@@ -5,6 +5,13 @@ The daemon decides *when* a run happens; an executor decides *where*. This one k
 fire starts its run in milliseconds instead of paying seconds of imports, and each run is
 its own process: a run that crashes or leaks cannot take the daemon down. Every worker runs
 in its own session (process group), so cancelling a run reaches the processes it started.
+
+How many workers exist is one sum (:func:`workers_to_spawn`): the pool's ``pool_size`` idle
+workers plus one for every start waiting for a worker, less the free idle workers and the
+spawns already in flight. Counting the spawns in flight is what keeps N starts in one
+instant from spawning N(N+1)/2 workers: each start's refill sees the replacements the
+earlier starts asked for. Starting a process is a function given to the executor
+(:data:`SpawnWorker`), so a test can count spawns without starting any.
 """
 
 from __future__ import annotations
@@ -12,25 +19,123 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+log = logging.getLogger("agentrun.daemon")
 
 #: Seconds past ``max_duration`` after which a run's worker is killed outright (the worker
 #: stops the run itself at ``max_duration``; this is the backstop).
 KILL_GRACE_S = 30.0
+#: Seconds a cancelled run (SIGTERM) has to end before its worker's process group is killed
+#: (SIGKILL), as Kubernetes' default ``terminationGracePeriodSeconds``.
+CANCEL_GRACE_S = 30.0
+#: Seconds before a worker whose process could not be started (fork or exec failed) is
+#: tried again.
+SPAWN_RETRY_S = 1.0
+#: What a worker that a start has claimed, but that is still warming up, carries as its
+#: ``run_id`` until the job is sent.
+RESERVED = "reserved"
+
+
+class JobInput(Protocol):
+    """A worker's stdin, as the executor uses it (:class:`asyncio.StreamWriter` fits)."""
+
+    def write(self, data: bytes, /) -> None:
+        """Queue ``data`` to be sent."""
+
+    async def drain(self) -> None:
+        """Wait until the queued data is sent."""
+
+
+class WorkerOutput(Protocol):
+    """A worker's stdout, as the executor uses it (:class:`asyncio.StreamReader` fits)."""
+
+    async def readline(self) -> bytes:
+        """The next line, with its newline; ``b""`` at the end."""
+
+
+class WorkerProcess(Protocol):
+    """A worker process, as the executor uses it (:class:`asyncio.subprocess.Process` fits).
+
+    ``pid`` is also its process group (workers run in their own session).
+    """
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once it has exited (negative: the signal that ended it), else None."""
+
+    @property
+    def stdin(self) -> JobInput | None:
+        """Where the job line is written."""
+
+    @property
+    def stdout(self) -> WorkerOutput | None:
+        """Where ``{"ready": true}`` and the end of the run are reported."""
+
+    async def wait(self) -> int:
+        """Wait for the process to exit; its exit code."""
+
+    def send_signal(self, signum: int, /) -> None:
+        """Send a signal to the process (not its group)."""
+
+
+#: Starts one worker process (``python -m runner.worker``) and returns it, not waiting for it
+#: to warm up. May raise :class:`OSError` (fork or exec failed).
+SpawnWorker = Callable[[], Awaitable[WorkerProcess]]
+
+
+def worker_spawner(home: Path) -> SpawnWorker:
+    """The real :data:`SpawnWorker`: ``python -m runner.worker`` in its own session.
+
+    Its stderr is appended to ``logs/workers.log`` in ``home`` (AGENTRUN_HOME).
+    """
+
+    async def spawn() -> WorkerProcess:
+        log_dir = home / "logs"
+        log_dir.mkdir(exist_ok=True)
+        with (log_dir / "workers.log").open("ab") as stderr:
+            return await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "runner.worker",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+            )
+
+    return spawn
+
+
+def workers_to_spawn(pool_size: int, free: int, spawning: int, waiting: int) -> int:
+    """How many worker processes to start now.
+
+    Enough that every start ``waiting`` for a worker gets one and ``pool_size`` stay idle
+    after that, counting the ``free`` idle workers (warming up or ready, not claimed by a
+    start) and the spawns in flight (``spawning``: asked for, process not started yet). A
+    worker a start has claimed is neither free nor waiting: the pool is one short until its
+    replacement is spawned.
+    """
+    return max(pool_size + waiting - free - spawning, 0)
 
 
 @dataclass
 class Worker:
-    """A worker process: idle (warming up or ready) or running one run."""
+    """A worker process: idle (warming up or ready), claimed by a start, or running one run."""
 
-    process: asyncio.subprocess.Process
+    process: WorkerProcess
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     run_id: str | None = None
     agent: str | None = None
@@ -44,38 +149,50 @@ class LocalExecutor:
         home: AGENTRUN_HOME (worker stderr goes to ``logs/workers.log`` there).
         pool_size: idle workers kept warm (each holds litellm: about 150 MB).
         on_change: called when a worker exits (the daemon collects its run).
+        spawn: starts one worker process; the default is :func:`worker_spawner` of
+            ``home``. Tests pass a fake that counts.
+        monotonic: the clock of deadlines, in seconds (:func:`time.monotonic`).
+
+    Attributes:
+        idle: workers not running a run: free, or claimed by a start (``run_id`` is
+            :data:`RESERVED`) while they warm up.
+        running: the worker of each run it was handed, by run id, until collected.
+        spawning: spawns in flight (asked for, process not started yet).
+        waiting: starts waiting for a free worker.
+        spawned: worker processes started so far.
     """
 
-    def __init__(self, home: Path, pool_size: int, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        home: Path,
+        pool_size: int,
+        on_change: Callable[[], None],
+        spawn: SpawnWorker | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.home = home
+        self.monotonic = monotonic
         self.pool_size = max(pool_size, 0)
         self.on_change = on_change
+        self.spawn_process = spawn or worker_spawner(home)
         self.idle: list[Worker] = []
         self.running: dict[str, Worker] = {}
+        self.spawning = 0
+        self.waiting = 0
+        self.spawned = 0
+        self.closed = False
+        self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _background(self, coroutine: Any) -> None:
+    def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)  # keep a reference until it is done
         task.add_done_callback(self._tasks.discard)
 
-    async def spawn(self) -> Worker:
-        """Start a worker process; it warms up (imports litellm) in the background."""
-        log_dir = self.home / "logs"
-        log_dir.mkdir(exist_ok=True)
-        with (log_dir / "workers.log").open("ab") as stderr:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "runner.worker",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-                start_new_session=True,
-            )
-        worker = Worker(process)
-        self._background(self._follow(worker))
-        return worker
+    def _notify(self) -> None:
+        """Wake the starts waiting for a worker (a worker was added or released)."""
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def _follow(self, worker: Worker) -> None:
         assert worker.process.stdout is not None
@@ -90,75 +207,143 @@ class LocalExecutor:
         worker.ready.set()
         self.on_change()
 
+    def free_workers(self) -> list[Worker]:
+        """Idle workers no start has claimed, alive (warming up or ready)."""
+        return [w for w in self.idle if w.run_id is None and w.process.returncode is None]
+
     def refill(self) -> None:
-        """Keep ``pool_size`` warm idle workers (started in the background)."""
+        """Start workers (in the background) up to :func:`workers_to_spawn`; none once closed."""
         self.idle = [w for w in self.idle if w.process.returncode is None]
-        missing = self.pool_size - len([w for w in self.idle if w.run_id is None])
+        if self.closed:
+            return
+        missing = workers_to_spawn(
+            self.pool_size, len(self.free_workers()), self.spawning, self.waiting
+        )
         for _ in range(missing):
+            self.spawning += 1  # counted now, not when the process exists: the fix for N(N+1)/2
             self._background(self._add_idle())
 
     async def _add_idle(self) -> None:
-        self.idle.append(await self.spawn())
+        try:
+            try:
+                process = await self.spawn_process()
+            except Exception:
+                log.exception("could not start a worker process; trying again")
+                await asyncio.sleep(SPAWN_RETRY_S)
+                return
+            self.spawned += 1
+            worker = Worker(process)
+            self.idle.append(worker)
+            self._background(self._follow(worker))
+            if self.closed:  # the daemon stopped while this one was starting
+                self._kill(worker)
+        finally:
+            self.spawning -= 1
+            self._notify()
 
     async def _take(self) -> Worker:
+        """A free worker, claimed and warm; waits (a worker spawned for it) when none is free.
+
+        Safe to cancel: a worker claimed by a cancelled start goes back to the pool.
+        """
         while True:
-            free = [w for w in self.idle if w.run_id is None and w.process.returncode is None]
+            free = self.free_workers()
+            if not free:
+                changed = self._changed
+                self.waiting += 1
+                try:
+                    self.refill()
+                    await changed.wait()
+                finally:
+                    self.waiting -= 1
+                continue
             ready = [w for w in free if w.ready.is_set()]
-            worker = ready[0] if ready else (free[0] if free else None)
-            if worker is None:
-                worker = await self.spawn()
-                self.idle.append(worker)
-            worker.run_id = "reserved"
-            await worker.ready.wait()
-            self.idle.remove(worker)
+            worker = (ready or free)[0]
+            worker.run_id = RESERVED
+            try:
+                await worker.ready.wait()
+            except asyncio.CancelledError:
+                worker.run_id = None
+                self._notify()
+                raise
+            if worker in self.idle:
+                self.idle.remove(worker)
             if worker.process.returncode is None:
                 return worker
             # It died while warming up: take another.
 
     async def start(self, job: dict[str, Any], agent: str, max_duration: float | None) -> None:
-        """Send ``job`` to a ready worker (one is started when none is idle)."""
+        """Send ``job`` to a ready worker (waiting for one to be spawned when none is free).
+
+        A start cancelled while it waits for a worker never reaches one: nothing is awaited
+        between taking the worker and writing the job. Once written, the run is in
+        :attr:`running` (cancel it with :meth:`cancel`).
+        """
         worker = await self._take()
-        worker.run_id, worker.agent = str(job["run_id"]), agent
+        run_id = str(job["run_id"])
+        worker.run_id, worker.agent = run_id, agent
         if max_duration is not None:
-            worker.deadline = time.monotonic() + max_duration + KILL_GRACE_S
-        self.running[worker.run_id] = worker
+            worker.deadline = self.monotonic() + max_duration + KILL_GRACE_S
+        self.running[run_id] = worker
         assert worker.process.stdin is not None
         worker.process.stdin.write((json.dumps(job) + "\n").encode())
-        await worker.process.stdin.drain()
         self.refill()
+        await worker.process.stdin.drain()
 
-    def _signal(self, run_id: str, signum: int) -> None:
+    def _signal(self, run_id: str, signum: int) -> Worker | None:
         worker = self.running.get(run_id)
-        if worker is not None:
-            with contextlib.suppress(ProcessLookupError):
-                worker.process.send_signal(signum)
+        if worker is None or worker.process.returncode is not None:
+            return None
+        try:
+            worker.process.send_signal(signum)
+        except ProcessLookupError:
+            return None
+        return worker
 
-    def cancel(self, run_id: str) -> None:
-        """Cancel a run (SIGTERM: its stop reason becomes ``cancelled``)."""
-        self._signal(run_id, signal.SIGTERM)
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run: SIGTERM now (its stop reason becomes ``cancelled``), SIGKILL later.
 
-    def interrupt(self, run_id: str) -> None:
-        """Interrupt a run (SIGUSR1: ``interrupted``, resumable with ``agentrun resume``)."""
-        self._signal(run_id, signal.SIGUSR1)
+        Its process group is killed if it has not exited :data:`CANCEL_GRACE_S` seconds later
+        (see :meth:`collect`). Returns False when the run has no live worker here (not
+        started by this executor, or its worker already exited: it is collected as it ended).
+        """
+        worker = self._signal(run_id, signal.SIGTERM)
+        if worker is None:
+            return False
+        grace = self.monotonic() + CANCEL_GRACE_S
+        worker.deadline = grace if worker.deadline is None else min(worker.deadline, grace)
+        return True
+
+    def interrupt(self, run_id: str) -> bool:
+        """Interrupt a run (SIGUSR1: ``interrupted``, resumable); False: no live worker here."""
+        return self._signal(run_id, signal.SIGUSR1) is not None
 
     def collect(self) -> list[tuple[str, str, int | None, int]]:
         """Runs whose workers exited: ``(run_id, agent, exit code, pid)``.
 
-        A worker past its run's ``max_duration`` plus :data:`KILL_GRACE_S` is killed.
+        A worker past its deadline is killed with its process group: ``max_duration`` plus
+        :data:`KILL_GRACE_S`, or :data:`CANCEL_GRACE_S` after a cancel.
         """
         done: list[tuple[str, str, int | None, int]] = []
         for run_id, worker in list(self.running.items()):
             if worker.process.returncode is None:
-                if worker.deadline is not None and time.monotonic() > worker.deadline:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(worker.process.pid, signal.SIGKILL)
+                if worker.deadline is not None and self.monotonic() > worker.deadline:
+                    self._kill(worker)
                 continue
             del self.running[run_id]
             done.append((run_id, worker.agent or "", worker.process.returncode, worker.process.pid))
         return done
 
+    @staticmethod
+    def _kill(worker: Worker) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.process.pid, signal.SIGKILL)
+
     def kill_all(self) -> None:
-        """Kill every worker and its process group (the end of a shutdown)."""
+        """Kill every worker and its process group, and start no more (the end of a shutdown).
+
+        A spawn still in flight is killed as soon as its process exists.
+        """
+        self.closed = True
         for worker in [*self.idle, *self.running.values()]:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.process.pid, signal.SIGKILL)
+            self._kill(worker)

@@ -19,14 +19,19 @@ Guarantees, and how:
   handled). After downtime the slots in between are caught up by the trigger's ``catchup``
   policy (the rest recorded as ``missed``); a fire recorded but whose run never started (the
   daemon died in between) is started on restart; runs whose workers outlived a killed daemon
-  are adopted and watched to their end.
+  are adopted and watched to their end. Recovered fires follow the agent's concurrency
+  policy like any fire (:func:`runner.triggers.concurrency.plan_recovery`), before the
+  slots missed while the daemon was down are caught up.
 - **Failures are failures**: a run's outcome is its recorded stop reason; a worker that dies
   without one leaves the run ``interrupted`` (resumable).
 - **The daemon never imports litellm**: runs execute in pre-warmed worker processes
   (:mod:`runner.worker`) that paid the import while idle.
 
 Concurrency policies follow Kubernetes CronJob ``concurrencyPolicy`` (plus ``queue``); the
-decision itself is :func:`runner.triggers.on_fire`.
+decision itself is :func:`runner.triggers.concurrency.plan_fire`, applied by :meth:`Daemon.fire`.
+``replace`` cancels every active run of the agent (SIGTERM to one holding a worker; one still
+waiting for a worker is withdrawn and never starts), drops an older fire that waits, and
+starts the new run only when nothing of the agent is active: never two runs at once.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,7 +53,7 @@ from typing import Any
 
 from .control import ControlServer, DaemonError, socket_path
 from .errors import SpecError
-from .executor import LocalExecutor
+from .executor import LocalExecutor, SpawnWorker
 from .processes import process_alive
 from .watching import FileWatching
 from .webhooks import WebhookListener
@@ -126,6 +132,9 @@ class Daemon:
         webhook: ``(host, port)`` of the webhook listener, or None for none.
         poll: poll watched folders instead of OS notifications.
         shutdown_grace_s: how long running runs may finish when the daemon stops.
+        spawn: starts one worker process (the default: ``python -m runner.worker``); tests
+            pass a fake (:data:`runner.executor.SpawnWorker`).
+        clock: the current time, timezone-aware (UTC); tests pass a fixed one.
     """
 
     def __init__(
@@ -136,12 +145,15 @@ class Daemon:
         webhook: tuple[str, int] | None = None,
         poll: bool = False,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+        spawn: SpawnWorker | None = None,
+        clock: Callable[[], datetime] = _now,
     ) -> None:
         from .store import RunStore
 
         self.dirs = [d.resolve() for d in dirs]
         self.home = home
-        self.executor = LocalExecutor(home, pool_size, on_change=self.wake_up)
+        self.clock = clock
+        self.executor = LocalExecutor(home, pool_size, on_change=self.wake_up, spawn=spawn)
         self.webhook = webhook
         self.poll = poll
         self.shutdown_grace_s = shutdown_grace_s
@@ -150,6 +162,12 @@ class Daemon:
         self.by_path: dict[Path, str] = {}
         self.errors: dict[Path, str] = {}
         self.orphans: dict[str, tuple[str, int]] = {}
+        # Runs handed to the executor that wait for a worker: cancelling the task withdraws them.
+        self.starting: dict[str, asyncio.Task[None]] = {}
+        # Runs sent SIGTERM by a cancel, and why, until they are collected.
+        self.cancelled: dict[str, str] = {}
+        # Fires recorded before a restart whose runs never began, by agent (see take_over).
+        self.recorded: dict[str, list[Fire]] = {}
         self.heap: list[tuple[datetime, int, str, int]] = []
         self.generation = 0
         self.wake = asyncio.Event()
@@ -157,7 +175,7 @@ class Daemon:
         self.rescan_needed = True
         self.observers: list[Any] = []
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.started_at = _now()
+        self.started_at = clock()
         self._lock_file: Any = None
         self._servers: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -199,8 +217,7 @@ class Daemon:
         try:
             self.store.sweep_interrupted()
             self.watching.start_spec_watcher()
-            self.rescan()  # after the watcher starts, so no edit falls between the two
-            self.adopt_orphans()
+            self.take_over()  # after the watcher starts, so no edit falls between the two
             if self.webhooks is not None:
                 await self.webhooks.start()
             await self.control.start()  # last: the socket appearing means the daemon is up
@@ -210,7 +227,6 @@ class Daemon:
                 ", ".join(map(str, self.dirs)),
                 socket_path(self.home),
             )
-            await self.redispatch_recorded()
             while not self.stopping:
                 await self.tick()
                 await self.sleep_until_due()
@@ -249,6 +265,8 @@ class Daemon:
             await asyncio.sleep(0.1)
             self.reap()
         self.executor.kill_all()
+        for task in self.starting.values():
+            task.cancel()  # their fires stay recorded as started: the next daemon recovers them
         for observer in self.observers:
             with contextlib.suppress(Exception):
                 observer.join(timeout=2)
@@ -318,7 +336,7 @@ class Daemon:
         log.error("%s", message)
         self.store.db.execute(
             "INSERT INTO notices (at, level, agent, message) VALUES (?, 'error', NULL, ?)",
-            (_iso(_now()), message),
+            (_iso(self.clock()), message),
         )
 
     def remove_agent(self, name: str) -> None:
@@ -347,7 +365,11 @@ class Daemon:
                 self.watching.stop_watch(old, index)
         self.agents[spec.name] = agent
         self.by_path[path] = spec.name
-        now = _now()
+        # Workers that outlived the previous daemon are this agent's active runs ...
+        agent.active |= {run_id for run_id, (name, _) in self.orphans.items() if name == spec.name}
+        # ... and its recorded fires that never ran go before the slots it missed.
+        self.recover(agent, self.recorded.pop(spec.name, []))
+        now = self.clock()
         for trigger in spec.triggers:
             if trigger.kind == "cron" and trigger.cron:
                 schedule = CronSchedule(trigger.cron, trigger.timezone)
@@ -461,7 +483,7 @@ class Daemon:
                 reason,
                 fire.key,
                 json.dumps(fire.inputs),
-                _iso(_now()),
+                _iso(self.clock()),
             ),
         )
         return cursor.rowcount == 1
@@ -473,38 +495,75 @@ class Daemon:
         )
 
     def fire(self, fire: Fire, catching_up: bool = False) -> str:
-        """Apply the agent's concurrency policy to a fire; the outcome recorded."""
-        from .triggers import FireDecision, on_fire
+        """Apply the agent's concurrency policy to a fire; the outcome recorded.
+
+        Returns what became of it: ``started``, ``queued``, ``skipped``, or ``duplicate``
+        (its slot or idempotency key was already handled: nothing done). A ``replace`` fire
+        is recorded ``queued`` until the runs it replaces are gone, then ``started``.
+        """
+        from .triggers.concurrency import FireDecision, plan_fire
 
         agent = self.agents[fire.agent]
-        decision = on_fire(agent.spec.concurrency, len(agent.active), len(agent.queued))
+        plan = plan_fire(agent.spec.concurrency, agent.active, [q.run_id for q in agent.queued])
         why = " (catch-up)" if catching_up else ""
-        if decision is FireDecision.SKIP:
+        if plan.decision is FireDecision.SKIP:
             reason = f"a run of {agent.name} is active (concurrency: {agent.spec.concurrency})"
             self.record_fire(fire, "skipped", reason)
             log.info("skipped %s fire of %s: %s", fire.trigger, agent.name, reason)
             return "skipped"
-        if decision is FireDecision.QUEUE:
+        if plan.decision is FireDecision.QUEUE:
             if not self.record_fire(fire, "queued", "waiting for the active run" + why):
                 return "duplicate"
             agent.queued.append(fire)
             log.info("queued %s fire of %s as run %s", fire.trigger, agent.name, fire.run_id)
             return "queued"
-        if not self.record_fire(fire, "started", fire.trigger + why):
-            return "duplicate"
-        if decision is FireDecision.REPLACE:
-            for run_id in list(agent.active):
-                self.cancel(run_id, f"replaced by run {fire.run_id}")
+        if plan.decision is FireDecision.START:
+            if not self.record_fire(fire, "started", fire.trigger + why):
+                return "duplicate"
+            self.dispatch(fire)
+            return "started"
+        replaced = ", ".join([*plan.cancel, *plan.drop])
+        if not self.record_fire(fire, "queued", f"replacing {replaced}{why}"):
+            return "duplicate"  # before anything is cancelled: a duplicate replaces nothing
+        reason = f"replaced by run {fire.run_id}"
+        for run_id in plan.cancel:
+            self.cancel(run_id, reason)
+        for run_id in plan.drop:
+            agent.queued = [q for q in agent.queued if q.run_id != run_id]
+            self.set_outcome(run_id, "cancelled", reason + " while it waited")
+            log.info("dropped waiting run %s of %s: %s", run_id, agent.name, reason)
+        agent.queued.append(fire)
+        if self.start_waiting(agent, f"{fire.trigger}{why}, replacing {replaced}"):
+            return "started"
+        log.info(
+            "run %s of %s waits for %s to exit", fire.run_id, agent.name, ", ".join(plan.cancel)
+        )
+        return "queued"
+
+    def start_waiting(self, agent: Agent, reason: str = "dequeued") -> bool:
+        """Start the agent's waiting fire if nothing of it is active any more; True if started.
+
+        The rule is :func:`runner.triggers.start_queued`; nothing starts while the daemon stops
+        (the fire stays recorded as queued, and the next daemon recovers it).
+        """
+        from .triggers.concurrency import start_queued
+
+        if self.stopping or not start_queued(len(agent.active), len(agent.queued)):
+            return False
+        fire = agent.queued.pop(0)
+        self.set_outcome(fire.run_id, "started", reason)
         self.dispatch(fire)
-        return "started"
+        return True
 
     def dispatch(self, fire: Fire) -> None:
-        """Hand a started fire to a worker (asynchronously)."""
+        """Hand a started fire to a worker (asynchronously): it is active from now on."""
         agent = self.agents[fire.agent]
         agent.active.add(fire.run_id)
         task = asyncio.get_running_loop().create_task(self.start_run(agent, fire))
+        self.starting[fire.run_id] = task
         self._tasks.add(task)  # keep a reference until it is done
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: self.handed_over(fire.run_id, done))
 
     async def start_run(self, agent: Agent, fire: Fire) -> None:
         """Hand the job to the executor (a warm worker process)."""
@@ -519,10 +578,50 @@ class Daemon:
         await self.executor.start(job, agent.name, agent.spec.budgets.max_duration)
         log.info("started run %s of %s (%s)", fire.run_id, agent.name, fire.trigger)
 
+    def handed_over(self, run_id: str, task: asyncio.Task[None]) -> None:
+        """A start task ended: the run has a worker, was withdrawn, or could not start."""
+        if self.starting.get(run_id) is task:
+            del self.starting[run_id]
+        if task.cancelled() or task.exception() is None or run_id in self.executor.running:
+            return
+        log.error("run %s could not be handed to a worker: %r", run_id, task.exception())
+        self.set_outcome(
+            run_id, "failed", f"it could not be handed to a worker: {task.exception()}"
+        )
+        for agent in self.agents.values():
+            if run_id in agent.active:
+                agent.active.discard(run_id)
+                self.start_waiting(agent)
+
     def cancel(self, run_id: str, reason: str) -> None:
-        """Cancel a running run (stop reason ``cancelled``)."""
-        log.info("cancelling run %s: %s", run_id, reason)
-        self.executor.cancel(run_id)
+        """Cancel an active run; its fire is recorded as ``cancelled`` with ``reason``.
+
+        A run holding a worker is sent SIGTERM (stop reason ``cancelled``; it stays active
+        until its worker exits, killed after :data:`runner.executor.CANCEL_GRACE_S`). A run
+        still waiting for a worker is withdrawn: it never
+        starts and is no longer active. A run this daemon did not start (a worker adopted from
+        a previous daemon) is not signalled: it ends by itself, and what waits for it waits.
+        """
+        if run_id in self.cancelled:
+            return  # already sent SIGTERM
+        if run_id in self.executor.running:
+            if self.executor.cancel(run_id):
+                self.cancelled[run_id] = reason
+                self.set_outcome(run_id, "cancelled", reason)
+                log.info("cancelling run %s: %s", run_id, reason)
+            # else its worker has just exited: collected with the outcome it recorded
+            return
+        task = self.starting.pop(run_id, None)
+        if task is not None:
+            task.cancel()
+            self.set_outcome(run_id, "cancelled", reason + " before it had a worker")
+            for agent in self.agents.values():
+                agent.active.discard(run_id)
+            log.info("withdrew run %s before it had a worker: %s", run_id, reason)
+            return
+        log.info(
+            "run %s is not one of this daemon's workers; it is left to end (%s)", run_id, reason
+        )
 
     def reap(self) -> None:
         """Collect finished runs: their outcomes, then queued fires."""
@@ -536,17 +635,23 @@ class Daemon:
     def finish(self, run_id: str, name: str, code: int | None, pid: int | None = None) -> None:
         """Record a run's end in the daemon's state and start a queued fire."""
         row = self.store.run(run_id)
+        cancelled = self.cancelled.pop(run_id, None)
         still_owned = row is not None and (pid is None or row.pid == pid)
         if row is not None and row.status == "running" and still_owned:
-            # The worker died without recording an end: leave the run resumable.
+            # The worker died without recording an end: leave the run resumable, unless it
+            # was being cancelled (killed after the grace): then it ends cancelled.
+            killed = cancelled is not None
+            ending = ("finished", "cancelled") if killed else ("interrupted", "interrupted")
+            message = f"its worker exited (code {code}) before the run ended"
             self.store.db.execute(
-                """UPDATE runs SET status = 'interrupted', stop_reason = 'interrupted',
-                   message = ? WHERE id = ? AND status = 'running'""",
-                (f"its worker exited (code {code}) before the run ended", run_id),
+                """UPDATE runs SET status = ?, stop_reason = ?, message = ?
+                   WHERE id = ? AND status = 'running'""",
+                (*ending, f"{cancelled}; {message}" if killed else message, run_id),
             )
             row = self.store.run(run_id)
-        outcome = (row.stop_reason or row.status) if row else "lost"
-        if row is None:
+        lost = "lost" if cancelled is None else "cancelled"
+        outcome = (row.stop_reason or row.status) if row else lost
+        if row is None and cancelled is None:
             # The worker died before recording the run (a spec that no longer compiles).
             self.set_outcome(
                 run_id, "failed", f"the worker exited (code {code}) before the run began"
@@ -557,18 +662,24 @@ class Daemon:
             return
         agent.active.discard(run_id)
         agent.last_outcome = f"{outcome} ({run_id})"
-        from .triggers import start_queued
-
-        if (
-            agent.queued
-            and start_queued(len(agent.active), len(agent.queued))
-            and not self.stopping
-        ):
-            fire = agent.queued.pop(0)
-            self.set_outcome(fire.run_id, "started", "dequeued")
-            self.dispatch(fire)
+        self.start_waiting(agent)
 
     # -- restart safety ----------------------------------------------------------------------
+
+    def take_over(self) -> None:
+        """What a (re)started daemon does before it serves, in this order.
+
+        1. Adopt the runs whose workers outlived the previous daemon (:meth:`adopt_orphans`).
+        2. Read the fires it recorded whose runs never began (:meth:`recorded_fires`).
+        3. Load the specs; for each agent, as it is installed, its adopted runs become active,
+           its recorded fires are recovered under its concurrency policy (:meth:`recover`),
+           and only then are the slots it missed caught up (:meth:`catch_up`): a catch-up
+           fire sees the recovered runs, and is itself recorded only after the recorded
+           fires were read, so it is never recovered (dispatched a second time) as well.
+        """
+        self.adopt_orphans()
+        self.recorded = self.recorded_fires()
+        self.rescan()
 
     def adopt_orphans(self) -> None:
         """Watch runs whose workers outlived a previous daemon, to their end."""
@@ -582,35 +693,72 @@ class Daemon:
                 agent.active.add(row["id"])
             log.info("adopted run %s of %s (pid %s)", row["id"], row["agent"], row["pid"])
 
-    async def redispatch_recorded(self) -> None:
-        """Start fires that were recorded but whose runs never began (the daemon died)."""
+    def recorded_fires(self) -> dict[str, list[Fire]]:
+        """Fires recorded as started or queued whose runs never began, by agent, oldest first."""
         rows = self.store.db.execute(
             """SELECT * FROM fires WHERE outcome IN ('started', 'queued') AND run_id IS NOT NULL
                AND run_id NOT IN (SELECT id FROM runs) ORDER BY id"""
         ).fetchall()
+        recorded: dict[str, list[Fire]] = {}
         for row in rows:
-            agent = self.agents.get(row["agent"])
-            if agent is None:
-                continue
-            fire = Fire(
-                row["agent"],
-                row["trigger"],
-                row["trigger_index"],
-                row["run_id"],
-                json.loads(row["inputs_json"]),
-                datetime.fromisoformat(row["slot"]) if row["slot"] else None,
-                row["idempotency_key"],
+            recorded.setdefault(row["agent"], []).append(
+                Fire(
+                    row["agent"],
+                    row["trigger"],
+                    row["trigger_index"],
+                    row["run_id"],
+                    json.loads(row["inputs_json"]),
+                    datetime.fromisoformat(row["slot"]) if row["slot"] else None,
+                    row["idempotency_key"],
+                )
             )
-            if row["outcome"] == "queued" or agent.active:
-                if all(q.run_id != fire.run_id for q in agent.queued):
-                    agent.queued.append(fire)
-                continue
-            log.info(
-                "starting recorded fire %s of %s (the daemon stopped before it)",
-                fire.run_id,
-                agent.name,
+        return recorded
+
+    def recover(self, agent: Agent, fires: list[Fire]) -> None:
+        """Start, queue, skip or drop an agent's recovered fires by its concurrency policy.
+
+        The rule is :func:`runner.triggers.concurrency.plan_recovery` (``allow``: all start;
+        ``forbid``: the oldest; ``queue``: the oldest, and one waits; ``replace``: only the
+        newest). Fires already active or waiting in this daemon are left alone.
+        """
+        from .triggers.concurrency import plan_recovery
+
+        known = agent.active | {q.run_id for q in agent.queued}
+        by_id = {f.run_id: f for f in fires if f.run_id not in known}
+        if not by_id:
+            return
+        policy = agent.spec.concurrency
+        plan = plan_recovery(policy, agent.active, by_id)
+        newest = max([*agent.active, *by_id])
+        after = "recovered after a restart"
+        for run_id in plan.skip:
+            self.set_outcome(
+                run_id,
+                "skipped",
+                f"{after}: a run of {agent.name} is active or waiting (concurrency: {policy})",
             )
-            self.dispatch(fire)
+        for run_id in plan.drop:
+            self.set_outcome(run_id, "cancelled", f"{after}: replaced by run {newest}")
+        for run_id in plan.cancel:
+            self.cancel(run_id, f"replaced by run {newest}, {after}")
+        for run_id in plan.queue:
+            self.set_outcome(run_id, "queued", f"{after}: waiting for the active run")
+            agent.queued.append(by_id[run_id])
+        for run_id in plan.start:
+            self.set_outcome(run_id, "started", after)
+            log.info("starting recorded fire %s of %s (%s)", run_id, agent.name, after)
+            self.dispatch(by_id[run_id])
+        log.info(
+            "recovered %d fires of %s (concurrency: %s): %d started, %d waiting, %d skipped, "
+            "%d replaced",
+            len(by_id),
+            agent.name,
+            policy,
+            len(plan.start),
+            len(plan.queue),
+            len(plan.skip),
+            len(plan.drop),
+        )
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -619,7 +767,7 @@ class Daemon:
         if self.rescan_needed:
             self.rescan()
         self.reap()
-        self.due_crons(_now())
+        self.due_crons(self.clock())
         self.watching.due_watches(time.monotonic())
         if not self.stopping:
             self.executor.refill()
@@ -628,7 +776,7 @@ class Daemon:
         """Sleep until the next due fire, deadline or wake-up event."""
         delays = [IDLE_WAKE_S]
         if self.heap:
-            delays.append((self.heap[0][0] - _now()).total_seconds())
+            delays.append((self.heap[0][0] - self.clock()).total_seconds())
         now = time.monotonic()
         for agent in self.agents.values():
             for _, debouncer, _ in agent.watches.values():
