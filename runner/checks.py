@@ -3,9 +3,11 @@
 Each check returns located :class:`~runner.errors.Diagnostic` objects:
 
 - templates parse, use only declared inputs, include no other templates, and every input
-  is used (unused: a warning, and only when every template parsed);
-- inputs: defaults have the declared type, enums have values, ``required`` agrees with
-  ``default``;
+  is used (unused: a warning, and only when every template parsed); they read no ``__``
+  attribute and make no literal range, repetition or nested loop over the limits
+  :func:`runner.templates.render_template` enforces (:func:`runner.templates.sandbox_problems`);
+- inputs: names the template language does not reserve, defaults have the declared type,
+  enums have values, ``required`` agrees with ``default``;
 - triggers: exactly one kind each, cron expressions valid (the bad field is pointed at) and
   able to fire, IANA time zones valid, cron-only keys only on cron triggers, glob patterns
   sane, debounce within the maximum wait;
@@ -76,9 +78,10 @@ class _Checker:
 
     def templates(self) -> None:
         from jinja2 import TemplateSyntaxError, meta
-        from jinja2.sandbox import SandboxedEnvironment
 
-        env = SandboxedEnvironment()
+        from .templates import sandbox_problems, template_environment
+
+        env = template_environment()
         used: set[str] = set()
         suggested: set[str] = set()  # inputs named in a "did you mean": not also "unused"
         all_parsed = True
@@ -90,6 +93,7 @@ class _Checker:
                 ast = env.parse(text)
                 referenced = any(True for _ in meta.find_referenced_templates(ast))
                 names = meta.find_undeclared_variables(ast) - set(env.globals)
+                problems = sandbox_problems(ast)
             except RecursionError:
                 all_parsed = False
                 self.error(
@@ -115,6 +119,14 @@ class _Checker:
                     f"template {key!r} loads another template; spec templates must be "
                     "self-contained",
                     "write the text out here",
+                )
+            for problem in problems:
+                self.error(
+                    self._template_word_pos(
+                        key, text, problem.lineno, problem.word, problem.occurrence
+                    ),
+                    f"template {key!r} {problem.message}",
+                    problem.hint,
                 )
             used |= names
             for name in sorted(names - set(self.spec.inputs)):
@@ -176,6 +188,25 @@ class _Checker:
                     return Pos(number, column + 1)
         return start
 
+    def _template_word_pos(
+        self, key: str, text: str, lineno: int, word: str, occurrence: int
+    ) -> Pos:
+        """Where match ``occurrence`` of ``word`` (a regex) is on line ``lineno`` of a template.
+
+        Falls back to the start of that line when the word cannot be found there (a folded
+        scalar that spreads the line over several).
+        """
+        line_start = self._template_pos(key, text, lineno)
+        lines = self.located.lines
+        if (key,) in self.located.aliased or not 0 < line_start.line <= len(lines):
+            return line_start
+        source = lines[line_start.line - 1]
+        found = list(re.finditer(word, source[line_start.column - 1 :]))
+        if not found:
+            return line_start
+        match = found[min(occurrence, len(found) - 1)]
+        return Pos(line_start.line, line_start.column + match.start())
+
     def _find_in_template(self, path: tuple[str, ...], word: str) -> Pos:
         """Where ``word`` (a regex) first occurs inside ``{{ }}`` or ``{% %}`` in a value."""
         start = self.located.value_pos(path)
@@ -203,9 +234,18 @@ class _Checker:
     # -- inputs --------------------------------------------------------------------------
 
     def inputs(self) -> None:
+        from .templates import reserved_name_problem
+
         raw_inputs: dict[str, Any] = self.located.value.get("inputs") or {}
         for name, spec in self.spec.inputs.items():
             path = ("inputs", name)
+            reserved = reserved_name_problem(name)
+            if reserved:
+                self.error(
+                    self.located.key_pos(path),
+                    f"input name {name!r} is reserved: {reserved}",
+                    f"rename it, for example to {(name.strip('_') or 'value') + '_input'!r}",
+                )
             if spec.type == "enum" and not spec.values:
                 self.error(
                     self.located.key_pos(path),

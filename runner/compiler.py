@@ -2,7 +2,8 @@
 
 - inputs are checked and coerced to their declared types (``--input k=v`` gives strings);
 - ``instructions`` and ``goal`` are rendered once, in Jinja2's sandboxed environment with
-  ``StrictUndefined`` (an undefined variable is an error, never an empty string);
+  ``StrictUndefined`` (an undefined variable is an error, never an empty string) and with
+  limits on output bytes, value sizes, loop iterations and seconds (:mod:`.templates`);
 - the tools the spec declares are built, with the spec's ``risk`` overrides applied;
 - the policy is bound from the autonomy level and the rules.
 """
@@ -192,20 +193,26 @@ def coerce_inputs(spec: AgentSpec, given: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def render(template: str, inputs: dict[str, Any]) -> str:
-    """Render a spec template once (sandboxed, ``StrictUndefined``).
+def render(template: str, inputs: dict[str, Any], name: str = "template") -> str:
+    """Render the spec template ``name`` once, sandboxed and bounded (see :mod:`runner.templates`).
+
+    The inputs reach the template as one mapping, never as keyword arguments, so no input
+    name can collide with a parameter of Jinja2's own (an input named ``self`` once did).
+
+    Returns:
+        The text, at most :data:`runner.templates.MAX_OUTPUT_BYTES` bytes of UTF-8.
 
     Raises:
-        UsageError: when rendering fails (for example an attribute missing from an input).
+        UsageError: ``cannot render 'goal': ...``: a limit crossed (output bytes, value size,
+            loop iterations, ``range()`` items, render seconds: the message names the limit
+            and the value), or any other failure (an attribute missing from an input).
     """
-    from jinja2 import StrictUndefined, TemplateError
-    from jinja2.sandbox import SandboxedEnvironment
+    from .templates import render_template
 
-    environment = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
     try:
-        return environment.from_string(template).render(**inputs)
-    except TemplateError as error:
-        raise UsageError(f"cannot render the template: {error}") from None
+        return render_template(template, inputs)
+    except UsageError as error:
+        raise UsageError(f"cannot render {name!r}: {error}") from None
 
 
 def build_tools(spec: AgentSpec) -> ToolRegistry:
@@ -278,8 +285,8 @@ def compile_agent(spec: AgentSpec, given_inputs: dict[str, Any] | None = None) -
     return CompiledAgent(
         spec=spec,
         inputs=inputs,
-        instructions=render(spec.instructions, inputs) if spec.instructions else "",
-        goal=render(spec.goal, inputs),
+        instructions=render(spec.instructions, inputs, "instructions") if spec.instructions else "",
+        goal=render(spec.goal, inputs, "goal"),
         tools=build_tools(spec),
         policy=Policy(spec.autonomy, spec.rules),
     )
