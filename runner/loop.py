@@ -545,14 +545,18 @@ class Run:
 
         From a decision recorded while the run was paused, the run's "approve this tool for
         the rest of the run", or the approver. An approval is bound to the hash of the tool
-        name and the exact arguments: a decision for other arguments does not apply.
+        name and the exact canonical arguments (``arguments``, as parsed): a decision for
+        other arguments, or for what the same words meant before, does not apply.
 
         A call that was running when the run stopped (``in_flight_since``: when it last
         started, UTC ISO-8601) may have partly happened: only a decision asked for after that
         start applies to it, so an approval given before it ran asks again, always.
         """
         note = IN_FLIGHT_NOTE if in_flight_since is not None else ""
-        digest = arguments_sha256(tool_name, self.redactor.text(call.arguments))
+        # Bound to the canonical arguments (paths resolved, URLs normalised): a decision
+        # applies to the target it was given for, whatever the spelling, and to no other
+        # (a symlink pointed elsewhere since then asks again).
+        digest = arguments_sha256(tool_name, self.redactor.text(json.dumps(arguments)))
         recorded = self.resumed.approvals.get(call.id) if self.resumed else None
         if (
             recorded is not None

@@ -469,3 +469,49 @@ def test_resume_of_a_running_run_says_who_holds_it(tmp_path: Path) -> None:
     store.claim_for_resume(run_id)
     with pytest.raises(ResumeClaimed, match=rf"pid {os.getpid()} on {socket.gethostname()}"):
         store.claim_for_resume(run_id)
+
+
+def test_an_approval_binds_the_target_not_the_spelling(tmp_path: Path) -> None:
+    """Approved for out/link/x.txt while link led to a/; the link then leads to b/: the
+    approval does not apply to the resumed call, which is refused instead of writing into b/."""
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    (out / "b").mkdir()
+    (out / "link").symlink_to(out / "a")
+    spec = load_spec(
+        write_spec(
+            tmp_path,
+            """
+            version: 1
+            name: retarget
+            model: openai/scripted
+            goal: Write it.
+            tools:
+              write_file: {paths: [out]}
+            autonomy: approve-writes
+            unattended: queue
+            """,
+        )
+    )
+    store = RunStore(tmp_path / "runs.db")
+    write = call("write_file", {"path": "out/link/x.txt", "content": "x"})
+    finished = asyncio.run(run_agent(compile_agent(spec), ScriptedModel([write]), store=store))
+    assert finished.stop_reason is StopReason.WAITING_APPROVAL
+    store.decide(finished.run_id, None, True, "fine for a/")
+    (out / "link").unlink()
+    (out / "link").symlink_to(out / "b")
+    store.claim_for_resume(finished.run_id)
+    again = asyncio.run(
+        run_agent(
+            compile_agent(spec),
+            ScriptedModel([text("done")]),
+            store=store,
+            run_id=finished.run_id,
+            resume=restore_state(store, finished.run_id),
+        )
+    )
+    assert again.stop_reason is StopReason.COMPLETED
+    assert not (out / "b" / "x.txt").exists()
+    [refused] = store.tool_calls(finished.run_id)
+    assert refused["status"] == "refused"
+    assert "different arguments" in refused["result"]
