@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .paths import private_dir, private_file
+
 log = logging.getLogger("agentrun.daemon")
 
 #: Seconds past ``max_duration`` after which a run's worker is killed outright (the worker
@@ -103,9 +105,8 @@ def worker_spawner(home: Path) -> SpawnWorker:
     """
 
     async def spawn() -> WorkerProcess:
-        log_dir = home / "logs"
-        log_dir.mkdir(exist_ok=True)
-        with (log_dir / "workers.log").open("ab") as stderr:
+        log = private_file(private_dir(home / "logs") / "workers.log")
+        with log.open("ab") as stderr:
             return await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",

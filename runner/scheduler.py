@@ -54,6 +54,7 @@ from typing import Any
 from .control import ControlServer, DaemonError, socket_path
 from .errors import SpecError
 from .executor import LocalExecutor, SpawnWorker
+from .paths import private_dir, private_file
 from .processes import process_alive
 from .watching import FileWatching
 from .webhooks import WebhookListener
@@ -191,8 +192,8 @@ class Daemon:
         Raises:
             DaemonError: another daemon holds it.
         """
-        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handle = lock_path(self.home).open("a+")
+        private_dir(self.home)
+        handle = private_file(lock_path(self.home)).open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -48,7 +48,7 @@ def _warm() -> Any:
     import jinja2.meta
     import jinja2.sandbox  # noqa: F401
 
-    from . import checks, compiler, loop, spec  # noqa: F401
+    from . import checks, compiler, loop, spec, templates  # noqa: F401
     from .schema import _validator
     from .store import RunStore
     from .tools import builtin, functions, http, shell  # noqa: F401

@@ -515,3 +515,31 @@ def test_an_approval_binds_the_target_not_the_spelling(tmp_path: Path) -> None:
     [refused] = store.tool_calls(finished.run_id)
     assert refused["status"] == "refused"
     assert "different arguments" in refused["result"]
+
+
+def test_the_daemons_lock_and_worker_log_are_owner_only(tmp_path: Path) -> None:
+    from runner.executor import worker_spawner
+    from runner.scheduler import Daemon, lock_path
+
+    home = tmp_path / "daemon-home"
+    home.mkdir(mode=0o755)
+    os.chmod(home, 0o755)
+    old_umask = os.umask(0o022)
+    try:
+        daemon = Daemon([tmp_path], home)
+        daemon.acquire_lock()
+        daemon._lock_file.close()  # what shutdown does
+        daemon.store.close()
+
+        async def spawn_one() -> None:
+            process = await worker_spawner(home)()
+            process.kill()
+            await process.wait()
+
+        asyncio.run(spawn_one())
+    finally:
+        os.umask(old_umask)
+    assert mode(home) == 0o700
+    assert mode(lock_path(home)) == 0o600
+    assert mode(home / "logs") == 0o700
+    assert mode(home / "logs" / "workers.log") == 0o600

@@ -11,6 +11,7 @@ import click
 from ..errors import UsageError
 from .base import (
     EXIT_ERROR,
+    EXIT_TIMEOUT,
     STOP_EXIT_CODES,
     _fail,
     cli,
@@ -184,6 +185,9 @@ def trigger(name: str, inputs: tuple[str, ...], wait: bool, key: str | None) -> 
         ).fetchone()
         if row is None and fire is not None and fire[0] == "failed":
             _fail(f"run {run_id} could not start: {fire[1]}", EXIT_ERROR)
+        if row is None and fire is not None and fire[0] in ("cancelled", "skipped"):
+            # Replaced while it waited for a worker, or skipped on recovery: it never runs.
+            _fail(f"run {run_id} will not run: {fire[0]} ({fire[1]})", EXIT_TIMEOUT)
         if row is None and time.monotonic() - checked > 5:
             checked = time.monotonic()
             try:

@@ -19,7 +19,8 @@ One module per concept; every name is re-exported here, so ``from runner.trigger
   identity (:func:`slot_run_id`).
 - :mod:`runner.triggers.concurrency` -- :class:`Concurrency` (Kubernetes CronJob's
   ``concurrencyPolicy`` plus ``queue``), :class:`FireDecision`, :func:`on_fire`,
-  :func:`start_queued`.
+  :func:`start_queued`, :func:`plan_fire` and :func:`plan_recovery` (what a fire or a
+  restart starts, cancels and drops).
 - :mod:`runner.triggers.watch` -- :class:`EventKind` (watchdog's event types),
   :class:`Change`, :class:`WatchEvent`, :func:`from_watchdog`, :class:`WatchFilter` (globs
   as in :mod:`fnmatch` plus ``**``, and :data:`BUILTIN_IGNORES` for editor noise),
@@ -48,7 +49,16 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .concurrency import Concurrency, FireDecision, on_fire, start_queued
+    from .concurrency import (
+        Concurrency,
+        FireDecision,
+        FirePlan,
+        RecoveryPlan,
+        on_fire,
+        plan_fire,
+        plan_recovery,
+        start_queued,
+    )
     from .cron import (
         ALIASES,
         DEFAULT_GRACE,
@@ -75,12 +85,25 @@ if TYPE_CHECKING:
         fingerprint,
         from_watchdog,
     )
-    from .webhook import PayloadPathError, ReplayGuard, inputs_from_payload, verify_signature
+    from .webhook import (
+        MAX_PAYLOAD_DEPTH,
+        REPLAY_CAPACITY,
+        REPLAY_WINDOW_S,
+        BodyReplayWindow,
+        PayloadError,
+        PayloadPathError,
+        ReplayGuard,
+        body_digest,
+        inputs_from_payload,
+        parse_payload,
+        verify_signature,
+    )
 
 _SUBMODULE = {
     "ALIASES": "cron",
     "ALL_EVENTS": "watch",
     "BUILTIN_IGNORES": "watch",
+    "BodyReplayWindow": "webhook",
     "Burst": "watch",
     "Catchup": "cron",
     "Change": "watch",
@@ -92,18 +115,28 @@ _SUBMODULE = {
     "EventKind": "watch",
     "Fingerprint": "watch",
     "FireDecision": "concurrency",
+    "FirePlan": "concurrency",
+    "MAX_PAYLOAD_DEPTH": "webhook",
     "PathHistory": "watch",
+    "PayloadError": "webhook",
     "PayloadPathError": "webhook",
+    "REPLAY_CAPACITY": "webhook",
+    "REPLAY_WINDOW_S": "webhook",
+    "RecoveryPlan": "concurrency",
     "ReplayGuard": "webhook",
     "SelfWriteFilter": "watch",
     "WatchEvent": "watch",
     "WatchFilter": "watch",
+    "body_digest": "webhook",
     "cron_problem": "cron",
     "fingerprint": "watch",
     "from_watchdog": "watch",
     "inputs_from_payload": "webhook",
     "missed_slots": "cron",
     "on_fire": "concurrency",
+    "parse_payload": "webhook",
+    "plan_fire": "concurrency",
+    "plan_recovery": "concurrency",
     "slot_run_id": "cron",
     "start_queued": "concurrency",
     "timezone_problem": "cron",
@@ -116,6 +149,10 @@ __all__ = [
     "BUILTIN_IGNORES",
     "DEFAULT_EVENTS",
     "DEFAULT_GRACE",
+    "MAX_PAYLOAD_DEPTH",
+    "REPLAY_CAPACITY",
+    "REPLAY_WINDOW_S",
+    "BodyReplayWindow",
     "Burst",
     "Catchup",
     "Change",
@@ -125,18 +162,25 @@ __all__ = [
     "EventKind",
     "Fingerprint",
     "FireDecision",
+    "FirePlan",
     "PathHistory",
+    "PayloadError",
     "PayloadPathError",
+    "RecoveryPlan",
     "ReplayGuard",
     "SelfWriteFilter",
     "WatchEvent",
     "WatchFilter",
+    "body_digest",
     "cron_problem",
     "fingerprint",
     "from_watchdog",
     "inputs_from_payload",
     "missed_slots",
     "on_fire",
+    "parse_payload",
+    "plan_fire",
+    "plan_recovery",
     "slot_run_id",
     "start_queued",
     "timezone_problem",
