@@ -1,9 +1,17 @@
-"""Tools for the kill test: a side effect (a line appended to a file) that takes a moment."""
+"""Tools for the kill tests: a side effect (a line appended to a file) that takes a moment."""
 
 from __future__ import annotations
 
 import os
 import time
+
+
+def _append(line: str) -> None:
+    """Append ``line`` to $KILL_TEST_FILE, durably."""
+    with open(os.environ["KILL_TEST_FILE"], "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def append_line(line: str) -> str:
@@ -13,10 +21,7 @@ def append_line(line: str) -> str:
         line: the text to append.
     """
     time.sleep(0.02)
-    with open(os.environ["KILL_TEST_FILE"], "a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    _append(line)
     time.sleep(0.02)
     return f"appended {line}"
 
@@ -27,9 +32,6 @@ def append_then_hang(line: str) -> str:
     Args:
         line: the text to append.
     """
-    with open(os.environ["KILL_TEST_FILE"], "a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    _append(line)
     time.sleep(3600)
     return f"appended {line}"

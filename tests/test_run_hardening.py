@@ -27,6 +27,7 @@ from runner.store import ResumeClaimed, RunStore, new_run_id
 from runner.testing import FunctionModel, Scripted, ScriptedModel, call, text
 from tests.conftest import ROOT
 from tests.helpers import wait_for, write_spec
+from tests.test_kill import worker
 
 TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 #: Bounds a subprocess that should end by itself: a stuck test fails instead of hanging.
@@ -343,17 +344,6 @@ def kill_spec(tmp_path: Path, function: str) -> Path:
         unattended: queue
         budgets: {{max_steps: 10}}
         """,
-    )
-
-
-def worker(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.kill_worker", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
     )
 
 
