@@ -194,20 +194,20 @@ def coerce_inputs(spec: AgentSpec, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(template: str, inputs: dict[str, Any], name: str = "template") -> str:
-    """Render the spec template ``name`` once, sandboxed and bounded (see :mod:`runner.templates`).
+    """Render the spec template ``name`` once, sandboxed and bounded (:mod:`runner.spec.templates`).
 
     The inputs reach the template as one mapping, never as keyword arguments, so no input
     name can collide with a parameter of Jinja2's own (an input named ``self`` once did).
 
     Returns:
-        The text, at most :data:`runner.templates.MAX_OUTPUT_BYTES` bytes of UTF-8.
+        The text, at most :data:`runner.spec.templates.MAX_OUTPUT_BYTES` bytes of UTF-8.
 
     Raises:
         UsageError: ``cannot render 'goal': ...``: a limit crossed (output bytes, value size,
             loop iterations, ``range()`` items, render seconds: the message names the limit
             and the value), or any other failure (an attribute missing from an input).
     """
-    from .templates import render_template
+    from .spec.templates import render_template
 
     try:
         return render_template(template, inputs)

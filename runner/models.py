@@ -14,19 +14,15 @@ model's loopback server (:mod:`runner.local_model`).
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import ModelError, SetupError
 from .spec import ModelSpec, Pricing
-
-LOCAL_PREFIX = "local/"
+from .spec.prices import LOCAL_PREFIX, price_for, price_table
 
 
 @dataclass(frozen=True)
@@ -111,38 +107,6 @@ class Model(Protocol):
 
 # ---------------------------------------------------------------------------------------------
 # prices
-
-
-@functools.cache
-def _litellm_price_table() -> dict[str, Any]:
-    spec = importlib.util.find_spec("litellm")
-    if spec is None or not spec.submodule_search_locations:
-        return {}
-    for folder in spec.submodule_search_locations:
-        table = Path(folder) / "model_prices_and_context_window_backup.json"
-        if table.is_file():
-            loaded: dict[str, Any] = json.loads(table.read_text(encoding="utf-8"))
-            return loaded
-    return {}
-
-
-def price_for(model_id: str) -> Pricing | None:
-    """USD per million tokens for ``model_id`` from litellm's bundled price table, or None.
-
-    Reads litellm's JSON table directly (no litellm import). ``local/`` models cost nothing.
-    """
-    if model_id.startswith(LOCAL_PREFIX):
-        return Pricing(0.0, 0.0)
-    table = _litellm_price_table()
-    candidates = [model_id, model_id.split("/", 1)[-1]]
-    for key in candidates:
-        entry = table.get(key)
-        if isinstance(entry, dict) and "input_cost_per_token" in entry:
-            return Pricing(
-                input_per_mtok=float(entry["input_cost_per_token"]) * 1e6,
-                output_per_mtok=float(entry.get("output_cost_per_token", 0.0)) * 1e6,
-            )
-    return None
 
 
 def cost_usd(pricing: Pricing | None, usage: Usage) -> float | None:
@@ -277,7 +241,7 @@ class LiteLLMModel:
         configured = self.spec.params.get("max_tokens")
         if isinstance(configured, int):
             return configured
-        entry = _litellm_price_table().get(self.spec.id.split("/", 1)[-1], {})
+        entry = price_table().get(self.spec.id.split("/", 1)[-1], {})
         table = entry.get("max_output_tokens") if isinstance(entry, dict) else None
         return int(table) if isinstance(table, int) else DEFAULT_MAX_OUTPUT_TOKENS
 

@@ -25,7 +25,6 @@ import importlib
 import json
 import os
 import signal
-import sqlite3
 import sys
 from typing import Any
 
@@ -48,12 +47,13 @@ def _warm() -> Any:
     import jinja2.meta
     import jinja2.sandbox  # noqa: F401
 
-    from . import checks, compiler, loop, spec, templates  # noqa: F401
-    from .schema import _validator
+    from . import compiler, loop, spec  # noqa: F401
+    from .spec import build, checks, templates, yamlpos  # noqa: F401
+    from .spec.validation import validator
     from .store import RunStore
     from .tools import builtin, functions, http, shell  # noqa: F401
 
-    _validator()  # the spec schema, compiled once
+    validator()  # the spec schema, compiled once
     store = RunStore.default()
     # Move everything imported so far out of the garbage collector's reach: collections
     # during the run then walk only the run's own objects (measured in bench/overhead.py).
@@ -68,6 +68,7 @@ async def _run(job: dict[str, Any], store: Any) -> str:
     from .loop import Run
     from .models import LiteLLMModel
     from .spec import load_spec
+    from .store import RunAlreadyRecorded
 
     source = job.get("spec_source")
     spec = load_spec(job["spec_path"], source.encode("utf-8") if source is not None else None)
@@ -87,7 +88,7 @@ async def _run(job: dict[str, Any], store: Any) -> str:
     loop.add_signal_handler(signal.SIGUSR1, run.cancel, StopReason.INTERRUPTED)
     try:
         finished = await run.execute()
-    except sqlite3.IntegrityError:
+    except RunAlreadyRecorded:
         # The run id is already in the store: another worker runs this fire (a daemon that
         # restarted re-sent a job whose first worker had already begun). Leave it alone.
         return "duplicate"

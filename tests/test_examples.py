@@ -33,7 +33,6 @@ import httpx
 import pytest
 import yaml
 
-from runner import specclass
 from runner.cli import STOP_EXIT_CODES, main
 from runner.compiler import CompiledAgent, compile_agent
 from runner.errors import ToolError
@@ -41,7 +40,14 @@ from runner.events import RunFinished, StopReason
 from runner.loop import restore_state, run_agent
 from runner.models import price_for
 from runner.policy import Approval, ApprovalRequest
-from runner.spec import AUTONOMY_LEVELS, BUILTIN_TOOLS, TRIGGER_KINDS, AgentSpec, check_spec
+from runner.spec import (
+    AUTONOMY_LEVELS,
+    BUILTIN_TOOLS,
+    TRIGGER_KINDS,
+    AgentSpec,
+    check_spec,
+    replace,
+)
 from runner.store import RunStore
 from runner.testing import FunctionModel, Scripted, ScriptedModel, call, calls, text
 from runner.tools import ToolRegistry
@@ -68,7 +74,7 @@ def load(name: str, workdir: Path | None = None) -> AgentSpec:
     """The example ``agents/NAME.yaml``, its working folder moved to ``workdir`` if given."""
     spec, diagnostics = check_spec(AGENTS / f"{name}.yaml")
     assert spec is not None, [d.headline() for d in diagnostics]
-    return spec if workdir is None else specclass.replace(spec, workdir=workdir)
+    return spec if workdir is None else replace(spec, workdir=workdir)
 
 
 def execute(

@@ -20,8 +20,7 @@ from runner.compiler import compile_agent
 from runner.events import StopReason
 from runner.loop import run_agent
 from runner.models import LiteLLMModel, Usage
-from runner.spec import load_spec
-from runner.specclass import replace
+from runner.spec import load_spec, replace
 from runner.store import RunStore
 from runner.testing import FakeOpenAIServer, Scripted, call, calls, http_error, slow, text
 from runner.tools import Tool, ToolRegistry

@@ -1,6 +1,6 @@
 """The JSON Schema and the typed spec classes describe the same language.
 
-- every spec class in ``runner.spec`` with a ``SCHEMA_POINTER`` has exactly the fields the
+- every spec class in ``runner.spec.types`` with a ``SCHEMA_POINTER`` has exactly the fields the
   schema object at that pointer has as ``properties`` (less the class's ``DERIVED`` fields
   and its ``KEYED_BY`` name), and a field typed with another such class points at the
   schema object that class names;
@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-import runner.spec as spec_module
-from runner.schema import SCHEMA_ID, schema
-from runner.specclass import SpecClass, spec_fields
+import runner.spec.types as spec_module
+from runner.spec.schema import SCHEMA_ID, schema
+from runner.spec.specclass import SpecClass, spec_fields
 
 SCHEMA = schema()
 
@@ -204,7 +204,7 @@ def test_schema_examples_are_valid_for_their_property() -> None:
 
 def test_spec_objects_are_frozen_values() -> None:
     from runner.spec import ModelSpec, Pricing
-    from runner.specclass import FrozenSpecError, replace
+    from runner.spec.specclass import FrozenSpecError, replace
 
     price = Pricing(input_per_mtok=1.0, output_per_mtok=2.0)
     assert price == Pricing(1.0, 2.0)

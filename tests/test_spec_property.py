@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.errors import Diagnostic, SpecError
-from runner.schema import schema
 from runner.spec import check_spec
+from runner.spec.schema import schema
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "agents" / "hello.yaml"

@@ -18,7 +18,7 @@ from runner.cli import cli, main
 from runner.compiler import compile_agent, render
 from runner.errors import UsageError
 from runner.spec import check_spec, load_spec
-from runner.templates import (
+from runner.spec.templates import (
     MAX_LOOP_ITERATIONS,
     MAX_OUTPUT_BYTES,
     MAX_RANGE,

@@ -459,7 +459,7 @@ _MONTH_FIELDS = st.sampled_from(["*", "2", "4", "2,4", "1-3", "*/6", "11"])
 @settings(max_examples=150, deadline=None)
 @given(day=_DAY_FIELDS, month=_MONTH_FIELDS, weekday=_WEEKDAY_FIELDS)
 def test_expressions_the_check_skips_always_fire(day: str, month: str, weekday: str) -> None:
-    from runner.checks import _cron_fires
+    from runner.spec.checks import _cron_fires
     from runner.triggers.cron import may_never_fire
 
     expression = f"0 6 {day} {month} {weekday}"
@@ -470,7 +470,7 @@ def test_expressions_the_check_skips_always_fire(day: str, month: str, weekday: 
 
 
 def test_the_never_fires_search_runs_where_it_can_matter() -> None:
-    from runner.checks import _cron_fires
+    from runner.spec.checks import _cron_fires
     from runner.triggers.cron import may_never_fire
 
     assert may_never_fire("0 0 30 2 *") and not _cron_fires("0 0 30 2 *", "UTC")

@@ -84,7 +84,7 @@ def validate(paths: tuple[Path, ...], output_format: str) -> None:
 @cli.command()
 def schema() -> None:
     """Print the spec's JSON Schema (draft 2020-12)."""
-    from ..schema import schema_path
+    from ..spec.schema import schema_path
 
     click.echo(schema_path().read_text(encoding="utf-8"), nl=False)
 
@@ -102,7 +102,7 @@ def init(name: str, output: Path | None, force: bool) -> None:
     """Write a commented starter spec for a new agent called NAME."""
     import re
 
-    from ..schema import schema_path
+    from ..spec.schema import schema_path
 
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name):
         raise UsageError(f"agent name {name!r} must be a lowercase slug: letters, digits and '-'")

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..globs import bracket_end
+from .globs import bracket_end
 
 
 class EventKind(StrEnum):

@@ -1,27 +1,24 @@
-"""The spec's JSON Schema: where it ships, and its errors rewritten as located, plain sentences.
+"""Step 2 of loading: the document against the JSON Schema, every error located and in plain words.
 
-The schema (``schemas/agent.schema.json``, draft 2020-12) is the single definition of the
-spec language. It is shipped inside the wheel as ``runner/schemas/agent.schema.json`` and
-read from the source tree in a checkout. JSON Schema errors are mapped back to the YAML
-file's own line and column (see :mod:`runner.yamlpos`) and rewritten in the manner of
-GitHub's gh-aw: unknown keys with "did you mean", enums with their valid values, bounds
-with the value seen, and ``oneOf`` noise as one sentence.
+JSON Schema errors are mapped back to the YAML file's own line and column (see
+:mod:`runner.spec.yamlpos`) and rewritten in the manner of GitHub's gh-aw: unknown keys with
+"did you mean", enums with their valid values, bounds with the value seen, and ``oneOf``
+noise as one sentence. The schema itself is :mod:`runner.spec.schema`.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
-import json
 import re
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import Diagnostic
-from .yamlpos import Located
-from .yamlpos import Path as NodePath
+from ..errors import Diagnostic
+from .schema import resolve, schema
 
-SCHEMA_ID = "https://agentrun.dev/schemas/agent.schema.json"
+if TYPE_CHECKING:
+    from .yamlpos import Located
+    from .yamlpos import Path as NodePath
 
 # Plain descriptions of the schema's patterns, so an error says what form was expected.
 _SLUG = "^[a-z0-9][a-z0-9-]{0,62}$"
@@ -71,31 +68,9 @@ _UNIT_WORDS = {
 }
 
 
-def schema_path() -> Path:
-    """Path of the schema file: inside the installed package, else in the source tree.
-
-    Raises:
-        FileNotFoundError: when neither exists (a broken installation).
-    """
-    package = Path(__file__).resolve().parent  # a plain directory: agentrun is not zip-safe
-    shipped = package / "schemas" / "agent.schema.json"
-    if shipped.is_file():
-        return shipped
-    source = package.parent / "schemas" / "agent.schema.json"
-    if source.is_file():
-        return source
-    raise FileNotFoundError("agent.schema.json is missing from this installation of agentrun")
-
-
 @functools.cache
-def schema() -> dict[str, Any]:
-    """The parsed spec schema (cached)."""
-    loaded: dict[str, Any] = json.loads(schema_path().read_text(encoding="utf-8"))
-    return loaded
-
-
-@functools.cache
-def _validator() -> Any:
+def validator() -> Any:
+    """The compiled draft 2020-12 validator of the spec schema (cached; imports jsonschema)."""
     from jsonschema import Draft202012Validator
 
     return Draft202012Validator(schema())
@@ -169,17 +144,6 @@ def _hint_for(word: str, choices: list[str]) -> str:
     return ""
 
 
-def _resolve(node: Any) -> Any:
-    """Follow a local ``$ref`` (``#/$defs/...``) in the spec schema, once or more."""
-    seen = 0
-    while isinstance(node, dict) and "$ref" in node and seen < 10:
-        target: Any = schema()
-        for part in str(node["$ref"]).lstrip("#/").split("/"):
-            target = target.get(part, {}) if isinstance(target, dict) else {}
-        node, seen = target, seen + 1
-    return node
-
-
 def _first_clause(text: str) -> str:
     """The first clause of a description, lower-cased, for "add it: ..." hints."""
     cut = len(text)
@@ -211,7 +175,7 @@ def diagnose(located: Located, file: str) -> list[Diagnostic]:
     Returns:
         The diagnostics in file order, at most one per value, key or missing key.
     """
-    errors = [e for raw in _validator().iter_errors(located.value) for e in _located_errors(raw)]
+    errors = [e for raw in validator().iter_errors(located.value) for e in _located_errors(raw)]
     wrong_type = {
         tuple(e.absolute_path)
         for e in errors
@@ -269,7 +233,7 @@ def _missing_keys(
             continue
         if difflib.get_close_matches(name, unknown, n=1, cutoff=0.6):
             continue  # a misspelling of it is reported as an unknown key, with "did you mean"
-        described = _resolve(properties.get(name, {}))
+        described = resolve(properties.get(name, {}))
         description = described.get("description", "") if isinstance(described, dict) else ""
         clause = _first_clause(description) if description else ""
         hint = f"add it: {clause}" if clause and len(clause) <= 80 else ""

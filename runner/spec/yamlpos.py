@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from .errors import Diagnostic
+from ..errors import Diagnostic
 
 #: Most nodes one spec may expand to (after aliases). Real specs have a few hundred.
 MAX_NODES = 20_000

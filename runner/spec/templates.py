@@ -49,7 +49,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Si
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import UsageError
+from ..errors import UsageError
 
 if TYPE_CHECKING:
     from jinja2 import nodes

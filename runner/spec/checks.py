@@ -1,18 +1,20 @@
-"""Semantic checks of a schema-valid spec: what JSON Schema cannot say.
+"""Step 4 of loading: semantic checks of a built spec, what JSON Schema cannot say.
 
 Each check returns located :class:`~runner.errors.Diagnostic` objects:
 
 - templates parse, use only declared inputs, include no other templates, and every input
   is used (unused: a warning, and only when every template parsed); they read no ``__``
   attribute and make no literal range, repetition or nested loop over the limits
-  :func:`runner.templates.render_template` enforces (:func:`runner.templates.sandbox_problems`);
+  :func:`runner.spec.templates.render_template` enforces
+  (:func:`runner.spec.templates.sandbox_problems`);
 - inputs: names the template language does not reserve, defaults have the declared type,
   enums have values, ``required`` agrees with ``default``;
 - triggers: exactly one kind each, cron expressions valid (the bad field is pointed at) and
   able to fire, IANA time zones valid, cron-only keys only on cron triggers, glob patterns
   sane, debounce within the maximum wait;
 - rules name tools the spec declares, and arguments those tools have;
-- budgets can be enforced: a ``max_cost_usd`` needs a known price for the model;
+- budgets can be enforced: a ``max_cost_usd`` needs a known price for the model
+  (:mod:`runner.spec.prices`);
 - MCP servers only see environment variables from the spec's ``env`` allowlist.
 """
 
@@ -23,9 +25,10 @@ import fnmatch
 import re
 from typing import Any
 
-from .errors import Diagnostic
-from .globs import bracket_end
-from .spec import AgentSpec, InputSpec
+from ..errors import Diagnostic
+from ..triggers.globs import bracket_end
+from .prices import price_for
+from .types import AgentSpec, InputSpec
 from .yamlpos import Located, Pos
 
 # The argument names each built-in tool has, for checking ``TOOL:ARG=GLOB`` rules. These
@@ -338,7 +341,7 @@ class _Checker:
     def _cron(
         self, expression: str, timezone: str, path: tuple[Any, ...], raw: dict[str, Any]
     ) -> None:
-        from .triggers.cron import cron_problem, may_never_fire
+        from ..triggers.cron import cron_problem, may_never_fire
 
         cron_path = (*path, "cron")
         problem = cron_problem(expression)
@@ -483,8 +486,6 @@ class _Checker:
 
     def _cost_cap_priced(self) -> None:
         """A cost cap needs a price for the model and for every fallback."""
-        from .models import price_for  # only specs with a cost cap pay for this import
-
         if self.spec.model.pricing is None and price_for(self.spec.model.id) is None:
             self.error(
                 self.located.value_pos(("budgets", "max_cost_usd")),
@@ -552,7 +553,7 @@ def _tool_matches(pattern: str, name: str) -> bool:
 
 
 def _timezone_problem(name: str) -> tuple[str, str] | None:
-    from .triggers import timezone_problem
+    from ..triggers import timezone_problem
 
     try:
         return timezone_problem(name)
@@ -563,7 +564,7 @@ def _timezone_problem(name: str) -> tuple[str, str] | None:
 def _cron_fires(expression: str, timezone: str) -> bool:
     from datetime import UTC, datetime
 
-    from .triggers import CronSchedule
+    from ..triggers import CronSchedule
 
     try:
         CronSchedule(expression, timezone or "UTC").next_after(datetime.now(UTC))
