@@ -10,15 +10,20 @@ provider counts them. (The check-before / charge-after split follows pydantic-ai
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .errors import BudgetExhausted
 from .spec import BudgetsSpec
 
 #: Share of a budget after which the model is told how much is left.
 WARN_FRACTION = 0.8
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -172,3 +177,56 @@ class Budget:
             left = max(cap - used, 0)
             notes.append(f"{left:g} {unit} left of {cap:g} ({name})")
         return notes
+
+
+class Deadline:
+    """``max_duration`` as a deadline on whatever is in flight, not only a check before calls.
+
+    :class:`Budget` refuses a call that starts after the limit; a model call or tool call
+    that hangs past it is only stopped by this: :meth:`run` cancels the work when the run's
+    remaining time is up. While a person decides (:meth:`waiting_for_a_person`) the budget's
+    clock stops and the deadline is lifted, then set again from the time left.
+
+    Args:
+        budget: the run's budget (its ``max_duration`` and clock).
+    """
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self._timeout: asyncio.Timeout | None = None
+
+    async def run(self, work: Awaitable[T]) -> T:
+        """Await ``work`` within the run's remaining time.
+
+        Raises:
+            BudgetExhausted: ``max_duration``, when the time ran out while ``work`` ran.
+        """
+        try:
+            async with asyncio.timeout(None) as timeout:
+                self._timeout = timeout
+                self._arm()
+                return await work
+        except TimeoutError:
+            if not timeout.expired():
+                raise  # a timeout of the work's own
+            limit = self.budget.limits.max_duration or 0.0
+            raise BudgetExhausted("max_duration", self.budget.elapsed(), limit) from None
+        finally:
+            self._timeout = None
+
+    def _arm(self) -> None:
+        remaining = self.budget.remaining_time()
+        if self._timeout is not None and remaining is not None:
+            self._timeout.reschedule(asyncio.get_running_loop().time() + max(remaining, 0.0))
+
+    @contextlib.contextmanager
+    def waiting_for_a_person(self) -> Iterator[None]:
+        """Stop the run's clock and lift the deadline while a person decides."""
+        self.budget.pause()
+        if self._timeout is not None:
+            self._timeout.reschedule(None)
+        try:
+            yield
+        finally:
+            self.budget.resume()
+            self._arm()

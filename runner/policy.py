@@ -149,7 +149,13 @@ class ApprovalRequest:
 
 
 class Approver(Protocol):
-    """Answers "ask" decisions. Raises :class:`~runner.errors.RunStop` to end the run."""
+    """Answers "ask" decisions. Raises :class:`~runner.errors.RunStop` to end the run.
+
+    Attributes:
+        name: who decided, recorded with each decision (``terminal``, ``unattended:deny``).
+    """
+
+    name: str
 
     async def request(self, request: ApprovalRequest) -> Approval:
         """Approve or deny ``request``."""

@@ -14,7 +14,8 @@ from typing import Any
 
 from runner.compiler import compile_agent
 from runner.events import StopReason
-from runner.loop import restore_state, run_agent
+from runner.loop import run_agent
+from runner.resume import restore_state
 from runner.spec import load_spec
 from runner.store import ResumeClaimed, RunStore
 from runner.testing import FunctionModel, Scripted, call, text

@@ -15,11 +15,12 @@ from runner.budgets import Budget
 from runner.compiler import compile_agent
 from runner.errors import BudgetExhausted
 from runner.events import BUDGET_STOPS, StopReason
-from runner.loop import Run, repeats
+from runner.loop import Run
 from runner.models import Usage
 from runner.redact import Redactor
 from runner.spec import BudgetsSpec, Pricing, load_spec
 from runner.testing import Scripted, ScriptedModel
+from runner.tool_calls import repeats
 from tests.helpers import write_spec
 
 PRICE = Pricing(input_per_mtok=2000.0, output_per_mtok=8000.0)

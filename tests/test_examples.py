@@ -37,9 +37,10 @@ from runner.cli import STOP_EXIT_CODES, main
 from runner.compiler import CompiledAgent, compile_agent
 from runner.errors import ToolError
 from runner.events import RunFinished, StopReason
-from runner.loop import restore_state, run_agent
+from runner.loop import run_agent
 from runner.models import price_for
 from runner.policy import Approval, ApprovalRequest
+from runner.resume import restore_state
 from runner.spec import (
     AUTONOMY_LEVELS,
     BUILTIN_TOOLS,

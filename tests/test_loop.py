@@ -22,9 +22,10 @@ from runner.events import (
     ToolCalled,
     ToolStarted,
 )
-from runner.loop import Run, run_agent, truncate
+from runner.loop import Run, run_agent
 from runner.store import RunStore
 from runner.testing import ScriptedModel, call, calls, text
+from runner.tool_calls import truncate
 from tests.helpers import make_spec
 
 

@@ -21,7 +21,8 @@ import pytest
 
 from runner.compiler import compile_agent
 from runner.events import StopReason
-from runner.loop import IN_FLIGHT_NOTE, restore_state, run_agent
+from runner.loop import run_agent
+from runner.resume import IN_FLIGHT_NOTE, restore_state
 from runner.spec import load_spec
 from runner.store import ResumeClaimed, RunStore, new_run_id
 from runner.testing import FunctionModel, Scripted, ScriptedModel, call, text

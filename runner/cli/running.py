@@ -224,7 +224,7 @@ def resume(run_id: str, as_json: bool, quiet: bool, unattended: bool, force: boo
     import hashlib
 
     from ..compiler import compile_agent
-    from ..loop import restore_state
+    from ..resume import restore_state
     from ..spec import load_spec
     from ..store import ResumeClaimed, RunStore
 

@@ -275,7 +275,7 @@ def tools(spec_file: Path) -> None:
     click.echo(f"autonomy {spec.autonomy}: {len(listed)} tools offered to the model")
     click.echo(f"{'TOOL':<32} {'RISK':<7} {'DECISION':<14} SOURCE")
     for tool in listed:
-        rule_name = getattr(tool, "qualified_name", tool.name)
+        rule_name = tool.rule_name
         decision = policy.decide_statically(rule_name, tool.risk)
         click.echo(f"{tool.name:<32} {tool.risk:<7} {DECISION_WORDS[decision]:<14} {tool.source}")
     for warning in warnings:

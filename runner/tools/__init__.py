@@ -97,6 +97,8 @@ class Tool:
         parameters: JSON Schema (draft 2020-12) of the arguments object.
         risk: ``low``, ``medium`` or ``high`` (the spec's ``risk`` overrides it).
         source: ``builtin``, ``function`` or ``mcp:SERVER``.
+        rule_name: the name spec rules use for it (``SERVER.TOOL`` for an MCP tool, whose
+            model-facing name is ``SERVER__TOOL``); ``name`` by default.
     """
 
     name: str = ""
@@ -104,6 +106,18 @@ class Tool:
     parameters: dict[str, Any] = {"type": "object", "properties": {}}  # noqa: RUF012
     risk: str = "high"
     source: str = "builtin"
+
+    @property
+    def rule_name(self) -> str:
+        """The name spec rules match (see the class attributes)."""
+        return self.name
+
+    def risk_for(self, arguments: dict[str, Any]) -> str:
+        """The risk of one call with ``arguments``: :attr:`risk` unless a tool overrides it.
+
+        ``http_request`` overrides it: it rates a call by its method.
+        """
+        return self.risk
 
     def canonical_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """``arguments`` with every path and URL in its one canonical form.

@@ -284,6 +284,11 @@ class McpTool(Tool):
         self.timeout = timeout
         self.annotations = tool.annotations
 
+    @property
+    def rule_name(self) -> str:
+        """``SERVER.TOOL``: the name spec rules use."""
+        return self.qualified_name
+
     def run(self, arguments: dict[str, Any]) -> str:
         """Not used: MCP tools are called with :meth:`call` on the run's event loop."""
         raise NotImplementedError("MCP tools are asynchronous; use call()")

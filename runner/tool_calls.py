@@ -1,0 +1,356 @@
+"""One tool call: parse → decide → approve → execute → outcome.
+
+::
+
+    completed before a resume  → its recorded result, never run again
+    unknown tool / bad JSON / arguments that fail the schema → refused, told to the model
+    arguments put in canonical form (paths resolved, URLs normalised), once
+    loop detection: a warning appended to the result, then stop with loop_detected
+    policy: allow | ask | deny | propose; a call that may have partly happened asks again
+    ask → recorded decision, "approve for the run", or the approver (the run's clock stops)
+    budget.check_before_tool_call()                 # max_tool_calls, max_duration
+    journal entry, then the tool within tool_timeout, its output cut to max_tool_output
+    tool errors and bugs → told to the model as the result, never raised
+
+Every outcome is recorded as one :class:`~runner.events.ToolCalled` event, and its text is
+what goes back to the model. :class:`~runner.errors.RunStop` (loop detected, a budget, an
+approver that ends the run) is the only way out besides that text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from .budgets import Budget
+from .compiler import CompiledAgent
+from .errors import RunStop, ToolArgumentError, ToolError
+from .events import ApprovalDecided, ApprovalRequested, Event, StopReason, ToolCalled, ToolStarted
+from .models import ToolCallRequest
+from .policy import Approval, ApprovalRequest, Approver, Decision
+from .redact import Redactor
+from .resume import IN_FLIGHT_NOTE, RunState
+from .tools import Tool
+
+
+def truncate(text: str, limit: int) -> str:
+    """Cut ``text`` to at most ``limit`` UTF-8 bytes, saying so when it was cut."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    note = f"\n[output truncated: {len(data)} bytes, showing the first {limit}]"
+    return data[: max(limit - len(note.encode()), 0)].decode("utf-8", errors="ignore") + note
+
+
+def repeats(signatures: list[str]) -> int:
+    """How often the newest call repeats: the same call in a row, or an A-B-A-B cycle.
+
+    Returns the number of times the repeating unit (one call, or a pair of different
+    calls) occurs at the end of ``signatures``; 1 when nothing repeats.
+    """
+    if not signatures:
+        return 0
+    run = 1
+    while run < len(signatures) and signatures[-1 - run] == signatures[-1]:
+        run += 1
+    cycle = 0
+    if len(signatures) >= 2 and signatures[-1] != signatures[-2]:
+        length = 2
+        while length < len(signatures) and signatures[-1 - length] == signatures[-1 - length + 2]:
+            length += 1
+        cycle = length // 2
+    return max(run, cycle)
+
+
+def arguments_sha256(tool: str, arguments: str) -> str:
+    """The hash an approval is bound to: the tool name and its exact (canonical) arguments."""
+    try:
+        canonical = json.dumps(json.loads(arguments), sort_keys=True, separators=(",", ":"))
+    except json.JSONDecodeError:
+        canonical = arguments
+    return hashlib.sha256(f"{tool}\n{canonical}".encode()).hexdigest()
+
+
+class _Outcome:
+    """Records one call's outcome as a :class:`ToolCalled` event; its text for the model."""
+
+    def __init__(self, caller: ToolCaller, call: ToolCallRequest, step: int, risk: str) -> None:
+        self.caller = caller
+        self.call = call
+        self.step = step
+        self.risk = risk
+        self.started = time.monotonic()
+
+    def __call__(self, decision: str, status: str, result: str, error: str | None = None) -> str:
+        result = truncate(result, self.caller.agent.spec.budgets.max_tool_output)
+        self.caller.emit(
+            ToolCalled(
+                run_id=self.caller.run_id,
+                step=self.step,
+                call_id=self.call.id,
+                tool=self.call.name,
+                arguments=self.call.arguments,
+                decision=decision,
+                status=status,
+                result=result,
+                duration_s=time.monotonic() - self.started,
+                risk=self.risk,
+                error=error,
+            )
+        )
+        return result
+
+
+class ToolCaller:
+    """Takes a run's tool calls one at a time through policy, approval and execution.
+
+    Args:
+        run_id: the run the calls belong to.
+        agent: the compiled agent (its tools, policy and limits).
+        budget: the run's budget: checked before each call, charged for each.
+        approver: answers "ask" decisions.
+        redactor: the run's redactor (approval hashes are taken over redacted text, so a
+            resume, which reads redacted records, computes the same hash).
+        emit: sends an event, redacted, to the run's sinks.
+        waiting_for_a_person: a context manager the run holds while the approver decides
+            (it stops the run's clock and lifts its deadline).
+        resumed: the state of a resumed run (its journal, recorded decisions and executed
+            calls), or None.
+
+    Attributes:
+        proposed: calls recorded as proposals (autonomy ``suggest``), none executed.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        agent: CompiledAgent,
+        budget: Budget,
+        approver: Approver,
+        redactor: Redactor,
+        emit: Callable[[Event], None],
+        waiting_for_a_person: Callable[[], AbstractContextManager[None]],
+        resumed: RunState | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.agent = agent
+        self.budget = budget
+        self.approver = approver
+        self.redactor = redactor
+        self.emit = emit
+        self.waiting_for_a_person = waiting_for_a_person
+        self.resumed = resumed
+        self.signatures: list[str] = list(resumed.signatures) if resumed else []
+        self.approved_tools: set[str] = set()
+        self.proposed: list[ToolCallRequest] = []
+
+    async def call(self, call: ToolCallRequest, reason: str, step: int) -> str:
+        """Decide, execute and record one tool call; the text sent back to the model.
+
+        Args:
+            call: the model's request.
+            reason: the text of the model's reply that asked for it (shown to approvers).
+            step: the model call (step) that asked for it.
+
+        Raises:
+            RunStop: loop detected, a budget exhausted, or an approver that ends the run.
+        """
+        # A resumed run never repeats a call that completed: its recorded result is reused.
+        journal = self.resumed.journal.get(call.id) if self.resumed else None
+        if journal is not None and journal["status"] != "running":
+            return str(journal["result"])
+        registry = self.agent.tools
+        tool = registry.get(call.name)
+        outcome = _Outcome(self, call, step, tool.risk if tool else "")
+        if tool is None:
+            available = ", ".join(registry.names()) or "none"
+            return outcome(
+                "deny",
+                "refused",
+                f"error: there is no tool named {call.name!r}; available tools: {available}",
+                "unknown tool",
+            )
+        try:
+            arguments = registry.parse_arguments(tool, call.arguments)
+        except ToolArgumentError as error:
+            return outcome("allow", "refused", f"error: {error}", str(error))
+        in_flight_since = str(journal["created_at"]) if journal is not None else None
+        warning = "" if in_flight_since else self._loop_check(tool.name, arguments)
+        outcome.risk = str(tool.risk_for(arguments))
+        decision = self.agent.policy.decide(tool.rule_name, outcome.risk, arguments)
+        if in_flight_since and outcome.risk != "low" and decision is not Decision.DENY:
+            decision = Decision.ASK  # it may have partly happened: only a person may rerun it
+        else:
+            in_flight_since = None
+        refused = await self._refusal(outcome, tool, arguments, decision, reason, in_flight_since)
+        if refused is not None:
+            return refused
+        return await self._execute(outcome, tool, arguments, str(decision), warning)
+
+    async def _refusal(
+        self,
+        outcome: _Outcome,
+        tool: Tool,
+        arguments: dict[str, Any],
+        decision: Decision,
+        reason: str,
+        in_flight_since: str | None,
+    ) -> str | None:
+        """The recorded text of a call that does not run (proposed, denied), else None."""
+        if decision is Decision.PROPOSE:
+            self.proposed.append(outcome.call)
+            return outcome("propose", "proposed", "not executed: autonomy is 'suggest'")
+        if decision is Decision.DENY:
+            return outcome(
+                "deny",
+                "refused",
+                f"error: the policy denies this call of {tool.name}; try another way",
+                "denied by a rule",
+            )
+        if decision is Decision.ASK:
+            approval = await self._ask(
+                outcome.call, tool.name, arguments, outcome.risk, reason, in_flight_since
+            )
+            if not approval.approved:
+                text = f"error: a person denied this call of {tool.name}"
+                if approval.reason:
+                    text += f": {approval.reason}"
+                return outcome("ask", "refused", text, "denied by approver")
+        return None
+
+    async def _execute(
+        self,
+        outcome: _Outcome,
+        tool: Tool,
+        arguments: dict[str, Any],
+        decision: str,
+        warning: str,
+    ) -> str:
+        """Run an allowed call within its limits; its recorded outcome text."""
+        self.budget.check_before_tool_call()
+        self.budget.charge_tool_call()
+        call = outcome.call
+        self.emit(
+            ToolStarted(
+                self.run_id,
+                outcome.step,
+                call.id,
+                call.name,
+                call.arguments,
+                decision,
+                outcome.risk,
+            )
+        )
+        limits = self.agent.spec.budgets
+        timeout = limits.tool_timeout
+        remaining = self.budget.remaining_time()
+        if remaining is not None:
+            timeout = min(timeout, max(remaining, 0.001))
+        try:
+            async with asyncio.timeout(timeout):  # no extra task per call, unlike wait_for
+                output = await tool.call(arguments)
+        except TimeoutError:
+            message = f"error: {tool.name} did not finish within {timeout:g} s and was stopped"
+            return outcome(decision, "error", message + warning, "timeout")
+        except ToolError as error:
+            return outcome(decision, "error", f"error: {error}{warning}", str(error))
+        except Exception as error:  # a tool bug: the model hears it, the run goes on
+            detail = f"{type(error).__name__}: {error}"
+            return outcome(
+                decision, "error", f"error: {tool.name} failed: {detail}{warning}", detail
+            )
+        return outcome(
+            decision, "ok", truncate(output, limits.max_tool_output - len(warning)) + warning
+        )
+
+    async def _ask(
+        self,
+        call: ToolCallRequest,
+        tool_name: str,
+        arguments: dict[str, Any],
+        risk: str,
+        reason: str,
+        in_flight_since: str | None = None,
+    ) -> Approval:
+        """Get a decision for one call.
+
+        From a decision recorded while the run was paused, the run's "approve this tool for
+        the rest of the run", or the approver. An approval is bound to the hash of the tool
+        name and the exact canonical arguments (``arguments``, as parsed): a decision for
+        other arguments, or for what the same words meant before, does not apply.
+
+        A call that was running when the run stopped (``in_flight_since``: when it last
+        started, UTC ISO-8601) may have partly happened: only a decision asked for after that
+        start applies to it, so an approval given before it ran asks again, always.
+        """
+        note = IN_FLIGHT_NOTE if in_flight_since is not None else ""
+        # Bound to the canonical arguments (paths resolved, URLs normalised): a decision
+        # applies to the target it was given for, whatever the spelling, and to no other
+        # (a symlink pointed elsewhere since then asks again).
+        digest = arguments_sha256(tool_name, self.redactor.text(json.dumps(arguments)))
+        recorded = self.resumed.approvals.get(call.id) if self.resumed else None
+        if (
+            recorded is not None
+            and in_flight_since is not None
+            and recorded["created_at"] <= in_flight_since
+        ):
+            recorded = None  # decided before the interrupted attempt started: ask again
+        if recorded is not None and recorded["status"] in ("approved", "denied"):
+            if recorded["arguments_sha256"] != digest:
+                return Approval(
+                    False, "the approval was given for different arguments; it does not apply"
+                )
+            return Approval(recorded["status"] == "approved", recorded.get("decision_reason") or "")
+        if tool_name in self.approved_tools and not note:
+            return Approval(True, "approved for the rest of the run")
+        self.emit(
+            ApprovalRequested(
+                self.run_id, call.id, tool_name, call.arguments, digest, risk, reason, note
+            )
+        )
+        request = ApprovalRequest(self.run_id, call.id, tool_name, arguments, risk, reason)
+        request.note = note
+        request.done = self._progress()
+        with self.waiting_for_a_person():
+            approval = await self.approver.request(request)
+        self.emit(
+            ApprovalDecided(
+                self.run_id,
+                call.id,
+                approval.approved,
+                approval.reason,
+                self.approver.name,
+            )
+        )
+        if approval.approved and approval.for_run:
+            self.approved_tools.add(tool_name)
+        return approval
+
+    def _loop_check(self, name: str, arguments: dict[str, Any]) -> str:
+        """Record the call's signature; a warning to append, or raise ``loop_detected``."""
+        self.signatures.append(name + " " + json.dumps(arguments, sort_keys=True))
+        count = repeats(self.signatures)
+        thresholds = self.agent.spec.loop_detection
+        if count >= thresholds.stop_after:
+            stop = RunStop(
+                f"loop detected: the model repeated the same tool calls {count} times "
+                f"(stop_after is {thresholds.stop_after})"
+            )
+            stop.stop_reason = StopReason.LOOP_DETECTED
+            raise stop
+        if count >= thresholds.warn_after:
+            return (
+                f"\n[agentrun: this call repeats {count} times in a row; the result will "
+                "not change. Use what you have, try something different, or give your answer. "
+                f"The run stops at {thresholds.stop_after} repeats.]"
+            )
+        return ""
+
+    def _progress(self) -> str:
+        usage = self.budget.usage
+        return f"{usage.steps} steps, {usage.tool_calls} tool calls, {usage.tokens} tokens so far"
