@@ -67,6 +67,7 @@ from runner.compiler import compile_agent  # noqa: E402
 from runner.loop import run_agent  # noqa: E402
 from runner.models import (  # noqa: E402
     LiteLLMModel,
+    Model,
     ModelReply,
     ToolCallRequest,
     Usage,
@@ -141,7 +142,7 @@ def stop_children() -> None:
 HARNESS = "agentrun loop alone (instant model, store)"
 
 
-class InstantModel:
+class InstantModel(Model):
     """The script's replies, handed over at once: no litellm, no HTTP, nothing recorded.
 
     Measures the harness by itself (loop, policy, tool dispatch, events, redaction, store),

@@ -205,12 +205,11 @@ class Run:
         servers = contextlib.AsyncExitStack()
         stop, message, trace = StopReason.ERROR, "", None
         try:
-            prepare = getattr(self.model, "prepare", None)
-            if prepare is not None:  # import litellm, start a local model: errors come first
-                if getattr(self.model, "prepare_is_quick", False):
-                    prepare()
-                else:
-                    await asyncio.to_thread(prepare)
+            # Import litellm, start a local model: setup errors come before anything else.
+            if self.model.prepare_is_quick:
+                self.model.prepare()
+            else:
+                await asyncio.to_thread(self.model.prepare)
             if spec.tools.mcp:
                 await self._open_mcp_servers(servers)
             # max_duration also ends a model call or tool call that hangs past it.
@@ -303,14 +302,11 @@ class Run:
         limits = self.agent.spec.budgets
         tokens, cost = 0, 0.0
         if limits.max_tokens is not None or limits.max_cost_usd is not None:
-            counter = getattr(self.model, "count_prompt_tokens", None)
-            prompt = int(counter(self.messages, tools)) if counter else 0
-            output = int(getattr(self.model, "max_output_tokens", 0) or 0)
+            prompt = self.model.count_prompt_tokens(self.messages, tools)
+            output = self.model.max_output_tokens
             tokens = prompt + output
             # The dearest of the model and its fallbacks: whichever answers, the cap holds.
-            pricing = getattr(self.model, "estimate_pricing", None) or getattr(
-                self.model, "pricing", None
-            )
+            pricing = self.model.estimate_pricing or self.model.pricing
             cost = cost_usd(pricing, Usage(prompt, output)) or 0.0
         self.budget.check_before_model_call(tokens, cost)
 

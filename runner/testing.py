@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ModelError
-from .models import ModelReply, ToolCallRequest, Usage, cost_usd
-from .openai_server import BackendHTTPError, OpenAIServer
+from .models import Model, ModelReply, ToolCallRequest, Usage, cost_usd
+from .models.server import BackendHTTPError, OpenAIServer
 from .spec import Pricing
 
 
@@ -81,7 +81,7 @@ class ScriptExhausted(ModelError):
     """The script ran out of replies: the loop called the model more often than expected."""
 
 
-class ScriptedModel:
+class ScriptedModel(Model):
     """A model that answers from a script and records every request.
 
     Attributes:
@@ -105,8 +105,13 @@ class ScriptedModel:
         self.name = name
         self.repeat_last = repeat_last
         self.pricing = pricing
-        self.max_output_tokens = max_output_tokens
+        self._max_output_tokens = max_output_tokens
         self.requests: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+
+    @property
+    def max_output_tokens(self) -> int:
+        """The output bound given to the constructor."""
+        return self._max_output_tokens
 
     def count_prompt_tokens(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]

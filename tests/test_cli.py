@@ -151,7 +151,7 @@ def test_local_model_without_the_extra_is_one_clear_line(
     def without_llama(name: str, *args: object) -> object:
         return None if name == "llama_cpp" else real_find_spec(name)
 
-    monkeypatch.setattr("runner.local_model.importlib.util.find_spec", without_llama)
+    monkeypatch.setattr("runner.models.local.importlib.util.find_spec", without_llama)
     spec = write_spec(
         tmp_path,
         """

@@ -29,8 +29,8 @@ from tests.helpers import write_spec
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner.models, "RETRY_INITIAL_S", 0.01)
-    monkeypatch.setattr(runner.models, "RETRY_MAX_S", 0.05)
+    monkeypatch.setattr(runner.models.litellm_adapter, "RETRY_INITIAL_S", 0.01)
+    monkeypatch.setattr(runner.models.litellm_adapter, "RETRY_MAX_S", 0.05)
     monkeypatch.setenv("FAKE_API_KEY", "sk-test-key-for-the-fake-server-0123456789")
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from .types import Pricing
 
-#: Model ids answered by the embedded local model (:mod:`runner.local_model`); they are free.
+#: Model ids answered by the embedded local model (:mod:`runner.models.local`); they are free.
 LOCAL_PREFIX = "local/"
 
 

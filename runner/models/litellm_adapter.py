@@ -1,15 +1,11 @@
-"""The model boundary: one protocol, a litellm adapter, prices and usage.
+"""The litellm adapter: any provider through ``litellm.acompletion``.
 
-The loop talks to a :class:`Model`: ``complete(messages, tools, tool_choice)`` returns a
-:class:`ModelReply` with the text, the tool calls (arguments as the raw JSON text the model
-produced, parsed later by the loop so a malformed call can be sent back for correction),
-token usage and cost in USD when known.
+Retries with backoff and fallbacks to other models are the adapter's own (tenacity).
 
-:class:`LiteLLMModel` reaches any provider through litellm. litellm takes seconds to import
-and fetches its price list from the network on import unless
-``LITELLM_LOCAL_MODEL_COST_MAP=True`` is set first; it is therefore imported only inside
-:func:`import_litellm`, never at module import. ``local/NAME`` ids are routed to the embedded
-model's loopback server (:mod:`runner.local_model`).
+litellm takes seconds to import and fetches its price list from the network on import
+unless ``LITELLM_LOCAL_MODEL_COST_MAP=True`` is set first; it is therefore imported only
+inside :func:`import_litellm`, never at module import. ``local/NAME`` ids are routed to the
+embedded model's loopback server (:mod:`runner.models.local`).
 """
 
 from __future__ import annotations
@@ -17,109 +13,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from .errors import ModelError, SetupError
-from .spec import ModelSpec, Pricing
-from .spec.prices import LOCAL_PREFIX, price_for, price_table
-
-
-@dataclass(frozen=True)
-class ToolCallRequest:
-    """A tool call as the model asked for it.
-
-    Attributes:
-        id: the provider's call id, echoed in the tool result.
-        name: the tool name the model used (may be one that does not exist).
-        arguments: the raw JSON text of the arguments (may be malformed).
-    """
-
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Tokens used by one model call."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-    @property
-    def total(self) -> int:
-        """Input plus output tokens."""
-        return self.input_tokens + self.output_tokens
-
-
-@dataclass(frozen=True)
-class ModelReply:
-    """One model response.
-
-    Attributes:
-        content: the text of the answer, or None.
-        tool_calls: the tool calls asked for, in order.
-        usage: tokens of this call.
-        cost_usd: USD cost of this call, or None when the price is unknown.
-        model: the model id that answered (a fallback, perhaps).
-        finish_reason: the provider's finish reason (``stop``, ``tool_calls``, ``length``).
-        failed_attempts: models that failed before this one answered (``fallbacks`` used).
-    """
-
-    content: str | None
-    tool_calls: list[ToolCallRequest] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)
-    cost_usd: float | None = None
-    model: str = ""
-    finish_reason: str = ""
-    failed_attempts: tuple[str, ...] = ()
-
-    def as_message(self) -> dict[str, Any]:
-        """The assistant message to append to the conversation (OpenAI format)."""
-        message: dict[str, Any] = {"role": "assistant", "content": self.content or ""}
-        if self.tool_calls:
-            message["tool_calls"] = [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
-                }
-                for call in self.tool_calls
-            ]
-        return message
-
-
-class Model(Protocol):
-    """What the loop needs from a model."""
-
-    name: str
-
-    async def complete(
-        self,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]],
-        tool_choice: str | dict[str, Any] | None = None,
-    ) -> ModelReply:
-        """One model call. Raises :class:`~runner.errors.ModelError` when the provider fails."""
-        ...
-
-
-# ---------------------------------------------------------------------------------------------
-# prices
-
-
-def cost_usd(pricing: Pricing | None, usage: Usage) -> float | None:
-    """USD cost of ``usage`` at ``pricing``, or None when the price is unknown."""
-    if pricing is None:
-        return None
-    return (
-        usage.input_tokens * pricing.input_per_mtok + usage.output_tokens * pricing.output_per_mtok
-    ) / 1e6
-
-
-# ---------------------------------------------------------------------------------------------
-# litellm
+from ..errors import ModelError, SetupError
+from ..spec import ModelSpec, Pricing
+from ..spec.prices import LOCAL_PREFIX, price_for, price_table
+from .base import Model, ModelReply, ToolCallRequest, Usage, cost_usd
 
 
 def import_litellm() -> Any:
@@ -156,7 +55,7 @@ def is_transient(error: BaseException) -> bool:
     return any(cls.__name__ in TRANSIENT_ERRORS for cls in type(error).__mro__)
 
 
-class LiteLLMModel:
+class LiteLLMModel(Model):
     """A model reached through ``litellm.acompletion``, with retries and fallbacks.
 
     Each model (the spec's, then each of ``fallbacks`` in order) gets
@@ -198,7 +97,7 @@ class LiteLLMModel:
                         "is not set"
                     )
             if model_id.startswith(LOCAL_PREFIX):
-                from .local_model import local_api_base
+                from .local import local_api_base
 
                 name = model_id[len(LOCAL_PREFIX) :]
                 route = (f"openai/{name}", local_api_base(name), "local")

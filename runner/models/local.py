@@ -37,8 +37,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .errors import SetupError
-from .openai_server import BackendHTTPError, OpenAIServer
+from ..errors import SetupError
+from .server import BackendHTTPError, OpenAIServer
 
 MODELS = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face."

@@ -4,7 +4,7 @@ It hosts a *backend*: a callable that takes the decoded request body of
 ``POST /v1/chat/completions`` and returns the response body, or raises
 :class:`BackendHTTPError` to answer with an error status. Two backends use it:
 
-- the embedded local model (:mod:`runner.local_model`), so litellm reaches it through its
+- the embedded local model (:mod:`runner.models.local`), so litellm reaches it through its
   ``openai/`` provider over real HTTP, exactly as it reaches a hosted provider;
 - the fake server of :mod:`runner.testing`, which scripts replies, errors and delays.
 
