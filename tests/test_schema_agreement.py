@@ -4,25 +4,34 @@
   schema object at that pointer has as ``properties`` (less the class's ``DERIVED`` fields
   and its ``KEYED_BY`` name), and a field typed with another such class points at the
   schema object that class names;
+- each default is written once, in the schema: every field whose schema property declares a
+  ``default`` is given ``SCHEMA_DEFAULT`` in ``runner/spec/types.py`` and holds that default,
+  every other class default stands for "left out" (None, empty), and the builder gives a
+  spec that leaves a key out the schema's default;
 - the schema is a valid draft 2020-12 schema with an ``$id``, closes every object that has
   ``properties`` with ``additionalProperties: false``, describes every property and gives
-  examples for every leaf property.
+  examples for every leaf property, and its defaults are valid values.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
 import pickle
+import textwrap
 import typing
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 
 import runner.spec.types as spec_module
+from runner.spec import check_spec
 from runner.spec.schema import SCHEMA_ID, schema
 from runner.spec.specclass import SpecClass, spec_fields
+from runner.spec.types import schema_default
 
 SCHEMA = schema()
 
@@ -114,6 +123,114 @@ def test_nested_spec_classes_point_at_their_schema_objects(cls: type[SpecClass])
 
 
 # ---------------------------------------------------------------------------------------------
+# each default written once: the schema's
+
+
+def schema_defaults(cls: type[SpecClass]) -> dict[str, Any]:
+    """Field name → the schema's default (as the class holds it), for each property with one."""
+    properties = deref(resolve_pointer(cls.SCHEMA_POINTER)).get("properties", {})  # type: ignore[attr-defined]
+    return {
+        name: schema_default(cls.SCHEMA_POINTER, name)  # type: ignore[attr-defined]
+        for name, node in properties.items()
+        if "default" in node
+    }
+
+
+def _fields_given_schema_default(cls: type[SpecClass]) -> set[str]:
+    """The fields the class body in runner/spec/types.py assigns ``SCHEMA_DEFAULT``."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+    assert isinstance(body, ast.ClassDef)
+    return {
+        statement.target.id
+        for statement in body.body
+        if isinstance(statement, ast.AnnAssign)
+        and isinstance(statement.target, ast.Name)
+        and isinstance(statement.value, ast.Name)
+        and statement.value.id == "SCHEMA_DEFAULT"
+    }
+
+
+def test_schema_defaults_are_found() -> None:
+    found = {f"{cls.__name__}.{name}" for cls in SPEC_CLASSES for name in schema_defaults(cls)}
+    assert {"AgentSpec.autonomy", "BudgetsSpec.tool_timeout", "WatchSpec.patterns"} <= found
+    assert len(found) == 23
+
+
+@pytest.mark.parametrize("cls", SPEC_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_schema_default_is_written_once_and_held_by_the_class(cls: type[SpecClass]) -> None:
+    defaults = schema_defaults(cls)
+    assert _fields_given_schema_default(cls) == set(defaults), "SCHEMA_DEFAULT, not a literal"
+    for name, value in defaults.items():
+        held = cls._DEFAULTS[name]
+        assert held == value and type(held) is type(value), f"{cls.__name__}.{name}"
+        assert getattr(cls, name) == value
+
+
+#: Class defaults with a meaning the schema cannot declare: ``required`` follows ``default``.
+DERIVED_DEFAULTS = {("InputSpec", "required")}
+
+
+@pytest.mark.parametrize("cls", SPEC_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_other_class_default_means_left_out(cls: type[SpecClass]) -> None:
+    required = [name for name in spec_fields(cls) if name not in cls._DEFAULTS]
+    made = cls(**dict.fromkeys(required, None))  # every default, as an instance holds it
+    skipped = set(schema_defaults(cls)) | {
+        name for c, name in DERIVED_DEFAULTS if c == cls.__name__
+    }
+    for name in set(spec_fields(cls)) - set(required) - skipped:
+        value = getattr(made, name)
+        empty = value is None or value in ("", (), {}) or isinstance(value, SpecClass)
+        assert empty, f"{cls.__name__}.{name} = {value!r}: declare the default in the schema"
+
+
+def _spec_objects(value: Any) -> Iterator[SpecClass]:
+    if isinstance(value, SpecClass):
+        yield value
+        for name in spec_fields(value):
+            yield from _spec_objects(getattr(value, name))
+    elif isinstance(value, tuple | list):
+        for item in value:
+            yield from _spec_objects(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _spec_objects(item)
+
+
+LEAVES_EVERY_DEFAULT_OUT = """\
+version: 1
+name: defaults
+model: openai/gpt-4o-mini
+goal: Check the defaults.
+tools:
+  http_request: {hosts: [example.com]}
+  mcp:
+    time: {command: mcp-server-time, allow: ["*"]}
+budgets: {}
+loop_detection: {}
+output: {}
+triggers:
+  - cron: "0 6 * * *"
+  - watch: {paths: [inbox]}
+  - webhook: {secret_env: HOOK_SECRET}
+"""
+
+
+def test_the_builder_gives_a_key_left_out_the_schemas_default(tmp_path: Path) -> None:
+    path = tmp_path / "defaults.yaml"
+    path.write_text(LEAVES_EVERY_DEFAULT_OUT, encoding="utf-8")
+    spec, diagnostics = check_spec(path)
+    assert spec is not None, [d.headline() for d in diagnostics]
+    seen = set()
+    for obj in _spec_objects(spec):
+        for name, value in schema_defaults(type(obj)).items():
+            held = getattr(obj, name)
+            assert held == value and type(held) is type(value), f"{type(obj).__name__}.{name}"
+        seen.add(type(obj))
+    with_defaults = {cls for cls in SPEC_CLASSES if schema_defaults(cls)}
+    assert with_defaults - seen == set(), "objects the spec above does not build"
+
+
+# ---------------------------------------------------------------------------------------------
 # the schema's own quality
 
 
@@ -195,6 +312,18 @@ def test_schema_examples_are_valid_for_their_property() -> None:
             errors = [e.message for e in validator.iter_errors(example)]
             if errors:
                 problems.append(f"{where}: {example!r}: {errors[0]}")
+    assert problems == []
+
+
+def test_schema_defaults_are_valid_for_their_property() -> None:
+    problems = []
+    for where, node in properties_of_schema():
+        if "default" not in node:
+            continue
+        validator = Draft202012Validator({**node, "$defs": SCHEMA["$defs"]})
+        errors = [e.message for e in validator.iter_errors(node["default"])]
+        if errors:
+            problems.append(f"{where}: {node['default']!r}: {errors[0]}")
     assert problems == []
 
 

@@ -37,14 +37,43 @@ def _tuple(value: Any) -> tuple[Any, ...]:
     return tuple(value) if value else ()
 
 
-def _duration(value: Any, default: float | None) -> float | None:
-    return default if value is None else parse_duration(value)
+def _duration(value: Any) -> float | None:
+    """Seconds in a duration the schema gives no default (absent: None; ``"0s"``: 0)."""
+    return None if value is None else parse_duration(value)
+
+
+def _given(data: dict[str, Any], *names: str) -> dict[str, Any]:
+    """The keys among ``names`` that ``data`` sets, as they are written.
+
+    A key the spec leaves out is not passed, so its field takes the class's default, which
+    for every key with a default is the schema's (:data:`~runner.spec.types.SCHEMA_DEFAULT`):
+    the builder writes no default of its own.
+    """
+    return {name: data[name] for name in names if name in data}
+
+
+def _given_lists(data: dict[str, Any], *names: str) -> dict[str, Any]:
+    """The list keys among ``names`` that ``data`` sets, as tuples; an empty list is not set.
+
+    So ``patterns: []`` means the default patterns, as it always has.
+    """
+    return {name: tuple(data[name]) for name in names if data.get(name)}
+
+
+def _given_durations(data: dict[str, Any], *names: str) -> dict[str, Any]:
+    """The duration keys among ``names`` that ``data`` sets, in seconds; zero is not set.
+
+    The schema lets ``"0s"`` through (its ``exclusiveMinimum`` holds for numbers only), and
+    a zero timeout, debounce or wait has always meant the default.
+    """
+    seconds = {name: parse_duration(data[name]) for name in names if data.get(name) is not None}
+    return {name: value for name, value in seconds.items() if value}
 
 
 def _file_tool(data: dict[str, Any] | None) -> FileToolSpec | None:
     if data is None:
         return None
-    return FileToolSpec(paths=_tuple(data["paths"]), risk=data.get("risk"))
+    return FileToolSpec(paths=_tuple(data["paths"]), **_given(data, "risk"))
 
 
 def _model(data: str | dict[str, Any]) -> ModelSpec:
@@ -54,11 +83,10 @@ def _model(data: str | dict[str, Any]) -> ModelSpec:
     return ModelSpec(
         id=data["id"],
         params=dict(data.get("params") or {}),
-        fallbacks=_tuple(data.get("fallbacks")),
-        api_base=data.get("api_base"),
-        api_key_env=data.get("api_key_env"),
-        timeout=_duration(data.get("timeout"), None),
+        timeout=_duration(data.get("timeout")),
         pricing=Pricing(**pricing) if pricing else None,
+        **_given(data, "api_base", "api_key_env"),
+        **_given_lists(data, "fallbacks"),
     )
 
 
@@ -67,10 +95,36 @@ def _input(name: str, data: dict[str, Any]) -> InputSpec:
     return InputSpec(
         name=name,
         type=data["type"],
-        description=data.get("description", ""),
         default=default,
         required=bool(data.get("required", default is None)),
-        values=_tuple(data.get("values")),
+        **_given(data, "description"),
+        **_given_lists(data, "values"),
+    )
+
+
+def _shell(data: dict[str, Any]) -> ShellToolSpec:
+    return ShellToolSpec(
+        commands=_tuple(data["commands"]), **_given(data, "interpreter", "cwd", "risk")
+    )
+
+
+def _http(data: dict[str, Any]) -> HttpToolSpec:
+    return HttpToolSpec(
+        hosts=_tuple(data["hosts"]),
+        headers_env=dict(data.get("headers_env") or {}),
+        **_given(data, "max_bytes", "private_addresses", "risk"),
+        **_given_lists(data, "methods"),
+    )
+
+
+def _mcp_server(name: str, data: dict[str, Any]) -> McpServerSpec:
+    return McpServerSpec(
+        name=name,
+        allow=_tuple(data["allow"]),
+        headers_env=dict(data.get("headers_env") or {}),
+        **_given(data, "command", "cwd", "url", "trusted", "risk"),
+        **_given_lists(data, "args", "env"),
+        **_given_durations(data, "startup_timeout"),
     )
 
 
@@ -82,44 +136,30 @@ def _tools(data: dict[str, Any]) -> ToolsSpec:
         list_dir=_file_tool(data.get("list_dir")),
         write_file=_file_tool(data.get("write_file")),
         edit_file=_file_tool(data.get("edit_file")),
-        shell=None
-        if shell is None
-        else ShellToolSpec(
-            commands=_tuple(shell["commands"]),
-            interpreter=shell.get("interpreter"),
-            cwd=shell.get("cwd"),
-            risk=shell.get("risk"),
-        ),
-        http_request=None
-        if http is None
-        else HttpToolSpec(
-            hosts=_tuple(http["hosts"]),
-            methods=_tuple(http.get("methods")) or ("GET",),
-            max_bytes=http.get("max_bytes", 1_048_576),
-            headers_env=dict(http.get("headers_env") or {}),
-            private_addresses=bool(http.get("private_addresses", False)),
-            risk=http.get("risk"),
-        ),
-        mcp={
-            name: McpServerSpec(
-                name=name,
-                allow=_tuple(server["allow"]),
-                command=server.get("command"),
-                args=_tuple(server.get("args")),
-                env=_tuple(server.get("env")),
-                cwd=server.get("cwd"),
-                url=server.get("url"),
-                headers_env=dict(server.get("headers_env") or {}),
-                trusted=bool(server.get("trusted", False)),
-                startup_timeout=_duration(server.get("startup_timeout"), 30.0) or 30.0,
-                risk=server.get("risk"),
-            )
-            for name, server in (data.get("mcp") or {}).items()
-        },
+        shell=None if shell is None else _shell(shell),
+        http_request=None if http is None else _http(http),
+        mcp={name: _mcp_server(name, server) for name, server in (data.get("mcp") or {}).items()},
         functions={
-            name: FunctionToolSpec(name=name, function=fn["function"], risk=fn.get("risk"))
+            name: FunctionToolSpec(name=name, function=fn["function"], **_given(fn, "risk"))
             for name, fn in (data.get("functions") or {}).items()
         },
+    )
+
+
+def _watch(data: dict[str, Any]) -> WatchSpec:
+    return WatchSpec(
+        paths=_tuple(data["paths"]),
+        **_given(data, "poll"),
+        **_given_lists(data, "patterns", "ignore", "events"),
+        **_given_durations(data, "debounce", "max_wait"),
+    )
+
+
+def _webhook(data: dict[str, Any]) -> WebhookSpec:
+    return WebhookSpec(
+        secret_env=data["secret_env"],
+        inputs=dict(data.get("inputs") or {}),
+        **_given(data, "path", "max_body"),
     )
 
 
@@ -130,73 +170,49 @@ def _trigger(index: int, data: dict[str, Any]) -> TriggerSpec:
     return TriggerSpec(
         kind=kinds[0] if kinds else "",
         index=index,
-        cron=data.get("cron"),
-        timezone=data.get("timezone", "UTC"),
-        catchup=data.get("catchup", "latest"),
-        catchup_max=data.get("catchup_max", 10),
-        watch=None
-        if watch is None
-        else WatchSpec(
-            paths=_tuple(watch["paths"]),
-            patterns=_tuple(watch.get("patterns")) or ("*",),
-            ignore=_tuple(watch.get("ignore")),
-            events=_tuple(watch.get("events")) or ("created", "modified", "moved"),
-            debounce=_duration(watch.get("debounce"), 2.0) or 2.0,
-            max_wait=_duration(watch.get("max_wait"), 30.0) or 30.0,
-            poll=bool(watch.get("poll", False)),
-        ),
-        manual=data.get("manual"),
-        webhook=None
-        if webhook is None
-        else WebhookSpec(
-            secret_env=webhook["secret_env"],
-            path=webhook.get("path"),
-            inputs=dict(webhook.get("inputs") or {}),
-            max_body=webhook.get("max_body", 1_048_576),
-        ),
+        watch=None if watch is None else _watch(watch),
+        webhook=None if webhook is None else _webhook(webhook),
+        **_given(data, "cron", "timezone", "catchup", "catchup_max", "manual"),
     )
 
 
 def build_spec(data: dict[str, Any], path: Path, source: bytes) -> AgentSpec:
-    """Turn a schema-valid document into an :class:`AgentSpec` (no checks beyond the schema)."""
+    """Turn a schema-valid document into an :class:`AgentSpec` (no checks beyond the schema).
+
+    Args:
+        data: the document, valid against the schema.
+        path: the spec file (absolute); ``workdir`` resolves against its folder.
+        source: the file's bytes, hashed into ``source_sha256``.
+    """
     budgets = data.get("budgets") or {}
-    loop = data.get("loop_detection") or {}
-    output = data.get("output") or {}
-    rules = data.get("rules") or {}
-    workdir = (path.parent / data.get("workdir", ".")).resolve()
     return AgentSpec(
         version=data["version"],
         name=data["name"],
-        description=data.get("description", ""),
         model=_model(data["model"]),
         inputs={k: _input(k, v) for k, v in (data.get("inputs") or {}).items()},
-        instructions=data.get("instructions", ""),
         goal=data["goal"],
         tools=_tools(data.get("tools") or {}),
-        rules=RulesSpec(
-            allow=_tuple(rules.get("allow")),
-            ask=_tuple(rules.get("ask")),
-            deny=_tuple(rules.get("deny")),
-        ),
-        autonomy=data.get("autonomy", "approve-writes"),
-        unattended=data.get("unattended", "fail"),
+        rules=RulesSpec(**_given_lists(data.get("rules") or {}, "allow", "ask", "deny")),
         budgets=BudgetsSpec(
-            max_steps=budgets.get("max_steps", 20),
-            max_tool_calls=budgets.get("max_tool_calls"),
-            max_tokens=budgets.get("max_tokens"),
-            max_cost_usd=budgets.get("max_cost_usd"),
-            max_duration=_duration(budgets.get("max_duration"), None),
-            tool_timeout=_duration(budgets.get("tool_timeout"), 60.0) or 60.0,
-            max_tool_output=budgets.get("max_tool_output", 65_536),
+            max_duration=_duration(budgets.get("max_duration")),
+            **_given(
+                budgets,
+                "max_steps",
+                "max_tool_calls",
+                "max_tokens",
+                "max_cost_usd",
+                "max_tool_output",
+            ),
+            **_given_durations(budgets, "tool_timeout"),
         ),
         loop_detection=LoopDetectionSpec(
-            warn_after=loop.get("warn_after", 3), stop_after=loop.get("stop_after", 5)
+            **_given(data.get("loop_detection") or {}, "warn_after", "stop_after")
         ),
-        output=OutputSpec(schema=output.get("schema"), max_retries=output.get("max_retries", 2)),
+        output=OutputSpec(**_given(data.get("output") or {}, "schema", "max_retries")),
         triggers=tuple(_trigger(i, t) for i, t in enumerate(data.get("triggers") or [])),
-        concurrency=data.get("concurrency", "forbid"),
-        workdir=workdir,
-        env=_tuple(data.get("env")),
+        workdir=(path.parent / data.get("workdir", ".")).resolve(),
         path=path,
         source_sha256=hashlib.sha256(source).hexdigest(),
+        **_given(data, "description", "instructions", "autonomy", "unattended", "concurrency"),
+        **_given_lists(data, "env"),
     )

@@ -49,3 +49,19 @@ def resolve(node: Any) -> Any:
             target = target.get(part, {}) if isinstance(target, dict) else {}
         node, seen = target, seen + 1
     return node
+
+
+def property_schema(pointer: str, name: str) -> dict[str, Any]:
+    """The schema of property ``name`` of the object at JSON pointer ``pointer`` (``#/...``).
+
+    Returned as written (its ``default`` and ``$ref`` as they are, not followed).
+
+    Raises:
+        KeyError: when the schema has no such object or property (a spec class that names
+            the wrong place: the schema agreement test catches it first).
+    """
+    node: Any = schema()
+    for part in pointer.removeprefix("#").strip("/").split("/") if pointer != "#" else []:
+        node = resolve(node)[part.replace("~1", "/").replace("~0", "~")]
+    found: dict[str, Any] = resolve(node)["properties"][name]
+    return found

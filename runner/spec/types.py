@@ -1,12 +1,19 @@
 """The typed spec: frozen classes that mirror ``schemas/agent.schema.json``.
 
 The leaf of the spec package: it imports nothing of agentrun but the frozen-record base
-(:mod:`runner.spec.specclass`), so every layer above (the loader, the compiler, tools,
-models, policy, budgets) can name these types without importing the loading pipeline.
+(:mod:`runner.spec.specclass`) and the schema document (:mod:`runner.spec.schema`, plain
+JSON), so every layer above (the loader, the compiler, tools, models, policy, budgets) can
+name these types without importing the loading pipeline.
 
 Each class names the schema object it mirrors in ``SCHEMA_POINTER``; ``DERIVED`` fields are
 computed by the loader and ``KEYED_BY`` is the mapping key an object sits under. A test
 (``tests/test_schema_agreement.py``) checks that the fields and the schema's properties agree.
+
+Defaults are written once, in the schema: a field whose default is :data:`SCHEMA_DEFAULT`
+takes its schema property's ``default`` when the class is made (a duration in seconds, a
+list as a tuple), and the builder (:mod:`runner.spec.build`) passes only the keys a spec
+sets. The other defaults here (``None``, ``""``, empty) stand for a key left out, which the
+schema gives no value.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .schema import property_schema
 from .specclass import SpecClass, field
 
 AUTONOMY_LEVELS = ("suggest", "approve-all", "approve-writes", "approve-risky", "autonomous")
@@ -40,7 +48,54 @@ def parse_duration(value: str | float | int) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
-class Pricing(SpecClass):
+class _SchemaDefault:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "SCHEMA_DEFAULT"
+
+
+#: The default of a field whose schema property declares one: the class reads it from the
+#: schema when it is made (typed ``Any`` so that it stands in for a value of any type).
+SCHEMA_DEFAULT: Any = _SchemaDefault()
+
+
+def schema_default(pointer: str, name: str) -> Any:
+    """The ``default`` of property ``name`` of the schema object at ``pointer``, as a value.
+
+    A duration becomes seconds (:func:`parse_duration`) and a list a tuple, as the spec
+    classes hold them.
+
+    Raises:
+        KeyError: when the property declares no default.
+    """
+    node = property_schema(pointer, name)
+    if "default" not in node:
+        raise KeyError(f"{pointer}/properties/{name} declares no default in the schema")
+    value = node["default"]
+    if node.get("$ref") == "#/$defs/duration":
+        return parse_duration(value)
+    return tuple(value) if isinstance(value, list) else value
+
+
+class SpecType(SpecClass):
+    """Base of the spec's classes: a frozen record mirroring one schema object.
+
+    ``SCHEMA_POINTER`` names the object; each field given :data:`SCHEMA_DEFAULT` takes the
+    default its property there declares.
+    """
+
+    __slots__ = ()
+    SCHEMA_POINTER: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in [n for n, value in cls._DEFAULTS.items() if value is SCHEMA_DEFAULT]:
+            cls._DEFAULTS[name] = schema_default(cls.SCHEMA_POINTER, name)
+            setattr(cls, name, cls._DEFAULTS[name])
+
+
+class Pricing(SpecType):
     """Model price in USD per million tokens."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/properties/model/properties/pricing"
@@ -48,7 +103,7 @@ class Pricing(SpecClass):
     output_per_mtok: float
 
 
-class ModelSpec(SpecClass):
+class ModelSpec(SpecType):
     """The model: a litellm id, call parameters, fallbacks, endpoint, key variable, timeout (s)."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/properties/model"
@@ -61,7 +116,7 @@ class ModelSpec(SpecClass):
     pricing: Pricing | None = None
 
 
-class InputSpec(SpecClass):
+class InputSpec(SpecType):
     """One typed input parameter; ``name`` is its key in ``inputs``."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/input"
@@ -79,7 +134,7 @@ class InputSpec(SpecClass):
         return self.default is not None
 
 
-class FileToolSpec(SpecClass):
+class FileToolSpec(SpecType):
     """A file tool (``read_file``, ``list_dir``, ``write_file``, ``edit_file``) and its roots."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/file_tool"
@@ -87,7 +142,7 @@ class FileToolSpec(SpecClass):
     risk: str | None = None
 
 
-class ShellToolSpec(SpecClass):
+class ShellToolSpec(SpecType):
     """The shell tool: allowed command patterns, optional interpreter, confined cwd."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/tools/properties/shell"
@@ -97,19 +152,19 @@ class ShellToolSpec(SpecClass):
     risk: str | None = None
 
 
-class HttpToolSpec(SpecClass):
+class HttpToolSpec(SpecType):
     """The HTTP tool: host allowlist, methods, response size cap (bytes), headers from env."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/tools/properties/http_request"
     hosts: tuple[str, ...]
-    methods: tuple[str, ...] = ("GET",)
-    max_bytes: int = 1_048_576
+    methods: tuple[str, ...] = SCHEMA_DEFAULT
+    max_bytes: int = SCHEMA_DEFAULT
     headers_env: dict[str, str] = field(default_factory=dict)
-    private_addresses: bool = False
+    private_addresses: bool = SCHEMA_DEFAULT
     risk: str | None = None
 
 
-class McpServerSpec(SpecClass):
+class McpServerSpec(SpecType):
     """One MCP server (stdio ``command`` or streamable HTTP ``url``); ``name`` is its key."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/mcp_server"
@@ -122,12 +177,12 @@ class McpServerSpec(SpecClass):
     cwd: str | None = None
     url: str | None = None
     headers_env: dict[str, str] = field(default_factory=dict)
-    trusted: bool = False
-    startup_timeout: float = 30.0
+    trusted: bool = SCHEMA_DEFAULT
+    startup_timeout: float = SCHEMA_DEFAULT
     risk: str | None = None
 
 
-class FunctionToolSpec(SpecClass):
+class FunctionToolSpec(SpecType):
     """A Python function tool ``module:function``; ``name`` is the tool's name."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/tools/properties/functions/additionalProperties"
@@ -137,7 +192,7 @@ class FunctionToolSpec(SpecClass):
     risk: str | None = None
 
 
-class ToolsSpec(SpecClass):
+class ToolsSpec(SpecType):
     """Every tool source the spec lists; an unlisted tool does not exist for the model."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/tools"
@@ -155,7 +210,7 @@ class ToolsSpec(SpecClass):
         return [name for name in BUILTIN_TOOLS if getattr(self, name) is not None]
 
 
-class RulesSpec(SpecClass):
+class RulesSpec(SpecType):
     """``allow`` / ``ask`` / ``deny`` patterns (``TOOL`` or ``TOOL:ARG=GLOB``)."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/properties/rules"
@@ -164,59 +219,59 @@ class RulesSpec(SpecClass):
     deny: tuple[str, ...] = ()
 
 
-class BudgetsSpec(SpecClass):
+class BudgetsSpec(SpecType):
     """Hard limits: counts, tokens, USD, seconds (durations) and bytes (tool output)."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/properties/budgets"
-    max_steps: int = 20
+    max_steps: int = SCHEMA_DEFAULT
     max_tool_calls: int | None = None
     max_tokens: int | None = None
     max_cost_usd: float | None = None
     max_duration: float | None = None
-    tool_timeout: float = 60.0
-    max_tool_output: int = 65_536
+    tool_timeout: float = SCHEMA_DEFAULT
+    max_tool_output: int = SCHEMA_DEFAULT
 
 
-class LoopDetectionSpec(SpecClass):
+class LoopDetectionSpec(SpecType):
     """Repeated-call thresholds: warn the model, then stop with ``loop_detected``."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/properties/loop_detection"
-    warn_after: int = 3
-    stop_after: int = 5
+    warn_after: int = SCHEMA_DEFAULT
+    stop_after: int = SCHEMA_DEFAULT
 
 
-class OutputSpec(SpecClass):
+class OutputSpec(SpecType):
     """Structured output: a JSON Schema for the final answer and how often to retry."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/properties/output"
     schema: dict[str, Any] | None = None
-    max_retries: int = 2
+    max_retries: int = SCHEMA_DEFAULT
 
 
-class WatchSpec(SpecClass):
+class WatchSpec(SpecType):
     """A file-watch trigger's settings; ``debounce`` and ``max_wait`` in seconds."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/trigger/properties/watch"
     paths: tuple[str, ...]
-    patterns: tuple[str, ...] = ("*",)
+    patterns: tuple[str, ...] = SCHEMA_DEFAULT
     ignore: tuple[str, ...] = ()
-    events: tuple[str, ...] = ("created", "modified", "moved")
-    debounce: float = 2.0
-    max_wait: float = 30.0
-    poll: bool = False
+    events: tuple[str, ...] = SCHEMA_DEFAULT
+    debounce: float = SCHEMA_DEFAULT
+    max_wait: float = SCHEMA_DEFAULT
+    poll: bool = SCHEMA_DEFAULT
 
 
-class WebhookSpec(SpecClass):
+class WebhookSpec(SpecType):
     """A webhook trigger: path, secret variable, payload → input mapping, body cap (bytes)."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/trigger/properties/webhook"
     secret_env: str
     path: str | None = None
     inputs: dict[str, str] = field(default_factory=dict)
-    max_body: int = 1_048_576
+    max_body: int = SCHEMA_DEFAULT
 
 
-class TriggerSpec(SpecClass):
+class TriggerSpec(SpecType):
     """One trigger; ``kind`` says which of ``cron``/``watch``/``manual``/``webhook`` is set."""
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/trigger"
@@ -224,15 +279,15 @@ class TriggerSpec(SpecClass):
     kind: str
     index: int
     cron: str | None = None
-    timezone: str = "UTC"
-    catchup: str = "latest"
-    catchup_max: int = 10
+    timezone: str = SCHEMA_DEFAULT
+    catchup: str = SCHEMA_DEFAULT
+    catchup_max: int = SCHEMA_DEFAULT
     watch: WatchSpec | None = None
     manual: bool | None = None
     webhook: WebhookSpec | None = None
 
 
-class AgentSpec(SpecClass):
+class AgentSpec(SpecType):
     """A loaded, validated agent spec.
 
     Attributes:
@@ -255,11 +310,11 @@ class AgentSpec(SpecClass):
     instructions: str = ""
     tools: ToolsSpec = field(default_factory=ToolsSpec)
     rules: RulesSpec = field(default_factory=RulesSpec)
-    autonomy: str = "approve-writes"
-    unattended: str = "fail"
+    autonomy: str = SCHEMA_DEFAULT
+    unattended: str = SCHEMA_DEFAULT
     budgets: BudgetsSpec = field(default_factory=BudgetsSpec)
     loop_detection: LoopDetectionSpec = field(default_factory=LoopDetectionSpec)
     output: OutputSpec = field(default_factory=OutputSpec)
     triggers: tuple[TriggerSpec, ...] = ()
-    concurrency: str = "forbid"
+    concurrency: str = SCHEMA_DEFAULT
     env: tuple[str, ...] = ()
