@@ -8,7 +8,7 @@ The public API, imported lazily so that ``import runner`` stays cheap (no litell
   :class:`~runner.errors.SpecError` with located diagnostics;
 - :func:`compile_agent` (``runner.compiler``): spec + inputs → compiled agent;
 - :func:`run_agent` (``runner.loop``): run it to a stop reason, recorded in the store;
-- :class:`RunStore` (``runner.store``): the SQLite record of every run.
+- :class:`RunStore` (``runner.store``): the record of every run (SQLite by default).
 """
 
 from __future__ import annotations

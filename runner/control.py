@@ -131,12 +131,9 @@ class ControlServer:
             raise UsageError("the daemon is stopping")
         key = request.get("key") or None
         if key:
-            row = self.daemon.store.db.execute(
-                "SELECT run_id, outcome FROM fires WHERE agent = ? AND idempotency_key = ?",
-                (name, key),
-            ).fetchone()
-            if row is not None:
-                return {"run_id": row[0], "outcome": row[1], "duplicate": True}
+            seen = self.daemon.store.fire_by_key(name, key)
+            if seen is not None:
+                return {"run_id": seen.run_id, "outcome": seen.outcome, "duplicate": True}
         inputs = coerce_inputs(agent.spec, request.get("inputs") or {})
         fire = Fire(name, "manual", manual[0].index, new_run_id(), inputs, key=key)
         outcome = self.daemon.fire(fire)

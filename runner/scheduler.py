@@ -49,7 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .control import ControlServer, DaemonError, socket_path
 from .errors import SpecError
@@ -58,6 +58,9 @@ from .paths import private_dir, private_file
 from .processes import process_alive
 from .watching import FileWatching
 from .webhooks import WebhookListener
+
+if TYPE_CHECKING:
+    from .store import RunStore
 
 log = logging.getLogger("agentrun.daemon")
 
@@ -149,7 +152,7 @@ class Daemon:
         spawn: SpawnWorker | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
-        from .store import RunStore
+        from .store import SQLiteRunStore
 
         self.dirs = [d.resolve() for d in dirs]
         self.home = home
@@ -158,7 +161,7 @@ class Daemon:
         self.webhook = webhook
         self.poll = poll
         self.shutdown_grace_s = shutdown_grace_s
-        self.store = RunStore(home / "runs.db")
+        self.store: RunStore = SQLiteRunStore(home / "runs.db")
         self.agents: dict[str, Agent] = {}
         self.by_path: dict[Path, str] = {}
         self.errors: dict[Path, str] = {}
@@ -335,10 +338,7 @@ class Daemon:
         """Log a located spec error and keep it in the store's notices."""
         self.errors[path] = f"{mtime}:{message}"
         log.error("%s", message)
-        self.store.db.execute(
-            "INSERT INTO notices (at, level, agent, message) VALUES (?, 'error', NULL, ?)",
-            (_iso(self.clock()), message),
-        )
+        self.store.record_notice("error", message, at=self.clock())
 
     def remove_agent(self, name: str) -> None:
         """Stop scheduling an agent (its running runs go on)."""
@@ -402,14 +402,10 @@ class Daemon:
         from .triggers import missed_slots
 
         key = self.cursor_key(trigger)
-        row = self.store.db.execute(
-            "SELECT cursor FROM cron_cursors WHERE agent = ? AND trigger_key = ?",
-            (agent.name, key),
-        ).fetchone()
-        if row is None:
+        cursor = self.store.cron_cursor(agent.name, key)
+        if cursor is None:
             self.set_cursor(agent.name, key, now)
             return
-        cursor = datetime.fromisoformat(row[0])
         chosen = missed_slots(schedule, cursor, now, trigger.catchup, trigger.catchup_max)
         # Bound the record of missed slots: a year of minutely slots is not useful.
         window_start = max(cursor, now - timedelta(days=7))
@@ -443,10 +439,7 @@ class Daemon:
 
     def set_cursor(self, agent: str, key: str, moment: datetime) -> None:
         """Persist that every slot at or before ``moment`` was handled."""
-        self.store.db.execute(
-            "INSERT OR REPLACE INTO cron_cursors (agent, trigger_key, cursor) VALUES (?, ?, ?)",
-            (agent, key, _iso(moment)),
-        )
+        self.store.set_cron_cursor(agent, key, moment)
 
     def due_crons(self, now: datetime) -> None:
         """Fire every cron slot that is due, each once, and schedule the next."""
@@ -470,30 +463,26 @@ class Daemon:
 
     def record_fire(self, fire: Fire, outcome: str, reason: str = "") -> bool:
         """Write the fire's row; False when its slot or key was already handled."""
-        cursor = self.store.db.execute(
-            """INSERT OR IGNORE INTO fires (agent, trigger, trigger_index, slot, run_id, outcome,
-               reason, idempotency_key, inputs_json, created_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            (
-                fire.agent,
-                fire.trigger,
-                fire.trigger_index,
-                _iso(fire.slot) if fire.slot else None,
-                fire.run_id,
-                outcome,
-                reason,
-                fire.key,
-                json.dumps(fire.inputs),
-                _iso(self.clock()),
-            ),
+        from .store import FireRow
+
+        return self.store.record_fire(
+            FireRow(
+                agent=fire.agent,
+                trigger=fire.trigger,
+                trigger_index=fire.trigger_index,
+                run_id=fire.run_id,
+                outcome=outcome,
+                reason=reason,
+                slot=fire.slot,
+                idempotency_key=fire.key,
+                inputs=fire.inputs,
+                created_at=self.clock(),
+            )
         )
-        return cursor.rowcount == 1
 
     def set_outcome(self, run_id: str, outcome: str, reason: str = "") -> None:
         """Update a recorded fire's outcome."""
-        self.store.db.execute(
-            "UPDATE fires SET outcome = ?, reason = ? WHERE run_id = ?", (outcome, reason, run_id)
-        )
+        self.store.set_fire_outcome(run_id, outcome, reason)
 
     def fire(self, fire: Fire, catching_up: bool = False) -> str:
         """Apply the agent's concurrency policy to a fire; the outcome recorded.
@@ -644,10 +633,8 @@ class Daemon:
             killed = cancelled is not None
             ending = ("finished", "cancelled") if killed else ("interrupted", "interrupted")
             message = f"its worker exited (code {code}) before the run ended"
-            self.store.db.execute(
-                """UPDATE runs SET status = ?, stop_reason = ?, message = ?
-                   WHERE id = ? AND status = 'running'""",
-                (*ending, f"{cancelled}; {message}" if killed else message, run_id),
+            self.store.end_run_left_running(
+                run_id, *ending, f"{cancelled}; {message}" if killed else message
             )
             row = self.store.run(run_id)
         lost = "lost" if cancelled is None else "cancelled"
@@ -684,33 +671,26 @@ class Daemon:
 
     def adopt_orphans(self) -> None:
         """Watch runs whose workers outlived a previous daemon, to their end."""
-        rows = self.store.db.execute(
-            "SELECT id, agent, pid FROM runs WHERE status = 'running'"
-        ).fetchall()
-        for row in rows:
-            self.orphans[row["id"]] = (row["agent"], int(row["pid"] or 0))
-            agent = self.agents.get(row["agent"])
+        for row in self.store.running_runs():
+            self.orphans[row.id] = (row.agent, int(row.pid or 0))
+            agent = self.agents.get(row.agent)
             if agent is not None:
-                agent.active.add(row["id"])
-            log.info("adopted run %s of %s (pid %s)", row["id"], row["agent"], row["pid"])
+                agent.active.add(row.id)
+            log.info("adopted run %s of %s (pid %s)", row.id, row.agent, row.pid)
 
     def recorded_fires(self) -> dict[str, list[Fire]]:
         """Fires recorded as started or queued whose runs never began, by agent, oldest first."""
-        rows = self.store.db.execute(
-            """SELECT * FROM fires WHERE outcome IN ('started', 'queued') AND run_id IS NOT NULL
-               AND run_id NOT IN (SELECT id FROM runs) ORDER BY id"""
-        ).fetchall()
         recorded: dict[str, list[Fire]] = {}
-        for row in rows:
-            recorded.setdefault(row["agent"], []).append(
+        for row in self.store.unstarted_fires():
+            recorded.setdefault(row.agent, []).append(
                 Fire(
-                    row["agent"],
-                    row["trigger"],
-                    row["trigger_index"],
-                    row["run_id"],
-                    json.loads(row["inputs_json"]),
-                    datetime.fromisoformat(row["slot"]) if row["slot"] else None,
-                    row["idempotency_key"],
+                    row.agent,
+                    row.trigger,
+                    row.trigger_index,
+                    row.run_id,
+                    row.inputs,
+                    row.slot,
+                    row.idempotency_key,
                 )
             )
         return recorded

@@ -26,10 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentrun.daemon")
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
-
-
 def rescan_changed(root: Path, filter_: Any, since: float) -> list[str]:
     """Files under ``root`` that ``filter_`` counts and whose mtime is at or after ``since``."""
     changed = []
@@ -170,25 +166,21 @@ class FileWatching:
         the store. The file must not have changed after the run's write, so a person's edit
         to the same file right after still triggers.
         """
-        rows = self.daemon.store.db.execute(
-            """SELECT t.arguments, t.created_at, t.duration_s FROM tool_calls t
-               JOIN runs r ON r.id = t.run_id
-               WHERE r.agent = ? AND t.tool IN ('write_file', 'edit_file')
-               AND t.created_at >= ?""",
-            (agent.name, _iso(datetime.now(UTC) - timedelta(minutes=10))),
-        ).fetchall()
+        calls = self.daemon.store.recent_tool_calls(
+            agent.name, ("write_file", "edit_file"), datetime.now(UTC) - timedelta(minutes=10)
+        )
         try:
             modified = os.stat(path).st_mtime
         except OSError:
             modified = None
-        for row in rows:
+        for call in calls:
             try:
-                written = (agent.spec.workdir / json.loads(row[0])["path"]).resolve()
+                written = (agent.spec.workdir / json.loads(call.arguments)["path"]).resolve()
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue
             if str(written) != path:
                 continue
-            done = datetime.fromisoformat(row[1]).timestamp() + float(row[2] or 0) + 1.0
+            done = call.started_at.timestamp() + call.duration_s + 1.0
             if modified is None or modified <= done:
                 return True
         return False

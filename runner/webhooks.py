@@ -163,8 +163,6 @@ class WebhookListener:
         (level ``warning``, the agent's name, no run), as the daemon keeps its spec errors;
         the message is cut to :data:`MAX_MESSAGE_CHARS`.
         """
-        from datetime import UTC, datetime
-
         from aiohttp import web
 
         from .scheduler import log
@@ -174,10 +172,5 @@ class WebhookListener:
         which = f"delivery {delivery[:100]!r}" if delivery else "a delivery without an id"
         notice = f"webhook {which} for {agent} refused with {status}: {message}"
         log.warning("%s", notice)
-        # The store has no typed method for the daemon's own notices yet; this is the insert
-        # Daemon.record_error makes for spec errors.
-        self.daemon.store.db.execute(
-            "INSERT INTO notices (at, level, agent, message) VALUES (?, 'warning', ?, ?)",
-            (datetime.now(UTC).isoformat(timespec="milliseconds"), agent, notice),
-        )
+        self.daemon.store.record_notice("warning", notice, agent=agent)
         return web.json_response({"error": message}, status=status)

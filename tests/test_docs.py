@@ -38,9 +38,9 @@ from runner.cli import STOP_EXIT_CODES, cli
 from runner.compiler import compile_agent
 from runner.events import StopReason
 from runner.loop import run_agent
-from runner.migrations import MIGRATIONS
 from runner.spec import check_spec, load_spec
 from runner.store import RunStore
+from runner.store.migrations import MIGRATIONS
 from runner.testing import ScriptedModel, call, text
 from tests.conftest import ROOT
 

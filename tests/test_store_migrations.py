@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from runner import migrations
 from runner.compiler import compile_agent
 from runner.events import RunStarted, ToolCalled, ToolStarted
 from runner.loop import run_agent
-from runner.migrations import MIGRATIONS, migrate
-from runner.store import RunStore
+from runner.store import RunStore, migrations
+from runner.store.migrations import MIGRATIONS, migrate
 from runner.testing import ScriptedModel, call, text
 from tests.helpers import make_spec
 

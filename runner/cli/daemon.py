@@ -180,14 +180,12 @@ def trigger(name: str, inputs: tuple[str, ...], wait: bool, key: str | None) -> 
         row = store.run(run_id)
         if row is not None and row.status != "running":
             break
-        fire = store.db.execute(
-            "SELECT outcome, reason FROM fires WHERE run_id = ?", (run_id,)
-        ).fetchone()
-        if row is None and fire is not None and fire[0] == "failed":
-            _fail(f"run {run_id} could not start: {fire[1]}", EXIT_ERROR)
-        if row is None and fire is not None and fire[0] in ("cancelled", "skipped"):
+        fire = store.fire_of_run(run_id)
+        if row is None and fire is not None and fire.outcome == "failed":
+            _fail(f"run {run_id} could not start: {fire.reason}", EXIT_ERROR)
+        if row is None and fire is not None and fire.outcome in ("cancelled", "skipped"):
             # Replaced while it waited for a worker, or skipped on recovery: it never runs.
-            _fail(f"run {run_id} will not run: {fire[0]} ({fire[1]})", EXIT_TIMEOUT)
+            _fail(f"run {run_id} will not run: {fire.outcome} ({fire.reason})", EXIT_TIMEOUT)
         if row is None and time.monotonic() - checked > 5:
             checked = time.monotonic()
             try:

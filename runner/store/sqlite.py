@@ -1,26 +1,23 @@
-"""The run store: every run, model call and tool call, in SQLite under ``AGENTRUN_HOME``.
+"""The SQLite run store: one database file under ``AGENTRUN_HOME``, the default backend.
 
-One :class:`RunStore` per process. It migrates the database forward on open
-(:mod:`runner.migrations`), uses WAL so readers never block a running agent, and records
-:mod:`runner.events` as they happen (:meth:`RunStore.record`). Run ids are ULIDs: 26
-Crockford base-32 characters that sort by creation time. Timestamps are UTC ISO-8601.
+One :class:`SQLiteRunStore` per process. It migrates the database forward on open
+(:mod:`runner.store.migrations`), uses WAL so readers never block a running agent, and
+records :mod:`runner.events` as they happen (:meth:`SQLiteRunStore.record`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import socket
 import sqlite3
-import time
-from dataclasses import dataclass
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
-from .errors import StoreError
-from .events import (
+from ..errors import StoreError
+from ..events import (
     ApprovalDecided,
     ApprovalRequested,
     Event,
@@ -34,86 +31,25 @@ from .events import (
     ToolCalled,
     ToolStarted,
 )
-from .migrations import migrate
-from .paths import PRIVATE_FILE_MODE, private_dir, private_file, tighten
-from .processes import process_alive
+from ..paths import PRIVATE_FILE_MODE, private_dir, private_file, tighten
+from ..processes import process_alive
+from . import migrations
+from .export import export_events
+from .interface import HEARTBEAT_STALE_S, ResumeClaimed, RunAlreadyRecorded, RunStore
+from .rows import RESUMABLE_STOPS, FireRow, RunRow, ToolCallTiming
 from .sealing import SealKey
-
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-#: Seconds between a running run's heartbeats.
-HEARTBEAT_S = 5.0
-#: A running run whose heartbeat is older than this many seconds counts as interrupted.
-HEARTBEAT_STALE_S = 60.0
-#: Stop reasons after which ``agentrun resume`` may continue a run.
-RESUMABLE_STOPS = frozenset({"waiting_approval", "interrupted", "cancelled"})
-
-
-def new_run_id(now_ms: int | None = None) -> str:
-    """A ULID: 48 bits of milliseconds since the epoch, then 80 random bits, base 32."""
-    value = ((now_ms if now_ms is not None else int(time.time() * 1000)) << 80) | secrets.randbits(
-        80
-    )
-    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-@dataclass(frozen=True)
-class RunRow:
-    """One run as stored (see ``runs`` in :mod:`runner.migrations`)."""
-
-    id: str
-    agent: str
-    status: str
-    stop_reason: str | None
-    model: str
-    trigger: str
-    goal: str
-    final: str | None
-    message: str | None
-    steps: int
-    tool_calls: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float | None
-    duration_s: float | None
-    started_at: str
-    ended_at: str | None
-    traceback: str | None
-    inputs_json: str
-    result_json: str | None
-    spec_path: str
-    spec_sha256: str
-    pid: int | None
-    hostname: str | None = None
-
-    @property
-    def resumable(self) -> bool:
-        """Whether ``agentrun resume`` may continue this run."""
-        return self.status != "running" and (self.stop_reason or self.status) in RESUMABLE_STOPS
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
-class ResumeClaimed(StoreError):
-    """Another process claimed the run for resume first (or it is no longer resumable).
-
-    Attributes:
-        row: the run as it is now (``pid`` and ``hostname`` say who holds it).
-    """
-
-    def __init__(self, row: RunRow) -> None:
-        self.row = row
-        if row.status == "running":
-            where = f"pid {row.pid} on {row.hostname}" if row.pid else "another process"
-            message = f"run {row.id} is already running ({where}); it was not resumed twice"
-        else:
-            message = f"run {row.id} cannot be resumed: it is {row.stop_reason or row.status}"
-        super().__init__(message)
-
-
-class RunStore:
-    """The SQLite run store.
+class SQLiteRunStore(RunStore):
+    """The SQLite run store (``RunStore(path)`` opens one).
 
     The database, its ``-wal`` and ``-shm`` files and the seal key are owner-only
     (``0600``, their folder ``0700``; see :mod:`runner.paths`).
@@ -128,7 +64,7 @@ class RunStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.seal_key = SealKey(path.with_name("seal.key"))
-        # Low-risk tool calls under way, which have no journal row (see _on_ToolStarted):
+        # Low-risk tool calls under way, which have no journal row (see _tool_started):
         # (run id, call id) -> when the call started.
         self._unjournaled: dict[tuple[str, str], str] = {}
         try:
@@ -147,16 +83,9 @@ class RunStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            migrate(self.db)
+            migrations.migrate(self.db)
         except sqlite3.Error as error:
             raise StoreError(f"cannot open the run store {str(path)!r}: {error}") from error
-
-    @classmethod
-    def default(cls) -> RunStore:
-        """The store in ``AGENTRUN_HOME``."""
-        from .paths import store_path
-
-        return cls(store_path())
 
     def close(self) -> None:
         """Commit anything still pending and close the connection."""
@@ -182,17 +111,51 @@ class RunStore:
         written once, with its result) and before a person is asked (``ApprovalRequested``
         commits). The records of one transaction land together or not at all.
         """
-        handler = getattr(self, "_on_" + type(event).__name__)
         if _followed_at_once(event):
             if not self.db.in_transaction:
                 self.db.execute("BEGIN")
-            handler(event)
+            self._write(event)
             return
-        handler(event)
+        self._write(event)
         if self.db.in_transaction:
             self.db.commit()
 
-    def _on_RunStarted(self, event: RunStarted) -> None:
+    def _write(self, event: Event) -> None:
+        match event:
+            case RunStarted():
+                self._run_started(event)
+            case RunResumed():
+                self._run_resumed(event)
+            case MessageAdded():
+                self._message_added(event)
+            case ModelCalled():
+                self._model_called(event)
+            case ToolStarted():
+                self._tool_started(event)
+            case ToolCalled():
+                self._tool_called(event)
+            case ApprovalRequested():
+                self._approval_requested(event)
+            case ApprovalDecided():
+                self.decide(event.run_id, event.call_id, event.approved, event.reason, event.by)
+            case RunNotice():
+                self._run_notice(event)
+            case Heartbeat():
+                self._heartbeat(event)
+            case RunFinished():
+                self._run_finished(event)
+            case _:
+                assert_never(event)
+
+    def _run_started(self, event: RunStarted) -> None:
+        try:
+            self._insert_run(event)
+        except sqlite3.IntegrityError as error:
+            raise RunAlreadyRecorded(
+                f"run {event.run_id} is already in the run store {str(self.path)!r}: {error}"
+            ) from error
+
+    def _insert_run(self, event: RunStarted) -> None:
         self.db.execute(
             """INSERT INTO runs (id, agent, status, model, spec_path, spec_sha256, trigger,
                inputs_json, goal, pid, hostname, started_at, heartbeat_at)
@@ -218,7 +181,7 @@ class RunStore:
 
         Only a resume reads it (:meth:`sealed_messages`); it is never exported or shown,
         and it is deleted when the run ends in a way that cannot be resumed
-        (:mod:`runner.sealing` says why it is encrypted).
+        (:mod:`runner.store.sealing` says why it is encrypted).
         """
         context = f"{run_id}/{seq}".encode()
         nonce, ciphertext = self.seal_key.seal(json.dumps(message).encode(), context)
@@ -281,20 +244,20 @@ class RunStore:
             (run.status, run.pid, run.hostname, _now(), run.id, os.getpid()),
         )
 
-    def _on_RunResumed(self, event: RunResumed) -> None:
+    def _run_resumed(self, event: RunResumed) -> None:
         self.db.execute(
             """UPDATE runs SET status = 'running', stop_reason = NULL, ended_at = NULL, pid = ?,
                hostname = ?, heartbeat_at = ? WHERE id = ?""",
             (os.getpid(), socket.gethostname(), _now(), event.run_id),
         )
 
-    def _on_MessageAdded(self, event: MessageAdded) -> None:
+    def _message_added(self, event: MessageAdded) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO messages (run_id, seq, message_json) VALUES (?, ?, ?)",
             (event.run_id, event.seq, json.dumps(event.message)),
         )
 
-    def _on_ModelCalled(self, event: ModelCalled) -> None:
+    def _model_called(self, event: ModelCalled) -> None:
         self.db.execute(
             """INSERT INTO model_calls (run_id, step, model, input_tokens, output_tokens,
                cost_usd, duration_s, content, tool_calls_json, error, created_at)
@@ -343,7 +306,7 @@ class RunStore:
             ),
         )
 
-    def _on_ToolStarted(self, event: ToolStarted) -> None:
+    def _tool_started(self, event: ToolStarted) -> None:
         if event.risk == "low":
             # A low-risk call reads and changes nothing, so a run resumed after a crash runs
             # it again without asking (runner.loop): it needs no journal row, and its one row
@@ -353,7 +316,7 @@ class RunStore:
         # The journal entry: written before the tool runs.
         self._insert_tool_call(event, "running", "", None, 0.0)
 
-    def _on_ToolCalled(self, event: ToolCalled) -> None:
+    def _tool_called(self, event: ToolCalled) -> None:
         started = self._unjournaled.pop((event.run_id, event.call_id), None)
         if started is not None:
             self._insert_tool_call(
@@ -377,7 +340,7 @@ class RunStore:
         if not updated:  # refused or proposed calls never started: no journal entry
             self._insert_tool_call(event, event.status, event.result, event.error, event.duration_s)
 
-    def _on_ApprovalRequested(self, event: ApprovalRequested) -> None:
+    def _approval_requested(self, event: ApprovalRequested) -> None:
         pending = self.db.execute(
             """SELECT 1 FROM approvals WHERE run_id = ? AND call_id = ? AND status = 'pending'
                AND arguments_sha256 = ?""",
@@ -401,10 +364,7 @@ class RunStore:
             ),
         )
 
-    def _on_ApprovalDecided(self, event: ApprovalDecided) -> None:
-        self.decide(event.run_id, event.call_id, event.approved, event.reason, event.by)
-
-    def _on_RunNotice(self, event: RunNotice) -> None:
+    def _run_notice(self, event: RunNotice) -> None:
         self.db.execute(
             "INSERT INTO notices (at, level, agent, run_id, message) VALUES (?, ?, ?, ?, ?)",
             (_now(), event.level, event.agent, event.run_id, event.message),
@@ -418,13 +378,13 @@ class RunStore:
             rows = self.db.execute("SELECT * FROM notices WHERE run_id = ? ORDER BY id", (run_id,))
         return [dict(row) for row in rows]
 
-    def _on_Heartbeat(self, event: Heartbeat) -> None:
+    def _heartbeat(self, event: Heartbeat) -> None:
         self.db.execute(
             "UPDATE runs SET heartbeat_at = ?, active_s = ? WHERE id = ?",
             (_now(), event.active_s, event.run_id),
         )
 
-    def _on_RunFinished(self, event: RunFinished) -> None:
+    def _run_finished(self, event: RunFinished) -> None:
         # A call cut short (the run cancelled or interrupted mid-call) never sends its result.
         self._unjournaled = {
             key: started for key, started in self._unjournaled.items() if key[0] != event.run_id
@@ -609,7 +569,7 @@ class RunStore:
         return [dict(row) for row in self.db.execute(query.format(where=where), params)]
 
     def export(self, run_id: str) -> list[dict[str, Any]]:
-        """One run as a list of events, in order (the JSONL export format, see docs).
+        """One run as a list of events, in order (:func:`runner.store.export.export_events`).
 
         Each event has ``type`` (``run_started``, ``model_call``, ``tool_call``,
         ``run_finished``), ``run_id``, ``at`` (UTC ISO-8601) and the event's fields.
@@ -617,90 +577,7 @@ class RunStore:
         row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             return []
-        run = dict(row)
-        events: list[dict[str, Any]] = [
-            {
-                "type": "run_started",
-                "run_id": run_id,
-                "at": run["started_at"],
-                "agent": run["agent"],
-                "model": run["model"],
-                "trigger": run["trigger"],
-                "spec_path": run["spec_path"],
-                "spec_sha256": run["spec_sha256"],
-                "inputs": json.loads(run["inputs_json"]),
-                "goal": run["goal"],
-            }
-        ]
-        steps: list[tuple[str, int, int, dict[str, Any]]] = []
-        for call in self.model_calls(run_id):
-            steps.append(
-                (
-                    call["created_at"],
-                    call["step"],
-                    0,
-                    {
-                        "type": "model_call",
-                        "run_id": run_id,
-                        "at": call["created_at"],
-                        "step": call["step"],
-                        "model": call["model"],
-                        "input_tokens": call["input_tokens"],
-                        "output_tokens": call["output_tokens"],
-                        "cost_usd": call["cost_usd"],
-                        "duration_s": call["duration_s"],
-                        "content": call["content"],
-                        "tool_calls": json.loads(call["tool_calls_json"]),
-                        "error": call["error"],
-                    },
-                )
-            )
-        for call in self.tool_calls(run_id):
-            steps.append(
-                (
-                    call["created_at"],
-                    call["step"],
-                    1,
-                    {
-                        "type": "tool_call",
-                        "run_id": run_id,
-                        "at": call["created_at"],
-                        "step": call["step"],
-                        "call_id": call["call_id"],
-                        "tool": call["tool"],
-                        "risk": call["risk"],
-                        "arguments": call["arguments"],
-                        "decision": call["decision"],
-                        "status": call["status"],
-                        "result": call["result"],
-                        "error": call["error"],
-                        "duration_s": call["duration_s"],
-                    },
-                )
-            )
-        events.extend(event for *_, event in sorted(steps, key=lambda s: (s[1], s[2], s[0])))
-        if run["ended_at"]:
-            events.append(
-                {
-                    "type": "run_finished",
-                    "run_id": run_id,
-                    "at": run["ended_at"],
-                    "stop_reason": run["stop_reason"],
-                    "final": run["final"],
-                    "result": None
-                    if run["result_json"] is None
-                    else json.loads(run["result_json"]),
-                    "message": run["message"],
-                    "steps": run["steps"],
-                    "tool_calls": run["tool_calls"],
-                    "input_tokens": run["input_tokens"],
-                    "output_tokens": run["output_tokens"],
-                    "cost_usd": run["cost_usd"],
-                    "duration_s": run["duration_s"],
-                    "traceback": run["traceback"],
-                }
-            )
-        return events
+        return export_events(self._run_row(row), self.model_calls(run_id), self.tool_calls(run_id))
 
     def run(self, run_id: str) -> RunRow | None:
         """One run by id, or by a unique prefix of its id."""
@@ -722,6 +599,137 @@ class RunStore:
         """The tool calls of a run, in order."""
         rows = self.db.execute("SELECT * FROM tool_calls WHERE run_id = ? ORDER BY id", (run_id,))
         return [dict(row) for row in rows]
+
+    # -- the daemon's own records ----------------------------------------------------------
+
+    def record_notice(
+        self, level: str, message: str, agent: str | None = None, at: datetime | None = None
+    ) -> None:
+        """Keep a notice of the daemon's (a spec error, a refused webhook delivery)."""
+        self.db.execute(
+            "INSERT INTO notices (at, level, agent, message) VALUES (?, ?, ?, ?)",
+            (_now() if at is None else _iso(at), level, agent, message),
+        )
+
+    def record_fire(self, fire: FireRow) -> bool:
+        """Write a fire's row; False when its slot or idempotency key was already recorded.
+
+        The ``fires`` table's unique indexes make the check and the write one statement.
+        """
+        cursor = self.db.execute(
+            """INSERT OR IGNORE INTO fires (agent, trigger, trigger_index, slot, run_id, outcome,
+               reason, idempotency_key, inputs_json, created_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                fire.agent,
+                fire.trigger,
+                fire.trigger_index,
+                _iso(fire.slot) if fire.slot else None,
+                fire.run_id,
+                fire.outcome,
+                fire.reason,
+                fire.idempotency_key,
+                json.dumps(fire.inputs),
+                _now() if fire.created_at is None else _iso(fire.created_at),
+            ),
+        )
+        return cursor.rowcount == 1
+
+    def set_fire_outcome(self, run_id: str, outcome: str, reason: str = "") -> None:
+        """Change what became of the fire of run ``run_id``."""
+        self.db.execute(
+            "UPDATE fires SET outcome = ?, reason = ? WHERE run_id = ?", (outcome, reason, run_id)
+        )
+
+    def fire_of_run(self, run_id: str) -> FireRow | None:
+        """The fire that started (or was to start) run ``run_id``, or None."""
+        row = self.db.execute(
+            "SELECT * FROM fires WHERE run_id = ? ORDER BY id LIMIT 1", (run_id,)
+        ).fetchone()
+        return None if row is None else _fire_row(row)
+
+    def fire_by_key(self, agent: str, key: str) -> FireRow | None:
+        """The agent's fire recorded under idempotency key ``key``, or None."""
+        row = self.db.execute(
+            "SELECT * FROM fires WHERE agent = ? AND idempotency_key = ?", (agent, key)
+        ).fetchone()
+        return None if row is None else _fire_row(row)
+
+    def unstarted_fires(self) -> list[FireRow]:
+        """Fires recorded ``started`` or ``queued`` whose runs never began, oldest first."""
+        rows = self.db.execute(
+            """SELECT * FROM fires WHERE outcome IN ('started', 'queued') AND run_id IS NOT NULL
+               AND run_id NOT IN (SELECT id FROM runs) ORDER BY id"""
+        )
+        return [_fire_row(row) for row in rows]
+
+    def cron_cursor(self, agent: str, trigger_key: str) -> datetime | None:
+        """The instant up to which every slot of a cron trigger was handled, or None."""
+        row = self.db.execute(
+            "SELECT cursor FROM cron_cursors WHERE agent = ? AND trigger_key = ?",
+            (agent, trigger_key),
+        ).fetchone()
+        return None if row is None else datetime.fromisoformat(row[0])
+
+    def set_cron_cursor(self, agent: str, trigger_key: str, cursor: datetime) -> None:
+        """Persist that every slot of a cron trigger at or before ``cursor`` was handled."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO cron_cursors (agent, trigger_key, cursor) VALUES (?, ?, ?)",
+            (agent, trigger_key, _iso(cursor)),
+        )
+
+    def running_runs(self) -> list[RunRow]:
+        """Runs recorded ``running``."""
+        rows = self.db.execute("SELECT * FROM runs WHERE status = 'running'")
+        return [self._run_row(row) for row in rows]
+
+    def end_run_left_running(
+        self, run_id: str, status: str, stop_reason: str, message: str
+    ) -> None:
+        """End a run its worker left ``running``; nothing changes once it is not running."""
+        self.db.execute(
+            """UPDATE runs SET status = ?, stop_reason = ?, message = ?
+               WHERE id = ? AND status = 'running'""",
+            (status, stop_reason, message, run_id),
+        )
+
+    def recent_tool_calls(
+        self, agent: str, tools: Collection[str], since: datetime
+    ) -> list[ToolCallTiming]:
+        """Calls of ``tools`` by the agent's runs that started at or after ``since``."""
+        names = sorted(tools)
+        rows = self.db.execute(
+            f"""SELECT t.run_id, t.tool, t.arguments, t.created_at, t.duration_s
+               FROM tool_calls t JOIN runs r ON r.id = t.run_id
+               WHERE r.agent = ? AND t.tool IN ({", ".join("?" * len(names))})
+               AND t.created_at >= ?""",
+            (agent, *names, _iso(since)),
+        )
+        return [
+            ToolCallTiming(
+                run_id=row["run_id"],
+                tool=row["tool"],
+                arguments=row["arguments"],
+                started_at=datetime.fromisoformat(row["created_at"]),
+                duration_s=float(row["duration_s"] or 0),
+            )
+            for row in rows
+        ]
+
+
+def _fire_row(row: sqlite3.Row) -> FireRow:
+    return FireRow(
+        agent=row["agent"],
+        trigger=row["trigger"],
+        trigger_index=row["trigger_index"],
+        run_id=row["run_id"],
+        outcome=row["outcome"],
+        reason=row["reason"],
+        slot=datetime.fromisoformat(row["slot"]) if row["slot"] else None,
+        idempotency_key=row["idempotency_key"],
+        inputs=json.loads(row["inputs_json"]),
+        created_at=datetime.fromisoformat(row["created_at"]),
+    )
 
 
 def _followed_at_once(event: Event) -> bool:

@@ -19,8 +19,8 @@ import os
 import secrets
 from pathlib import Path
 
-from .errors import StoreError
-from .paths import PRIVATE_FILE_MODE, tighten
+from ..errors import StoreError
+from ..paths import PRIVATE_FILE_MODE, tighten
 
 #: Bytes of the AES-256-GCM key.
 KEY_BYTES = 32

@@ -1,0 +1,41 @@
+"""The run store: every run, model call, tool call and approval, and the daemon's fires.
+
+The only package that holds SQL. Everything else calls the typed methods of the
+:class:`RunStore` interface::
+
+    interface.py   RunStore: every write and query agentrun makes; ids, heartbeats, errors
+    rows.py        what comes back: RunRow, FireRow, ToolCallTiming
+    sqlite.py      SQLiteRunStore: the default implementation, one file under AGENTRUN_HOME
+    migrations.py  the SQLite schema as named, ordered migrations, applied on every open
+    export.py      one run as the JSONL export's events, from its rows (any backend)
+    sealing.py     the exact form of redacted messages, encrypted, for resume alone
+
+``RunStore(path)`` and ``RunStore.default()`` open a :class:`SQLiteRunStore`.
+"""
+
+from __future__ import annotations
+
+from .interface import (
+    HEARTBEAT_S,
+    HEARTBEAT_STALE_S,
+    ResumeClaimed,
+    RunAlreadyRecorded,
+    RunStore,
+    new_run_id,
+)
+from .rows import RESUMABLE_STOPS, FireRow, RunRow, ToolCallTiming
+from .sqlite import SQLiteRunStore
+
+__all__ = [
+    "HEARTBEAT_S",
+    "HEARTBEAT_STALE_S",
+    "RESUMABLE_STOPS",
+    "FireRow",
+    "ResumeClaimed",
+    "RunAlreadyRecorded",
+    "RunRow",
+    "RunStore",
+    "SQLiteRunStore",
+    "ToolCallTiming",
+    "new_run_id",
+]

@@ -1,0 +1,104 @@
+"""One run as the events of the JSONL export (``agentrun runs export``), built from its rows.
+
+The format is documented in ``docs/run-store.md``; any :class:`runner.store.RunStore`
+implementation builds it with :func:`export_events` from what it read.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .rows import RunRow
+
+
+def export_events(
+    run: RunRow, model_calls: list[dict[str, Any]], tool_calls: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The run's events in order: ``run_started``, each step's calls, ``run_finished``.
+
+    Per step the ``model_call`` comes before its ``tool_call`` events; ``run_finished`` only
+    once the run has ended. Each event has ``type``, ``run_id``, ``at`` (UTC ISO-8601) and
+    the event's fields.
+    """
+    events: list[dict[str, Any]] = [
+        {
+            "type": "run_started",
+            "run_id": run.id,
+            "at": run.started_at,
+            "agent": run.agent,
+            "model": run.model,
+            "trigger": run.trigger,
+            "spec_path": run.spec_path,
+            "spec_sha256": run.spec_sha256,
+            "inputs": json.loads(run.inputs_json),
+            "goal": run.goal,
+        }
+    ]
+    steps: list[tuple[str, int, int, dict[str, Any]]] = []
+    for call in model_calls:
+        steps.append(
+            (
+                call["created_at"],
+                call["step"],
+                0,
+                {
+                    "type": "model_call",
+                    "run_id": run.id,
+                    "at": call["created_at"],
+                    "step": call["step"],
+                    "model": call["model"],
+                    "input_tokens": call["input_tokens"],
+                    "output_tokens": call["output_tokens"],
+                    "cost_usd": call["cost_usd"],
+                    "duration_s": call["duration_s"],
+                    "content": call["content"],
+                    "tool_calls": json.loads(call["tool_calls_json"]),
+                    "error": call["error"],
+                },
+            )
+        )
+    for call in tool_calls:
+        steps.append(
+            (
+                call["created_at"],
+                call["step"],
+                1,
+                {
+                    "type": "tool_call",
+                    "run_id": run.id,
+                    "at": call["created_at"],
+                    "step": call["step"],
+                    "call_id": call["call_id"],
+                    "tool": call["tool"],
+                    "risk": call["risk"],
+                    "arguments": call["arguments"],
+                    "decision": call["decision"],
+                    "status": call["status"],
+                    "result": call["result"],
+                    "error": call["error"],
+                    "duration_s": call["duration_s"],
+                },
+            )
+        )
+    events.extend(event for *_, event in sorted(steps, key=lambda s: (s[1], s[2], s[0])))
+    if run.ended_at:
+        events.append(
+            {
+                "type": "run_finished",
+                "run_id": run.id,
+                "at": run.ended_at,
+                "stop_reason": run.stop_reason,
+                "final": run.final,
+                "result": None if run.result_json is None else json.loads(run.result_json),
+                "message": run.message,
+                "steps": run.steps,
+                "tool_calls": run.tool_calls,
+                "input_tokens": run.input_tokens,
+                "output_tokens": run.output_tokens,
+                "cost_usd": run.cost_usd,
+                "duration_s": run.duration_s,
+                "traceback": run.traceback,
+            }
+        )
+    return events

@@ -1,0 +1,255 @@
+"""The :class:`RunStore` interface: every write and query the rest of agentrun makes.
+
+Callers hold a :class:`RunStore` and call its methods; only the implementations in
+:mod:`runner.store` write SQL. ``RunStore(path)`` and :meth:`RunStore.default` open the
+default implementation, :class:`runner.store.sqlite.SQLiteRunStore` (as ``Path(...)`` gives
+a ``PosixPath``), so a second backend is a second subclass, not a change to any caller.
+
+Run ids are ULIDs (:func:`new_run_id`): 26 Crockford base-32 characters that sort by
+creation time. Timestamps are UTC ISO-8601.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+
+from ..errors import StoreError
+from ..events import Event
+from .rows import FireRow, RunRow, ToolCallTiming
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+#: Seconds between a running run's heartbeats.
+HEARTBEAT_S = 5.0
+#: A running run whose heartbeat is older than this many seconds counts as interrupted.
+HEARTBEAT_STALE_S = 60.0
+
+
+def new_run_id(now_ms: int | None = None) -> str:
+    """A ULID: 48 bits of milliseconds since the epoch, then 80 random bits, base 32."""
+    value = ((now_ms if now_ms is not None else int(time.time() * 1000)) << 80) | secrets.randbits(
+        80
+    )
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+class ResumeClaimed(StoreError):
+    """Another process claimed the run for resume first (or it is no longer resumable).
+
+    Attributes:
+        row: the run as it is now (``pid`` and ``hostname`` say who holds it).
+    """
+
+    def __init__(self, row: RunRow) -> None:
+        self.row = row
+        if row.status == "running":
+            where = f"pid {row.pid} on {row.hostname}" if row.pid else "another process"
+            message = f"run {row.id} is already running ({where}); it was not resumed twice"
+        else:
+            message = f"run {row.id} cannot be resumed: it is {row.stop_reason or row.status}"
+        super().__init__(message)
+
+
+class RunAlreadyRecorded(StoreError):
+    """A run with this id is already in the store (another worker runs the same fire)."""
+
+
+class RunStore(ABC):
+    """The record of every run, and the daemon's own state (fires, cron cursors, notices).
+
+    Implementations: :class:`runner.store.sqlite.SQLiteRunStore` (the default). ``RunStore(
+    path)`` opens that one on the database file ``path``.
+
+    Raises:
+        StoreError: from any method, when the store cannot be opened, migrated or read.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> RunStore:
+        """``RunStore(path)`` is a :class:`~runner.store.sqlite.SQLiteRunStore` on ``path``."""
+        implementation: type[RunStore] = cls
+        if cls is RunStore:
+            from .sqlite import SQLiteRunStore
+
+            implementation = SQLiteRunStore
+        return object.__new__(implementation)
+
+    @classmethod
+    def default(cls) -> RunStore:
+        """The store in ``AGENTRUN_HOME`` (``runs.db``, see :mod:`runner.paths`)."""
+        from ..paths import store_path
+        from .sqlite import SQLiteRunStore
+
+        return SQLiteRunStore(store_path())
+
+    @abstractmethod
+    def close(self) -> None:
+        """Commit anything still pending and close the store."""
+
+    # -- recording a run -------------------------------------------------------------------
+
+    @abstractmethod
+    def record(self, event: Event) -> None:
+        """Write one loop event (the sink a :class:`runner.loop.Run` is given).
+
+        Everything is committed before the run waits for anything (a model call, a tool, a
+        person); the records of one step that follow each other with no wait in between
+        share a transaction (``docs/run-store.md``, "When records are written").
+
+        Raises:
+            RunAlreadyRecorded: a :class:`~runner.events.RunStarted` whose run id is taken.
+        """
+
+    @abstractmethod
+    def seal_message(self, run_id: str, seq: int, message: dict[str, Any]) -> None:
+        """Keep the exact (unredacted) form of message ``seq`` of a run, encrypted."""
+
+    @abstractmethod
+    def sealed_messages(self, run_id: str) -> dict[int, dict[str, Any]]:
+        """The sealed messages of a run, opened: ``{seq: message}``."""
+
+    @abstractmethod
+    def claim_for_resume(self, run_id: str) -> None:
+        """Mark a resumable run ``running`` by this process, in one atomic step.
+
+        Raises:
+            ResumeClaimed: the run is running elsewhere, or not resumable.
+            StoreError: there is no such run.
+        """
+
+    @abstractmethod
+    def release_claim(self, run: RunRow) -> None:
+        """Undo :meth:`claim_for_resume`; ``run`` is the run as it was read before it."""
+
+    @abstractmethod
+    def decide(
+        self, run_id: str, call_id: str | None, approved: bool, reason: str = "", by: str = "cli"
+    ) -> int:
+        """Approve or deny pending calls of ``run_id`` (all when ``call_id`` is None); how many."""
+
+    @abstractmethod
+    def sweep_interrupted(self, stale_after_s: float = HEARTBEAT_STALE_S) -> list[str]:
+        """Mark runs whose process died as ``interrupted``; their ids."""
+
+    # -- reading runs ----------------------------------------------------------------------
+
+    @abstractmethod
+    def run(self, run_id: str) -> RunRow | None:
+        """One run by id, or by a unique prefix of its id."""
+
+    @abstractmethod
+    def runs(
+        self,
+        limit: int = 20,
+        agent: str | None = None,
+        status: str | None = None,
+        since: str | None = None,
+    ) -> list[RunRow]:
+        """The most recent runs, newest first (``status`` matches the stop reason too)."""
+
+    @abstractmethod
+    def stats(self, since: str | None = None) -> list[dict[str, Any]]:
+        """Runs, stop reasons, tokens and USD per agent and per UTC day, newest day first."""
+
+    @abstractmethod
+    def export(self, run_id: str) -> list[dict[str, Any]]:
+        """One run as a list of events, in order (the JSONL export format)."""
+
+    @abstractmethod
+    def model_calls(self, run_id: str) -> list[dict[str, Any]]:
+        """The model calls of a run, in step order."""
+
+    @abstractmethod
+    def tool_calls(self, run_id: str) -> list[dict[str, Any]]:
+        """The tool calls of a run, in order."""
+
+    @abstractmethod
+    def journal(self, run_id: str, call_id: str) -> dict[str, Any] | None:
+        """The newest journal row of one tool call, or None when it never started."""
+
+    @abstractmethod
+    def messages(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's conversation as recorded (redacted), in order."""
+
+    @abstractmethod
+    def approvals(
+        self, run_id: str | None = None, status: str | None = "pending"
+    ) -> list[dict[str, Any]]:
+        """Approval requests, oldest first, optionally for one run and/or one status."""
+
+    @abstractmethod
+    def latest_approval(self, run_id: str, call_id: str) -> dict[str, Any] | None:
+        """The newest approval row of one call, or None."""
+
+    @abstractmethod
+    def active_seconds(self, run_id: str) -> float:
+        """Run time recorded so far (waits for approval excluded), in seconds."""
+
+    @abstractmethod
+    def notices(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Notices (warnings of runs, spec errors of the daemon), oldest first."""
+
+    # -- the daemon's own records ----------------------------------------------------------
+
+    @abstractmethod
+    def record_notice(
+        self, level: str, message: str, agent: str | None = None, at: datetime | None = None
+    ) -> None:
+        """Keep a notice of the daemon's (a spec error, a refused webhook delivery).
+
+        Args:
+            level: ``error`` or ``warning``.
+            message: what happened, in words.
+            agent: the agent it concerns, or None.
+            at: when (the daemon's clock), or None for now.
+        """
+
+    @abstractmethod
+    def record_fire(self, fire: FireRow) -> bool:
+        """Write a fire's row; False (nothing written) when its slot or key was recorded."""
+
+    @abstractmethod
+    def set_fire_outcome(self, run_id: str, outcome: str, reason: str = "") -> None:
+        """Change what became of the fire of run ``run_id``."""
+
+    @abstractmethod
+    def fire_of_run(self, run_id: str) -> FireRow | None:
+        """The fire that started (or was to start) run ``run_id``, or None."""
+
+    @abstractmethod
+    def fire_by_key(self, agent: str, key: str) -> FireRow | None:
+        """The agent's fire recorded under idempotency key ``key``, or None."""
+
+    @abstractmethod
+    def unstarted_fires(self) -> list[FireRow]:
+        """Fires recorded ``started`` or ``queued`` whose runs never began, oldest first."""
+
+    @abstractmethod
+    def cron_cursor(self, agent: str, trigger_key: str) -> datetime | None:
+        """The instant up to which every slot of a cron trigger was handled, or None."""
+
+    @abstractmethod
+    def set_cron_cursor(self, agent: str, trigger_key: str, cursor: datetime) -> None:
+        """Persist that every slot of a cron trigger at or before ``cursor`` was handled."""
+
+    @abstractmethod
+    def running_runs(self) -> list[RunRow]:
+        """Runs recorded ``running`` (a daemon adopts their workers when it starts)."""
+
+    @abstractmethod
+    def end_run_left_running(
+        self, run_id: str, status: str, stop_reason: str, message: str
+    ) -> None:
+        """End a run its worker left ``running`` (it exited without recording an end).
+
+        Nothing changes when the run is no longer ``running``.
+        """
+
+    @abstractmethod
+    def recent_tool_calls(
+        self, agent: str, tools: Collection[str], since: datetime
+    ) -> list[ToolCallTiming]:
+        """Calls of ``tools`` by the agent's runs that started at or after ``since``."""

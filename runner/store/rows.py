@@ -1,0 +1,101 @@
+"""What the run store gives back: one frozen dataclass per kind of row.
+
+The fields are the columns of the tables :mod:`runner.store.migrations` creates (see
+``docs/run-store.md``); timestamps are UTC, as ISO-8601 text where a row mirrors a table
+column by column (:class:`RunRow`) and as aware :class:`~datetime.datetime` in the rows
+added for the daemon.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+#: Stop reasons after which ``agentrun resume`` may continue a run.
+RESUMABLE_STOPS = frozenset({"waiting_approval", "interrupted", "cancelled"})
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run as stored (see ``runs`` in :mod:`runner.store.migrations`)."""
+
+    id: str
+    agent: str
+    status: str
+    stop_reason: str | None
+    model: str
+    trigger: str
+    goal: str
+    final: str | None
+    message: str | None
+    steps: int
+    tool_calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    duration_s: float | None
+    started_at: str
+    ended_at: str | None
+    traceback: str | None
+    inputs_json: str
+    result_json: str | None
+    spec_path: str
+    spec_sha256: str
+    pid: int | None
+    hostname: str | None = None
+
+    @property
+    def resumable(self) -> bool:
+        """Whether ``agentrun resume`` may continue this run."""
+        return self.status != "running" and (self.stop_reason or self.status) in RESUMABLE_STOPS
+
+
+@dataclass(frozen=True)
+class FireRow:
+    """One trigger fire of the daemon, whatever became of it (a row of ``fires``).
+
+    Attributes:
+        agent: the agent's name.
+        trigger: the trigger's kind (``cron``, ``watch``, ``manual``, ``webhook``).
+        trigger_index: the trigger's position in the spec's ``triggers`` list.
+        run_id: the run the fire starts (or would have started).
+        outcome: ``started``, ``queued``, ``skipped``, ``missed``, ``cancelled`` or
+            ``failed`` (``docs/run-store.md``).
+        reason: why, in words (empty when nothing needs saying).
+        slot: the cron slot it fills, or None for other triggers; a slot is recorded once.
+        idempotency_key: a manual trigger's key or a webhook's delivery id; recorded once
+            per agent.
+        inputs: the run's inputs.
+        created_at: when the fire was recorded.
+    """
+
+    agent: str
+    trigger: str
+    trigger_index: int
+    run_id: str
+    outcome: str
+    reason: str = ""
+    slot: datetime | None = None
+    idempotency_key: str | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ToolCallTiming:
+    """When one tool call of an agent's run ran, and on what (for the daemon's file watching).
+
+    Attributes:
+        run_id: the run that made the call.
+        tool: the tool's name.
+        arguments: the call's arguments as recorded (JSON text, redacted).
+        started_at: when the call started (its row's ``created_at``).
+        duration_s: how long it ran, in seconds (0 while it runs).
+    """
+
+    run_id: str
+    tool: str
+    arguments: str
+    started_at: datetime
+    duration_s: float
