@@ -4,7 +4,7 @@ The only package that holds SQL. Everything else calls the typed methods of the
 :class:`RunStore` interface::
 
     interface.py   RunStore: every write and query agentrun makes; ids, heartbeats, errors
-    rows.py        what comes back: RunRow, FireRow, ToolCallTiming
+    rows.py        what comes back: RunRow, FireRow, ToolCallRow, ... (typed)
     sqlite.py      SQLiteRunStore: the default implementation, one file under AGENTRUN_HOME
     migrations.py  the SQLite schema as named, ordered migrations, applied on every open
     export.py      one run as the JSONL export's events, from its rows (any backend)
@@ -23,19 +23,34 @@ from .interface import (
     RunStore,
     new_run_id,
 )
-from .rows import RESUMABLE_STOPS, FireRow, RunRow, ToolCallTiming
+from .rows import (
+    RESUMABLE_STOPS,
+    ApprovalRow,
+    FireRow,
+    ModelCallRow,
+    NoticeRow,
+    RunRow,
+    StatsRow,
+    ToolCallRow,
+    ToolCallTiming,
+)
 from .sqlite import SQLiteRunStore
 
 __all__ = [
     "HEARTBEAT_S",
     "HEARTBEAT_STALE_S",
     "RESUMABLE_STOPS",
+    "ApprovalRow",
     "FireRow",
+    "ModelCallRow",
+    "NoticeRow",
     "ResumeClaimed",
     "RunAlreadyRecorded",
     "RunRow",
     "RunStore",
     "SQLiteRunStore",
+    "StatsRow",
+    "ToolCallRow",
     "ToolCallTiming",
     "new_run_id",
 ]

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .rows import RunRow
+from .rows import ModelCallRow, RunRow, ToolCallRow
 
 
 def export_events(
-    run: RunRow, model_calls: list[dict[str, Any]], tool_calls: list[dict[str, Any]]
+    run: RunRow, model_calls: list[ModelCallRow], tool_calls: list[ToolCallRow]
 ) -> list[dict[str, Any]]:
     """The run's events in order: ``run_started``, each step's calls, ``run_finished``.
 
@@ -58,26 +58,26 @@ def export_events(
                 },
             )
         )
-    for call in tool_calls:
+    for tool_call in tool_calls:
         steps.append(
             (
-                call["created_at"],
-                call["step"],
+                tool_call["created_at"],
+                tool_call["step"],
                 1,
                 {
                     "type": "tool_call",
                     "run_id": run.id,
-                    "at": call["created_at"],
-                    "step": call["step"],
-                    "call_id": call["call_id"],
-                    "tool": call["tool"],
-                    "risk": call["risk"],
-                    "arguments": call["arguments"],
-                    "decision": call["decision"],
-                    "status": call["status"],
-                    "result": call["result"],
-                    "error": call["error"],
-                    "duration_s": call["duration_s"],
+                    "at": tool_call["created_at"],
+                    "step": tool_call["step"],
+                    "call_id": tool_call["call_id"],
+                    "tool": tool_call["tool"],
+                    "risk": tool_call["risk"],
+                    "arguments": tool_call["arguments"],
+                    "decision": tool_call["decision"],
+                    "status": tool_call["status"],
+                    "result": tool_call["result"],
+                    "error": tool_call["error"],
+                    "duration_s": tool_call["duration_s"],
                 },
             )
         )

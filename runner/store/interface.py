@@ -20,7 +20,16 @@ from typing import Any
 
 from ..errors import StoreError
 from ..events import Event
-from .rows import FireRow, RunRow, ToolCallTiming
+from .rows import (
+    ApprovalRow,
+    FireRow,
+    ModelCallRow,
+    NoticeRow,
+    RunRow,
+    StatsRow,
+    ToolCallRow,
+    ToolCallTiming,
+)
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 #: Seconds between a running run's heartbeats.
@@ -151,7 +160,7 @@ class RunStore(ABC):
         """The most recent runs, newest first (``status`` matches the stop reason too)."""
 
     @abstractmethod
-    def stats(self, since: str | None = None) -> list[dict[str, Any]]:
+    def stats(self, since: str | None = None) -> list[StatsRow]:
         """Runs, stop reasons, tokens and USD per agent and per UTC day, newest day first."""
 
     @abstractmethod
@@ -159,15 +168,15 @@ class RunStore(ABC):
         """One run as a list of events, in order (the JSONL export format)."""
 
     @abstractmethod
-    def model_calls(self, run_id: str) -> list[dict[str, Any]]:
+    def model_calls(self, run_id: str) -> list[ModelCallRow]:
         """The model calls of a run, in step order."""
 
     @abstractmethod
-    def tool_calls(self, run_id: str) -> list[dict[str, Any]]:
+    def tool_calls(self, run_id: str) -> list[ToolCallRow]:
         """The tool calls of a run, in order."""
 
     @abstractmethod
-    def journal(self, run_id: str, call_id: str) -> dict[str, Any] | None:
+    def journal(self, run_id: str, call_id: str) -> ToolCallRow | None:
         """The newest journal row of one tool call, or None when it never started."""
 
     @abstractmethod
@@ -177,11 +186,11 @@ class RunStore(ABC):
     @abstractmethod
     def approvals(
         self, run_id: str | None = None, status: str | None = "pending"
-    ) -> list[dict[str, Any]]:
+    ) -> list[ApprovalRow]:
         """Approval requests, oldest first, optionally for one run and/or one status."""
 
     @abstractmethod
-    def latest_approval(self, run_id: str, call_id: str) -> dict[str, Any] | None:
+    def latest_approval(self, run_id: str, call_id: str) -> ApprovalRow | None:
         """The newest approval row of one call, or None."""
 
     @abstractmethod
@@ -189,7 +198,7 @@ class RunStore(ABC):
         """Run time recorded so far (waits for approval excluded), in seconds."""
 
     @abstractmethod
-    def notices(self, run_id: str | None = None) -> list[dict[str, Any]]:
+    def notices(self, run_id: str | None = None) -> list[NoticeRow]:
         """Notices (warnings of runs, spec errors of the daemon), oldest first."""
 
     # -- the daemon's own records ----------------------------------------------------------

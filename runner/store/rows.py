@@ -3,14 +3,16 @@
 The fields are the columns of the tables :mod:`runner.store.migrations` creates (see
 ``docs/run-store.md``); timestamps are UTC, as ISO-8601 text where a row mirrors a table
 column by column (:class:`RunRow`) and as aware :class:`~datetime.datetime` in the rows
-added for the daemon.
+added for the daemon. The rows of a run's calls, approvals and notices are typed
+dictionaries (:class:`ToolCallRow` and the others): they were plain dictionaries before the
+interface was drawn, and callers and tests index them by column name.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 #: Stop reasons after which ``agentrun resume`` may continue a run.
 RESUMABLE_STOPS = frozenset({"waiting_approval", "interrupted", "cancelled"})
@@ -99,3 +101,84 @@ class ToolCallTiming:
     arguments: str
     started_at: datetime
     duration_s: float
+
+
+class ModelCallRow(TypedDict):
+    """One model call of a run (``model_calls``); ``tool_calls_json`` is the calls asked for."""
+
+    id: int
+    run_id: str
+    step: int
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    duration_s: float
+    content: str | None
+    tool_calls_json: str
+    error: str | None
+    created_at: str
+
+
+class ToolCallRow(TypedDict):
+    """One tool call of a run (``tool_calls``): the journal entry, then its outcome."""
+
+    id: int
+    run_id: str
+    step: int
+    call_id: str
+    tool: str
+    risk: str
+    arguments: str
+    decision: str
+    status: str
+    result: str
+    error: str | None
+    duration_s: float
+    created_at: str
+
+
+class ApprovalRow(TypedDict):
+    """One approval request of a run (``approvals``) and, once made, its decision."""
+
+    id: int
+    run_id: str
+    call_id: str
+    tool: str
+    arguments: str
+    arguments_sha256: str
+    risk: str
+    reason: str
+    note: str
+    status: str
+    decision_reason: str | None
+    decided_by: str | None
+    created_at: str
+    decided_at: str | None
+
+
+class NoticeRow(TypedDict):
+    """A warning of a run or an error of the daemon (``notices``)."""
+
+    id: int
+    at: str
+    level: str
+    agent: str | None
+    run_id: str | None
+    message: str
+
+
+class StatsRow(TypedDict):
+    """Runs of one agent on one UTC day that ended with one stop reason, and their usage.
+
+    ``cost_usd`` sums the runs whose cost is known (``priced_runs`` of them), in USD.
+    """
+
+    agent: str
+    day: str
+    runs: int
+    stop_reason: str
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float | None
+    priced_runs: int

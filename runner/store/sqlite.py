@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, assert_never
+from typing import Any, assert_never, cast
 
 from ..errors import StoreError
 from ..events import (
@@ -36,7 +36,17 @@ from ..processes import process_alive
 from . import migrations
 from .export import export_events
 from .interface import HEARTBEAT_STALE_S, ResumeClaimed, RunAlreadyRecorded, RunStore
-from .rows import RESUMABLE_STOPS, FireRow, RunRow, ToolCallTiming
+from .rows import (
+    RESUMABLE_STOPS,
+    ApprovalRow,
+    FireRow,
+    ModelCallRow,
+    NoticeRow,
+    RunRow,
+    StatsRow,
+    ToolCallRow,
+    ToolCallTiming,
+)
 from .sealing import SealKey
 
 
@@ -370,13 +380,13 @@ class SQLiteRunStore(RunStore):
             (_now(), event.level, event.agent, event.run_id, event.message),
         )
 
-    def notices(self, run_id: str | None = None) -> list[dict[str, Any]]:
+    def notices(self, run_id: str | None = None) -> list[NoticeRow]:
         """Notices (warnings of runs, spec errors of the daemon), oldest first."""
         if run_id is None:
             rows = self.db.execute("SELECT * FROM notices ORDER BY id")
         else:
             rows = self.db.execute("SELECT * FROM notices WHERE run_id = ? ORDER BY id", (run_id,))
-        return [dict(row) for row in rows]
+        return [cast(NoticeRow, dict(row)) for row in rows]
 
     def _heartbeat(self, event: Heartbeat) -> None:
         self.db.execute(
@@ -448,7 +458,7 @@ class SQLiteRunStore(RunStore):
 
     def approvals(
         self, run_id: str | None = None, status: str | None = "pending"
-    ) -> list[dict[str, Any]]:
+    ) -> list[ApprovalRow]:
         """Approval requests, oldest first, optionally for one run and/or one status."""
         query = "SELECT * FROM approvals WHERE 1 = 1"
         params: list[Any] = []
@@ -458,15 +468,17 @@ class SQLiteRunStore(RunStore):
         if status is not None:
             query += " AND status = ?"
             params.append(status)
-        return [dict(row) for row in self.db.execute(query + " ORDER BY id", params)]
+        return [
+            cast(ApprovalRow, dict(row)) for row in self.db.execute(query + " ORDER BY id", params)
+        ]
 
-    def latest_approval(self, run_id: str, call_id: str) -> dict[str, Any] | None:
+    def latest_approval(self, run_id: str, call_id: str) -> ApprovalRow | None:
         """The newest approval row of one call, or None."""
         row = self.db.execute(
             "SELECT * FROM approvals WHERE run_id = ? AND call_id = ? ORDER BY id DESC LIMIT 1",
             (run_id, call_id),
         ).fetchone()
-        return dict(row) if row else None
+        return cast(ApprovalRow, dict(row)) if row else None
 
     def messages(self, run_id: str) -> list[dict[str, Any]]:
         """The run's conversation as recorded (redacted), in order."""
@@ -475,13 +487,13 @@ class SQLiteRunStore(RunStore):
         )
         return [json.loads(row[0]) for row in rows]
 
-    def journal(self, run_id: str, call_id: str) -> dict[str, Any] | None:
+    def journal(self, run_id: str, call_id: str) -> ToolCallRow | None:
         """The newest journal row of one tool call, or None when it never started."""
         row = self.db.execute(
             "SELECT * FROM tool_calls WHERE run_id = ? AND call_id = ? ORDER BY id DESC LIMIT 1",
             (run_id, call_id),
         ).fetchone()
-        return dict(row) if row else None
+        return cast(ToolCallRow, dict(row)) if row else None
 
     def active_seconds(self, run_id: str) -> float:
         """Run time recorded so far (waits for approval excluded), in seconds."""
@@ -552,7 +564,7 @@ class SQLiteRunStore(RunStore):
         params.append(limit)
         return [self._run_row(row) for row in self.db.execute(query, params)]
 
-    def stats(self, since: str | None = None) -> list[dict[str, Any]]:
+    def stats(self, since: str | None = None) -> list[StatsRow]:
         """Runs, stop reasons, tokens and USD per agent and per UTC day, newest day first."""
         query = """SELECT agent, substr(started_at, 1, 10) AS day, count(*) AS runs,
                    coalesce(stop_reason, status) AS stop_reason,
@@ -566,7 +578,9 @@ class SQLiteRunStore(RunStore):
         if since:
             where = "WHERE started_at >= ?"
             params.append(since)
-        return [dict(row) for row in self.db.execute(query.format(where=where), params)]
+        return [
+            cast(StatsRow, dict(row)) for row in self.db.execute(query.format(where=where), params)
+        ]
 
     def export(self, run_id: str) -> list[dict[str, Any]]:
         """One run as a list of events, in order (:func:`runner.store.export.export_events`).
@@ -588,17 +602,17 @@ class SQLiteRunStore(RunStore):
             return None
         return self._run_row(rows[0])
 
-    def model_calls(self, run_id: str) -> list[dict[str, Any]]:
+    def model_calls(self, run_id: str) -> list[ModelCallRow]:
         """The model calls of a run, in step order."""
         rows = self.db.execute(
             "SELECT * FROM model_calls WHERE run_id = ? ORDER BY step, id", (run_id,)
         )
-        return [dict(row) for row in rows]
+        return [cast(ModelCallRow, dict(row)) for row in rows]
 
-    def tool_calls(self, run_id: str) -> list[dict[str, Any]]:
+    def tool_calls(self, run_id: str) -> list[ToolCallRow]:
         """The tool calls of a run, in order."""
         rows = self.db.execute("SELECT * FROM tool_calls WHERE run_id = ? ORDER BY id", (run_id,))
-        return [dict(row) for row in rows]
+        return [cast(ToolCallRow, dict(row)) for row in rows]
 
     # -- the daemon's own records ----------------------------------------------------------
 

@@ -1,0 +1,120 @@
+"""The RunStore interface: what ``RunStore(path)`` opens, and the daemon's typed records
+(fires, cron cursors, notices, runs left running), each written and read back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from runner.events import RunStarted, ToolCalled, ToolStarted
+from runner.store import (
+    FireRow,
+    RunAlreadyRecorded,
+    RunStore,
+    SQLiteRunStore,
+    ToolCallTiming,
+)
+
+SLOT = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+NOW = datetime(2026, 3, 29, 2, 0, 0, 123000, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteRunStore:
+    opened = RunStore(tmp_path / "runs.db")
+    assert isinstance(opened, SQLiteRunStore)
+    return opened
+
+
+def test_run_store_opens_the_sqlite_store(tmp_path: Path) -> None:
+    assert type(RunStore(tmp_path / "a.db")) is SQLiteRunStore
+    assert type(SQLiteRunStore(tmp_path / "b.db")) is SQLiteRunStore
+    assert type(RunStore.default()) is SQLiteRunStore
+
+
+def test_a_fire_is_recorded_once_per_slot_and_per_key(store: SQLiteRunStore) -> None:
+    slot = FireRow("a", "cron", 0, "R1", "started", "cron", slot=SLOT, created_at=NOW)
+    assert store.record_fire(slot)
+    assert not store.record_fire(FireRow("a", "cron", 0, "R2", "started", slot=SLOT))
+    keyed = FireRow(
+        "a", "manual", 1, "R3", "queued", "", idempotency_key="k", inputs={"n": 1}, created_at=NOW
+    )
+    assert store.record_fire(keyed)
+    assert not store.record_fire(FireRow("a", "manual", 1, "R4", "started", idempotency_key="k"))
+    assert store.fire_of_run("R1") == slot
+    assert store.fire_of_run("R2") is None
+    assert store.fire_by_key("a", "k") == keyed
+    assert store.fire_by_key("b", "k") is None
+
+
+def test_fires_whose_runs_never_began_and_their_outcomes(store: SQLiteRunStore) -> None:
+    for run_id, outcome in [("R1", "started"), ("R2", "queued"), ("R3", "skipped")]:
+        store.record_fire(FireRow("a", "manual", 0, run_id, outcome, created_at=NOW))
+    store.record(RunStarted("R1", "a", "m", "p", "sha", {}, "goal", "manual"))
+    assert [f.run_id for f in store.unstarted_fires()] == ["R2"]
+    store.set_fire_outcome("R2", "cancelled", "replaced")
+    assert store.unstarted_fires() == []
+    fire = store.fire_of_run("R2")
+    assert fire is not None and (fire.outcome, fire.reason) == ("cancelled", "replaced")
+
+
+def test_cron_cursors_and_notices(store: SQLiteRunStore) -> None:
+    assert store.cron_cursor("a", "0:* * * * *:UTC") is None
+    store.set_cron_cursor("a", "0:* * * * *:UTC", NOW)
+    store.set_cron_cursor("a", "0:* * * * *:UTC", NOW + timedelta(minutes=1))
+    assert store.cron_cursor("a", "0:* * * * *:UTC") == NOW + timedelta(minutes=1)
+    store.record_notice("error", "a.yaml:1:1: bad", at=NOW)
+    store.record_notice("warning", "webhook refused", agent="a")
+    [error, warning] = store.notices()
+    assert (error["at"], error["level"], error["agent"]) == (
+        "2026-03-29T02:00:00.123+00:00",
+        "error",
+        None,
+    )
+    assert (warning["level"], warning["agent"], warning["run_id"]) == ("warning", "a", None)
+
+
+def test_a_run_left_running_is_ended_once(store: SQLiteRunStore) -> None:
+    store.record(RunStarted("R1", "a", "m", "p", "sha", {}, "goal", "cron"))
+    assert [run.id for run in store.running_runs()] == ["R1"]
+    store.end_run_left_running("R1", "interrupted", "interrupted", "its worker exited")
+    store.end_run_left_running("R1", "finished", "cancelled", "too late")
+    row = store.run("R1")
+    assert row is not None
+    assert (row.status, row.stop_reason, row.message) == (
+        "interrupted",
+        "interrupted",
+        "its worker exited",
+    )
+    assert store.running_runs() == []
+
+
+def test_a_taken_run_id_is_refused_with_a_store_error(store: SQLiteRunStore) -> None:
+    store.record(RunStarted("R1", "a", "m", "p", "sha", {}, "goal", "cron"))
+    with pytest.raises(RunAlreadyRecorded, match="R1"):
+        store.record(RunStarted("R1", "a", "m", "p", "sha", {}, "goal", "cron"))
+
+
+def test_recent_tool_calls_of_an_agent(store: SQLiteRunStore) -> None:
+    store.record(RunStarted("R1", "a", "m", "p", "sha", {}, "goal", "watch"))
+    store.record(RunStarted("R2", "b", "m", "p", "sha", {}, "goal", "watch"))
+    for run_id, call_id, tool in [("R1", "c1", "write_file"), ("R1", "c2", "shell")]:
+        arguments = '{"path": "out.txt"}'
+        store.record(ToolStarted(run_id, 1, call_id, tool, arguments, "allow", "medium"))
+        store.record(
+            ToolCalled(run_id, 1, call_id, tool, arguments, "allow", "ok", "", 0.25, "medium")
+        )
+    store.record(ToolStarted("R2", 1, "c3", "write_file", "{}", "allow", "medium"))
+    before = datetime.now(UTC) - timedelta(minutes=1)
+    [call] = store.recent_tool_calls("a", ("write_file", "edit_file"), before)
+    assert isinstance(call, ToolCallTiming)
+    assert (call.run_id, call.tool, call.arguments, call.duration_s) == (
+        "R1",
+        "write_file",
+        '{"path": "out.txt"}',
+        0.25,
+    )
+    assert call.started_at >= before
+    assert store.recent_tool_calls("a", ("write_file",), datetime.now(UTC) + timedelta(1)) == []
