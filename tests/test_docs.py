@@ -48,7 +48,8 @@ DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 MARKDOWN = [*sorted(DOCS.rglob("*.md")), README]
 INSTALL_AND_RUN = (
-    "CMAKE_ARGS=\"-DLLAVA_BUILD=OFF\" pip install -e '.[local]' && agentrun run agents/hello.yaml"
+    "CMAKE_ARGS=\"-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF\" pip install -e '.[local]' "
+    "&& agentrun run agents/hello.yaml"
 )
 TEST_COMMAND = "pip install -e '.[dev,local]' && python -m pytest"
 BIN = Path(sys.executable).parent
