@@ -547,12 +547,14 @@ def test_the_pruning_sql_in_the_docs_prunes_old_runs_only(tmp_path: Path) -> Non
         "UPDATE runs SET ended_at = strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now') WHERE id = ?",
         (recent,),
     )
+    # An old run with a sealed message (as a cancelled run keeps): pruned with the run.
+    store.seal_message(old, 0, {"role": "user", "content": "sealed"})
     store.close()
     with sqlite3.connect(tmp_path / "runs.db", isolation_level=None) as db:
         db.executescript(sql)
         kept = {row[0] for row in db.execute("SELECT id FROM runs")}
         assert kept == {recent, paused}
-        for table in ("model_calls", "tool_calls", "messages"):
+        for table in ("model_calls", "tool_calls", "messages", "sealed_messages"):
             orphans = db.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", (old,))
             assert orphans.fetchone()[0] == 0, table
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
