@@ -22,6 +22,7 @@ Python object tags can be constructed.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -363,112 +364,242 @@ def _at(lines: list[str], mark: yaml.Mark | None) -> Pos:
     return Pos(max(line, 1), max(column, 1))
 
 
+@dataclass(frozen=True)
+class _YamlProblem:
+    """One PyYAML error, as the rules below read it."""
+
+    problem: str
+    context: str
+    pos: Pos  # where PyYAML found the problem
+    context_pos: Pos  # where the construct it was reading began
+    source: str  # the text of the line at ``pos``
+
+
+#: A rewording: ``(position, message, hint)``, or None when the rule does not apply.
+_Rewording = tuple[Pos, str, str] | None
+
+
+def _plain(
+    applies: Callable[[str, str], bool], message: str | None, hint: str, at_context: bool = False
+) -> Callable[[_YamlProblem], _Rewording]:
+    """A rewording in fixed words, for errors ``applies(problem, context)`` recognises.
+
+    ``message`` None keeps PyYAML's; ``at_context`` points at where the construct began.
+    """
+
+    def reword(e: _YamlProblem) -> _Rewording:
+        if not applies(e.problem, e.context):
+            return None
+        default = e.problem + (f" ({e.context})" if e.context else "")
+        return (e.context_pos if at_context else e.pos), message or default, hint
+
+    return reword
+
+
+_no_colon = _plain(
+    lambda p, c: "could not find expected ':'" in p,
+    "expected 'key: value', but this line has no ':' after its key",
+    "add ': ' after the key; a value that contains ': ' must be quoted",
+    at_context=True,
+)
+
+_colon_here = _plain(
+    lambda p, c: "mapping values are not allowed here" in p,
+    "unexpected ':' here",
+    "quote a value that contains ': ', or fix the indentation",
+)
+
+_dash_here = _plain(
+    lambda p, c: "sequence entries are not allowed here" in p,
+    "a list item ('- ') cannot start here",
+    "start the list on the next line, indented, or quote the value",
+)
+
+_key_here = _plain(
+    lambda p, c: "mapping keys are not allowed here" in p,
+    "a '? ' key cannot start here",
+    "quote the value",
+)
+
+_indentation = _plain(
+    lambda p, c: p.startswith(("did not find expected key", "did not find expected '-'")),
+    "this line's indentation does not fit the lines above it",
+    _INDENT_HINT,
+)
+
+_directive = _plain(
+    lambda p, c: "while scanning a directive" in c,
+    "a line starting with '%' is read as a YAML directive",
+    "quote the value, or remove the '%'",
+    at_context=True,
+)
+
+_block_scalar = _plain(
+    lambda p, c: "while scanning a block scalar" in c and "indicators" in p,
+    "after '|' or '>' only '+', '-' or an indentation digit may follow",
+    "start the text on the next line, indented",
+)
+
+_second_document = _plain(
+    lambda p, c: "another document" in p,
+    "a second YAML document starts here; a spec file holds one",
+    "remove the '---' line and what follows, or split the file in two",
+)
+
+_custom_tag = _plain(
+    lambda p, c: "found undefined tag handle" in p,
+    None,
+    "custom YAML tags are not allowed in a spec",
+)
+
+
+def _tab(e: _YamlProblem) -> _Rewording:
+    if not ("\\t" in e.problem or "tab" in e.problem or "\t" in e.source[: e.pos.column]):
+        return None
+    pos = e.pos
+    if e.source[pos.column - 1 : pos.column] != "\t" and "\t" in e.source:
+        pos = Pos(pos.line, e.source.find("\t") + 1)
+    leading = e.source[: pos.column - 1].strip(" \t") == ""
+    hint = (
+        "indent with spaces; YAML forbids tabs for indentation"
+        if leading
+        else "replace the tab with spaces"
+    )
+    return pos, "a tab character where YAML allows only spaces", hint
+
+
+def _unclosed_quote(e: _YamlProblem) -> _Rewording:
+    if not ("quoted scalar" in e.context and e.problem.startswith("found unexpected")):
+        return None
+    return e.context_pos, "this quoted string is never closed", "add the closing quote"
+
+
+def _unclosed_flow(e: _YamlProblem) -> _Rewording:
+    if e.context not in ("while parsing a flow sequence", "while parsing a flow mapping"):
+        return None
+    opener, closer, what = ("[", "]", "list") if "sequence" in e.context else ("{", "}", "mapping")
+    found = _found(e.problem, "but got ")
+    hint = f"close the {what} with '{closer}', or quote the value if '{opener}' is text"
+    if e.pos.line > e.context_pos.line:
+        message = (
+            f"this '{opener}' is never closed: line {e.pos.line}, column {e.pos.column} "
+            f"has {found} where ',' or '{closer}' was expected"
+        )
+        return e.context_pos, message, hint
+    return e.pos, f"expected ',' or '{closer}' in this {what}, but found {found}", hint
+
+
+def _misplaced(e: _YamlProblem) -> _Rewording:
+    if not e.problem.startswith(("expected <block end>, but", "expected '<document start>', but")):
+        return None
+    found = _found(e.problem, "but found ")
+    before = e.source[: e.pos.column - 1].rstrip()
+    if found == "a value" and before[-1:] in ("'", '"'):
+        return (
+            e.pos,
+            "unexpected text after a quoted string",
+            "quote the whole value, or remove the text after the closing quote",
+        )
+    if found.startswith("a "):
+        return e.pos, f"{found} at an indentation that does not fit here", _INDENT_HINT
+    return e.pos, f"{found} was not expected here", _INDENT_HINT
+
+
+def _value_expected(e: _YamlProblem) -> _Rewording:
+    if not e.problem.startswith("expected the node content, but found"):
+        return None
+    found = _found(e.problem, "but found ")
+    return e.pos, f"expected a value here, but found {found}", "quote the value if it is text"
+
+
+def _bad_escape(e: _YamlProblem) -> _Rewording:
+    if not e.problem.startswith("found unknown escape character"):
+        return None
+    character = e.problem.rpartition(" ")[2].strip(chr(39))
+    return (
+        Pos(e.pos.line, max(e.pos.column - 1, 1)),
+        f"'\\{character}' is not an escape in a double-quoted string",
+        "use single quotes for text with backslashes, or write '\\\\'",
+    )
+
+
+def _bad_start(e: _YamlProblem) -> _Rewording:
+    if "cannot start any token" not in e.problem:
+        return None
+    character = e.problem.split("'")[1] if "'" in e.problem else "?"
+    return e.pos, f"a plain value cannot start with {character!r}", "quote the value"
+
+
+def _alias_or_anchor(e: _YamlProblem) -> _Rewording:
+    if "while scanning an alias" not in e.context and "while scanning an anchor" not in e.context:
+        return None
+    sign, word = ("*", "an alias") if "alias" in e.context else ("&", "an anchor")
+    token = _token_at(e.source, e.context_pos.column) or sign
+    message = (
+        f"a bare '{sign}' is read as the start of {word}"
+        if token == sign
+        else f"{_quoted(token)} starts with '{sign}', which YAML reads as {word}"
+    )
+    return e.context_pos, message, f"quote it: {_quoted(token)}"
+
+
+def _undefined_alias(e: _YamlProblem) -> _Rewording:
+    if not e.problem.startswith("found undefined alias"):
+        return None
+    name = e.problem.rpartition(" ")[2].strip("'")
+    return (
+        e.pos,
+        f"alias '*{name}' refers to no anchor '&{name}'",
+        f"quote it if '*{name}' is meant as text: '*{name}'",
+    )
+
+
+def _duplicate_anchor(e: _YamlProblem) -> _Rewording:
+    if "found duplicate anchor" not in e.context:
+        return None
+    name = e.context.split("'")[1] if "'" in e.context else "?"
+    message = f"anchor '&{name}' is defined twice (first at line {e.context_pos.line})"
+    return e.pos, message, "rename one of them"
+
+
+#: The rewordings, tried in order; the first that applies wins.
+_REWORDINGS = [
+    _tab,
+    _unclosed_quote,
+    _unclosed_flow,
+    _no_colon,
+    _colon_here,
+    _dash_here,
+    _key_here,
+    _misplaced,
+    _indentation,
+    _value_expected,
+    _bad_escape,
+    _bad_start,
+    _alias_or_anchor,
+    _directive,
+    _block_scalar,
+    _undefined_alias,
+    _duplicate_anchor,
+    _second_document,
+    _custom_tag,
+]
+
+
 def _yaml_error(file: str, lines: list[str], error: yaml.MarkedYAMLError) -> Diagnostic:
+    """A PyYAML error in plain words, at its line and column, with a hint."""
     problem = error.problem or "invalid YAML"
     context = error.context or ""
     pos = _at(lines, error.problem_mark or error.context_mark)
     context_pos = _at(lines, error.context_mark) if error.context_mark else pos
     source = lines[pos.line - 1] if 0 < pos.line <= len(lines) else ""
+    found = _YamlProblem(problem, context, pos, context_pos, source)
     message, hint = problem + (f" ({context})" if context else ""), ""
-
-    if "\\t" in problem or "tab" in problem or "\t" in source[: pos.column]:
-        if source[pos.column - 1 : pos.column] != "\t" and "\t" in source:
-            pos = Pos(pos.line, source.find("\t") + 1)
-        message = "a tab character where YAML allows only spaces"
-        leading = source[: pos.column - 1].strip(" \t") == ""
-        hint = (
-            "indent with spaces; YAML forbids tabs for indentation"
-            if leading
-            else "replace the tab with spaces"
-        )
-    elif "quoted scalar" in context and problem.startswith("found unexpected"):
-        pos = context_pos
-        message = "this quoted string is never closed"
-        hint = "add the closing quote"
-    elif context in ("while parsing a flow sequence", "while parsing a flow mapping"):
-        opener, closer, what = (
-            ("[", "]", "list") if "sequence" in context else ("{", "}", "mapping")
-        )
-        found = _found(problem, "but got ")
-        if pos.line > context_pos.line:
-            message = (
-                f"this '{opener}' is never closed: line {pos.line}, column {pos.column} "
-                f"has {found} where ',' or '{closer}' was expected"
-            )
-            pos = context_pos
-        else:
-            message = f"expected ',' or '{closer}' in this {what}, but found {found}"
-        hint = f"close the {what} with '{closer}', or quote the value if '{opener}' is text"
-    elif "could not find expected ':'" in problem:
-        pos = context_pos
-        message = "expected 'key: value', but this line has no ':' after its key"
-        hint = "add ': ' after the key; a value that contains ': ' must be quoted"
-    elif "mapping values are not allowed here" in problem:
-        message = "unexpected ':' here"
-        hint = "quote a value that contains ': ', or fix the indentation"
-    elif "sequence entries are not allowed here" in problem:
-        message = "a list item ('- ') cannot start here"
-        hint = "start the list on the next line, indented, or quote the value"
-    elif "mapping keys are not allowed here" in problem:
-        message = "a '? ' key cannot start here"
-        hint = "quote the value"
-    elif problem.startswith(("expected <block end>, but", "expected '<document start>', but")):
-        found = _found(problem, "but found ")
-        before = source[: pos.column - 1].rstrip()
-        if found == "a value" and before[-1:] in ("'", '"'):
-            message = "unexpected text after a quoted string"
-            hint = "quote the whole value, or remove the text after the closing quote"
-        elif found.startswith("a "):
-            message = f"{found} at an indentation that does not fit here"
-            hint = _INDENT_HINT
-        else:
-            message = f"{found} was not expected here"
-            hint = _INDENT_HINT
-    elif problem.startswith(("did not find expected key", "did not find expected '-'")):
-        message = "this line's indentation does not fit the lines above it"
-        hint = _INDENT_HINT
-    elif problem.startswith("expected the node content, but found"):
-        message = f"expected a value here, but found {_found(problem, 'but found ')}"
-        hint = "quote the value if it is text"
-    elif problem.startswith("found unknown escape character"):
-        pos = Pos(pos.line, max(pos.column - 1, 1))
-        character = problem.rpartition(" ")[2]
-        message = f"'\\{character.strip(chr(39))}' is not an escape in a double-quoted string"
-        hint = "use single quotes for text with backslashes, or write '\\\\'"
-    elif "cannot start any token" in problem:
-        character = problem.split("'")[1] if "'" in problem else "?"
-        message = f"a plain value cannot start with {character!r}"
-        hint = "quote the value"
-    elif "while scanning an alias" in context or "while scanning an anchor" in context:
-        pos = context_pos
-        sign, word = ("*", "an alias") if "alias" in context else ("&", "an anchor")
-        token = _token_at(source, pos.column) or sign
-        message = (
-            f"a bare '{sign}' is read as the start of {word}"
-            if token == sign
-            else f"{_quoted(token)} starts with '{sign}', which YAML reads as {word}"
-        )
-        hint = f"quote it: {_quoted(token)}"
-    elif "while scanning a directive" in context:
-        pos = context_pos
-        message = "a line starting with '%' is read as a YAML directive"
-        hint = "quote the value, or remove the '%'"
-    elif "while scanning a block scalar" in context and "indicators" in problem:
-        message = "after '|' or '>' only '+', '-' or an indentation digit may follow"
-        hint = "start the text on the next line, indented"
-    elif problem.startswith("found undefined alias"):
-        name = problem.rpartition(" ")[2].strip("'")
-        message = f"alias '*{name}' refers to no anchor '&{name}'"
-        hint = f"quote it if '*{name}' is meant as text: '*{name}'"
-    elif "found duplicate anchor" in context:
-        name = context.split("'")[1] if "'" in context else "?"
-        message = f"anchor '&{name}' is defined twice (first at line {context_pos.line})"
-        hint = "rename one of them"
-    elif "another document" in problem:
-        message = "a second YAML document starts here; a spec file holds one"
-        hint = "remove the '---' line and what follows, or split the file in two"
-    elif "found undefined tag handle" in problem:
-        hint = "custom YAML tags are not allowed in a spec"
+    for rewording in _REWORDINGS:
+        reworded = rewording(found)
+        if reworded is not None:
+            pos, message, hint = reworded
+            break
     source = lines[pos.line - 1] if 0 < pos.line <= len(lines) else ""
     return Diagnostic(file, pos.line, pos.column, f"invalid YAML: {message}", hint, "error", source)
 

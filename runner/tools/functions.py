@@ -149,6 +149,24 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
 
+def _sequence_schema(
+    annotation: Any, origin: Any, args: tuple[Any, ...], where: str
+) -> dict[str, Any]:
+    """The schema of a list, tuple, set or ``collections.abc`` sequence annotation."""
+    schema: dict[str, Any] = {"type": "array"}
+    if (origin or annotation) in (set, frozenset, collections.abc.Set):
+        schema["uniqueItems"] = True
+    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        if args == ((),):  # tuple[()]
+            return {**schema, "maxItems": 0}
+        schema["prefixItems"] = [type_schema(arg, where) for arg in args]
+        schema["minItems"] = schema["maxItems"] = len(args)
+        schema["items"] = False
+    elif args:
+        schema["items"] = type_schema(args[0], where)
+    return schema
+
+
 def type_schema(annotation: Any, where: str = "") -> dict[str, Any]:
     """The JSON Schema of values of a type annotation.
 
@@ -192,18 +210,7 @@ def type_schema(annotation: Any, where: str = "") -> dict[str, Any]:
             schema["type"] = simple[kind]
         return schema
     if annotation in _SEQUENCES or origin in _SEQUENCES:
-        schema = {"type": "array"}
-        if (origin or annotation) in (set, frozenset, collections.abc.Set):
-            schema["uniqueItems"] = True
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            if args == ((),):  # tuple[()]
-                return {**schema, "maxItems": 0}
-            schema["prefixItems"] = [type_schema(arg, where) for arg in args]
-            schema["minItems"] = schema["maxItems"] = len(args)
-            schema["items"] = False
-        elif args:
-            schema["items"] = type_schema(args[0], where)
-        return schema
+        return _sequence_schema(annotation, origin, args, where)
     if annotation in _MAPPINGS or origin in _MAPPINGS:
         schema = {"type": "object"}
         if args:
