@@ -20,6 +20,7 @@ from typing import Any
 
 from .budgets import Usage as BudgetUsage
 from .models import ToolCallRequest
+from .store import ApprovalRow, RunStore, ToolCallRow
 
 
 @dataclass
@@ -41,8 +42,8 @@ class RunState:
     step: int
     usage: BudgetUsage
     active_s: float
-    journal: dict[str, dict[str, Any]] = field(default_factory=dict)
-    approvals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    journal: dict[str, ToolCallRow] = field(default_factory=dict)
+    approvals: dict[str, ApprovalRow] = field(default_factory=dict)
     signatures: list[str] = field(default_factory=list)
 
 
@@ -50,7 +51,7 @@ class RunState:
 IN_FLIGHT_NOTE = "this call was running when the run was interrupted: it may have partly happened"
 
 
-def restore_state(store: Any, run_id: str) -> RunState:
+def restore_state(store: RunStore, run_id: str) -> RunState:
     """Rebuild where run ``run_id`` stopped from the run store (see :class:`RunState`).
 
     Usage is summed from the recorded model calls and executed tool calls, so a resumed
@@ -72,12 +73,8 @@ def restore_state(store: Any, run_id: str) -> RunState:
         cost_usd=sum(c["cost_usd"] or 0.0 for c in model_calls),
         cost_known=all(c["cost_usd"] is not None for c in model_calls),
     )
-    journal: dict[str, dict[str, Any]] = {}
-    for row in tool_rows:
-        journal[row["call_id"]] = row
-    approvals: dict[str, dict[str, Any]] = {}
-    for row in store.approvals(run_id, status=None):
-        approvals[row["call_id"]] = row
+    journal = {row["call_id"]: row for row in tool_rows}  # the newest row of each call
+    approvals = {row["call_id"]: row for row in store.approvals(run_id, status=None)}
     signatures = []
     for row in executed:
         try:
