@@ -5,10 +5,15 @@
 - ``docs/reference/cli.md`` comes from the commands' ``--help``, walked with click's API on
   ``runner.cli.cli`` (every command and subcommand).
 
+It also checks the hand-written table of built-in tools in ``docs/concepts/tools.md``
+against the catalogue (:mod:`runner.spec.builtin_tools`): a row for each tool, naming its
+arguments and its default risk, and no row for a tool the catalogue does not have.
+
 Usage (from the repository root)::
 
     python docs/gen_reference.py            # write both files
     python docs/gen_reference.py --check    # exit 1, saying which file is stale, if either is
+                                            # (or what the tools table gets wrong)
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import functools
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -403,6 +409,47 @@ def cli_reference() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# the table of built-in tools
+
+#: The page, relative to the docs folder, whose "Built-in tools" table is checked.
+TOOLS_PAGE = "concepts/tools.md"
+
+
+def builtin_tools_problems(page: str) -> list[str]:
+    """What the "Built-in tools" table in ``page`` (Markdown) gets wrong against the catalogue.
+
+    The table is written by hand (its columns hold prose, such as a default path), so it is
+    checked rather than generated: every catalogued tool has a row whose arguments cell
+    names each of its arguments in backticks and whose risk cell starts with its default
+    risk, and no row names a tool the catalogue lacks. An empty list when all agree.
+    """
+    sys.path.insert(0, str(ROOT))
+    from runner.spec.builtin_tools import CATALOGUE
+
+    section = page.partition("## Built-in tools")[2].splitlines()
+    start = next((i for i, line in enumerate(section) if line.startswith("| tool |")), None)
+    if start is None:
+        return ["no table under '## Built-in tools' (a header row '| tool | arguments | risk |')"]
+    rows: dict[str, list[str]] = {}
+    for line in itertools.takewhile(lambda line: line.startswith("|"), section[start + 2 :]):
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        rows[cells[0].strip("`")] = [*cells, "", ""]  # a short row fails, not crashes
+    problems = []
+    for tool in CATALOGUE:
+        cells = rows.pop(tool.key, None)
+        if cells is None:
+            problems.append(f"no row for the built-in tool {tool.key!r}")
+            continue
+        missing = [name for name in tool.arguments if f"`{name}`" not in cells[1]]
+        if missing:
+            problems.append(f"{tool.key!r}: the arguments cell does not name {missing}")
+        if not cells[2].startswith(tool.risk):
+            problems.append(f"{tool.key!r}: risk {cells[2]!r}, the catalogue says {tool.risk!r}")
+    problems += [f"a row for {key!r}, which is not a built-in tool" for key in rows]
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
 # entry point
 
 
@@ -443,12 +490,24 @@ def main(argv: list[str] | None = None) -> int:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
             print(f"wrote {target}")
+    page = options.docs / TOOLS_PAGE  # absent from a docs folder holding the references only
+    wrong = builtin_tools_problems(page.read_text(encoding="utf-8")) if page.exists() else []
+    for problem in wrong:
+        print(f"docs/{TOOLS_PAGE}, table of built-in tools: {problem}", file=sys.stderr)
+    if wrong:
+        print(
+            f"docs/{TOOLS_PAGE} disagrees with runner/spec/builtin_tools.py: fix the table "
+            "(it is written by hand)",
+            file=sys.stderr,
+        )
     if stale:
         print(
             f"{', '.join(f'docs/{n}' for n in stale)} out of date "
             f"(the schema or a command's --help changed): run `{REGENERATE}` and commit the result",
             file=sys.stderr,
         )
+        return 1
+    if wrong:
         return 1
     if options.check:
         print("docs/reference/spec.md and docs/reference/cli.md are up to date")

@@ -225,35 +225,12 @@ def build_tools(spec: AgentSpec) -> ToolRegistry:
         SetupError: a tool that cannot be built (a bad shell pattern, a function that does
             not import).
     """
-    from .tools.builtin import EditFile, ListDir, PathJail, ReadFile, WriteFile
+    from .tools.catalogue import FACTORIES
 
     declared = spec.tools
-    budgets = spec.budgets
-    tools: list[Tool] = []
-    file_tools = (
-        ("read_file", ReadFile),
-        ("list_dir", ListDir),
-        ("write_file", WriteFile),
-        ("edit_file", EditFile),
-    )
-    for name, cls in file_tools:
-        options = getattr(declared, name)
-        if options is not None:
-            tool: Tool = cls(PathJail(spec.workdir, options.paths))
-            tool.risk = options.risk or tool.risk
-            tools.append(tool)
-    if declared.shell is not None:
-        from .tools.shell import ShellTool
-
-        shell = ShellTool(
-            declared.shell, spec.workdir, spec.env, budgets.tool_timeout, budgets.max_tool_output
-        )
-        shell.risk = declared.shell.risk or shell.risk
-        tools.append(shell)
-    if declared.http_request is not None:
-        from .tools.http import HttpTool
-
-        tools.append(HttpTool(declared.http_request, budgets.tool_timeout))
+    tools: list[Tool] = [
+        FACTORIES[name](spec, getattr(declared, name)) for name in declared.builtin_names()
+    ]
     if declared.functions:
         from .tools.functions import FunctionTool
 

@@ -92,6 +92,20 @@ def test_the_drift_check_fails_on_a_stale_reference(
     assert "docs/reference/spec.md" not in err.splitlines()[-1]
 
 
+def test_the_table_of_built_in_tools_agrees_with_the_catalogue() -> None:
+    generator = load_generator()
+    page = (DOCS / "concepts" / "tools.md").read_text(encoding="utf-8")
+    assert generator.builtin_tools_problems(page) == []
+    wrong_risk = page.replace(
+        "| `argv`: one command line | high |", "| `argv`: one command line | low |"
+    )
+    assert generator.builtin_tools_problems(wrong_risk) == [
+        "'shell': risk 'low', the catalogue says 'high'"
+    ]
+    no_row = "\n".join(line for line in page.splitlines() if not line.startswith("| `list_dir`"))
+    assert generator.builtin_tools_problems(no_row) == ["no row for the built-in tool 'list_dir'"]
+
+
 def test_the_references_cover_every_field_and_command() -> None:
     generator = load_generator()
     spec_reference = (DOCS / "reference" / "spec.md").read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +15,9 @@ from .base import (
     EXIT_USAGE,
     cli,
 )
+
+if TYPE_CHECKING:
+    from ..spec import AgentSpec
 
 #: How `explain` and `tools` say a policy decision.
 DECISION_WORDS = {"allow": "runs", "ask": "asks", "deny": "denied", "propose": "proposed only"}
@@ -159,12 +162,7 @@ budgets:
 @click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
 def explain(spec_file: Path) -> None:
     """Show what the agent in SPEC would do, without calling any model."""
-    from datetime import UTC, datetime
-
-    from ..compiler import build_tools
-    from ..policy import Policy
     from ..spec import load_spec
-    from ..triggers import CronSchedule
 
     spec = load_spec(spec_file)
     click.echo(f"agent {spec.name}: {spec.description}".rstrip(": "))
@@ -184,6 +182,34 @@ def explain(spec_file: Path) -> None:
                 else (" (required)" if item.required else "")
             )
             click.echo(f"  {item.name}: {item.type}{default}  {item.description}".rstrip())
+    _explain_tools(spec, spec_file)
+    for kind in ("allow", "ask", "deny"):
+        patterns = getattr(spec.rules, kind)
+        if patterns:
+            click.echo(f"rules.{kind}: {', '.join(patterns)}")
+    budgets = spec.budgets
+    parts = [f"max_steps {budgets.max_steps}"]
+    units = {"max_cost_usd": " USD", "max_duration": "s"}
+    for name in ("max_tool_calls", "max_tokens", "max_cost_usd", "max_duration"):
+        value = getattr(budgets, name)
+        if value is not None:
+            parts.append(f"{name} {value:g}{units.get(name, '')}")
+    parts.append(f"tool_timeout {budgets.tool_timeout:g}s")
+    parts.append(f"max_tool_output {budgets.max_tool_output} bytes")
+    click.echo("budgets: " + ", ".join(parts))
+    _explain_triggers(spec)
+    click.echo(
+        f"concurrency: {spec.concurrency}"
+        if spec.triggers
+        else "triggers: none (agentrun run only)"
+    )
+
+
+def _explain_tools(spec: AgentSpec, spec_file: Path) -> None:
+    """``explain``'s tools: each built one with its risk and decision, then the MCP servers."""
+    from ..compiler import build_tools
+    from ..policy import Policy
+
     policy = Policy(spec.autonomy, spec.rules)
     try:
         tools = list(build_tools(spec))
@@ -204,20 +230,14 @@ def explain(spec_file: Path) -> None:
             f"  MCP server {server}: allows {', '.join(options.allow)} ({trusted}); "
             f"see `agentrun tools {spec_file}`"
         )
-    for kind in ("allow", "ask", "deny"):
-        patterns = getattr(spec.rules, kind)
-        if patterns:
-            click.echo(f"rules.{kind}: {', '.join(patterns)}")
-    budgets = spec.budgets
-    parts = [f"max_steps {budgets.max_steps}"]
-    units = {"max_cost_usd": " USD", "max_duration": "s"}
-    for name in ("max_tool_calls", "max_tokens", "max_cost_usd", "max_duration"):
-        value = getattr(budgets, name)
-        if value is not None:
-            parts.append(f"{name} {value:g}{units.get(name, '')}")
-    parts.append(f"tool_timeout {budgets.tool_timeout:g}s")
-    parts.append(f"max_tool_output {budgets.max_tool_output} bytes")
-    click.echo("budgets: " + ", ".join(parts))
+
+
+def _explain_triggers(spec: AgentSpec) -> None:
+    """``explain``'s triggers: a cron trigger with its next three times, a watch its paths."""
+    from datetime import UTC, datetime
+
+    from ..triggers import CronSchedule
+
     now = datetime.now(UTC)
     for trigger in spec.triggers:
         if trigger.kind == "cron" and trigger.cron:
@@ -236,11 +256,6 @@ def explain(spec_file: Path) -> None:
             )
         else:
             click.echo(f"trigger {trigger.kind}")
-    click.echo(
-        f"concurrency: {spec.concurrency}"
-        if spec.triggers
-        else "triggers: none (agentrun run only)"
-    )
 
 
 @cli.command()

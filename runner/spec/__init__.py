@@ -23,11 +23,11 @@ jsonschema, Jinja2) is imported when the first spec is loaded.
 
 from __future__ import annotations
 
+from .builtin_tools import BUILTIN_TOOLS
 from .load import check_spec, load_spec
 from .specclass import replace
 from .types import (
     AUTONOMY_LEVELS,
-    BUILTIN_TOOLS,
     RISKS,
     TRIGGER_KINDS,
     AgentSpec,

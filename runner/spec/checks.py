@@ -27,20 +27,10 @@ from typing import Any
 
 from ..errors import Diagnostic
 from ..triggers.globs import bracket_end
+from .builtin_tools import BY_KEY as BUILTIN_BY_KEY
 from .prices import price_for
 from .types import AgentSpec, InputSpec
 from .yamlpos import Located, Pos
-
-# The argument names each built-in tool has, for checking ``TOOL:ARG=GLOB`` rules. These
-# are the tools' own parameter names (runner/tools): a rule on any other name never matches.
-BUILTIN_ARGUMENTS: dict[str, tuple[str, ...]] = {
-    "read_file": ("path",),
-    "list_dir": ("path",),
-    "write_file": ("path", "content"),
-    "edit_file": ("path", "old", "new"),
-    "shell": ("argv",),
-    "http_request": ("url", "method", "headers", "body"),
-}
 
 _CRON_FIELDS = (
     ("minute", "0-59"),
@@ -442,8 +432,9 @@ class _Checker:
                 )
                 return
         if arg_name:
-            known = {a for n in matched for a in BUILTIN_ARGUMENTS.get(n, ())}
-            builtin_only = all(n in BUILTIN_ARGUMENTS for n in matched)
+            # A rule on an argument a built-in tool does not have would never match.
+            known = {a for n in matched if n in BUILTIN_BY_KEY for a in BUILTIN_BY_KEY[n].arguments}
+            builtin_only = all(n in BUILTIN_BY_KEY for n in matched)
             if builtin_only and arg_name not in known:
                 close = difflib.get_close_matches(arg_name, sorted(known), n=1)
                 hint = f"did you mean {close[0]!r}?" if close else ""

@@ -1,9 +1,10 @@
 """The typed spec: frozen classes that mirror ``schemas/agent.schema.json``.
 
 The leaf of the spec package: it imports nothing of agentrun but the frozen-record base
-(:mod:`runner.spec.specclass`) and the schema document (:mod:`runner.spec.schema`, plain
-JSON), so every layer above (the loader, the compiler, tools, models, policy, budgets) can
-name these types without importing the loading pipeline.
+(:mod:`runner.spec.specclass`), the schema document (:mod:`runner.spec.schema`, plain
+JSON) and the catalogue of built-in tools (:mod:`runner.spec.builtin_tools`, plain data),
+so every layer above (the loader, the compiler, tools, models, policy, budgets) can name
+these types without importing the loading pipeline.
 
 Each class names the schema object it mirrors in ``SCHEMA_POINTER``; ``DERIVED`` fields are
 computed by the loader and ``KEYED_BY`` is the mapping key an object sits under. A test
@@ -22,12 +23,12 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .builtin_tools import BUILTIN_TOOLS
 from .schema import property_schema
 from .specclass import SpecClass, field
 
 AUTONOMY_LEVELS = ("suggest", "approve-all", "approve-writes", "approve-risky", "autonomous")
 RISKS = ("low", "medium", "high")
-BUILTIN_TOOLS = ("read_file", "list_dir", "write_file", "edit_file", "shell", "http_request")
 TRIGGER_KINDS = ("cron", "watch", "manual", "webhook")
 
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
