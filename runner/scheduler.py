@@ -66,8 +66,6 @@ log = logging.getLogger("agentrun.daemon")
 
 #: Seconds a stopping daemon lets running runs finish before interrupting them.
 SHUTDOWN_GRACE_S = 30.0
-#: Seconds past ``max_duration`` after which a run's worker is killed outright.
-KILL_GRACE_S = 30.0
 #: Longest the main loop sleeps when nothing is due, in seconds.
 IDLE_WAKE_S = 30.0
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -43,58 +44,6 @@ def verify_signature(secret: bytes, body: bytes, header: str | None) -> bool:
         return False
     expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected.encode(), given.lower().encode())
-
-
-class ReplayGuard:
-    """Rejects a webhook delivery id (GitHub's ``X-GitHub-Delivery``) seen before.
-
-    Memory is bounded: the newest ``capacity`` ids are remembered, older ones forgotten
-    first. A store can persist them: pass the stored ids (oldest first) as ``seen`` and an
-    ``on_new`` callback that stores each newly accepted id; if ``on_new`` raises, the id is
-    not accepted. (The daemon passes neither today: across a restart, a delivery id is
-    recognised by the ``fires`` row of the run it started.) Call :meth:`accept` only after
-    :func:`verify_signature` succeeded, or forged requests could use up delivery ids.
-    Thread-safe.
-    """
-
-    def __init__(
-        self,
-        capacity: int = 10_000,
-        seen: Iterable[str] = (),
-        on_new: Callable[[str], None] | None = None,
-    ) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self.capacity = capacity
-        self._on_new = on_new
-        self._lock = threading.Lock()
-        self._ids: OrderedDict[str, None] = OrderedDict()
-        for delivery_id in seen:
-            self._remember(delivery_id)
-
-    def accept(self, delivery_id: str | None) -> bool:
-        """True (and remembered) for a new id; False for a replay or a missing id."""
-        if not delivery_id:
-            return False
-        with self._lock:
-            if delivery_id in self._ids:
-                return False
-            if self._on_new is not None:
-                self._on_new(delivery_id)
-            self._remember(delivery_id)
-            return True
-
-    def _remember(self, delivery_id: str) -> None:
-        self._ids[delivery_id] = None
-        self._ids.move_to_end(delivery_id)
-        while len(self._ids) > self.capacity:
-            self._ids.popitem(last=False)
-
-    def __contains__(self, delivery_id: object) -> bool:
-        return delivery_id in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
 
 
 #: Seconds a signed body is remembered by :class:`BodyReplayWindow` (24 hours).
@@ -181,6 +130,41 @@ class BodyReplayWindow:
 
     def __len__(self) -> int:
         return len(self._received)
+
+
+class ReplayGuard(BodyReplayWindow):
+    """Rejects a webhook delivery id (GitHub's ``X-GitHub-Delivery``) seen before.
+
+    A :class:`BodyReplayWindow` keyed by the id, with no time limit: the newest ``capacity``
+    ids are remembered, older ones forgotten first. A store can persist them: pass the
+    stored ids (oldest first) as ``seen`` and an ``on_new`` callback that stores each newly
+    accepted id; if ``on_new`` raises, the id is not accepted. (The daemon passes neither
+    today: across a restart, a delivery id is recognised by the ``fires`` row of the run it
+    started.) Call :meth:`accept` only after :func:`verify_signature` succeeded, or forged
+    requests could use up delivery ids. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        capacity: int = 10_000,
+        seen: Iterable[str] = (),
+        on_new: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(
+            math.inf,
+            capacity,
+            ((delivery_id, 0.0) for delivery_id in seen),
+            None if on_new is None else lambda delivery_id, _at: on_new(delivery_id),
+        )
+
+    def accept(self, key: str | None, now: float = 0.0) -> bool:
+        """True (and remembered) for a new id ``key``; False for a replay or a missing id."""
+        if not key:
+            return False
+        return super().accept(key, now)
+
+    def __contains__(self, delivery_id: object) -> bool:
+        return delivery_id in self._received
 
 
 #: Deepest nesting of objects and lists :func:`parse_payload` accepts. GitHub's payloads
