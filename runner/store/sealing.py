@@ -42,20 +42,18 @@ class SealKey:
     def _load(self, create: bool) -> bytes:
         if self._key is not None:
             return self._key
+        if not create and not self.path.exists():
+            raise StoreError(
+                f"cannot open sealed messages: their key {str(self.path)!r} is missing "
+                "(the run store was moved without it); the run cannot be resumed with "
+                "its exact arguments"
+            )
         try:
             descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE_MODE)
         except FileExistsError:
             tighten(self.path, PRIVATE_FILE_MODE)
             key = self.path.read_bytes()
         else:
-            if not create:
-                os.close(descriptor)
-                self.path.unlink()
-                raise StoreError(
-                    f"cannot open sealed messages: their key {str(self.path)!r} is missing "
-                    "(the run store was moved without it); the run cannot be resumed with "
-                    "its exact arguments"
-                )
             key = secrets.token_bytes(KEY_BYTES)
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(key)
