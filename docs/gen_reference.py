@@ -444,7 +444,9 @@ def builtin_tools_problems(page: str) -> list[str]:
         if missing:
             problems.append(f"{tool.key!r}: the arguments cell does not name {missing}")
         if not cells[2].startswith(tool.risk):
-            problems.append(f"{tool.key!r}: risk {cells[2]!r}, the catalogue says {tool.risk!r}")
+            problems.append(
+                f"{tool.key!r}: risk {cells[2]!r}, the catalogue says {str(tool.risk)!r}"
+            )
     problems += [f"a row for {key!r}, which is not a built-in tool" for key in rows]
     return problems
 

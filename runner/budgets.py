@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .errors import BudgetExhausted
+from .events import StopReason
 from .spec import BudgetsSpec
 
 #: Share of a budget after which the model is told how much is left.
@@ -94,7 +95,7 @@ class Budget:
         remaining = self.remaining_time()
         if remaining is not None and remaining <= 0:
             assert self.limits.max_duration is not None
-            raise BudgetExhausted("max_duration", self.elapsed(), self.limits.max_duration)
+            raise BudgetExhausted(StopReason.MAX_DURATION, self.elapsed(), self.limits.max_duration)
 
     def check_before_model_call(
         self, estimated_tokens: int = 0, estimated_cost: float = 0.0
@@ -111,21 +112,21 @@ class Budget:
         """
         limits = self.limits
         if self.usage.steps + 1 > limits.max_steps:
-            raise BudgetExhausted("max_steps", self.usage.steps + 1, limits.max_steps)
+            raise BudgetExhausted(StopReason.MAX_STEPS, self.usage.steps + 1, limits.max_steps)
         self._check_duration()
         if (
             limits.max_tokens is not None
             and self.usage.tokens + estimated_tokens > limits.max_tokens
         ):
             raise BudgetExhausted(
-                "max_tokens", self.usage.tokens + estimated_tokens, limits.max_tokens
+                StopReason.MAX_TOKENS, self.usage.tokens + estimated_tokens, limits.max_tokens
             )
         if (
             limits.max_cost_usd is not None
             and self.usage.cost_usd + estimated_cost > limits.max_cost_usd
         ):
             raise BudgetExhausted(
-                "max_cost_usd", self.usage.cost_usd + estimated_cost, limits.max_cost_usd
+                StopReason.MAX_COST_USD, self.usage.cost_usd + estimated_cost, limits.max_cost_usd
             )
 
     def charge_model_call(
@@ -150,7 +151,7 @@ class Budget:
         limits = self.limits
         if limits.max_tool_calls is not None and self.usage.tool_calls + 1 > limits.max_tool_calls:
             raise BudgetExhausted(
-                "max_tool_calls", self.usage.tool_calls + 1, limits.max_tool_calls
+                StopReason.MAX_TOOL_CALLS, self.usage.tool_calls + 1, limits.max_tool_calls
             )
         self._check_duration()
 
@@ -210,7 +211,7 @@ class Deadline:
             if not timeout.expired():
                 raise  # a timeout of the work's own
             limit = self.budget.limits.max_duration or 0.0
-            raise BudgetExhausted("max_duration", self.budget.elapsed(), limit) from None
+            raise BudgetExhausted(StopReason.MAX_DURATION, self.budget.elapsed(), limit) from None
         finally:
             self._timeout = None
 

@@ -15,19 +15,66 @@ Library code raises; only ``runner.cli`` prints, and it maps each family to an e
     │   └── PathNotAllowed            a path outside the tool's declared roots
     └── RunStop                       signals that end a run with a stop reason
         ├── BudgetExhausted           a limit would be crossed (names it)
-        └── ModelError                the provider failed after retries
+        ├── ModelError                the provider failed after retries
+        ├── LoopDetected              the model kept repeating the same calls
+        ├── OutputInvalid             the final answer failed ``output.schema``
+        ├── ApprovalRequired          a call must be approved, nobody is there
+        └── WaitingApproval           a call waits for a decision: the run pauses
 
 The first families are the author's or the machine's mistakes: they are raised before a
 run starts. ``ToolError`` is a signal the loop handles: the model caused it and may
-correct itself. ``RunStop`` ends a run gracefully with a recorded stop reason; anything
-else raised inside a run is an internal error, recorded with its traceback (stop reason
-``error``). The three-family split follows pydantic-ai's exceptions module.
+correct itself. ``RunStop`` ends a run gracefully with a recorded :class:`StopReason`,
+given when the signal is made and read-only after; anything else raised inside a run is an
+internal error, recorded with its traceback (stop reason ``error``). The three-family split
+follows pydantic-ai's exceptions module.
+
+:class:`StopReason` is defined here, with the signal that carries it, because this module
+is the bottom layer; :mod:`runner.events` names it for the events and their readers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from typing import ClassVar
+
+
+class StopReason(StrEnum):
+    """Why a run ended. Exactly one per run; each maps to an exit code (see the README)."""
+
+    COMPLETED = "completed"
+    """The model answered without asking for a tool (and the answer fits ``output.schema``)."""
+    PROPOSED = "proposed"
+    """Autonomy ``suggest``: the model's tool calls were recorded and shown, none executed."""
+    MAX_STEPS = "max_steps"
+    """The next model call would exceed ``budgets.max_steps``."""
+    MAX_TOOL_CALLS = "max_tool_calls"
+    """The next tool call would exceed ``budgets.max_tool_calls``."""
+    MAX_TOKENS = "max_tokens"
+    """The next model call could exceed ``budgets.max_tokens``."""
+    MAX_COST_USD = "max_cost_usd"
+    """The next model call could exceed ``budgets.max_cost_usd``."""
+    MAX_DURATION = "max_duration"
+    """The run's wall time reached ``budgets.max_duration``."""
+    LOOP_DETECTED = "loop_detected"
+    """The model kept repeating the same tool calls after a warning."""
+    DENIED = "denied"
+    """A person or the policy refused, and the run could not go on."""
+    APPROVAL_REQUIRED = "approval_required"
+    """A call needed an approval, nobody was attached, and ``unattended`` is ``fail``."""
+    WAITING_APPROVAL = "waiting_approval"
+    """Paused with a pending call (``unattended: queue``); resume after a decision."""
+    OUTPUT_INVALID = "output_invalid"
+    """The final answer did not satisfy ``output.schema`` after the allowed retries."""
+    MODEL_ERROR = "model_error"
+    """The model provider failed after retries and fallbacks."""
+    ERROR = "error"
+    """An internal error; the traceback is in the run store."""
+    CANCELLED = "cancelled"
+    """Stopped from outside (Ctrl-C, SIGTERM, a replacing run)."""
+    INTERRUPTED = "interrupted"
+    """The process died mid-run (found later by its stopped heartbeat)."""
 
 
 class AgentrunError(Exception):
@@ -136,9 +183,29 @@ class PathNotAllowed(ToolError):
 
 
 class RunStop(AgentrunError):
-    """Ends a run gracefully with ``stop_reason`` (a :class:`runner.events.StopReason` value)."""
+    """Ends a run gracefully with :attr:`stop_reason`, given when the signal is made.
 
-    stop_reason = "error"
+    Raise a subclass that names the reason (:class:`LoopDetected`, ...), or ``RunStop(message,
+    reason)`` for one without its own class. The reason cannot be changed afterwards.
+    """
+
+    def __init__(self, message: str, stop_reason: StopReason) -> None:
+        super().__init__(message)
+        self._stop_reason = stop_reason
+
+    @property
+    def stop_reason(self) -> StopReason:
+        """Why the run ends (read-only)."""
+        return self._stop_reason
+
+
+class _FixedStop(RunStop):
+    """A :class:`RunStop` whose subclass always ends a run with the same reason."""
+
+    STOP_REASON: ClassVar[StopReason]
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, self.STOP_REASON)
 
 
 class BudgetExhausted(RunStop):
@@ -150,18 +217,42 @@ class BudgetExhausted(RunStop):
         cap: the configured limit.
     """
 
-    def __init__(self, limit: str, observed: float, cap: float) -> None:
+    def __init__(self, limit: StopReason, observed: float, cap: float) -> None:
         self.limit = limit
         self.observed = observed
         self.cap = cap
-        self.stop_reason = limit
         super().__init__(
             f"budget {limit} exhausted: the next call would reach {observed:g}, "
-            f"over the limit of {cap:g}"
+            f"over the limit of {cap:g}",
+            limit,
         )
 
 
-class ModelError(RunStop):
+class ModelError(_FixedStop):
     """The model provider failed (after retries and fallbacks); stop reason ``model_error``."""
 
-    stop_reason = "model_error"
+    STOP_REASON = StopReason.MODEL_ERROR
+
+
+class LoopDetected(_FixedStop):
+    """The model repeated the same tool calls ``loop_detection.stop_after`` times."""
+
+    STOP_REASON = StopReason.LOOP_DETECTED
+
+
+class OutputInvalid(_FixedStop):
+    """The final answer did not satisfy ``output.schema`` after the allowed retries."""
+
+    STOP_REASON = StopReason.OUTPUT_INVALID
+
+
+class ApprovalRequired(_FixedStop):
+    """A call needs an approval, nobody is attached, and ``unattended`` is ``fail``."""
+
+    STOP_REASON = StopReason.APPROVAL_REQUIRED
+
+
+class WaitingApproval(_FixedStop):
+    """A call waits for a decision (``unattended: queue``): the run pauses, to be resumed."""
+
+    STOP_REASON = StopReason.WAITING_APPROVAL

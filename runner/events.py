@@ -14,44 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
+# The stop reasons are defined with the exception that ends a run with one (the errors
+# module sits below this one); they are named from here, with the events that carry them.
+from .errors import StopReason as StopReason
 
-class StopReason(StrEnum):
-    """Why a run ended. Exactly one per run; each maps to an exit code (see the README)."""
-
-    COMPLETED = "completed"
-    """The model answered without asking for a tool (and the answer fits ``output.schema``)."""
-    PROPOSED = "proposed"
-    """Autonomy ``suggest``: the model's tool calls were recorded and shown, none executed."""
-    MAX_STEPS = "max_steps"
-    """The next model call would exceed ``budgets.max_steps``."""
-    MAX_TOOL_CALLS = "max_tool_calls"
-    """The next tool call would exceed ``budgets.max_tool_calls``."""
-    MAX_TOKENS = "max_tokens"
-    """The next model call could exceed ``budgets.max_tokens``."""
-    MAX_COST_USD = "max_cost_usd"
-    """The next model call could exceed ``budgets.max_cost_usd``."""
-    MAX_DURATION = "max_duration"
-    """The run's wall time reached ``budgets.max_duration``."""
-    LOOP_DETECTED = "loop_detected"
-    """The model kept repeating the same tool calls after a warning."""
-    DENIED = "denied"
-    """A person or the policy refused, and the run could not go on."""
-    APPROVAL_REQUIRED = "approval_required"
-    """A call needed an approval, nobody was attached, and ``unattended`` is ``fail``."""
-    WAITING_APPROVAL = "waiting_approval"
-    """Paused with a pending call (``unattended: queue``); resume after a decision."""
-    OUTPUT_INVALID = "output_invalid"
-    """The final answer did not satisfy ``output.schema`` after the allowed retries."""
-    MODEL_ERROR = "model_error"
-    """The model provider failed after retries and fallbacks."""
-    ERROR = "error"
-    """An internal error; the traceback is in the run store."""
-    CANCELLED = "cancelled"
-    """Stopped from outside (Ctrl-C, SIGTERM, a replacing run)."""
-    INTERRUPTED = "interrupted"
-    """The process died mid-run (found later by its stopped heartbeat)."""
+if TYPE_CHECKING:
+    from .spec import Risk
 
 
 BUDGET_STOPS = frozenset(
@@ -62,6 +32,26 @@ BUDGET_STOPS = frozenset(
         StopReason.MAX_COST_USD,
     }
 )
+
+
+class ToolCallStatus(StrEnum):
+    """Where one tool call stands, as the run store records it (``tool_calls.status``)."""
+
+    RUNNING = "running"
+    """Started and not finished: the journal entry written before the tool runs. Found
+    after a crash, the call may have partly happened."""
+    OK = "ok"
+    """The tool ran and returned; the model got its output."""
+    ERROR = "error"
+    """The tool ran and failed (or timed out); the model was told why."""
+    REFUSED = "refused"
+    """Never ran: an unknown tool, bad arguments, or denied by a rule or a person."""
+    PROPOSED = "proposed"
+    """Never ran: autonomy ``suggest`` records calls as proposals."""
+
+
+#: Statuses of calls that ran (or may have): they count against ``max_tool_calls``.
+EXECUTED_STATUSES = frozenset({ToolCallStatus.OK, ToolCallStatus.ERROR, ToolCallStatus.RUNNING})
 
 
 @dataclass
@@ -99,7 +89,8 @@ class ToolCalled:
     """One tool call: the decision, the arguments, the result sent back, seconds taken.
 
     ``status`` is ``ok``, ``error`` (the tool failed; the model saw why), ``refused``
-    (unknown tool, bad arguments, denied) or ``proposed`` (not executed in ``suggest``).
+    (unknown tool, bad arguments, denied) or ``proposed`` (not executed in ``suggest``);
+    ``risk`` is ``""`` for a call of a tool that does not exist.
     """
 
     run_id: str
@@ -108,10 +99,10 @@ class ToolCalled:
     tool: str
     arguments: str
     decision: str
-    status: str
+    status: ToolCallStatus
     result: str
     duration_s: float
-    risk: str = ""
+    risk: Risk | Literal[""] = ""
     error: str | None = None
 
 
@@ -134,7 +125,7 @@ class ToolStarted:
     tool: str
     arguments: str
     decision: str
-    risk: str = ""
+    risk: Risk | Literal[""] = ""
 
 
 @dataclass
@@ -149,7 +140,7 @@ class ApprovalRequested:
     tool: str
     arguments: str
     arguments_sha256: str
-    risk: str
+    risk: Risk
     reason: str
     note: str = ""
 

@@ -12,8 +12,7 @@ import json
 import re
 from typing import Any
 
-from .errors import RunStop
-from .events import StopReason
+from .errors import OutputInvalid
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
 
@@ -60,8 +59,8 @@ def correction_request(schema: dict[str, Any], problems: list[str]) -> dict[str,
     }
 
 
-def output_invalid(problems: list[str]) -> RunStop:
+def output_invalid(problems: list[str]) -> OutputInvalid:
     """The stop (``output_invalid``) when the retries are used up."""
-    stop = RunStop("the final answer does not satisfy output.schema: " + "; ".join(problems[:3]))
-    stop.stop_reason = StopReason.OUTPUT_INVALID
-    return stop
+    return OutputInvalid(
+        "the final answer does not satisfy output.schema: " + "; ".join(problems[:3])
+    )

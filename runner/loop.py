@@ -217,7 +217,7 @@ class Run:
         except SetupError as error:
             stop, message = StopReason.ERROR, str(error)
         except RunStop as signal:
-            stop, message = StopReason(signal.stop_reason), str(signal)
+            stop, message = signal.stop_reason, str(signal)
         except asyncio.CancelledError:
             stop = self.cancel_reason
             what = "interrupted" if stop is StopReason.INTERRUPTED else "cancelled"

@@ -30,7 +30,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from .canonical import CanonicalPath, CanonicalURL, canonical_path_glob, canonical_url_glob
-from .spec import RulesSpec
+from .spec import AutonomyLevel, Risk, RulesSpec
 
 
 class Decision(StrEnum):
@@ -46,12 +46,13 @@ class Decision(StrEnum):
     """Autonomy ``suggest``: record it as a proposal, never run it."""
 
 
-_RUNS_ALONE = {
-    "suggest": frozenset(),
-    "approve-all": frozenset(),
-    "approve-writes": frozenset({"low"}),
-    "approve-risky": frozenset({"low", "medium"}),
-    "autonomous": frozenset({"low", "medium", "high"}),
+#: The risks that run without asking at each autonomy level (the table above).
+_RUNS_ALONE: dict[AutonomyLevel, frozenset[Risk]] = {
+    AutonomyLevel.SUGGEST: frozenset(),
+    AutonomyLevel.APPROVE_ALL: frozenset(),
+    AutonomyLevel.APPROVE_WRITES: frozenset({Risk.LOW}),
+    AutonomyLevel.APPROVE_RISKY: frozenset({Risk.LOW, Risk.MEDIUM}),
+    AutonomyLevel.AUTONOMOUS: frozenset({Risk.LOW, Risk.MEDIUM, Risk.HIGH}),
 }
 
 
@@ -99,14 +100,14 @@ def rule_matches(pattern: str, tool: str, arguments: dict[str, Any]) -> bool:
 class Policy:
     """The autonomy level and rules of one agent."""
 
-    autonomy: str
+    autonomy: AutonomyLevel
     rules: RulesSpec
 
-    def decide(self, tool: str, risk: str, arguments: dict[str, Any]) -> Decision:
-        """Allow, ask, deny or propose for one call of ``tool`` (risk ``low|medium|high``)."""
+    def decide(self, tool: str, risk: Risk, arguments: dict[str, Any]) -> Decision:
+        """Allow, ask, deny or propose for one call of ``tool`` at ``risk``."""
         if any(rule_matches(p, tool, arguments) for p in self.rules.deny):
             return Decision.DENY
-        if self.autonomy == "suggest":
+        if self.autonomy == AutonomyLevel.SUGGEST:
             return Decision.PROPOSE
         if any(rule_matches(p, tool, arguments) for p in self.rules.ask):
             return Decision.ASK
@@ -116,7 +117,7 @@ class Policy:
             return Decision.ALLOW
         return Decision.ASK
 
-    def decide_statically(self, tool: str, risk: str) -> Decision:
+    def decide_statically(self, tool: str, risk: Risk) -> Decision:
         """The decision for a call with arguments no rule matches (for ``explain``)."""
         return self.decide(tool, risk, {})
 
@@ -142,7 +143,7 @@ class ApprovalRequest:
     call_id: str
     tool: str
     arguments: dict[str, Any]
-    risk: str
+    risk: Risk
     reason: str
     note: str = ""
     done: str = ""
@@ -175,24 +176,20 @@ class UnattendedApprover:
 
     async def request(self, request: ApprovalRequest) -> Approval:
         """Deny, end the run (``fail``), or pause it (``queue``), per ``unattended``."""
-        from .errors import RunStop
+        from .errors import ApprovalRequired, WaitingApproval
 
         if self.mode == "deny":
             return Approval(False, "nobody is attached to approve it (unattended: deny)")
         if self.mode == "queue":
-            stop = RunStop(
+            raise WaitingApproval(
                 f"tool call {request.tool} waits for approval: agentrun approve "
                 f"{request.run_id} {request.call_id}, or agentrun deny {request.run_id} "
                 f"{request.call_id} --reason TEXT; then agentrun resume {request.run_id}"
             )
-            stop.stop_reason = "waiting_approval"
-            raise stop
-        stop = RunStop(
+        raise ApprovalRequired(
             f"tool call {request.tool} needs an approval and nobody is attached "
             f"(unattended: {self.mode})"
         )
-        stop.stop_reason = "approval_required"
-        raise stop
 
 
 class TerminalApprover:

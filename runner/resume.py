@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .budgets import Usage as BudgetUsage
+from .events import EXECUTED_STATUSES
 from .models import ToolCallRequest
 from .store import ApprovalRow, RunStore, ToolCallRow
 
@@ -64,7 +65,7 @@ def restore_state(store: RunStore, run_id: str) -> RunState:
     """
     model_calls = store.model_calls(run_id)
     tool_rows = store.tool_calls(run_id)
-    executed = [t for t in tool_rows if t["status"] in ("ok", "error", "running")]
+    executed = [t for t in tool_rows if t["status"] in EXECUTED_STATUSES]
     usage = BudgetUsage(
         steps=len(model_calls),
         tool_calls=len(executed),

@@ -25,16 +25,24 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Literal
 
 from .budgets import Budget
 from .compiler import CompiledAgent
-from .errors import RunStop, ToolArgumentError, ToolError
-from .events import ApprovalDecided, ApprovalRequested, Event, StopReason, ToolCalled, ToolStarted
+from .errors import LoopDetected, ToolArgumentError, ToolError
+from .events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    Event,
+    ToolCalled,
+    ToolCallStatus,
+    ToolStarted,
+)
 from .models import ToolCallRequest
 from .policy import Approval, ApprovalRequest, Approver, Decision
 from .redact import Redactor
 from .resume import IN_FLIGHT_NOTE, RunState
+from .spec import Risk
 from .tools import Tool
 
 
@@ -79,14 +87,18 @@ def arguments_sha256(tool: str, arguments: str) -> str:
 class _Outcome:
     """Records one call's outcome as a :class:`ToolCalled` event; its text for the model."""
 
-    def __init__(self, caller: ToolCaller, call: ToolCallRequest, step: int, risk: str) -> None:
+    def __init__(
+        self, caller: ToolCaller, call: ToolCallRequest, step: int, risk: Risk | Literal[""]
+    ) -> None:
         self.caller = caller
         self.call = call
         self.step = step
         self.risk = risk
         self.started = time.monotonic()
 
-    def __call__(self, decision: str, status: str, result: str, error: str | None = None) -> str:
+    def __call__(
+        self, decision: str, status: ToolCallStatus, result: str, error: str | None = None
+    ) -> str:
         result = truncate(result, self.caller.agent.spec.budgets.max_tool_output)
         self.caller.emit(
             ToolCalled(
@@ -162,7 +174,7 @@ class ToolCaller:
         """
         # A resumed run never repeats a call that completed: its recorded result is reused.
         journal = self.resumed.journal.get(call.id) if self.resumed else None
-        if journal is not None and journal["status"] != "running":
+        if journal is not None and journal["status"] != ToolCallStatus.RUNNING:
             return str(journal["result"])
         registry = self.agent.tools
         tool = registry.get(call.name)
@@ -171,23 +183,25 @@ class ToolCaller:
             available = ", ".join(registry.names()) or "none"
             return outcome(
                 "deny",
-                "refused",
+                ToolCallStatus.REFUSED,
                 f"error: there is no tool named {call.name!r}; available tools: {available}",
                 "unknown tool",
             )
         try:
             arguments = registry.parse_arguments(tool, call.arguments)
         except ToolArgumentError as error:
-            return outcome("allow", "refused", f"error: {error}", str(error))
+            return outcome("allow", ToolCallStatus.REFUSED, f"error: {error}", str(error))
         in_flight_since = str(journal["created_at"]) if journal is not None else None
         warning = "" if in_flight_since else self._loop_check(tool.name, arguments)
-        outcome.risk = str(tool.risk_for(arguments))
-        decision = self.agent.policy.decide(tool.rule_name, outcome.risk, arguments)
-        if in_flight_since and outcome.risk != "low" and decision is not Decision.DENY:
+        risk = outcome.risk = tool.risk_for(arguments)
+        decision = self.agent.policy.decide(tool.rule_name, risk, arguments)
+        if in_flight_since and risk is not Risk.LOW and decision is not Decision.DENY:
             decision = Decision.ASK  # it may have partly happened: only a person may rerun it
         else:
             in_flight_since = None
-        refused = await self._refusal(outcome, tool, arguments, decision, reason, in_flight_since)
+        refused = await self._refusal(
+            outcome, tool, arguments, risk, decision, reason, in_flight_since
+        )
         if refused is not None:
             return refused
         return await self._execute(outcome, tool, arguments, str(decision), warning)
@@ -197,6 +211,7 @@ class ToolCaller:
         outcome: _Outcome,
         tool: Tool,
         arguments: dict[str, Any],
+        risk: Risk,
         decision: Decision,
         reason: str,
         in_flight_since: str | None,
@@ -204,23 +219,25 @@ class ToolCaller:
         """The recorded text of a call that does not run (proposed, denied), else None."""
         if decision is Decision.PROPOSE:
             self.proposed.append(outcome.call)
-            return outcome("propose", "proposed", "not executed: autonomy is 'suggest'")
+            return outcome(
+                "propose", ToolCallStatus.PROPOSED, "not executed: autonomy is 'suggest'"
+            )
         if decision is Decision.DENY:
             return outcome(
                 "deny",
-                "refused",
+                ToolCallStatus.REFUSED,
                 f"error: the policy denies this call of {tool.name}; try another way",
                 "denied by a rule",
             )
         if decision is Decision.ASK:
             approval = await self._ask(
-                outcome.call, tool.name, arguments, outcome.risk, reason, in_flight_since
+                outcome.call, tool.name, arguments, risk, reason, in_flight_since
             )
             if not approval.approved:
                 text = f"error: a person denied this call of {tool.name}"
                 if approval.reason:
                     text += f": {approval.reason}"
-                return outcome("ask", "refused", text, "denied by approver")
+                return outcome("ask", ToolCallStatus.REFUSED, text, "denied by approver")
         return None
 
     async def _execute(
@@ -256,16 +273,21 @@ class ToolCaller:
                 output = await tool.call(arguments)
         except TimeoutError:
             message = f"error: {tool.name} did not finish within {timeout:g} s and was stopped"
-            return outcome(decision, "error", message + warning, "timeout")
+            return outcome(decision, ToolCallStatus.ERROR, message + warning, "timeout")
         except ToolError as error:
-            return outcome(decision, "error", f"error: {error}{warning}", str(error))
+            return outcome(decision, ToolCallStatus.ERROR, f"error: {error}{warning}", str(error))
         except Exception as error:  # a tool bug: the model hears it, the run goes on
             detail = f"{type(error).__name__}: {error}"
             return outcome(
-                decision, "error", f"error: {tool.name} failed: {detail}{warning}", detail
+                decision,
+                ToolCallStatus.ERROR,
+                f"error: {tool.name} failed: {detail}{warning}",
+                detail,
             )
         return outcome(
-            decision, "ok", truncate(output, limits.max_tool_output - len(warning)) + warning
+            decision,
+            ToolCallStatus.OK,
+            truncate(output, limits.max_tool_output - len(warning)) + warning,
         )
 
     async def _ask(
@@ -273,7 +295,7 @@ class ToolCaller:
         call: ToolCallRequest,
         tool_name: str,
         arguments: dict[str, Any],
-        risk: str,
+        risk: Risk,
         reason: str,
         in_flight_since: str | None = None,
     ) -> Approval:
@@ -332,17 +354,15 @@ class ToolCaller:
         return approval
 
     def _loop_check(self, name: str, arguments: dict[str, Any]) -> str:
-        """Record the call's signature; a warning to append, or raise ``loop_detected``."""
+        """Record the call's signature; a warning to append, or raise :class:`LoopDetected`."""
         self.signatures.append(name + " " + json.dumps(arguments, sort_keys=True))
         count = repeats(self.signatures)
         thresholds = self.agent.spec.loop_detection
         if count >= thresholds.stop_after:
-            stop = RunStop(
+            raise LoopDetected(
                 f"loop detected: the model repeated the same tool calls {count} times "
                 f"(stop_after is {thresholds.stop_after})"
             )
-            stop.stop_reason = StopReason.LOOP_DETECTED
-            raise stop
         if count >= thresholds.warn_after:
             return (
                 f"\n[agentrun: this call repeats {count} times in a row; the result will "

@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import click
 
-from ..errors import AgentrunError, SetupError, SpecError, StoreError, UsageError
+from ..errors import AgentrunError, SetupError, SpecError, StopReason, StoreError, UsageError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -26,23 +26,25 @@ EXIT_DENIED = 4
 EXIT_WAITING = 5
 EXIT_TIMEOUT = 6
 
-STOP_EXIT_CODES = {
-    "completed": EXIT_OK,
-    "proposed": EXIT_OK,
-    "error": EXIT_ERROR,
-    "model_error": EXIT_ERROR,
-    "output_invalid": EXIT_ERROR,
-    "max_steps": EXIT_BUDGET,
-    "max_tool_calls": EXIT_BUDGET,
-    "max_tokens": EXIT_BUDGET,
-    "max_cost_usd": EXIT_BUDGET,
-    "loop_detected": EXIT_BUDGET,
-    "denied": EXIT_DENIED,
-    "approval_required": EXIT_DENIED,
-    "waiting_approval": EXIT_WAITING,
-    "max_duration": EXIT_TIMEOUT,
-    "cancelled": EXIT_TIMEOUT,
-    "interrupted": EXIT_TIMEOUT,
+#: Stop reason → exit code (keyed by :class:`StopReason`, which equals its word, so a stop
+#: reason read back from the run store as text finds its code too).
+STOP_EXIT_CODES: dict[str, int] = {
+    StopReason.COMPLETED: EXIT_OK,
+    StopReason.PROPOSED: EXIT_OK,
+    StopReason.ERROR: EXIT_ERROR,
+    StopReason.MODEL_ERROR: EXIT_ERROR,
+    StopReason.OUTPUT_INVALID: EXIT_ERROR,
+    StopReason.MAX_STEPS: EXIT_BUDGET,
+    StopReason.MAX_TOOL_CALLS: EXIT_BUDGET,
+    StopReason.MAX_TOKENS: EXIT_BUDGET,
+    StopReason.MAX_COST_USD: EXIT_BUDGET,
+    StopReason.LOOP_DETECTED: EXIT_BUDGET,
+    StopReason.DENIED: EXIT_DENIED,
+    StopReason.APPROVAL_REQUIRED: EXIT_DENIED,
+    StopReason.WAITING_APPROVAL: EXIT_WAITING,
+    StopReason.MAX_DURATION: EXIT_TIMEOUT,
+    StopReason.CANCELLED: EXIT_TIMEOUT,
+    StopReason.INTERRUPTED: EXIT_TIMEOUT,
 }
 
 

@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 import click
 
-from ..errors import UsageError
+from ..errors import StopReason, UsageError
 from .base import (
     EXIT_ERROR,
     EXIT_TIMEOUT,
@@ -94,7 +94,7 @@ def _execute(
         )
     except KeyboardInterrupt:  # before the run started or after it ended
         _fail("interrupted", EXIT_TIMEOUT)
-    stop = str(finished.stop_reason)
+    stop = finished.stop_reason
     if as_json:
         click.echo(
             json.dumps(
@@ -125,7 +125,7 @@ def _execute(
                 f"{finished.output_tokens} out tokens · {cost} · {finished.duration_s:.1f} s",
                 err=True,
             )
-        if finished.message and stop != "completed":
+        if finished.message and stop != StopReason.COMPLETED:
             click.echo(f"agentrun: {finished.message}", err=True)
         if finished.traceback:
             click.echo(

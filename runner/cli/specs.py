@@ -236,11 +236,12 @@ def _explain_triggers(spec: AgentSpec) -> None:
     """``explain``'s triggers: a cron trigger with its next three times, a watch its paths."""
     from datetime import UTC, datetime
 
+    from ..spec import TriggerKind
     from ..triggers import CronSchedule
 
     now = datetime.now(UTC)
     for trigger in spec.triggers:
-        if trigger.kind == "cron" and trigger.cron:
+        if trigger.kind == TriggerKind.CRON and trigger.cron:
             schedule = CronSchedule(trigger.cron, trigger.timezone)
             upcoming, moment = [], now
             for _ in range(3):
@@ -249,7 +250,7 @@ def _explain_triggers(spec: AgentSpec) -> None:
             click.echo(
                 f"trigger cron {trigger.cron!r} ({trigger.timezone}): next {', '.join(upcoming)}"
             )
-        elif trigger.kind == "watch" and trigger.watch:
+        elif trigger.kind == TriggerKind.WATCH and trigger.watch:
             click.echo(
                 f"trigger watch {', '.join(trigger.watch.paths)} "
                 f"({', '.join(trigger.watch.patterns)})"

@@ -8,7 +8,8 @@ Loading is a pipeline (:mod:`runner.spec.load`), one module per step::
                          plain words              prices, environment
 
 - :mod:`~runner.spec.types`: the spec's frozen classes (the leaf everything else names),
-  on :mod:`~runner.spec.specclass`'s frozen-record base;
+  on :mod:`~runner.spec.specclass`'s frozen-record base, with the words of its vocabulary
+  (autonomy level, risk, trigger kind) as enums in :mod:`~runner.spec.vocabulary`;
 - :mod:`~runner.spec.schema`: the JSON Schema document, the one definition of the language;
 - :mod:`~runner.spec.yamlpos`, :mod:`~runner.spec.validation`, :mod:`~runner.spec.build`,
   :mod:`~runner.spec.checks`: the steps;
@@ -49,6 +50,7 @@ from .types import (
     WebhookSpec,
     parse_duration,
 )
+from .vocabulary import AutonomyLevel, Risk, TriggerKind
 
 __all__ = [
     "AUTONOMY_LEVELS",
@@ -56,6 +58,7 @@ __all__ = [
     "RISKS",
     "TRIGGER_KINDS",
     "AgentSpec",
+    "AutonomyLevel",
     "BudgetsSpec",
     "FileToolSpec",
     "FunctionToolSpec",
@@ -66,9 +69,11 @@ __all__ = [
     "ModelSpec",
     "OutputSpec",
     "Pricing",
+    "Risk",
     "RulesSpec",
     "ShellToolSpec",
     "ToolsSpec",
+    "TriggerKind",
     "TriggerSpec",
     "WatchSpec",
     "WebhookSpec",

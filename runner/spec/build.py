@@ -7,6 +7,7 @@ document has passed :mod:`runner.spec.validation`, so every key has the expected
 from __future__ import annotations
 
 import hashlib
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,15 @@ from .types import (
     WebhookSpec,
     parse_duration,
 )
+from .vocabulary import AutonomyLevel, Risk
+
+
+def _given_word(data: dict[str, Any], name: str, vocabulary: type[StrEnum]) -> dict[str, Any]:
+    """Key ``name`` as its member of ``vocabulary`` (:class:`Risk`, ...) if ``data`` sets it.
+
+    The schema has checked that the word is one of the enum's values.
+    """
+    return {name: vocabulary(data[name])} if name in data else {}
 
 
 def _tuple(value: Any) -> tuple[Any, ...]:
@@ -73,7 +83,7 @@ def _given_durations(data: dict[str, Any], *names: str) -> dict[str, Any]:
 def _file_tool(data: dict[str, Any] | None) -> FileToolSpec | None:
     if data is None:
         return None
-    return FileToolSpec(paths=_tuple(data["paths"]), **_given(data, "risk"))
+    return FileToolSpec(paths=_tuple(data["paths"]), **_given_word(data, "risk", Risk))
 
 
 def _model(data: str | dict[str, Any]) -> ModelSpec:
@@ -104,7 +114,9 @@ def _input(name: str, data: dict[str, Any]) -> InputSpec:
 
 def _shell(data: dict[str, Any]) -> ShellToolSpec:
     return ShellToolSpec(
-        commands=_tuple(data["commands"]), **_given(data, "interpreter", "cwd", "risk")
+        commands=_tuple(data["commands"]),
+        **_given(data, "interpreter", "cwd"),
+        **_given_word(data, "risk", Risk),
     )
 
 
@@ -112,7 +124,8 @@ def _http(data: dict[str, Any]) -> HttpToolSpec:
     return HttpToolSpec(
         hosts=_tuple(data["hosts"]),
         headers_env=dict(data.get("headers_env") or {}),
-        **_given(data, "max_bytes", "private_addresses", "risk"),
+        **_given(data, "max_bytes", "private_addresses"),
+        **_given_word(data, "risk", Risk),
         **_given_lists(data, "methods"),
     )
 
@@ -122,7 +135,8 @@ def _mcp_server(name: str, data: dict[str, Any]) -> McpServerSpec:
         name=name,
         allow=_tuple(data["allow"]),
         headers_env=dict(data.get("headers_env") or {}),
-        **_given(data, "command", "cwd", "url", "trusted", "risk"),
+        **_given(data, "command", "cwd", "url", "trusted"),
+        **_given_word(data, "risk", Risk),
         **_given_lists(data, "args", "env"),
         **_given_durations(data, "startup_timeout"),
     )
@@ -140,7 +154,9 @@ def _tools(data: dict[str, Any]) -> ToolsSpec:
         http_request=None if http is None else _http(http),
         mcp={name: _mcp_server(name, server) for name, server in (data.get("mcp") or {}).items()},
         functions={
-            name: FunctionToolSpec(name=name, function=fn["function"], **_given(fn, "risk"))
+            name: FunctionToolSpec(
+                name=name, function=fn["function"], **_given_word(fn, "risk", Risk)
+            )
             for name, fn in (data.get("functions") or {}).items()
         },
     )
@@ -168,7 +184,7 @@ def _trigger(index: int, data: dict[str, Any]) -> TriggerSpec:
     watch = data.get("watch")
     webhook = data.get("webhook")
     return TriggerSpec(
-        kind=kinds[0] if kinds else "",
+        kind=kinds[0] if kinds else None,  # None: no kind, which the checks report
         index=index,
         watch=None if watch is None else _watch(watch),
         webhook=None if webhook is None else _webhook(webhook),
@@ -213,6 +229,7 @@ def build_spec(data: dict[str, Any], path: Path, source: bytes) -> AgentSpec:
         workdir=(path.parent / data.get("workdir", ".")).resolve(),
         path=path,
         source_sha256=hashlib.sha256(source).hexdigest(),
-        **_given(data, "description", "instructions", "autonomy", "unattended", "concurrency"),
+        **_given(data, "description", "instructions", "unattended", "concurrency"),
+        **_given_word(data, "autonomy", AutonomyLevel),
         **_given_lists(data, "env"),
     )

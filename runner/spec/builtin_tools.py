@@ -1,6 +1,6 @@
 """The catalogue of built-in tools: each one's spec key, argument names and default risk.
 
-Pure data, a leaf of the spec package (it imports nothing of agentrun), so that the spec
+Pure data (it imports nothing of agentrun but the spec's vocabulary), so that the spec
 checks can name a tool's arguments without importing :mod:`runner.tools`. The factories
 that build each tool from its spec options sit in :mod:`runner.tools.catalogue`, keyed by
 the same names; ``tests/test_tools_catalogue.py`` checks that the two agree, and that each
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .vocabulary import Risk
+
 
 @dataclass(frozen=True)
 class BuiltinTool:
@@ -29,24 +31,23 @@ class BuiltinTool:
             and in rules.
         arguments: the names of its arguments (the properties of its JSON Schema), which a
             ``TOOL:ARG=GLOB`` rule may name.
-        risk: its risk when the spec sets no ``risk:`` (``low``, ``medium`` or ``high``);
-            ``http_request`` rates each call by its method, and this is its risk with the
-            schema's default methods.
+        risk: its risk when the spec sets no ``risk:``; ``http_request`` rates each call by
+            its method, and this is its risk with the schema's default methods.
     """
 
     key: str
     arguments: tuple[str, ...]
-    risk: str
+    risk: Risk
 
 
 #: Every built-in tool, in the order the compiler offers them to the model.
 CATALOGUE: tuple[BuiltinTool, ...] = (
-    BuiltinTool("read_file", ("path",), "low"),
-    BuiltinTool("list_dir", ("path",), "low"),
-    BuiltinTool("write_file", ("path", "content"), "medium"),
-    BuiltinTool("edit_file", ("path", "old", "new"), "medium"),
-    BuiltinTool("shell", ("argv",), "high"),
-    BuiltinTool("http_request", ("url", "method", "headers", "body"), "medium"),
+    BuiltinTool("read_file", ("path",), Risk.LOW),
+    BuiltinTool("list_dir", ("path",), Risk.LOW),
+    BuiltinTool("write_file", ("path", "content"), Risk.MEDIUM),
+    BuiltinTool("edit_file", ("path", "old", "new"), Risk.MEDIUM),
+    BuiltinTool("shell", ("argv",), Risk.HIGH),
+    BuiltinTool("http_request", ("url", "method", "headers", "body"), Risk.MEDIUM),
 )
 
 #: The built-in tools' keys, in catalogue order.

@@ -29,7 +29,8 @@ from ..errors import Diagnostic
 from ..triggers.globs import bracket_end
 from .builtin_tools import BY_KEY as BUILTIN_BY_KEY
 from .prices import price_for
-from .types import AgentSpec, InputSpec
+from .types import TRIGGER_KINDS, AgentSpec, InputSpec
+from .vocabulary import TriggerKind
 from .yamlpos import Located, Pos
 
 _CRON_FIELDS = (
@@ -272,7 +273,7 @@ class _Checker:
         for trigger in self.spec.triggers:
             path = ("triggers", trigger.index)
             raw: dict[str, Any] = self.located.value["triggers"][trigger.index]
-            kinds = [k for k in ("cron", "watch", "manual", "webhook") if k in raw]
+            kinds = [str(k) for k in TRIGGER_KINDS if k in raw]  # the words as written
             if len(kinds) != 1:
                 where = (
                     self.located.key_pos((*path, kinds[1]))
@@ -287,14 +288,14 @@ class _Checker:
                 )
                 continue
             for key in ("timezone", "catchup", "catchup_max"):
-                if key in raw and trigger.kind != "cron":
+                if key in raw and trigger.kind != TriggerKind.CRON:
                     self.error(
                         self.located.key_pos((*path, key)),
                         f"{key!r} only applies to cron triggers, and this is a "
                         f"{trigger.kind} trigger",
                         f"remove {key!r}",
                     )
-            if trigger.kind == "cron":
+            if trigger.kind == TriggerKind.CRON:
                 self._cron(trigger.cron or "", trigger.timezone, path, raw)
             if trigger.watch is not None:
                 self._watch(trigger.watch, path, raw)
@@ -306,7 +307,7 @@ class _Checker:
                             f"webhook maps payload to {name!r}, which is not a declared input",
                             f"declare {name!r} under 'inputs'",
                         )
-            if trigger.kind == "manual" and trigger.manual is False:
+            if trigger.kind == TriggerKind.MANUAL and trigger.manual is False:
                 self.warning(
                     self.located.value_pos((*path, "manual")),
                     "'manual: false' has no effect",

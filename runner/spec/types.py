@@ -2,7 +2,8 @@
 
 The leaf of the spec package: it imports nothing of agentrun but the frozen-record base
 (:mod:`runner.spec.specclass`), the schema document (:mod:`runner.spec.schema`, plain
-JSON) and the catalogue of built-in tools (:mod:`runner.spec.builtin_tools`, plain data),
+JSON), the catalogue of built-in tools (:mod:`runner.spec.builtin_tools`, plain data) and
+the spec's vocabulary (:mod:`runner.spec.vocabulary`: autonomy level, risk, trigger kind),
 so every layer above (the loader, the compiler, tools, models, policy, budgets) can name
 these types without importing the loading pipeline.
 
@@ -12,24 +13,31 @@ computed by the loader and ``KEYED_BY`` is the mapping key an object sits under.
 
 Defaults are written once, in the schema: a field whose default is :data:`SCHEMA_DEFAULT`
 takes its schema property's ``default`` when the class is made (a duration in seconds, a
-list as a tuple), and the builder (:mod:`runner.spec.build`) passes only the keys a spec
-sets. The other defaults here (``None``, ``""``, empty) stand for a key left out, which the
-schema gives no value.
+list as a tuple, a word of the vocabulary as its enum member), and the builder
+(:mod:`runner.spec.build`) passes only the keys a spec sets. The other defaults here
+(``None``, ``""``, empty) stand for a key left out, which the schema gives no value.
 """
 
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
 from .builtin_tools import BUILTIN_TOOLS
 from .schema import property_schema
 from .specclass import SpecClass, field
+from .vocabulary import AutonomyLevel, Risk, TriggerKind
 
-AUTONOMY_LEVELS = ("suggest", "approve-all", "approve-writes", "approve-risky", "autonomous")
-RISKS = ("low", "medium", "high")
-TRIGGER_KINDS = ("cron", "watch", "manual", "webhook")
+AUTONOMY_LEVELS: tuple[AutonomyLevel, ...] = tuple(AutonomyLevel)
+RISKS: tuple[Risk, ...] = tuple(Risk)
+TRIGGER_KINDS: tuple[TriggerKind, ...] = tuple(TriggerKind)
+
+#: The vocabulary's enums by their values: a schema ``enum`` with these values is one of them.
+_VOCABULARY: dict[frozenset[str], type[StrEnum]] = {
+    frozenset(enum): enum for enum in (AutonomyLevel, Risk, TriggerKind)
+}
 
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -64,8 +72,9 @@ SCHEMA_DEFAULT: Any = _SchemaDefault()
 def schema_default(pointer: str, name: str) -> Any:
     """The ``default`` of property ``name`` of the schema object at ``pointer``, as a value.
 
-    A duration becomes seconds (:func:`parse_duration`) and a list a tuple, as the spec
-    classes hold them.
+    A duration becomes seconds (:func:`parse_duration`), a list a tuple and a word of the
+    spec's vocabulary its enum member (:class:`~runner.spec.vocabulary.Risk`, ...), as the
+    spec classes hold them.
 
     Raises:
         KeyError: when the property declares no default.
@@ -76,6 +85,9 @@ def schema_default(pointer: str, name: str) -> Any:
     value = node["default"]
     if node.get("$ref") == "#/$defs/duration":
         return parse_duration(value)
+    vocabulary = _VOCABULARY.get(frozenset(node.get("enum", ())))
+    if vocabulary is not None:
+        return vocabulary(value)
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -140,7 +152,7 @@ class FileToolSpec(SpecType):
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/file_tool"
     paths: tuple[str, ...]
-    risk: str | None = None
+    risk: Risk | None = None
 
 
 class ShellToolSpec(SpecType):
@@ -150,7 +162,7 @@ class ShellToolSpec(SpecType):
     commands: tuple[str, ...]
     interpreter: str | None = None
     cwd: str | None = None
-    risk: str | None = None
+    risk: Risk | None = None
 
 
 class HttpToolSpec(SpecType):
@@ -162,7 +174,7 @@ class HttpToolSpec(SpecType):
     max_bytes: int = SCHEMA_DEFAULT
     headers_env: dict[str, str] = field(default_factory=dict)
     private_addresses: bool = SCHEMA_DEFAULT
-    risk: str | None = None
+    risk: Risk | None = None
 
 
 class McpServerSpec(SpecType):
@@ -180,7 +192,7 @@ class McpServerSpec(SpecType):
     headers_env: dict[str, str] = field(default_factory=dict)
     trusted: bool = SCHEMA_DEFAULT
     startup_timeout: float = SCHEMA_DEFAULT
-    risk: str | None = None
+    risk: Risk | None = None
 
 
 class FunctionToolSpec(SpecType):
@@ -190,7 +202,7 @@ class FunctionToolSpec(SpecType):
     KEYED_BY: ClassVar[str] = "name"
     name: str
     function: str
-    risk: str | None = None
+    risk: Risk | None = None
 
 
 class ToolsSpec(SpecType):
@@ -273,11 +285,14 @@ class WebhookSpec(SpecType):
 
 
 class TriggerSpec(SpecType):
-    """One trigger; ``kind`` says which of ``cron``/``watch``/``manual``/``webhook`` is set."""
+    """One trigger; ``kind`` says which of ``cron``/``watch``/``manual``/``webhook`` is set.
+
+    ``kind`` is None only in a spec the checks refuse (a trigger that sets none of them).
+    """
 
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/trigger"
     DERIVED: ClassVar[tuple[str, ...]] = ("kind", "index")
-    kind: str
+    kind: TriggerKind | None
     index: int
     cron: str | None = None
     timezone: str = SCHEMA_DEFAULT
@@ -311,7 +326,7 @@ class AgentSpec(SpecType):
     instructions: str = ""
     tools: ToolsSpec = field(default_factory=ToolsSpec)
     rules: RulesSpec = field(default_factory=RulesSpec)
-    autonomy: str = SCHEMA_DEFAULT
+    autonomy: AutonomyLevel = SCHEMA_DEFAULT
     unattended: str = SCHEMA_DEFAULT
     budgets: BudgetsSpec = field(default_factory=BudgetsSpec)
     loop_detection: LoopDetectionSpec = field(default_factory=LoopDetectionSpec)

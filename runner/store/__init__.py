@@ -26,6 +26,7 @@ from .interface import (
 from .rows import (
     RESUMABLE_STOPS,
     ApprovalRow,
+    FireOutcome,
     FireRow,
     ModelCallRow,
     NoticeRow,
@@ -41,6 +42,7 @@ __all__ = [
     "HEARTBEAT_STALE_S",
     "RESUMABLE_STOPS",
     "ApprovalRow",
+    "FireOutcome",
     "FireRow",
     "ModelCallRow",
     "NoticeRow",

@@ -6,16 +6,51 @@ column by column (:class:`RunRow`) and as aware :class:`~datetime.datetime` in t
 added for the daemon. The rows of a run's calls, approvals and notices are typed
 dictionaries (:class:`ToolCallRow` and the others): they were plain dictionaries before the
 interface was drawn, and callers and tests index them by column name.
+
+Columns that hold a word of the field's vocabulary come back as its enum (a
+:class:`~enum.StrEnum`, equal to the word as stored): a run's :class:`StopReason`, a tool
+call's :class:`ToolCallStatus` and :class:`~runner.spec.Risk`, a fire's
+:class:`FireOutcome`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypedDict
+from enum import StrEnum
+from typing import Any, Literal, TypedDict
+
+from ..events import StopReason, ToolCallStatus
+from ..spec import Risk
 
 #: Stop reasons after which ``agentrun resume`` may continue a run.
-RESUMABLE_STOPS = frozenset({"waiting_approval", "interrupted", "cancelled"})
+RESUMABLE_STOPS = frozenset(
+    {StopReason.WAITING_APPROVAL, StopReason.INTERRUPTED, StopReason.CANCELLED}
+)
+
+
+class FireOutcome(StrEnum):
+    """What became of one trigger fire of the daemon (``fires.outcome``, ``docs/run-store.md``).
+
+    A fire's row is written with the outcome known when it fires, and changed as its run
+    is started, queued or cancelled.
+    """
+
+    STARTED = "started"
+    """Its run was handed to a worker."""
+    QUEUED = "queued"
+    """Its run waits for the agent's active run (concurrency ``queue``)."""
+    SKIPPED = "skipped"
+    """Not run: the agent's active run was still going (concurrency ``skip``)."""
+    MISSED = "missed"
+    """A cron slot that passed while the daemon was down, and catch-up did not run."""
+    CANCELLED = "cancelled"
+    """Its run was cancelled before or while it ran (a replacing run, a stop)."""
+    FAILED = "failed"
+    """Its run could not be started (no worker took it, or it died before recording)."""
+    DUPLICATE = "duplicate"
+    """Never recorded: its slot or idempotency key was recorded before (what ``fire`` and
+    the control API answer; the first fire's row is the one kept)."""
 
 
 @dataclass(frozen=True)
@@ -25,7 +60,7 @@ class RunRow:
     id: str
     agent: str
     status: str
-    stop_reason: str | None
+    stop_reason: StopReason | None
     model: str
     trigger: str
     goal: str
@@ -62,8 +97,7 @@ class FireRow:
         trigger: the trigger's kind (``cron``, ``watch``, ``manual``, ``webhook``).
         trigger_index: the trigger's position in the spec's ``triggers`` list.
         run_id: the run the fire starts (or would have started).
-        outcome: ``started``, ``queued``, ``skipped``, ``missed``, ``cancelled`` or
-            ``failed`` (``docs/run-store.md``).
+        outcome: what became of it, a :class:`FireOutcome` value.
         reason: why, in words (empty when nothing needs saying).
         slot: the cron slot it fills, or None for other triggers; a slot is recorded once.
         idempotency_key: a manual trigger's key or a webhook's delivery id; recorded once
@@ -128,10 +162,10 @@ class ToolCallRow(TypedDict):
     step: int
     call_id: str
     tool: str
-    risk: str
+    risk: Risk | Literal[""]
     arguments: str
     decision: str
-    status: str
+    status: ToolCallStatus
     result: str
     error: str | None
     duration_s: float
@@ -147,7 +181,7 @@ class ApprovalRow(TypedDict):
     tool: str
     arguments: str
     arguments_sha256: str
-    risk: str
+    risk: Risk
     reason: str
     note: str
     status: str

@@ -28,17 +28,21 @@ from ..events import (
     RunNotice,
     RunResumed,
     RunStarted,
+    StopReason,
     ToolCalled,
+    ToolCallStatus,
     ToolStarted,
 )
 from ..paths import PRIVATE_FILE_MODE, private_dir, private_file, tighten
 from ..processes import process_alive
+from ..spec import Risk
 from . import migrations
 from .export import export_events
 from .interface import HEARTBEAT_STALE_S, ResumeClaimed, RunAlreadyRecorded, RunStore
 from .rows import (
     RESUMABLE_STOPS,
     ApprovalRow,
+    FireOutcome,
     FireRow,
     ModelCallRow,
     NoticeRow,
@@ -290,7 +294,7 @@ class SQLiteRunStore(RunStore):
     def _insert_tool_call(
         self,
         event: ToolStarted | ToolCalled,
-        status: str,
+        status: ToolCallStatus,
         result: str,
         error: str | None,
         duration_s: float,
@@ -317,14 +321,14 @@ class SQLiteRunStore(RunStore):
         )
 
     def _tool_started(self, event: ToolStarted) -> None:
-        if event.risk == "low":
+        if event.risk == Risk.LOW:
             # A low-risk call reads and changes nothing, so a run resumed after a crash runs
             # it again without asking (runner.loop): it needs no journal row, and its one row
             # is written with its result. What came before it is still committed now.
             self._unjournaled[event.run_id, event.call_id] = _now()
             return
         # The journal entry: written before the tool runs.
-        self._insert_tool_call(event, "running", "", None, 0.0)
+        self._insert_tool_call(event, ToolCallStatus.RUNNING, "", None, 0.0)
 
     def _tool_called(self, event: ToolCalled) -> None:
         started = self._unjournaled.pop((event.run_id, event.call_id), None)
@@ -399,10 +403,11 @@ class SQLiteRunStore(RunStore):
         self._unjournaled = {
             key: started for key, started in self._unjournaled.items() if key[0] != event.run_id
         }
-        status = {"waiting_approval": "waiting_approval", "interrupted": "interrupted"}.get(
-            str(event.stop_reason), "finished"
-        )
-        if str(event.stop_reason) not in RESUMABLE_STOPS:
+        status = {
+            StopReason.WAITING_APPROVAL: "waiting_approval",
+            StopReason.INTERRUPTED: "interrupted",
+        }.get(event.stop_reason, "finished")
+        if event.stop_reason not in RESUMABLE_STOPS:
             # Nothing can resume it any more: its sealed messages have no further use.
             self.db.execute("DELETE FROM sealed_messages WHERE run_id = ?", (event.run_id,))
         self.db.execute(
@@ -468,9 +473,7 @@ class SQLiteRunStore(RunStore):
         if status is not None:
             query += " AND status = ?"
             params.append(status)
-        return [
-            cast(ApprovalRow, dict(row)) for row in self.db.execute(query + " ORDER BY id", params)
-        ]
+        return [_approval_row(row) for row in self.db.execute(query + " ORDER BY id", params)]
 
     def latest_approval(self, run_id: str, call_id: str) -> ApprovalRow | None:
         """The newest approval row of one call, or None."""
@@ -478,7 +481,7 @@ class SQLiteRunStore(RunStore):
             "SELECT * FROM approvals WHERE run_id = ? AND call_id = ? ORDER BY id DESC LIMIT 1",
             (run_id, call_id),
         ).fetchone()
-        return cast(ApprovalRow, dict(row)) if row else None
+        return _approval_row(row) if row else None
 
     def messages(self, run_id: str) -> list[dict[str, Any]]:
         """The run's conversation as recorded (redacted), in order."""
@@ -493,7 +496,7 @@ class SQLiteRunStore(RunStore):
             "SELECT * FROM tool_calls WHERE run_id = ? AND call_id = ? ORDER BY id DESC LIMIT 1",
             (run_id, call_id),
         ).fetchone()
-        return cast(ToolCallRow, dict(row)) if row else None
+        return _tool_call_row(row) if row else None
 
     def active_seconds(self, run_id: str) -> float:
         """Run time recorded so far (waits for approval excluded), in seconds."""
@@ -532,7 +535,9 @@ class SQLiteRunStore(RunStore):
     # -- queries ---------------------------------------------------------------------------
 
     def _run_row(self, row: sqlite3.Row) -> RunRow:
-        return RunRow(**{name: row[name] for name in RunRow.__dataclass_fields__})
+        columns = {name: row[name] for name in RunRow.__dataclass_fields__}
+        stop = columns["stop_reason"]
+        return RunRow(**columns | {"stop_reason": None if stop is None else StopReason(stop)})
 
     def runs(
         self,
@@ -612,7 +617,7 @@ class SQLiteRunStore(RunStore):
     def tool_calls(self, run_id: str) -> list[ToolCallRow]:
         """The tool calls of a run, in order."""
         rows = self.db.execute("SELECT * FROM tool_calls WHERE run_id = ? ORDER BY id", (run_id,))
-        return [cast(ToolCallRow, dict(row)) for row in rows]
+        return [_tool_call_row(row) for row in rows]
 
     # -- the daemon's own records ----------------------------------------------------------
 
@@ -672,8 +677,9 @@ class SQLiteRunStore(RunStore):
     def unstarted_fires(self) -> list[FireRow]:
         """Fires recorded ``started`` or ``queued`` whose runs never began, oldest first."""
         rows = self.db.execute(
-            """SELECT * FROM fires WHERE outcome IN ('started', 'queued') AND run_id IS NOT NULL
-               AND run_id NOT IN (SELECT id FROM runs) ORDER BY id"""
+            """SELECT * FROM fires WHERE outcome IN (?, ?) AND run_id IS NOT NULL
+               AND run_id NOT IN (SELECT id FROM runs) ORDER BY id""",
+            (FireOutcome.STARTED, FireOutcome.QUEUED),
         )
         return [_fire_row(row) for row in rows]
 
@@ -731,13 +737,28 @@ class SQLiteRunStore(RunStore):
         ]
 
 
+def _tool_call_row(row: sqlite3.Row) -> ToolCallRow:
+    """A ``tool_calls`` row, its status and risk as their enums (risk ``""``: no such tool)."""
+    call = cast(ToolCallRow, dict(row))
+    call["status"] = ToolCallStatus(call["status"])
+    call["risk"] = Risk(call["risk"]) if call["risk"] else ""
+    return call
+
+
+def _approval_row(row: sqlite3.Row) -> ApprovalRow:
+    """An ``approvals`` row, its risk as a :class:`~runner.spec.Risk`."""
+    approval = cast(ApprovalRow, dict(row))
+    approval["risk"] = Risk(approval["risk"])
+    return approval
+
+
 def _fire_row(row: sqlite3.Row) -> FireRow:
     return FireRow(
         agent=row["agent"],
         trigger=row["trigger"],
         trigger_index=row["trigger_index"],
         run_id=row["run_id"],
-        outcome=row["outcome"],
+        outcome=FireOutcome(row["outcome"]),
         reason=row["reason"],
         slot=datetime.fromisoformat(row["slot"]) if row["slot"] else None,
         idempotency_key=row["idempotency_key"],

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import ToolArgumentError
+from ..spec.vocabulary import Risk
 
 
 class DaemonThreads:
@@ -95,7 +96,7 @@ class Tool:
         name: the name the model calls.
         description: what it does, for the model.
         parameters: JSON Schema (draft 2020-12) of the arguments object.
-        risk: ``low``, ``medium`` or ``high`` (the spec's ``risk`` overrides it).
+        risk: how much harm a call can do (the spec's ``risk`` overrides it).
         source: ``builtin``, ``function`` or ``mcp:SERVER``.
         rule_name: the name spec rules use for it (``SERVER.TOOL`` for an MCP tool, whose
             model-facing name is ``SERVER__TOOL``); ``name`` by default.
@@ -104,7 +105,7 @@ class Tool:
     name: str = ""
     description: str = ""
     parameters: dict[str, Any] = {"type": "object", "properties": {}}  # noqa: RUF012
-    risk: str = "high"
+    risk: Risk = Risk.HIGH
     source: str = "builtin"
 
     @property
@@ -112,7 +113,7 @@ class Tool:
         """The name spec rules match (see the class attributes)."""
         return self.name
 
-    def risk_for(self, arguments: dict[str, Any]) -> str:
+    def risk_for(self, arguments: dict[str, Any]) -> Risk:
         """The risk of one call with ``arguments``: :attr:`risk` unless a tool overrides it.
 
         ``http_request`` overrides it: it rates a call by its method.

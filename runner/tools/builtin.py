@@ -37,6 +37,7 @@ from typing import Any
 
 from ..canonical import canonical_path, refused_on_text
 from ..errors import PathNotAllowed, ToolError
+from ..spec.vocabulary import Risk
 from . import Tool
 
 #: Most bytes ``read_file`` reads from one file; the loop truncates further to
@@ -253,7 +254,7 @@ class ReadFile(_FileTool):
 
     name = "read_file"
     summary = "Read a text file."
-    risk = "low"
+    risk = Risk.LOW
     parameters = {  # noqa: RUF012
         "type": "object",
         "properties": {
@@ -302,7 +303,7 @@ class ListDir(_FileTool):
 
     name = "list_dir"
     summary = "List the files and folders in a folder."
-    risk = "low"
+    risk = Risk.LOW
     default_path = "."
     parameters = {  # noqa: RUF012
         "type": "object",
@@ -354,7 +355,7 @@ class WriteFile(_FileTool):
 
     name = "write_file"
     summary = "Create a text file or replace its whole content."
-    risk = "medium"
+    risk = Risk.MEDIUM
     parameters = {  # noqa: RUF012
         "type": "object",
         "properties": {
@@ -407,7 +408,7 @@ class EditFile(_FileTool):
 
     name = "edit_file"
     summary = "Replace one exact, unique piece of text in a text file with new text."
-    risk = "medium"
+    risk = Risk.MEDIUM
     parameters = {  # noqa: RUF012
         "type": "object",
         "properties": {

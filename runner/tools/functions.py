@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import SetupError, ToolError
+from ..spec.vocabulary import Risk
 from . import Tool
 
 _SEQUENCES = (
@@ -277,7 +278,7 @@ class FunctionTool(Tool):
     Args:
         name: the tool's name (the spec's key under ``tools.functions``).
         function: the import path ``module:function``.
-        risk: ``low``, ``medium`` or ``high``; default ``high`` (the code is unknown).
+        risk: the spec's ``risk``; default high (the code is unknown).
 
     Raises:
         SetupError: the function cannot be imported, is not callable, or has a parameter
@@ -286,11 +287,11 @@ class FunctionTool(Tool):
 
     source = "function"
 
-    def __init__(self, name: str, function: str, risk: str | None = None) -> None:
+    def __init__(self, name: str, function: str, risk: Risk | None = None) -> None:
         self.name = name
         self.target = function
         self.function = load_function(function)
-        self.risk = risk or "high"
+        self.risk = risk or Risk.HIGH
         self.is_async = inspect.iscoroutinefunction(self.function) or (
             inspect.iscoroutinefunction(getattr(self.function, "__call__", None))  # noqa: B004
         )

@@ -53,6 +53,7 @@ import httpx
 from ..canonical import CanonicalURL, canonical_url_path, normalise_escapes
 from ..errors import SetupError, ToolError
 from ..spec import HttpToolSpec
+from ..spec.vocabulary import Risk
 from . import Tool
 
 #: Most redirects followed for one call.
@@ -262,7 +263,7 @@ class HttpTool(Tool):
         self.private_addresses = bool(spec.private_addresses)
         self._ssl_context: ssl.SSLContext | None = None
         self.risk = spec.risk or (
-            "medium" if all(m in SAFE_METHODS for m in self.methods) else "high"
+            Risk.MEDIUM if all(m in SAFE_METHODS for m in self.methods) else Risk.HIGH
         )
         hosts = ", ".join(self.hosts)
         self.description = (
@@ -304,19 +305,19 @@ class HttpTool(Tool):
             return arguments
         return {**arguments, "url": canonical_url(url)}
 
-    def risk_for(self, arguments: dict[str, Any]) -> str:
+    def risk_for(self, arguments: dict[str, Any]) -> Risk:
         """The risk of one call: the spec's ``risk`` if set, else by method.
 
         Args:
             arguments: the call's arguments.
 
         Returns:
-            ``"medium"`` for GET and HEAD, ``"high"`` for any other method.
+            :attr:`Risk.MEDIUM` for GET and HEAD, :attr:`Risk.HIGH` for any other method.
         """
         if self.spec.risk:
             return self.spec.risk
         method = str(arguments.get("method") or self.default_method).upper()
-        return "medium" if method in SAFE_METHODS else "high"
+        return Risk.MEDIUM if method in SAFE_METHODS else Risk.HIGH
 
     def run(self, arguments: dict[str, Any]) -> str:
         """Synchronous form of :meth:`call` (runs its own event loop).

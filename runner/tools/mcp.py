@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from ..errors import SetupError, ToolError
 from ..processes import process_alive
+from ..spec.vocabulary import Risk
 from . import Tool
 
 if TYPE_CHECKING:
@@ -131,17 +132,17 @@ def exposed_name(server: str, tool: str) -> str:
     return f"{name[: MAX_TOOL_NAME - 9]}_{digest}"
 
 
-def tool_risk(spec: McpServerSpec, tool: mcp_types.Tool) -> str:
+def tool_risk(spec: McpServerSpec, tool: mcp_types.Tool) -> Risk:
     """The risk of ``tool``: the spec's override, else annotations if trusted, else high."""
     if spec.risk:
         return spec.risk
     if not spec.trusted or tool.annotations is None:
-        return "high"
+        return Risk.HIGH
     if tool.annotations.read_only_hint is True:
-        return "low"
+        return Risk.LOW
     if tool.annotations.destructive_hint is False:
-        return "medium"
-    return "high"
+        return Risk.MEDIUM
+    return Risk.HIGH
 
 
 def _remote_refs(schema: Any) -> list[str]:
@@ -270,7 +271,7 @@ class McpTool(Tool):
         server: McpServer,
         tool: mcp_types.Tool,
         name: str,
-        risk: str,
+        risk: Risk,
         timeout: float | None,
     ) -> None:
         self.server = server

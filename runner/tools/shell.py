@@ -51,6 +51,7 @@ from typing import IO, Any
 
 from ..errors import SetupError, ToolError
 from ..spec import ShellToolSpec
+from ..spec.vocabulary import Risk
 from . import Tool
 
 #: Seconds between SIGTERM and SIGKILL for a command that timed out.
@@ -365,7 +366,7 @@ class ShellTool(Tool):
     """
 
     name = "shell"
-    risk = "high"
+    risk = Risk.HIGH
 
     def __init__(
         self,
