@@ -319,7 +319,7 @@ def measure_cpu(runs: int, freeze: bool) -> None:
                 if round_:  # the first round warms up imports, pools and caches
                     samples[label].append(spent)
             if round_ == 0 and freeze:
-                # What runner.worker does after its warm-up: move the imported modules' objects
+                # What runner.daemon.worker does after its warm-up: move the imported modules' objects
                 # out of the collector's reach, so collections only walk the run's own objects.
                 gc.collect()
                 gc.freeze()

@@ -34,10 +34,11 @@ from typing import Any
 import pytest
 import yaml
 
-from runner import executor as executor_module
+from runner.daemon import executor as executor_module
+from runner.daemon.lifecycle import Daemon
+from runner.daemon.state import Fire
 from runner.events import RunFinished, RunStarted, StopReason
 from runner.processes import process_alive
-from runner.scheduler import Daemon, Fire
 from runner.store import RunStore, new_run_id
 from runner.triggers import slot_run_id
 from tests.conftest import ROOT
@@ -54,7 +55,7 @@ T0 = datetime(2024, 5, 1, 12, 0, 30, tzinfo=UTC)
 class FakeWorker:
     """A worker process that runs nothing: warm when told, ends its run when told.
 
-    It has what :class:`runner.executor.WorkerProcess` names: ``pid``, ``returncode``,
+    It has what :class:`runner.daemon.executor.WorkerProcess` names: ``pid``, ``returncode``,
     ``stdin`` (``write``, ``drain``), ``stdout`` (``readline``), ``wait``, ``send_signal``.
     """
 
@@ -107,7 +108,7 @@ class FakeWorker:
 
 
 class FakeSpawn:
-    """A :data:`runner.executor.SpawnWorker` that counts the workers it starts.
+    """A :data:`runner.daemon.executor.SpawnWorker` that counts the workers it starts.
 
     ``warm``: new workers are warm at once; ``held``: spawns wait for :meth:`release` (a slow
     fork), so several are in flight at once.
@@ -252,7 +253,7 @@ def fires(daemon: Daemon) -> dict[str, tuple[str, str]]:
 
 def trigger(daemon: Daemon, agent: str) -> dict[str, Any]:
     """A manual trigger through the control API's own code."""
-    return daemon.control.manual({"agent": agent})
+    return daemon.trigger({"agent": agent})
 
 
 # -- item 13: the warm pool ----------------------------------------------------------------
@@ -416,7 +417,7 @@ def test_replace_cancels_queued_runs_too_and_never_runs_two(home: Path, agents: 
         assert recorded[r7][0] == "started"
         runs = {r.id: r.stop_reason for r in daemon.store.runs(limit=50)}
         assert runs == {r5: "cancelled", r7: "completed"}
-        status = daemon.control.status()["agents"][0]
+        status = daemon.status()["agents"][0]
         assert status["running"] == [] and status["queued"] == []
 
     scenario(home, agents, body, pool=1, warm=False)
@@ -467,11 +468,11 @@ def test_a_duplicate_replace_fire_cancels_nothing(home: Path, agents: Path) -> N
 
     async def body(daemon: Daemon, spawn: FakeSpawn, clock: Clock) -> None:
         daemon.take_over()
-        first = daemon.control.manual({"agent": "solo", "key": "k1"})
+        first = daemon.trigger({"agent": "solo", "key": "k1"})
         await settle()
         await daemon.tick()
         await settle()
-        again = daemon.control.manual({"agent": "solo", "key": "k1"})
+        again = daemon.trigger({"agent": "solo", "key": "k1"})
         assert again["duplicate"] and again["run_id"] == first["run_id"]
         assert spawn.worker_of(first["run_id"]).signals == []
 
@@ -488,7 +489,7 @@ def record_fires(home: Path, agents: Path, name: str, count: int) -> list[str]:
     async def body(daemon: Daemon, spawn: FakeSpawn, clock: Clock) -> None:
         daemon.rescan()
         for run_id in ids:
-            assert daemon.record_fire(Fire(name, "manual", 0, run_id), "started", "manual")
+            assert daemon.planner.record_fire(Fire(name, "manual", 0, run_id), "started", "manual")
 
     scenario(home, agents, body)
     return ids
@@ -610,7 +611,7 @@ def test_a_catch_up_run_after_a_restart_is_dispatched_once(home: Path, agents: P
         daemon.take_over()
         slot = datetime(2024, 5, 1, 12, 5, tzinfo=UTC)
         catch_up = slot_run_id("ticker", 0, slot)
-        status = daemon.control.status()["agents"][0]
+        status = daemon.status()["agents"][0]
         assert status["running"] == [catch_up] and status["queued"] == []
         await settle()
         await daemon.tick()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from runner.daemon.watching import on_inotify_overflow, rescan_changed
 from runner.triggers import WatchFilter
-from runner.watching import on_inotify_overflow, rescan_changed
 
 inotify_c = pytest.importorskip("watchdog.observers.inotify_c")
 

@@ -73,7 +73,7 @@ def test_validate_imports_only_what_the_specs_need() -> None:
         "runner.triggers.watch",
         "runner.triggers.webhook",
         "runner.triggers.concurrency",
-        "runner.scheduler",
+        "runner.daemon.lifecycle",
         "runner.store",
     )
     assert imported_after(["validate", "agents/"], unneeded) == []

@@ -509,8 +509,8 @@ def test_an_approval_binds_the_target_not_the_spelling(tmp_path: Path) -> None:
 
 
 def test_the_daemons_lock_and_worker_log_are_owner_only(tmp_path: Path) -> None:
-    from runner.executor import worker_spawner
-    from runner.scheduler import Daemon, lock_path
+    from runner.daemon.executor import worker_spawner
+    from runner.daemon.lifecycle import Daemon, lock_path
 
     home = tmp_path / "daemon-home"
     home.mkdir(mode=0o755)

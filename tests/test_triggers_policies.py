@@ -1,28 +1,39 @@
-"""Catch-up, run identity and concurrency: unit tests and a simulated scheduler on a fake clock.
+"""Catch-up, run identity and concurrency: unit tests, and the daemon's planner on a fake clock.
 
-The simulation uses only the pure functions of runner/triggers/, the ones the daemon calls:
-it wakes at each slot (or run end), asks `missed_slots`, derives each slot's run id with
-`slot_run_id`, asks `plan_fire` (cancelled runs exit a little later; a replacing run waits
-for them, as in runner/scheduler.py), starts waiting runs when `start_queued` says so,
-recovers the waiting fires after a crash with `plan_recovery`, and persists a watermark.
-Hypothesis draws the schedules, policies, run durations, how long a cancelled run takes to
-exit, and crashes (kill -9 before or after the watermark is persisted, then random
-downtime). Every slot must end up as exactly one row (started, queued, skipped or missed):
-zero duplicate (agent, slot) pairs, zero lost slots, and no policy violated (never two runs
-of a forbid, queue or replace agent at once).
+The simulation drives the daemon's real :class:`runner.daemon.planner.Planner` over a real
+SQLite run store, with the fake clock and a fake executor as the only stand-ins: it moves
+the clock to each due slot or run end, tells the planner which runs ended and asks it for
+the due slots; the planner applies the real catch-up and concurrency rules, records every
+fire and cursor in the store, and asks the fake executor to dispatch or cancel runs
+(cancelled runs exit a little later; a replacing run waits for them). Hypothesis draws the
+schedules, policies, run durations, how long a cancelled run takes to exit, and crashes
+(kill -9 before or after a cursor is persisted, with or without the workers, then random
+downtime), after which a new planner takes over from the store. Every slot must end up as
+exactly one row (started, queued, skipped or missed), no run may be dispatched twice, and
+no policy may be violated (never two runs of a forbid, queue or replace agent at once).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import product
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from runner.daemon import planner as planner_module
+from runner.daemon.planner import Planner
+from runner.daemon.state import Fire
+from runner.events import RunStarted
+from runner.spec import check_spec
+from runner.store import FireRow, SQLiteRunStore
 from runner.triggers import (
     Catchup,
     Concurrency,
@@ -283,108 +294,166 @@ def test_on_fire_rejects_nonsense_and_start_queued() -> None:
 # -- the simulated daemon ----------------------------------------------------------------------
 
 
-@dataclass
-class Agent:
-    name: str
-    schedule: CronSchedule
-    catchup: Catchup
-    max_count: int
-    concurrency: Concurrency
-    watermark: datetime  # persisted
-    next_slot: datetime = field(init=False)
-    active: list[tuple[str, datetime]] = field(default_factory=list)  # (run id, ends at)
-    queued: list[str] = field(default_factory=list)  # persisted with the row
-
-    def __post_init__(self) -> None:
-        self.next_slot = self.schedule.next_after(self.watermark)
-
-
 class Violation(AssertionError):
     pass
 
 
+class Crash(Exception):
+    """kill -9 of the daemon, at the moment a cron cursor is about to be persisted."""
+
+
+class CrashingStore(SQLiteRunStore):
+    """The real SQLite store; it can die before a cursor is written, and counts refusals."""
+
+    crash_on_cursor = False
+    refused = 0
+
+    def set_cron_cursor(self, agent: str, trigger_key: str, cursor: datetime) -> None:
+        if self.crash_on_cursor:
+            self.crash_on_cursor = False
+            raise Crash
+        super().set_cron_cursor(agent, trigger_key, cursor)
+
+    def record_fire(self, fire: FireRow) -> bool:
+        recorded = super().record_fire(fire)
+        self.refused += not recorded
+        return recorded
+
+
 @dataclass
-class Daemon:
-    agents: list[Agent]
-    grace: timedelta
-    rows: dict[str, tuple[str, datetime, str]] = field(default_factory=dict)  # the store
-    per_pair: dict[tuple[str, datetime], int] = field(default_factory=dict)
-    dedupe_hits: int = 0
-    durations: list[timedelta] = field(default_factory=list)
-    cancel_exit: timedelta = timedelta(0)  # how long a cancelled run takes to exit
+class Workers:
+    """The planner's effects, carried out on a fake clock: each run holds a fake worker."""
 
-    def record(self, agent: Agent, slot: datetime, what: str) -> bool:
-        run_id = slot_run_id(agent.name, 0, slot)
-        if run_id in self.rows:  # the store's unique key: an already-handled slot
-            self.dedupe_hits += 1
-            return False
-        self.rows[run_id] = (agent.name, slot, what)
-        pair = (agent.name, slot)
-        self.per_pair[pair] = self.per_pair.get(pair, 0) + 1
-        return True
+    store: SQLiteRunStore
+    durations: list[timedelta]
+    cancel_exit: timedelta
+    policies: dict[str, Concurrency]
+    now: datetime = field(default=utc(2000, 1, 1))
+    running: dict[str, tuple[str, datetime]] = field(default_factory=dict)  # id -> agent, end
+    adopted: set[str] = field(default_factory=set)  # outlived a daemon: not signalled
+    dispatched: set[str] = field(default_factory=set)
 
-    def check(self, agent: Agent) -> None:
-        if agent.concurrency is not Concurrency.ALLOW and len(agent.active) > 1:
-            raise Violation(f"{agent.concurrency}: {len(agent.active)} runs active")
-        waiting_allowed = agent.concurrency in (Concurrency.QUEUE, Concurrency.REPLACE)
-        if len(agent.queued) > (1 if waiting_allowed else 0):
-            raise Violation(f"{agent.concurrency}: {len(agent.queued)} runs waiting")
-
-    def start(self, agent: Agent, run_id: str, now: datetime) -> None:
-        duration = self.durations.pop(0) if self.durations else timedelta(minutes=5)
+    def dispatch(self, fire: Fire) -> None:
+        if fire.run_id in self.dispatched:
+            raise Violation(f"run {fire.run_id} of {fire.agent} dispatched twice")
+        self.dispatched.add(fire.run_id)
+        duration = self.durations.pop(0)
         self.durations.append(duration)
-        agent.active.append((run_id, now + duration))
-
-    def wake(self, agent: Agent, now: datetime) -> None:
-        """Handle the slots due at ``now``: fire, skip, queue or record as missed."""
-        to_run = missed_slots(
-            agent.schedule, agent.watermark, now, agent.catchup, agent.max_count, grace=self.grace
+        self.running[fire.run_id] = (fire.agent, self.now + duration)
+        self.store.record(
+            RunStarted(fire.run_id, fire.agent, "openai/test-double", "", "", {}, "hello")
         )
-        every = agent.schedule.slots_between(agent.watermark, now)
-        if not set(to_run) <= set(every) or to_run != sorted(set(to_run)):
-            raise Violation(f"catch-up returned slots outside ({agent.watermark}, {now}]")
-        late = [slot for slot in to_run if now - slot >= self.grace]
-        limit = {"none": 0, "latest": 1, "all": agent.max_count}[agent.catchup.value]
-        if len(late) > limit:
-            raise Violation(f"catchup {agent.catchup}: {len(late)} late slots run")
-        for slot in every:
-            if slot not in to_run:
-                self.record(agent, slot, "missed")
-                continue
-            run_id = slot_run_id(agent.name, 0, slot)
-            if run_id in self.rows:
-                self.dedupe_hits += 1
-                continue
-            plan = plan_fire(agent.concurrency, [rid for rid, _ in agent.active], agent.queued)
-            self.record(agent, slot, plan.decision.value)
-            if plan.decision is FireDecision.START:
-                self.start(agent, run_id, now)
-            elif plan.decision is FireDecision.QUEUE:
-                agent.queued.append(run_id)
-            elif plan.decision is FireDecision.REPLACE:
-                # SIGTERM: the cancelled runs exit a little later; the new fire waits for them
-                exit_at = now + self.cancel_exit
-                agent.active = [
-                    (rid, min(end, exit_at)) if rid in plan.cancel else (rid, end)
-                    for rid, end in agent.active
-                ]
-                agent.queued = [q for q in agent.queued if q not in plan.drop] + [run_id]
-                self.finish_runs(agent, now)
-            self.check(agent)
+        policy = self.policies[fire.agent]
+        together = [r for r, (name, _) in self.running.items() if name == fire.agent]
+        if policy is not Concurrency.ALLOW and len(together) > 1:
+            raise Violation(f"{policy}: {len(together)} runs of {fire.agent} at once")
 
-    def finish_runs(self, agent: Agent, now: datetime) -> None:
-        agent.active = [(rid, end) for rid, end in agent.active if end > now]
-        while start_queued(len(agent.active), len(agent.queued)):
-            self.start(agent, agent.queued.pop(0), now)
-        self.check(agent)
+    def cancel(self, run_id: str, reason: str) -> bool:
+        if run_id not in self.running or run_id in self.adopted:
+            return False  # as the daemon: an adopted worker is left to end by itself
+        agent, end = self.running[run_id]
+        self.running[run_id] = (agent, min(end, self.now + self.cancel_exit))
+        self.store.set_fire_outcome(run_id, "cancelled", reason)
+        return False  # SIGTERM: it stays active until its worker exits
 
-    def recover(self, agent: Agent, now: datetime) -> None:
-        """After a restart: the recorded waiting fires, under the agent's policy."""
-        plan = plan_recovery(agent.concurrency, [rid for rid, _ in agent.active], agent.queued)
-        agent.queued = list(plan.queue)
-        for run_id in plan.start:
-            self.start(agent, run_id, now)
-        self.check(agent)
+    def ended(self, now: datetime) -> list[tuple[str, str]]:
+        done = sorted((r, a) for r, (a, end) in self.running.items() if end <= now)
+        for run_id, _ in done:
+            del self.running[run_id]
+            self.adopted.discard(run_id)
+            self.store.end_run_left_running(run_id, "finished", "completed", "done")
+        return done
+
+    def next_end(self) -> datetime | None:
+        return min((end for _, end in self.running.values()), default=None)
+
+
+def cron_spec(
+    folder: Path,
+    name: str,
+    cron: str,
+    zone: str,
+    catchup: Catchup,
+    most: int,
+    concurrency: Concurrency,
+) -> tuple[Any, Path, bytes]:
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        f"version: 1\nname: {name}\nmodel: openai/test-double\ngoal: hello\n"
+        f"concurrency: {concurrency}\ntriggers:\n  - cron: '{cron}'\n    timezone: {zone}\n"
+        f"    catchup: {catchup}\n    catchup_max: {most}\n"
+    )
+    spec, diagnostics = check_spec(path, path.read_bytes())
+    assert spec is not None, [d.headline() for d in diagnostics]
+    return spec, path, path.read_bytes()
+
+
+def check_waiting(planner: Planner) -> None:
+    for agent in planner.agents.values():
+        allowed = 1 if agent.spec.concurrency in ("queue", "replace") else 0
+        if len(agent.queued) > allowed:
+            raise Violation(f"{agent.spec.concurrency}: {len(agent.queued)} runs waiting")
+
+
+def start_daemon(store: SQLiteRunStore, workers: Workers, specs: list[Any]) -> Planner:
+    """A (re)started daemon: adopt the running workers, recover, install every spec."""
+    planner = Planner(store, lambda: workers.now, workers.dispatch, workers.cancel)
+    workers.adopted = set(workers.running)
+    planner.take_over({run_id: agent for run_id, (agent, _) in workers.running.items()})
+    for spec, path, source in specs:
+        planner.install(spec, path, 0.0, source)
+    check_waiting(planner)
+    return planner
+
+
+def simulate(
+    folder: Path,
+    draw: Any,
+    agents: list[tuple[tuple[str, str], Catchup, int, Concurrency]],
+    start: datetime,
+    hours: int,
+    durations: list[timedelta],
+    cancel_exit: timedelta,
+) -> tuple[CrashingStore, Workers, list[Any], int]:
+    """Run the real planner over ``hours`` of fake time; crashes and downtimes by ``draw``."""
+    store = CrashingStore(folder / "runs.db")
+    specs = [
+        cron_spec(folder, f"agent{i}", cron, zone, catchup, most, concurrency)
+        for i, ((cron, zone), catchup, most, concurrency) in enumerate(agents)
+    ]
+    workers = Workers(
+        store,
+        list(durations),
+        cancel_exit,
+        {s.name: Concurrency(s.concurrency) for s, _, _ in specs},
+    )
+    workers.now = start
+    planner = start_daemon(store, workers, specs)
+    end, crashes = start + timedelta(hours=hours), 0
+    while True:
+        due, ends = planner.next_due(), workers.next_end()
+        workers.now = min(t for t in (due, ends) if t is not None)
+        if workers.now > end:
+            return store, workers, specs, crashes
+        for run_id, agent in workers.ended(workers.now):
+            planner.run_ended(agent, run_id, "completed")
+        fate = draw(["ok"] * 12 + ["crash before", "crash after"])
+        store.crash_on_cursor = fate == "crash before"
+        with contextlib.suppress(Crash):
+            planner.due(workers.now)
+        store.crash_on_cursor = False
+        check_waiting(planner)
+        if fate == "ok":
+            continue
+        crashes += 1
+        if draw(["workers die too", "workers live on"]) == "workers die too":
+            for run_id in list(workers.running):
+                del workers.running[run_id]
+                store.end_run_left_running(run_id, "interrupted", "interrupted", "kill -9")
+        workers.now += timedelta(minutes=draw(list(range(0, 26 * 60, 7))))
+        for _ in workers.ended(workers.now):
+            pass  # ended while no daemon watched: the next one does not adopt them
+        planner = start_daemon(store, workers, specs)
 
 
 @settings(
@@ -394,7 +463,7 @@ class Daemon:
 )
 @given(
     data=st.data(),
-    specs=st.lists(
+    agents=st.lists(
         st.tuples(
             st.sampled_from(SCHEDULES[:5]),
             st.sampled_from(list(Catchup)),
@@ -406,99 +475,89 @@ class Daemon:
     ),
     day=st.sampled_from(AROUND),
     durations=st.lists(st.integers(0, 240), min_size=1, max_size=8),
-    grace_s=st.integers(1, 120),
     cancel_exit_s=st.integers(0, 90),
 )
-def test_simulated_daemon_never_duplicates_or_loses_a_slot(
+def test_the_planner_never_runs_a_slot_twice_or_loses_one(
     data: st.DataObject,
-    specs: list[tuple[tuple[str, str], Catchup, int, Concurrency]],
+    agents: list[tuple[tuple[str, str], Catchup, int, Concurrency]],
     day: datetime,
     durations: list[int],
-    grace_s: int,
     cancel_exit_s: int,
 ) -> None:
+    """The daemon's real planner and SQLite store, on a fake clock, through kill -9s.
+
+    Every slot from the start to the last persisted cursor is exactly one row of the fires
+    table, no run is dispatched twice (checked at each dispatch), and no forbid, queue or
+    replace agent ever has two runs holding workers at once or more than one waiting.
+    """
     start = day + timedelta(hours=12)
-    end = start + timedelta(hours=36)
-    agents = [
-        Agent(f"agent{i}", CronSchedule(*which), catchup, max_count, concurrency, start)
-        for i, (which, catchup, max_count, concurrency) in enumerate(specs)
-    ]
-    daemon = Daemon(agents, timedelta(seconds=grace_s))
-    daemon.durations = [timedelta(minutes=m) for m in durations]
-    daemon.cancel_exit = timedelta(seconds=cancel_exit_s)
-    now = start
-    crashes = 0
-    while True:
-        # the next thing to happen: a slot or a run ending
-        candidates = [a.next_slot for a in agents]
-        candidates += [ends for a in agents for _, ends in a.active]
-        now = min(candidates)
-        if now > end:
-            break
-        for agent in agents:
-            daemon.finish_runs(agent, now)
-        for agent in agents:
-            if agent.next_slot > now:
-                continue
-            daemon.wake(agent, now)
-            fate = data.draw(st.sampled_from(["ok"] * 12 + ["crash before", "crash after"]))
-            if fate != "crash before":
-                agent.watermark = now  # persisted after the rows
-            if fate != "ok":
-                crashes += 1
-                down = timedelta(minutes=data.draw(st.integers(0, 26 * 60)))
-                now += down
-                for each in agents:  # kill -9: runs are interrupted, queued rows survive
-                    each.active.clear()
-                    each.next_slot = each.schedule.next_after(each.watermark)
-                # the daemon comes back at `now`: recover the waiting fires, then catch up
-                for each in agents:
-                    daemon.recover(each, now)
-                    daemon.wake(each, now)
-                    each.watermark = now
-                    each.next_slot = each.schedule.next_after(now)
-                    daemon.finish_runs(each, now)
-                break
-            agent.next_slot = agent.schedule.next_after(now)
-
-    # zero duplicate (agent, slot) pairs ...
-    duplicates = {pair: n for pair, n in daemon.per_pair.items() if n > 1}
-    assert not duplicates
-    # ... and zero lost slots: every slot up to the last wake is one row
-    for agent in agents:
-        expected = agent.schedule.slots_between(start, agent.watermark)
-        got = sorted(slot for name, slot, _ in daemon.rows.values() if name == agent.name)
-        assert got == expected
-    # a slot is only handled twice after a crash that came before its watermark was persisted
-    if crashes == 0:
-        assert daemon.dedupe_hits == 0
+    with tempfile.TemporaryDirectory() as folder:
+        store, _, specs, crashes = simulate(
+            Path(folder),
+            lambda choices: data.draw(st.sampled_from(choices)),
+            agents,
+            start,
+            36,
+            [timedelta(minutes=m) for m in durations],
+            timedelta(seconds=cancel_exit_s),
+        )
+        for spec, _, _ in specs:
+            trigger = spec.triggers[0]
+            cursor = store.cron_cursor(spec.name, Planner.cursor_key(trigger))
+            assert cursor is not None
+            schedule = CronSchedule(trigger.cron, trigger.timezone)
+            for slot in schedule.slots_between(start, cursor):
+                row = store.fire_of_run(slot_run_id(spec.name, 0, slot))
+                assert row is not None and row.slot == slot, f"slot {slot} of {spec.name} lost"
+        # a slot is only reconsidered after a crash that came before its cursor was persisted
+        if crashes == 0:
+            assert store.refused == 0
+        store.close()
 
 
-def test_simulation_notices_a_nondeterministic_run_id(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The invariant above can fail: with a fresh id per fire, a crash duplicates a slot."""
-    import itertools
+def test_simulation_notices_a_slot_fired_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above can fail: a store that does not refuse a repeated slot fires it twice."""
+    monkeypatch.setattr(CrashingStore, "record_fire", lambda self, fire: True)
+    fates = iter(["crash before", "workers die too", 0])
 
-    counter = itertools.count()
-    monkeypatch.setattr(
-        f"{__name__}.slot_run_id", lambda agent, index, instant: f"{agent}-{next(counter)}"
-    )
-    agent = Agent("a", HOURLY, Catchup.LATEST, 1, Concurrency.FORBID, utc(2024, 5, 1, 5, 30))
-    daemon = Daemon([agent], timedelta(seconds=60))
-    daemon.wake(agent, utc(2024, 5, 1, 6))  # fires 06:00 ... then kill -9 before the watermark
-    daemon.wake(agent, utc(2024, 5, 1, 6, 0, 30))  # restart: 06:00 is due again
-    assert daemon.per_pair[("a", utc(2024, 5, 1, 6))] == 2
+    def draw(choices: list[Any]) -> Any:
+        return next(fates, "ok")
+
+    with tempfile.TemporaryDirectory() as folder, pytest.raises(Violation, match="twice"):
+        # 06:00 fires, the daemon dies before its cursor is written, and comes back at once:
+        # 06:00 is due again, and nothing stops it
+        simulate(
+            Path(folder),
+            draw,
+            [(("0 * * * *", "Europe/Berlin"), Catchup.LATEST, 1, Concurrency.ALLOW)],
+            utc(2024, 5, 1, 5, 30),
+            2,
+            [timedelta(minutes=5)],
+            timedelta(0),
+        )
 
 
 def test_simulation_notices_a_policy_violation(monkeypatch: pytest.MonkeyPatch) -> None:
     """The concurrency check can fail: a `plan_fire` that ignored `forbid` is caught."""
     monkeypatch.setattr(
-        f"{__name__}.plan_fire", lambda policy, active, queued: FirePlan(FireDecision.START)
+        planner_module, "plan_fire", lambda policy, active, queued: FirePlan(FireDecision.START)
     )
-    agent = Agent("a", HOURLY, Catchup.ALL, 5, Concurrency.FORBID, utc(2024, 5, 1, 1, 30))
-    daemon = Daemon([agent], timedelta(seconds=60))
-    daemon.durations = [timedelta(hours=3)]
-    with pytest.raises(Violation, match="2 runs active"):
-        daemon.wake(agent, utc(2024, 5, 1, 5))  # four missed slots, each a start
+    fates = iter(["crash after", "workers live on", 240])
+
+    def draw(choices: list[Any]) -> Any:
+        return next(fates, "ok")
+
+    with tempfile.TemporaryDirectory() as folder, pytest.raises(Violation, match="2 runs"):
+        # the first slot's run takes three hours; four slots missed in the downtime, each a start
+        simulate(
+            Path(folder),
+            draw,
+            [(("0 * * * *", "Europe/Berlin"), Catchup.ALL, 5, Concurrency.FORBID)],
+            utc(2024, 5, 1, 1, 30),
+            12,
+            [timedelta(hours=3)],
+            timedelta(0),
+        )
 
 
 def test_the_package_names_resolve_lazily_to_their_submodules() -> None:

@@ -75,7 +75,7 @@ def daemon_start(
     """Run the daemon in the foreground on the specs in DIRS (default: agents/)."""
     import asyncio
 
-    from ..scheduler import Daemon, configure_logging
+    from ..daemon.lifecycle import Daemon, configure_logging
 
     folders = list(dirs) or [Path("agents")]
     for folder in folders:
@@ -93,7 +93,7 @@ def daemon_start(
 @click.option("--json", "as_json", is_flag=True, help="Print the daemon's answer as JSON.")
 def daemon_status(as_json: bool) -> None:
     """Show each agent, its triggers, next fire times, running runs and last outcome."""
-    from ..control import control_request
+    from ..daemon.control import control_request
 
     answer = control_request(_home(), {"op": "status"})
     if as_json:
@@ -128,7 +128,7 @@ def daemon_status(as_json: bool) -> None:
 @daemon.command("stop")
 def daemon_stop() -> None:
     """Stop the daemon: no new runs; running runs finish within the grace period."""
-    from ..control import control_request
+    from ..daemon.control import control_request
 
     answer = control_request(_home(), {"op": "stop"})
     running = answer.get("running") or []
@@ -151,7 +151,7 @@ def trigger(name: str, inputs: tuple[str, ...], wait: bool, key: str | None) -> 
     import time
 
     from ..compiler import parse_input_flags
-    from ..control import DaemonError, control_request, new_idempotency_key
+    from ..daemon.control import DaemonError, control_request, new_idempotency_key
 
     request = {
         "op": "trigger",

@@ -3,7 +3,7 @@
 Nothing in this package reads the clock, sleeps, starts a thread or watches a folder: every
 function that depends on time takes the current time as an argument, so the daemon and the
 tests decide what "now" is (the one I/O is :func:`fingerprint`, which stats a file). The
-daemon process itself (its loop, store rows, workers) lives in :mod:`runner.scheduler` and
+daemon process itself (its loop, store rows, workers) lives in :mod:`runner.daemon` and
 calls these functions. In the style of APScheduler v4, a trigger is just "what is the next
 fire time after this one" (:meth:`CronSchedule.next_after`), and every policy is an enum
 whose members say where their meaning comes from.

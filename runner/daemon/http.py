@@ -1,4 +1,4 @@
-"""The daemon's webhook listener: one path per agent, payloads verified before use.
+"""The daemon's HTTP listener (webhooks): one path per agent, payloads verified before use.
 
 Each POST is checked in this order, and the first failure is the answer:
 
@@ -27,58 +27,85 @@ aiohttp's server; loopback by default.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from .errors import UsageError
+from ..errors import UsageError
+from .state import AgentState, Fire
 
-if TYPE_CHECKING:
-    from .scheduler import Agent, Daemon
-
+log = logging.getLogger("agentrun.daemon")
 
 #: Longest refusal message kept in a notice, a log line and an answer, in characters (a
 #: message can quote a value from the payload).
 MAX_MESSAGE_CHARS = 1000
 
 
-class WebhookListener:
-    """The HTTP listener of a :class:`runner.scheduler.Daemon` (``--webhook-port``)."""
+def webhook_routes(agents: Mapping[str, AgentState]) -> dict[str, AgentState]:
+    """URL path -> agent, for every webhook trigger (default path ``/hooks/<agent>``)."""
+    routes = {}
+    for agent in agents.values():
+        for trigger in agent.spec.triggers:
+            if trigger.kind == "webhook" and trigger.webhook:
+                routes[trigger.webhook.path or f"/hooks/{agent.name}"] = agent
+    return routes
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+
+class WebhookListener:
+    """The daemon's HTTP listener (``--webhook-port``), on aiohttp.
+
+    Args:
+        host: address to listen on (loopback by default in the CLI).
+        port: TCP port.
+        agents: the daemon's installed agents (read at each request).
+        fire: applies the agent's concurrency policy to a fire; returns its outcome
+            (:meth:`runner.daemon.planner.Planner.fire`).
+        record_notice: keeps a refusal in the store
+            (:meth:`runner.store.RunStore.record_notice`).
+        stopping: whether the daemon is stopping (then every path is 404).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        agents: Callable[[], Mapping[str, AgentState]],
+        fire: Callable[[Fire], str],
+        record_notice: Callable[..., Any],
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.host, self.port = host, port
+        self.agents = agents
+        self.fire = fire
+        self.record_notice = record_notice
+        self.stopping = stopping
+        self.runner: Any = None
         self._replay: Any = None
         self._bodies: Any = None
-
-    def routes(self) -> dict[str, Agent]:
-        """URL path → agent, for every webhook trigger."""
-        routes = {}
-        for agent in self.daemon.agents.values():
-            for trigger in agent.spec.triggers:
-                if trigger.kind == "webhook" and trigger.webhook:
-                    routes[trigger.webhook.path or f"/hooks/{agent.name}"] = agent
-        return routes
 
     async def start(self) -> None:
         """Start the webhook listener (aiohttp)."""
         from aiohttp import web
 
-        from .scheduler import log
-        from .triggers import ReplayGuard
-        from .triggers.webhook import BodyReplayWindow
+        from ..triggers import ReplayGuard
+        from ..triggers.webhook import BodyReplayWindow
 
         self._replay = ReplayGuard()
         self._bodies = BodyReplayWindow()
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post("/{tail:.*}", self.handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        assert self.daemon.webhook is not None
-        host, port = self.daemon.webhook
-        site = web.TCPSite(runner, host, port)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, self.port)
         await site.start()
-        self.daemon._servers.append(runner)
-        log.info("webhook listener on http://%s:%d/hooks/<agent>", host, port)
+        log.info("webhook listener on http://%s:%d/hooks/<agent>", self.host, self.port)
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self.runner is not None:
+            await self.runner.cleanup()
 
     async def handle(self, request: Any) -> Any:
         """Verify, map, type-check and de-duplicate one delivery, then fire.
@@ -90,14 +117,13 @@ class WebhookListener:
 
         from aiohttp import web
 
-        from .compiler import coerce_inputs
-        from .scheduler import Fire, log
-        from .store import new_run_id
-        from .triggers import inputs_from_payload, verify_signature
-        from .triggers.webhook import PayloadError, body_digest, parse_payload
+        from ..compiler import coerce_inputs
+        from ..store import new_run_id
+        from ..triggers import inputs_from_payload, verify_signature
+        from ..triggers.webhook import PayloadError, body_digest, parse_payload
 
-        agent = self.routes().get(request.path)
-        if agent is None or self.daemon.stopping:
+        agent = webhook_routes(self.agents()).get(request.path)
+        if agent is None or self.stopping():
             return web.json_response({"error": "no agent at this path"}, status=404)
         [trigger] = [t for t in agent.spec.triggers if t.kind == "webhook"][:1]
         hook = trigger.webhook
@@ -151,7 +177,7 @@ class WebhookListener:
         fire = Fire(
             agent.name, "webhook", trigger.index, new_run_id(), inputs, key=delivery or None
         )
-        outcome = self.daemon.fire(fire)
+        outcome = self.fire(fire)
         if outcome == "duplicate":  # its fire was recorded before the daemon restarted
             return self.refuse(agent.name, delivery, 409, "delivery already received")
         return web.json_response({"run_id": fire.run_id, "outcome": outcome}, status=202)
@@ -165,12 +191,10 @@ class WebhookListener:
         """
         from aiohttp import web
 
-        from .scheduler import log
-
         if len(message) > MAX_MESSAGE_CHARS:
             message = message[: MAX_MESSAGE_CHARS - 1] + "…"
         which = f"delivery {delivery[:100]!r}" if delivery else "a delivery without an id"
         notice = f"webhook {which} for {agent} refused with {status}: {message}"
         log.warning("%s", notice)
-        self.daemon.store.record_notice("warning", notice, agent=agent)
+        self.record_notice("warning", notice, agent=agent)
         return web.json_response({"error": message}, status=status)

@@ -1,4 +1,4 @@
-"""A pre-warmed run worker: ``python -m runner.worker``.
+"""A pre-warmed run worker: ``python -m runner.daemon.worker``.
 
 The daemon keeps one or more of these idle. Each imports litellm and the loop once (the
 seconds of import are paid while idle), prints ``{"ready": true}``, then reads one job (a
@@ -40,18 +40,18 @@ def _model_factory() -> Any:
 def _warm() -> Any:
     """Pay every import and first-use cost before the job arrives; the open store."""
     if _model_factory() is None:
-        from .models import import_litellm
+        from ..models import import_litellm
 
         import_litellm()
     import croniter  # noqa: F401  (spec checks of cron triggers)
     import jinja2.meta
     import jinja2.sandbox  # noqa: F401
 
-    from . import compiler, loop, spec  # noqa: F401
-    from .spec import build, checks, templates, yamlpos  # noqa: F401
-    from .spec.validation import validator
-    from .store import RunStore
-    from .tools import builtin, functions, http, shell  # noqa: F401
+    from .. import compiler, loop, spec  # noqa: F401
+    from ..spec import build, checks, templates, yamlpos  # noqa: F401
+    from ..spec.validation import validator
+    from ..store import RunStore
+    from ..tools import builtin, functions, http, shell  # noqa: F401
 
     validator()  # the spec schema, compiled once
     store = RunStore.default()
@@ -63,12 +63,12 @@ def _warm() -> Any:
 
 
 async def _run(job: dict[str, Any], store: Any) -> str:
-    from .compiler import compile_agent
-    from .events import StopReason
-    from .loop import Run
-    from .models import LiteLLMModel
-    from .spec import load_spec
-    from .store import RunAlreadyRecorded
+    from ..compiler import compile_agent
+    from ..events import StopReason
+    from ..loop import Run
+    from ..models import LiteLLMModel
+    from ..spec import load_spec
+    from ..store import RunAlreadyRecorded
 
     source = job.get("spec_source")
     spec = load_spec(job["spec_path"], source.encode("utf-8") if source is not None else None)

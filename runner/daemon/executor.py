@@ -1,7 +1,7 @@
 """Where runs execute: the local executor, a pool of pre-warmed worker processes.
 
 The daemon decides *when* a run happens; an executor decides *where*. This one keeps
-``pool_size`` idle workers (:mod:`runner.worker`) that have already imported litellm, so a
+``pool_size`` idle workers (:mod:`runner.daemon.worker`) that have already imported litellm, so a
 fire starts its run in milliseconds instead of paying seconds of imports, and each run is
 its own process: a run that crashes or leaks cannot take the daemon down. Every worker runs
 in its own session (process group), so cancelling a run reaches the processes it started.
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .paths import private_dir, private_file
+from ..paths import private_dir, private_file
 
 log = logging.getLogger("agentrun.daemon")
 
@@ -93,13 +93,13 @@ class WorkerProcess(Protocol):
         """Send a signal to the process (not its group)."""
 
 
-#: Starts one worker process (``python -m runner.worker``) and returns it, not waiting for it
+#: Starts one worker process (``python -m runner.daemon.worker``) and returns it, not waiting for it
 #: to warm up. May raise :class:`OSError` (fork or exec failed).
 SpawnWorker = Callable[[], Awaitable[WorkerProcess]]
 
 
 def worker_spawner(home: Path) -> SpawnWorker:
-    """The real :data:`SpawnWorker`: ``python -m runner.worker`` in its own session.
+    """The real :data:`SpawnWorker`: ``python -m runner.daemon.worker`` in its own session.
 
     Its stderr is appended to ``logs/workers.log`` in ``home`` (AGENTRUN_HOME).
     """
@@ -110,7 +110,7 @@ def worker_spawner(home: Path) -> SpawnWorker:
             return await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "runner.worker",
+                "runner.daemon.worker",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,

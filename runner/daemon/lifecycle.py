@@ -1,0 +1,545 @@
+"""The daemon's lifecycle: lock, signals, main loop, shutdown, and the runs it hands out.
+
+``agentrun daemon [DIR...]`` runs :class:`Daemon` in the foreground::
+
+    spec folders ──watch──▶ agents (last good version of each spec)
+    cron (heap of next fire instants) ─┐
+    file-watch (watchdog → filter → debounce) ─┤
+    manual (control socket) ─┤──▶ fire ──▶ concurrency policy ──▶ warm worker process ──▶ run store
+    webhook (HMAC-verified HTTP) ─┘
+
+Guarantees, and how:
+
+- **One daemon per AGENTRUN_HOME**: an exclusive ``flock`` on ``daemon.lock``.
+- **No slot run twice**: a cron slot's run id derives from (agent, trigger, instant)
+  (:func:`runner.triggers.slot_run_id`), and every slot is one row of the ``fires`` table
+  under a unique index, written before its run starts; a restarted daemon that reconsiders
+  the slot finds the row and does nothing.
+- **No slot lost**: each cron trigger has a persisted cursor (every slot at or before it was
+  handled). After downtime the slots in between are caught up by the trigger's ``catchup``
+  policy (the rest recorded as ``missed``); a fire recorded but whose run never started (the
+  daemon died in between) is started on restart; runs whose workers outlived a killed daemon
+  are adopted and watched to their end. Recovered fires follow the agent's concurrency
+  policy like any fire (:func:`runner.triggers.concurrency.plan_recovery`), before the
+  slots missed while the daemon was down are caught up.
+- **Failures are failures**: a run's outcome is its recorded stop reason; a worker that dies
+  without one leaves the run ``interrupted`` (resumable).
+- **The daemon never imports litellm**: runs execute in pre-warmed worker processes
+  (:mod:`runner.daemon.worker`) that paid the import while idle.
+
+Concurrency policies follow Kubernetes CronJob ``concurrencyPolicy`` (plus ``queue``); the
+decision itself is :func:`runner.triggers.concurrency.plan_fire`, applied by
+:meth:`runner.daemon.planner.Planner.fire`.
+``replace`` cancels every active run of the agent (SIGTERM to one holding a worker; one still
+waiting for a worker is withdrawn and never starts), drops an older fire that waits, and
+starts the new run only when nothing of the agent is active: never two runs at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError
+from ..paths import private_dir, private_file
+from ..processes import process_alive
+from .control import ControlServer, DaemonError, socket_path
+from .executor import LocalExecutor, SpawnWorker
+from .http import WebhookListener
+from .planner import Planner
+from .specs import Invalid, Loaded, Removed, SpecFolders
+from .state import AgentState, Fire, iso
+from .watching import FileWatching
+
+if TYPE_CHECKING:
+    from ..store import RunStore
+
+log = logging.getLogger("agentrun.daemon")
+
+#: Seconds a stopping daemon lets running runs finish before interrupting them.
+SHUTDOWN_GRACE_S = 30.0
+#: Longest the main loop sleeps when nothing is due, in seconds.
+IDLE_WAKE_S = 30.0
+
+
+def lock_path(home: Path) -> Path:
+    """The daemon's lock file in ``home``."""
+    return home / "daemon.lock"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Daemon:
+    """Keeps agents running on their triggers.
+
+    Args:
+        dirs: folders of spec files.
+        home: AGENTRUN_HOME.
+        pool_size: warm workers kept idle (each holds litellm, about 150 MB).
+        webhook: ``(host, port)`` of the webhook listener, or None for none.
+        poll: poll watched folders instead of OS notifications.
+        shutdown_grace_s: how long running runs may finish when the daemon stops, in seconds.
+        spawn: starts one worker process (the default: ``python -m runner.daemon.worker``);
+            tests pass a fake (:data:`runner.daemon.executor.SpawnWorker`).
+        clock: the current time, timezone-aware (UTC); tests pass a fixed one.
+
+    The decisions are the :class:`~runner.daemon.planner.Planner`'s; this class owns the
+    processes, the listeners and the event loop, and carries out what the planner asks
+    (:meth:`dispatch`, :meth:`cancel`).
+    """
+
+    def __init__(
+        self,
+        dirs: list[Path],
+        home: Path,
+        pool_size: int = 1,
+        webhook: tuple[str, int] | None = None,
+        poll: bool = False,
+        shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+        spawn: SpawnWorker | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        from ..store import SQLiteRunStore
+
+        self.home = home
+        self.clock = clock
+        self.shutdown_grace_s = shutdown_grace_s
+        self.store: RunStore = SQLiteRunStore(home / "runs.db")
+        self.executor = LocalExecutor(home, pool_size, on_change=self.wake_up, spawn=spawn)
+        self.planner = Planner(self.store, clock, self.dispatch, self.cancel)
+        self.specs = SpecFolders(dirs)
+        # Runs whose workers outlived the previous daemon: run id -> (agent, pid).
+        self.orphans: dict[str, tuple[str, int]] = {}
+        # Runs handed to the executor that wait for a worker: cancelling the task withdraws them.
+        self.starting: dict[str, asyncio.Task[None]] = {}
+        # Runs sent SIGTERM by a cancel, and why, until they are collected.
+        self.cancelled: dict[str, str] = {}
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.rescan_needed = True
+        self.started_at = clock()
+        self._lock_file: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.control = ControlServer(
+            home, {"status": self.status, "trigger": self.trigger, "stop": self.stop}
+        )
+        self.watching = FileWatching(
+            self.specs.dirs,
+            poll,
+            specs_changed=self.specs_changed,
+            wake=self.wake_up,
+            fire=self.planner.fire,
+            recent_writes=self.store.recent_tool_calls,
+            stopping=lambda: self.stopping,
+        )
+        self.webhooks = (
+            None
+            if webhook is None
+            else WebhookListener(
+                *webhook,
+                agents=lambda: self.planner.agents,
+                fire=self.planner.fire,
+                record_notice=self.store.record_notice,
+                stopping=lambda: self.stopping,
+            )
+        )
+
+    @property
+    def agents(self) -> dict[str, AgentState]:
+        """The installed agents, by name (the planner's)."""
+        return self.planner.agents
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def acquire_lock(self) -> None:
+        """Take the one-daemon-per-home lock.
+
+        Raises:
+            DaemonError: another daemon holds it.
+        """
+        private_dir(self.home)
+        handle = private_file(lock_path(self.home)).open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise DaemonError(
+                f"another agentrun daemon (pid {holder}) is running for AGENTRUN_HOME={self.home}"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_file = handle
+
+    async def run(self) -> None:
+        """Serve until SIGTERM, SIGINT or ``agentrun daemon stop``; then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        self.acquire_lock()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        try:
+            self.store.sweep_interrupted()
+            self.watching.start_spec_watcher(loop)
+            self.take_over()  # after the watcher starts, so no edit falls between the two
+            if self.webhooks is not None:
+                await self.webhooks.start()
+            await self.control.start()  # last: the socket appearing means the daemon is up
+            log.info(
+                "daemon started: %d agents from %s; control socket %s",
+                len(self.agents),
+                ", ".join(map(str, self.specs.dirs)),
+                socket_path(self.home),
+            )
+            while not self.stopping:
+                await self.tick()
+                await self.sleep_until_due()
+        finally:
+            await self.shutdown()
+
+    def wake_up(self) -> None:
+        """Make the main loop run a tick now (a worker exited, a request came in)."""
+        self.wake.set()
+
+    def specs_changed(self) -> None:
+        """A spec folder changed: rescan on the next tick, now."""
+        self.rescan_needed = True
+        self.wake.set()
+
+    def request_stop(self) -> None:
+        """Stop firing new runs and begin a graceful shutdown."""
+        if not self.stopping:
+            log.info(
+                "stopping: no new runs; running runs get %.0f s to finish", self.shutdown_grace_s
+            )
+        self.stopping = True
+        self.planner.stopping = True
+        self.wake.set()
+
+    async def shutdown(self) -> None:
+        """Stop watchers and servers; let runs finish, then interrupt them; release the lock."""
+        self.watching.stop()
+        for listener in (self.webhooks, self.control):
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.close()
+        deadline = time.monotonic() + self.shutdown_grace_s
+        while self.executor.running and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            self.reap()
+        for run_id in list(self.executor.running):
+            log.info("interrupting run %s (resume it with: agentrun resume %s)", run_id, run_id)
+            self.executor.interrupt(run_id)
+        deadline = time.monotonic() + 10
+        while self.executor.running and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            self.reap()
+        self.executor.kill_all()
+        for task in self.starting.values():
+            task.cancel()  # their fires stay recorded as started: the next daemon recovers them
+        self.watching.join()
+        with contextlib.suppress(FileNotFoundError):
+            socket_path(self.home).unlink()
+        self.store.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
+        log.info("daemon stopped")
+
+    # -- specs -------------------------------------------------------------------------------
+
+    def rescan(self) -> None:
+        """(Re)load changed spec files; an invalid edit keeps the last good version."""
+        self.rescan_needed = False
+
+        def path_of(name: str) -> Path | None:
+            agent = self.agents.get(name)
+            return None if agent is None else agent.path
+
+        for change in self.specs.scan(path_of):
+            match change:
+                case Invalid(message=message):
+                    log.error("%s", message)
+                    self.store.record_notice("error", message, at=self.clock())
+                case Removed(name=name, path=path):
+                    log.info("spec %s removed: agent %s no longer scheduled", path, name)
+                    self.remove_agent(name)
+                case Loaded(spec=spec, path=path, mtime=mtime, source=source, replaces=old):
+                    if old is not None:
+                        self.remove_agent(old)
+                    agent = self.planner.install(spec, path, mtime, source)
+                    self.watching.watch_agent(agent)
+                    log.info(
+                        "loaded agent %s from %s (%d triggers)",
+                        spec.name,
+                        path,
+                        len(spec.triggers),
+                    )
+
+    def remove_agent(self, name: str) -> None:
+        """Stop scheduling an agent (its running runs go on)."""
+        self.planner.remove(name)
+        self.watching.unwatch_agent(name)
+
+    # -- restart safety ----------------------------------------------------------------------
+
+    def take_over(self) -> None:
+        """What a (re)started daemon does before it serves, in this order.
+
+        1. Adopt the runs whose workers outlived the previous daemon: they are watched to
+           their end (:meth:`reap`) and count as their agents' active runs.
+        2. Read the fires it recorded whose runs never began
+           (:meth:`runner.daemon.planner.Planner.take_over`).
+        3. Load the specs; for each agent, as it is installed, its adopted runs become active,
+           its recorded fires are recovered under its concurrency policy, and only then are
+           the slots it missed caught up (:meth:`runner.daemon.planner.Planner.install`): a
+           catch-up fire sees the recovered runs, and is itself recorded only after the
+           recorded fires were read, so it is never recovered (dispatched a second time) as
+           well.
+        """
+        for row in self.store.running_runs():
+            self.orphans[row.id] = (row.agent, int(row.pid or 0))
+            log.info("adopted run %s of %s (pid %s)", row.id, row.agent, row.pid)
+        self.planner.take_over({run_id: name for run_id, (name, _) in self.orphans.items()})
+        self.rescan()
+
+    # -- effects the planner asks for --------------------------------------------------------
+
+    def dispatch(self, fire: Fire) -> None:
+        """Hand a started fire to a worker (asynchronously)."""
+        agent = self.agents[fire.agent]
+        task = asyncio.get_running_loop().create_task(self.start_run(agent, fire))
+        self.starting[fire.run_id] = task
+        self._tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: self.handed_over(fire.run_id, done))
+
+    async def start_run(self, agent: AgentState, fire: Fire) -> None:
+        """Hand the job to the executor (a warm worker process)."""
+        job = {
+            "run_id": fire.run_id,
+            "spec_path": str(agent.path),
+            # The last good version: a broken edit on disk does not break scheduled runs.
+            "spec_source": agent.source.decode("utf-8"),
+            "inputs": fire.inputs,
+            "trigger": fire.trigger,
+        }
+        await self.executor.start(job, agent.name, agent.spec.budgets.max_duration)
+        log.info("started run %s of %s (%s)", fire.run_id, agent.name, fire.trigger)
+
+    def handed_over(self, run_id: str, task: asyncio.Task[None]) -> None:
+        """A start task ended: the run has a worker, was withdrawn, or could not start."""
+        if self.starting.get(run_id) is task:
+            del self.starting[run_id]
+        if task.cancelled() or task.exception() is None or run_id in self.executor.running:
+            return
+        error = task.exception()
+        assert error is not None
+        self.planner.not_started(run_id, error)
+
+    def cancel(self, run_id: str, reason: str) -> bool:
+        """Cancel an active run; its fire is recorded as ``cancelled`` with ``reason``.
+
+        A run holding a worker is sent SIGTERM (stop reason ``cancelled``; it stays active
+        until its worker exits, killed after :data:`runner.daemon.executor.CANCEL_GRACE_S`).
+        A run still waiting for a worker is withdrawn: it never starts, and True is returned
+        (it is no longer active). A run this daemon did not start (a worker adopted from a
+        previous daemon) is not signalled: it ends by itself, and what waits for it waits.
+        """
+        if run_id in self.cancelled:
+            return False  # already sent SIGTERM
+        if run_id in self.executor.running:
+            if self.executor.cancel(run_id):
+                self.cancelled[run_id] = reason
+                self.planner.set_outcome(run_id, "cancelled", reason)
+                log.info("cancelling run %s: %s", run_id, reason)
+            # else its worker has just exited: collected with the outcome it recorded
+            return False
+        task = self.starting.pop(run_id, None)
+        if task is not None:
+            task.cancel()
+            self.planner.set_outcome(run_id, "cancelled", reason + " before it had a worker")
+            log.info("withdrew run %s before it had a worker: %s", run_id, reason)
+            return True
+        log.info(
+            "run %s is not one of this daemon's workers; it is left to end (%s)", run_id, reason
+        )
+        return False
+
+    # -- runs ending -------------------------------------------------------------------------
+
+    def reap(self) -> None:
+        """Collect finished runs: their outcomes, then queued fires."""
+        for run_id, agent, code, pid in self.executor.collect():
+            self.finish(run_id, agent, code, pid)
+        for run_id, (name, pid) in list(self.orphans.items()):
+            if not process_alive(pid):
+                del self.orphans[run_id]
+                self.finish(run_id, name, None)
+
+    def finish(self, run_id: str, name: str, code: int | None, pid: int | None = None) -> None:
+        """Record a run's end and tell the planner (which starts a waiting fire)."""
+        row = self.store.run(run_id)
+        cancelled = self.cancelled.pop(run_id, None)
+        still_owned = row is not None and (pid is None or row.pid == pid)
+        if row is not None and row.status == "running" and still_owned:
+            # The worker died without recording an end: leave the run resumable, unless it
+            # was being cancelled (killed after the grace): then it ends cancelled.
+            killed = cancelled is not None
+            ending = ("finished", "cancelled") if killed else ("interrupted", "interrupted")
+            message = f"its worker exited (code {code}) before the run ended"
+            self.store.end_run_left_running(
+                run_id, *ending, f"{cancelled}; {message}" if killed else message
+            )
+            row = self.store.run(run_id)
+        lost = "lost" if cancelled is None else "cancelled"
+        outcome = (row.stop_reason or row.status) if row else lost
+        if row is None and cancelled is None:
+            # The worker died before recording the run (a spec that no longer compiles).
+            self.planner.set_outcome(
+                run_id, "failed", f"the worker exited (code {code}) before the run began"
+            )
+        log.info("run %s of %s ended: %s", run_id, name, outcome)
+        self.planner.run_ended(name, run_id, outcome)
+
+    # -- main loop ---------------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """One pass: reload specs, reap runs, fire due crons and watches, refill the pool."""
+        if self.rescan_needed:
+            self.rescan()
+        self.reap()
+        self.planner.due(self.clock())
+        self.watching.due_watches(time.monotonic())
+        if not self.stopping:
+            self.executor.refill()
+
+    async def sleep_until_due(self) -> None:
+        """Sleep until the next due fire, deadline or wake-up event."""
+        delays = [IDLE_WAKE_S]
+        next_slot = self.planner.next_due()
+        if next_slot is not None:
+            delays.append((next_slot - self.clock()).total_seconds())
+        deadline = self.watching.next_deadline()
+        if deadline is not None:
+            delays.append(deadline - time.monotonic())
+        if self.executor.running or self.orphans:
+            delays.append(1.0)
+        delay = max(min(delays), 0.0)
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout=delay)
+
+    # -- control requests --------------------------------------------------------------------
+
+    def stop(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``{"op": "stop"}``: begin a graceful shutdown; the runs still running."""
+        self.request_stop()
+        return {"stopping": True, "running": sorted(self.executor.running)}
+
+    def trigger(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``{"op": "trigger", "agent", "inputs", "key"}``: a manual fire.
+
+        A key seen before returns the run it started (``duplicate``: true).
+
+        Raises:
+            UsageError: no such agent, no manual trigger, bad inputs, or the daemon stops.
+        """
+        from ..compiler import coerce_inputs
+        from ..store import new_run_id
+
+        name = str(request.get("agent"))
+        agent = self.agents.get(name)
+        if agent is None:
+            known = ", ".join(sorted(self.agents)) or "none"
+            raise UsageError(f"no agent named {name!r} in the daemon; agents: {known}")
+        manual = [t for t in agent.spec.triggers if t.kind == "manual" and t.manual]
+        if not manual:
+            raise UsageError(f"agent {name!r} has no manual trigger (add '- manual: true')")
+        if self.stopping:
+            raise UsageError("the daemon is stopping")
+        key = request.get("key") or None
+        if key:
+            seen = self.store.fire_by_key(name, key)
+            if seen is not None:
+                return {"run_id": seen.run_id, "outcome": seen.outcome, "duplicate": True}
+        inputs = coerce_inputs(agent.spec, request.get("inputs") or {})
+        fire = Fire(name, "manual", manual[0].index, new_run_id(), inputs, key=key)
+        outcome = self.planner.fire(fire)
+        return {"run_id": fire.run_id, "outcome": outcome, "duplicate": outcome == "duplicate"}
+
+    def status(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``{"op": "status"}``: agents, triggers, next fire times, running runs, last outcomes."""
+        agents = []
+        for agent in sorted(self.agents.values(), key=lambda a: a.name):
+            triggers = []
+            for trigger in agent.spec.triggers:
+                entry: dict[str, Any] = {"kind": trigger.kind}
+                if trigger.kind == "cron":
+                    entry["cron"] = trigger.cron
+                    entry["timezone"] = trigger.timezone
+                    nxt = agent.next_fire.get(trigger.index)
+                    entry["next"] = iso(nxt) if nxt else None
+                elif trigger.kind == "watch" and trigger.watch:
+                    entry["paths"] = list(trigger.watch.paths)
+                elif trigger.kind == "webhook" and trigger.webhook:
+                    entry["path"] = trigger.webhook.path or f"/hooks/{agent.name}"
+                triggers.append(entry)
+            agents.append(
+                {
+                    "name": agent.name,
+                    "path": str(agent.path),
+                    "triggers": triggers,
+                    "running": sorted(agent.active),
+                    "queued": [q.run_id for q in agent.queued],
+                    "last": agent.last_outcome,
+                }
+            )
+        return {
+            "pid": os.getpid(),
+            "started": iso(self.started_at),
+            "agents": agents,
+            "errors": self.specs.error_messages(),
+            "workers_idle": len([w for w in self.executor.idle if w.ready.is_set()]),
+            # The daemon's own process never imports litellm: its workers do.
+            "litellm_imported": "litellm" in sys.modules,
+        }
+
+
+def configure_logging(log_format: str) -> None:
+    """Readable lines on stderr, or one JSON object per line (``--log-format json``)."""
+    handler = logging.StreamHandler()
+    if log_format == "json":
+
+        class JsonFormatter(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                return json.dumps(
+                    {
+                        "at": datetime.fromtimestamp(record.created, UTC).isoformat(
+                            timespec="milliseconds"
+                        ),
+                        "level": record.levelname.lower(),
+                        "message": record.getMessage(),
+                    }
+                )
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
