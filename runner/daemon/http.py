@@ -34,6 +34,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import UsageError
+from ..spec import TriggerKind
+from ..store.rows import FireOutcome
 from .state import AgentState, Fire
 
 log = logging.getLogger("agentrun.daemon")
@@ -48,7 +50,7 @@ def webhook_routes(agents: Mapping[str, AgentState]) -> dict[str, AgentState]:
     routes = {}
     for agent in agents.values():
         for trigger in agent.spec.triggers:
-            if trigger.kind == "webhook" and trigger.webhook:
+            if trigger.kind == TriggerKind.WEBHOOK and trigger.webhook:
                 routes[trigger.webhook.path or f"/hooks/{agent.name}"] = agent
     return routes
 
@@ -72,7 +74,7 @@ class WebhookListener:
         host: str,
         port: int,
         agents: Callable[[], Mapping[str, AgentState]],
-        fire: Callable[[Fire], str],
+        fire: Callable[[Fire], FireOutcome],
         record_notice: Callable[..., Any],
         stopping: Callable[[], bool],
     ) -> None:
@@ -125,7 +127,7 @@ class WebhookListener:
         agent = webhook_routes(self.agents()).get(request.path)
         if agent is None or self.stopping():
             return web.json_response({"error": "no agent at this path"}, status=404)
-        [trigger] = [t for t in agent.spec.triggers if t.kind == "webhook"][:1]
+        [trigger] = [t for t in agent.spec.triggers if t.kind == TriggerKind.WEBHOOK][:1]
         hook = trigger.webhook
         length = request.content_length
         if length is None or length > hook.max_body:
@@ -175,10 +177,15 @@ class WebhookListener:
             self._replay.accept(delivery_key)
         self._bodies.accept(body_key, now)
         fire = Fire(
-            agent.name, "webhook", trigger.index, new_run_id(), inputs, key=delivery or None
+            agent.name,
+            TriggerKind.WEBHOOK,
+            trigger.index,
+            new_run_id(),
+            inputs,
+            key=delivery or None,
         )
         outcome = self.fire(fire)
-        if outcome == "duplicate":  # its fire was recorded before the daemon restarted
+        if outcome is FireOutcome.DUPLICATE:  # its fire was recorded before the daemon restarted
             return self.refuse(agent.name, delivery, 409, "delivery already received")
         return web.json_response({"run_id": fire.run_id, "outcome": outcome}, status=202)
 

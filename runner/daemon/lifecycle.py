@@ -54,6 +54,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UsageError
 from ..paths import private_dir, private_file
 from ..processes import process_alive
+from ..spec import TriggerKind
+from ..store.rows import FireOutcome
 from .control import ControlServer, DaemonError, socket_path
 from .executor import LocalExecutor, SpawnWorker
 from .http import WebhookListener
@@ -365,14 +367,16 @@ class Daemon:
         if run_id in self.executor.running:
             if self.executor.cancel(run_id):
                 self.cancelled[run_id] = reason
-                self.planner.set_outcome(run_id, "cancelled", reason)
+                self.planner.set_outcome(run_id, FireOutcome.CANCELLED, reason)
                 log.info("cancelling run %s: %s", run_id, reason)
             # else its worker has just exited: collected with the outcome it recorded
             return False
         task = self.starting.pop(run_id, None)
         if task is not None:
             task.cancel()
-            self.planner.set_outcome(run_id, "cancelled", reason + " before it had a worker")
+            self.planner.set_outcome(
+                run_id, FireOutcome.CANCELLED, reason + " before it had a worker"
+            )
             log.info("withdrew run %s before it had a worker: %s", run_id, reason)
             return True
         log.info(
@@ -411,7 +415,7 @@ class Daemon:
         if row is None and cancelled is None:
             # The worker died before recording the run (a spec that no longer compiles).
             self.planner.set_outcome(
-                run_id, "failed", f"the worker exited (code {code}) before the run began"
+                run_id, FireOutcome.FAILED, f"the worker exited (code {code}) before the run began"
             )
         log.info("run %s of %s ended: %s", run_id, name, outcome)
         self.planner.run_ended(name, run_id, outcome)
@@ -467,7 +471,7 @@ class Daemon:
         if agent is None:
             known = ", ".join(sorted(self.agents)) or "none"
             raise UsageError(f"no agent named {name!r} in the daemon; agents: {known}")
-        manual = [t for t in agent.spec.triggers if t.kind == "manual" and t.manual]
+        manual = [t for t in agent.spec.triggers if t.kind == TriggerKind.MANUAL and t.manual]
         if not manual:
             raise UsageError(f"agent {name!r} has no manual trigger (add '- manual: true')")
         if self.stopping:
@@ -478,9 +482,13 @@ class Daemon:
             if seen is not None:
                 return {"run_id": seen.run_id, "outcome": seen.outcome, "duplicate": True}
         inputs = coerce_inputs(agent.spec, request.get("inputs") or {})
-        fire = Fire(name, "manual", manual[0].index, new_run_id(), inputs, key=key)
+        fire = Fire(name, TriggerKind.MANUAL, manual[0].index, new_run_id(), inputs, key=key)
         outcome = self.planner.fire(fire)
-        return {"run_id": fire.run_id, "outcome": outcome, "duplicate": outcome == "duplicate"}
+        return {
+            "run_id": fire.run_id,
+            "outcome": outcome,
+            "duplicate": outcome is FireOutcome.DUPLICATE,
+        }
 
     def status(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
         """``{"op": "status"}``: agents, triggers, next fire times, running runs, last outcomes."""
@@ -489,14 +497,14 @@ class Daemon:
             triggers = []
             for trigger in agent.spec.triggers:
                 entry: dict[str, Any] = {"kind": trigger.kind}
-                if trigger.kind == "cron":
+                if trigger.kind == TriggerKind.CRON:
                     entry["cron"] = trigger.cron
                     entry["timezone"] = trigger.timezone
                     nxt = agent.next_fire.get(trigger.index)
                     entry["next"] = iso(nxt) if nxt else None
-                elif trigger.kind == "watch" and trigger.watch:
+                elif trigger.kind == TriggerKind.WATCH and trigger.watch:
                     entry["paths"] = list(trigger.watch.paths)
-                elif trigger.kind == "webhook" and trigger.webhook:
+                elif trigger.kind == TriggerKind.WEBHOOK and trigger.webhook:
                     entry["path"] = trigger.webhook.path or f"/hooks/{agent.name}"
                 triggers.append(entry)
             agents.append(

@@ -25,6 +25,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..spec import TriggerKind
+from ..store.rows import FireOutcome
 from ..triggers import CronSchedule, missed_slots, slot_run_id
 from ..triggers.concurrency import FireDecision, plan_fire, plan_recovery, start_queued
 from .state import AgentState, Fire, iso
@@ -132,7 +134,7 @@ class Planner:
         self.recover(agent, self.recorded.pop(spec.name, []))
         now = self.clock()
         for trigger in spec.triggers:
-            if trigger.kind == "cron" and trigger.cron:
+            if trigger.kind == TriggerKind.CRON and trigger.cron:
                 schedule = CronSchedule(trigger.cron, trigger.timezone)
                 agent.crons[trigger.index] = schedule
                 self.catch_up(agent, trigger, schedule, now)
@@ -173,7 +175,7 @@ class Planner:
             if slot not in chosen:
                 self.record_fire(
                     self.slot_fire(agent, trigger.index, slot),
-                    "missed",
+                    FireOutcome.MISSED,
                     f"the daemon was not running at {iso(slot)} (catchup: {trigger.catchup})",
                 )
         for slot in chosen:
@@ -183,7 +185,9 @@ class Planner:
     @staticmethod
     def slot_fire(agent: AgentState, index: int, slot: datetime) -> Fire:
         """The fire of one cron slot, with its deterministic run id."""
-        return Fire(agent.name, "cron", index, slot_run_id(agent.name, index, slot), slot=slot)
+        return Fire(
+            agent.name, TriggerKind.CRON, index, slot_run_id(agent.name, index, slot), slot=slot
+        )
 
     def next_due(self) -> datetime | None:
         """The earliest scheduled cron slot, or None when no agent has a cron trigger."""
@@ -210,7 +214,7 @@ class Planner:
 
     # -- firing ------------------------------------------------------------------------------
 
-    def record_fire(self, fire: Fire, outcome: str, reason: str = "") -> bool:
+    def record_fire(self, fire: Fire, outcome: FireOutcome, reason: str = "") -> bool:
         """Write the fire's row; False when its slot or key was already handled."""
         from ..store import FireRow
 
@@ -229,11 +233,11 @@ class Planner:
             )
         )
 
-    def set_outcome(self, run_id: str, outcome: str, reason: str = "") -> None:
+    def set_outcome(self, run_id: str, outcome: FireOutcome, reason: str = "") -> None:
         """Update a recorded fire's outcome."""
         self.store.set_fire_outcome(run_id, outcome, reason)
 
-    def fire(self, fire: Fire, catching_up: bool = False) -> str:
+    def fire(self, fire: Fire, catching_up: bool = False) -> FireOutcome:
         """Apply the agent's concurrency policy to a fire; the outcome recorded.
 
         Returns what became of it: ``started``, ``queued``, ``skipped``, or ``duplicate``
@@ -248,37 +252,39 @@ class Planner:
         why = " (catch-up)" if catching_up else ""
         if plan.decision is FireDecision.SKIP:
             reason = f"a run of {agent.name} is active (concurrency: {agent.spec.concurrency})"
-            self.record_fire(fire, "skipped", reason)
+            self.record_fire(fire, FireOutcome.SKIPPED, reason)
             log.info("skipped %s fire of %s: %s", fire.trigger, agent.name, reason)
-            return "skipped"
+            return FireOutcome.SKIPPED
         if plan.decision is FireDecision.QUEUE:
-            if not self.record_fire(fire, "queued", "waiting for the active run" + why):
-                return "duplicate"
+            if not self.record_fire(fire, FireOutcome.QUEUED, "waiting for the active run" + why):
+                return FireOutcome.DUPLICATE
             agent.queued.append(fire)
             log.info("queued %s fire of %s as run %s", fire.trigger, agent.name, fire.run_id)
-            return "queued"
+            return FireOutcome.QUEUED
         if plan.decision is FireDecision.START:
-            if not self.record_fire(fire, "started", fire.trigger + why):
-                return "duplicate"
+            if not self.record_fire(fire, FireOutcome.STARTED, fire.trigger + why):
+                return FireOutcome.DUPLICATE
             self.dispatch(agent, fire)
-            return "started"
+            return FireOutcome.STARTED
         replaced = ", ".join([*plan.cancel, *plan.drop])
-        if not self.record_fire(fire, "queued", f"replacing {replaced}{why}"):
-            return "duplicate"  # before anything is cancelled: a duplicate replaces nothing
+        if not self.record_fire(fire, FireOutcome.QUEUED, f"replacing {replaced}{why}"):
+            return (
+                FireOutcome.DUPLICATE
+            )  # before anything is cancelled: a duplicate replaces nothing
         reason = f"replaced by run {fire.run_id}"
         for run_id in plan.cancel:
             self.cancel(agent, run_id, reason)
         for run_id in plan.drop:
             agent.queued = [q for q in agent.queued if q.run_id != run_id]
-            self.set_outcome(run_id, "cancelled", reason + " while it waited")
+            self.set_outcome(run_id, FireOutcome.CANCELLED, reason + " while it waited")
             log.info("dropped waiting run %s of %s: %s", run_id, agent.name, reason)
         agent.queued.append(fire)
         if self.start_waiting(agent, f"{fire.trigger}{why}, replacing {replaced}"):
-            return "started"
+            return FireOutcome.STARTED
         log.info(
             "run %s of %s waits for %s to exit", fire.run_id, agent.name, ", ".join(plan.cancel)
         )
-        return "queued"
+        return FireOutcome.QUEUED
 
     def dispatch(self, agent: AgentState, fire: Fire) -> None:
         """The fire's run is active from now on; the daemon hands it to a worker."""
@@ -299,7 +305,7 @@ class Planner:
         if self.stopping or not start_queued(len(agent.active), len(agent.queued)):
             return False
         fire = agent.queued.pop(0)
-        self.set_outcome(fire.run_id, "started", reason)
+        self.set_outcome(fire.run_id, FireOutcome.STARTED, reason)
         self.dispatch(agent, fire)
         return True
 
@@ -316,7 +322,7 @@ class Planner:
     def not_started(self, run_id: str, error: BaseException) -> None:
         """A started fire's run could not be handed to a worker: it failed; start what waits."""
         log.error("run %s could not be handed to a worker: %r", run_id, error)
-        self.set_outcome(run_id, "failed", f"it could not be handed to a worker: {error}")
+        self.set_outcome(run_id, FireOutcome.FAILED, f"it could not be handed to a worker: {error}")
         for agent in self.agents.values():
             if run_id in agent.active:
                 agent.active.discard(run_id)
@@ -342,18 +348,18 @@ class Planner:
         for run_id in plan.skip:
             self.set_outcome(
                 run_id,
-                "skipped",
+                FireOutcome.SKIPPED,
                 f"{after}: a run of {agent.name} is active or waiting (concurrency: {policy})",
             )
         for run_id in plan.drop:
-            self.set_outcome(run_id, "cancelled", f"{after}: replaced by run {newest}")
+            self.set_outcome(run_id, FireOutcome.CANCELLED, f"{after}: replaced by run {newest}")
         for run_id in plan.cancel:
             self.cancel(agent, run_id, f"replaced by run {newest}, {after}")
         for run_id in plan.queue:
-            self.set_outcome(run_id, "queued", f"{after}: waiting for the active run")
+            self.set_outcome(run_id, FireOutcome.QUEUED, f"{after}: waiting for the active run")
             agent.queued.append(by_id[run_id])
         for run_id in plan.start:
-            self.set_outcome(run_id, "started", after)
+            self.set_outcome(run_id, FireOutcome.STARTED, after)
             log.info("starting recorded fire %s of %s (%s)", run_id, agent.name, after)
             self.dispatch(agent, by_id[run_id])
         log.info(

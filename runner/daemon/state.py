@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..spec.vocabulary import TriggerKind
+
 
 def iso(moment: datetime) -> str:
     """``moment`` in UTC as ISO 8601 with milliseconds (``2026-12-03T06:00:00.000+00:00``)."""
@@ -33,7 +35,7 @@ class Fire:
     """
 
     agent: str
-    trigger: str
+    trigger: TriggerKind
     trigger_index: int
     run_id: str
     inputs: dict[str, Any] = field(default_factory=dict)

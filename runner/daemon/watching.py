@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ..spec import TriggerKind
 from .state import AgentState, Fire
 
 log = logging.getLogger("agentrun.daemon")
@@ -170,7 +171,7 @@ class FileWatching:
         watched = WatchedAgent(agent)
         self.agents[agent.name] = watched
         for trigger in agent.spec.triggers:
-            if trigger.kind != "watch" or not trigger.watch:
+            if trigger.kind != TriggerKind.WATCH or not trigger.watch:
                 continue
             spec = trigger.watch
             filter_ = WatchFilter(spec.patterns, spec.ignore, spec.events)
@@ -310,4 +311,4 @@ class FileWatching:
                         inputs["changed_paths"] = [
                             os.path.relpath(p, agent.spec.workdir) for p in changed
                         ]
-                    self.fire(Fire(agent.name, "watch", index, new_run_id(), inputs))
+                    self.fire(Fire(agent.name, TriggerKind.WATCH, index, new_run_id(), inputs))

@@ -22,6 +22,7 @@ from ..errors import StoreError
 from ..events import Event
 from .rows import (
     ApprovalRow,
+    FireOutcome,
     FireRow,
     ModelCallRow,
     NoticeRow,
@@ -221,7 +222,7 @@ class RunStore(ABC):
         """Write a fire's row; False (nothing written) when its slot or key was recorded."""
 
     @abstractmethod
-    def set_fire_outcome(self, run_id: str, outcome: str, reason: str = "") -> None:
+    def set_fire_outcome(self, run_id: str, outcome: FireOutcome, reason: str = "") -> None:
         """Change what became of the fire of run ``run_id``."""
 
     @abstractmethod

@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any, Literal, TypedDict
 
 from ..events import StopReason, ToolCallStatus
-from ..spec import Risk
+from ..spec import Risk, TriggerKind
 
 #: Stop reasons after which ``agentrun resume`` may continue a run.
 RESUMABLE_STOPS = frozenset(
@@ -41,7 +41,7 @@ class FireOutcome(StrEnum):
     QUEUED = "queued"
     """Its run waits for the agent's active run (concurrency ``queue``)."""
     SKIPPED = "skipped"
-    """Not run: the agent's active run was still going (concurrency ``skip``)."""
+    """Not run: a run of the agent was active or waiting (concurrency ``forbid`` or ``queue``)."""
     MISSED = "missed"
     """A cron slot that passed while the daemon was down, and catch-up did not run."""
     CANCELLED = "cancelled"
@@ -107,10 +107,10 @@ class FireRow:
     """
 
     agent: str
-    trigger: str
+    trigger: TriggerKind
     trigger_index: int
     run_id: str
-    outcome: str
+    outcome: FireOutcome
     reason: str = ""
     slot: datetime | None = None
     idempotency_key: str | None = None

@@ -35,7 +35,7 @@ from ..events import (
 )
 from ..paths import PRIVATE_FILE_MODE, private_dir, private_file, tighten
 from ..processes import process_alive
-from ..spec import Risk
+from ..spec import Risk, TriggerKind
 from . import migrations
 from .export import export_events
 from .interface import HEARTBEAT_STALE_S, ResumeClaimed, RunAlreadyRecorded, RunStore
@@ -654,7 +654,7 @@ class SQLiteRunStore(RunStore):
         )
         return cursor.rowcount == 1
 
-    def set_fire_outcome(self, run_id: str, outcome: str, reason: str = "") -> None:
+    def set_fire_outcome(self, run_id: str, outcome: FireOutcome, reason: str = "") -> None:
         """Change what became of the fire of run ``run_id``."""
         self.db.execute(
             "UPDATE fires SET outcome = ?, reason = ? WHERE run_id = ?", (outcome, reason, run_id)
@@ -755,7 +755,7 @@ def _approval_row(row: sqlite3.Row) -> ApprovalRow:
 def _fire_row(row: sqlite3.Row) -> FireRow:
     return FireRow(
         agent=row["agent"],
-        trigger=row["trigger"],
+        trigger=TriggerKind(row["trigger"]),
         trigger_index=row["trigger_index"],
         run_id=row["run_id"],
         outcome=FireOutcome(row["outcome"]),
