@@ -100,3 +100,31 @@ def test_the_store_itself_is_found_to_hold_sql() -> None:
     """The check is not vacuous: the store's own modules trip it."""
     assert sql_found((STORE / "sqlite.py").read_text(encoding="utf-8"))
     assert sql_found((STORE / "migrations.py").read_text(encoding="utf-8"))
+
+
+def test_the_design_map_names_every_module_and_only_those() -> None:
+    """docs/design.md's layout lists every folder and module of runner/, one line each."""
+    text = (ROOT / "docs" / "design.md").read_text()
+    block = text[text.index("## A layout that shows the architecture") :]
+    start = block.index("```\nrunner/") + 4
+    block = block[start : block.index("\n```", start)]
+    named: list[str] = []
+    folders: list[str] = []
+    for line in block.splitlines()[1:]:
+        match = re.match(r"^( +)(\S+)", line)
+        if match is None or not match.group(2).endswith((".py", "/")):
+            continue
+        depth = len(match.group(1)) // 2
+        folders[depth - 1 :] = []
+        name = match.group(2)
+        if name.endswith("/"):
+            folders.append(name.rstrip("/"))
+        else:
+            named.append("/".join([*folders, name]))
+    modules = sorted(
+        str(path.relative_to(RUNNER))
+        for path in RUNNER.rglob("*.py")
+        if "__pycache__" not in path.parts
+    )
+    assert len(named) == len(set(named)), "a module is named twice"
+    assert sorted(set(named)) == modules
