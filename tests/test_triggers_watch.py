@@ -388,6 +388,17 @@ def test_slashless_globs_agree_with_fnmatch_on_names(pattern: str, name: str) ->
     assert watch.matches(f"dir/{name}") == fnmatch.fnmatchcase(name, pattern)
 
 
+def test_a_negated_set_stays_inside_its_segment_and_a_leading_caret_is_a_member() -> None:
+    # [!a] matched the separator: a/a/a[!a]a matched a/a/a/a (found by the property below)
+    assert not WatchFilter(("a/a/a[!a]a",), builtin_ignores=False).matches("a/a/a/a")
+    assert WatchFilter(("a/a/a[!a]a",), builtin_ignores=False).matches("a/a/aba")
+    assert not WatchFilter(("x[!.]y",), builtin_ignores=False).matches("x/y")
+    # fnmatch: [^a] is the set of ^ and a, not a negation
+    caret = WatchFilter(("[^a]",), builtin_ignores=False)
+    assert caret.matches("^") and caret.matches("a") and not caret.matches("b")
+    assert fnmatch.fnmatchcase("^", "[^a]") and not fnmatch.fnmatchcase("b", "[^a]")
+
+
 @given(
     pattern=st.lists(
         st.lists(pattern_chars, min_size=1, max_size=3).map("".join), min_size=2, max_size=3

@@ -184,10 +184,13 @@ def _segment_regex(segment: str) -> str:
             if close < 0:
                 out.append(re.escape(char))
             else:
-                body = segment[index + 1 : close]
+                body = segment[index + 1 : close].replace("\\", "\\\\")
                 if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
+                    # a negated set never matches the separator: it stays inside the segment
+                    body = "^/" + body[1:]
+                elif body.startswith("^"):
+                    body = "\\" + body  # fnmatch: a leading ^ is a member, not a negation
+                out.append("[" + body + "]")
                 index = close
         else:
             out.append(re.escape(char))
