@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.events import RunStarted, ToolCalled, ToolStarted
+from runner.events import RunStarted, StopReason, ToolCalled, ToolStarted
 from runner.store import (
     FireRow,
     RunAlreadyRecorded,
@@ -79,8 +79,8 @@ def test_cron_cursors_and_notices(store: SQLiteRunStore) -> None:
 def test_a_run_left_running_is_ended_once(store: SQLiteRunStore) -> None:
     store.record(RunStarted("R1", "a", "m", "p", "sha", {}, "goal", "cron"))
     assert [run.id for run in store.running_runs()] == ["R1"]
-    store.end_run_left_running("R1", "interrupted", "interrupted", "its worker exited")
-    store.end_run_left_running("R1", "finished", "cancelled", "too late")
+    store.end_run_left_running("R1", "interrupted", StopReason.INTERRUPTED, "its worker exited")
+    store.end_run_left_running("R1", "finished", StopReason.CANCELLED, "too late")
     row = store.run("R1")
     assert row is not None
     assert (row.status, row.stop_reason, row.message) == (

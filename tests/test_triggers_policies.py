@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from runner.daemon import planner as planner_module
 from runner.daemon.planner import Planner
 from runner.daemon.state import Fire
-from runner.events import RunStarted
+from runner.events import RunStarted, StopReason
 from runner.spec import check_spec
 from runner.store import FireRow, SQLiteRunStore
 from runner.triggers import (
@@ -361,7 +361,7 @@ class Workers:
         for run_id, _ in done:
             del self.running[run_id]
             self.adopted.discard(run_id)
-            self.store.end_run_left_running(run_id, "finished", "completed", "done")
+            self.store.end_run_left_running(run_id, "finished", StopReason.COMPLETED, "done")
         return done
 
     def next_end(self) -> datetime | None:
@@ -449,7 +449,7 @@ def simulate(
         if draw(["workers die too", "workers live on"]) == "workers die too":
             for run_id in list(workers.running):
                 del workers.running[run_id]
-                store.end_run_left_running(run_id, "interrupted", "interrupted", "kill -9")
+                store.end_run_left_running(run_id, "interrupted", StopReason.INTERRUPTED, "kill -9")
         workers.now += timedelta(minutes=draw(list(range(0, 26 * 60, 7))))
         for _ in workers.ended(workers.now):
             pass  # ended while no daemon watched: the next one does not adopt them

@@ -51,7 +51,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError
+from ..errors import StopReason, UsageError
 from ..paths import private_dir, private_file
 from ..processes import process_alive
 from ..spec import TriggerKind
@@ -404,7 +404,11 @@ class Daemon:
             # The worker died without recording an end: leave the run resumable, unless it
             # was being cancelled (killed after the grace): then it ends cancelled.
             killed = cancelled is not None
-            ending = ("finished", "cancelled") if killed else ("interrupted", "interrupted")
+            ending = (
+                ("finished", StopReason.CANCELLED)
+                if killed
+                else ("interrupted", StopReason.INTERRUPTED)
+            )
             message = f"its worker exited (code {code}) before the run ended"
             self.store.end_run_left_running(
                 run_id, *ending, f"{cancelled}; {message}" if killed else message

@@ -18,7 +18,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import StopReason, StoreError
 from ..events import Event
 from .rows import (
     ApprovalRow,
@@ -251,7 +251,7 @@ class RunStore(ABC):
 
     @abstractmethod
     def end_run_left_running(
-        self, run_id: str, status: str, stop_reason: str, message: str
+        self, run_id: str, status: str, stop_reason: StopReason, message: str
     ) -> None:
         """End a run its worker left ``running`` (it exited without recording an end).
 

@@ -704,7 +704,7 @@ class SQLiteRunStore(RunStore):
         return [self._run_row(row) for row in rows]
 
     def end_run_left_running(
-        self, run_id: str, status: str, stop_reason: str, message: str
+        self, run_id: str, status: str, stop_reason: StopReason, message: str
     ) -> None:
         """End a run its worker left ``running``; nothing changes once it is not running."""
         self.db.execute(
