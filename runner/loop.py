@@ -279,14 +279,21 @@ class Run:
                 if done is not None:
                     return done
                 continue
-            done = await self._run_tool_calls(reply.tool_calls, reply.content or "")
+            done = await self._run_tool_calls(
+                reply.tool_calls, reply.content or "", cut_off=reply.finish_reason == "length"
+            )
             if done is not None:
                 return done
 
-    async def _run_tool_calls(self, calls: list[ToolCallRequest], reason: str) -> StopReason | None:
-        """Execute one reply's tool calls in order; a stop reason when the run should end."""
+    async def _run_tool_calls(
+        self, calls: list[ToolCallRequest], reason: str, cut_off: bool = False
+    ) -> StopReason | None:
+        """Execute one reply's tool calls in order; a stop reason when the run should end.
+
+        ``cut_off``: the reply ended at its ``max_tokens`` (finish reason ``length``).
+        """
         for call in calls:
-            result = await self.tool_caller.call(call, reason, self.step)
+            result = await self.tool_caller.call(call, reason, self.step, cut_off=cut_off)
             self.add_message({"role": "tool", "tool_call_id": call.id, "content": result})
         if self.tool_caller.proposed:
             listed = "\n".join(f"- {c.name} {c.arguments}" for c in self.tool_caller.proposed)

@@ -8,9 +8,9 @@
   timeouts, malformed tool calls) is exercised. Point a spec's model at it with
   ``id: openai/fake`` and ``api_base: server.api_base``.
 
-Script items are built with :func:`text`, :func:`call`, :func:`calls`, :func:`http_error`
-and :func:`slow`. (The idea follows pydantic-ai's ``TestModel``/``FunctionModel`` and
-simonw/llm's ``MockModel.enqueue``.)
+Script items are built with :func:`text`, :func:`call`, :func:`calls`, :func:`http_error`,
+:func:`slow` and :func:`cut_off`. (The idea follows pydantic-ai's
+``TestModel``/``FunctionModel`` and simonw/llm's ``MockModel.enqueue``.)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ModelError
@@ -36,7 +36,8 @@ class Scripted:
     """One scripted model turn: text, tool calls, an HTTP error, and a delay before it.
 
     ``tool_calls`` holds ``(name, raw JSON arguments)`` pairs; ``status`` non-zero makes the
-    fake server answer with that HTTP status instead.
+    fake server answer with that HTTP status instead. ``finish_reason`` overrides the
+    default one (``tool_calls`` with calls, else ``stop``), for example ``length``.
     """
 
     content: str | None = None
@@ -44,6 +45,7 @@ class Scripted:
     status: int = 0
     delay_s: float = 0.0
     usage: Usage = field(default_factory=lambda: Usage(10, 5))
+    finish_reason: str = ""
 
 
 def _raw(arguments: dict[str, Any] | str) -> str:
@@ -74,7 +76,12 @@ def http_error(status: int) -> Scripted:
 
 def slow(item: Scripted, seconds: float) -> Scripted:
     """``item``, answered after ``seconds`` (for timeout tests)."""
-    return Scripted(item.content, item.tool_calls, item.status, seconds, item.usage)
+    return replace(item, delay_s=seconds)
+
+
+def cut_off(item: Scripted) -> Scripted:
+    """``item`` with finish reason ``length``: the reply reached its ``max_tokens``."""
+    return replace(item, finish_reason="length")
 
 
 class ScriptExhausted(ModelError):
@@ -148,7 +155,7 @@ class ScriptedModel(Model):
             usage=item.usage,
             cost_usd=cost_usd(self.pricing, item.usage),
             model=self.name,
-            finish_reason="tool_calls" if item.tool_calls else "stop",
+            finish_reason=item.finish_reason or ("tool_calls" if item.tool_calls else "stop"),
         )
 
 
@@ -213,7 +220,8 @@ class FakeOpenAIServer:
                 {
                     "index": 0,
                     "message": message,
-                    "finish_reason": "tool_calls" if item.tool_calls else "stop",
+                    "finish_reason": item.finish_reason
+                    or ("tool_calls" if item.tool_calls else "stop"),
                 }
             ],
             "usage": {

@@ -51,8 +51,22 @@ def truncate(text: str, limit: int) -> str:
     data = text.encode("utf-8")
     if len(data) <= limit:
         return text
-    note = f"\n[output truncated: {len(data)} bytes, showing the first {limit}]"
-    return data[: max(limit - len(note.encode()), 0)].decode("utf-8", errors="ignore") + note
+
+    def note(shown: int) -> str:
+        return f"\n[output truncated: {len(data)} bytes, showing the first {shown}]"
+
+    # The note for ``limit`` is the longest one: the text kept plus its own note fit.
+    kept = data[: max(limit - len(note(limit).encode()), 0)].decode("utf-8", errors="ignore")
+    return kept + note(len(kept.encode("utf-8")))
+
+
+def _is_json(text: str) -> bool:
+    """Whether ``text`` (a tool call's raw arguments; empty means ``{}``) parses as JSON."""
+    try:
+        json.loads(text.strip() or "{}")
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def repeats(signatures: list[str]) -> int:
@@ -161,13 +175,17 @@ class ToolCaller:
         self.approved_tools: set[str] = set()
         self.proposed: list[ToolCallRequest] = []
 
-    async def call(self, call: ToolCallRequest, reason: str, step: int) -> str:
+    async def call(
+        self, call: ToolCallRequest, reason: str, step: int, cut_off: bool = False
+    ) -> str:
         """Decide, execute and record one tool call; the text sent back to the model.
 
         Args:
             call: the model's request.
             reason: the text of the model's reply that asked for it (shown to approvers).
             step: the model call (step) that asked for it.
+            cut_off: the reply ended at its ``max_tokens`` (finish reason ``length``):
+                arguments that are not JSON were cut off, and are reported as such.
 
         Raises:
             RunStop: loop detected, a budget exhausted, or an approver that ends the run.
@@ -190,7 +208,10 @@ class ToolCaller:
         try:
             arguments = registry.parse_arguments(tool, call.arguments)
         except ToolArgumentError as error:
-            return outcome("allow", ToolCallStatus.REFUSED, f"error: {error}", str(error))
+            message = str(error)
+            if cut_off and not _is_json(call.arguments):
+                message = self._cut_off_message(tool.name)
+            return outcome("allow", ToolCallStatus.REFUSED, f"error: {message}", message)
         in_flight_since = str(journal["created_at"]) if journal is not None else None
         warning = "" if in_flight_since else self._loop_check(tool.name, arguments)
         risk = outcome.risk = tool.risk_for(arguments)
@@ -205,6 +226,16 @@ class ToolCaller:
         if refused is not None:
             return refused
         return await self._execute(outcome, tool, arguments, str(decision), warning)
+
+    def _cut_off_message(self, tool_name: str) -> str:
+        """What the model and the record are told of arguments cut off by ``max_tokens``."""
+        limit = self.agent.spec.model.params.get("max_tokens")
+        at = f" ({limit} tokens)" if limit is not None else ""
+        return (
+            f"the arguments of {tool_name} were cut off: the reply reached max_tokens{at} "
+            "before they ended; send shorter arguments (or raise model.params.max_tokens "
+            "in the spec)"
+        )
 
     async def _refusal(
         self,

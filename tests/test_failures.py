@@ -218,7 +218,7 @@ def test_five_megabyte_output_is_cut_and_says_so(tmp_path: Path, store: RunStore
     assert finished.stop_reason is StopReason.COMPLETED
     [result] = tool_results(server.requests[1])
     assert len(result.encode()) <= 4096
-    assert "[output truncated:" in result
+    assert "\n[file is 5000000 bytes; showing its first " in result
     [tool] = store.tool_calls(finished.run_id)
     assert len(tool["result"].encode()) <= 4096
 

@@ -50,8 +50,37 @@ RETRY_MAX_S = 8.0
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
 
+#: What a provider or its SDK says when it was given no usable key. The OpenAI SDK's
+#: "Missing credentials" reaches us as litellm's ``InternalServerError``: it is a
+#: configuration error all the same, and retrying it cannot help.
+CREDENTIAL_MARKERS = ("missing credentials", "api key", "api_key", "no key is set")
+#: litellm's names of a failure to reach the provider at all (DNS, refused, reset).
+CONNECTION_MARKERS = ("connection error", "connecterror", "name or service not known")
+
+
+def is_credentials_error(error: BaseException) -> bool:
+    """Whether a litellm exception says the provider had no usable API key (or a wrong one)."""
+    if any(cls.__name__ == "AuthenticationError" for cls in type(error).__mro__):
+        return True
+    text = str(error).lower()
+    return "missing" in text and any(marker in text for marker in CREDENTIAL_MARKERS)
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """Whether a litellm exception says the provider's endpoint could not be reached."""
+    if any(cls.__name__ == "APIConnectionError" for cls in type(error).__mro__):
+        return True
+    text = str(error).lower()
+    return any(marker in text for marker in CONNECTION_MARKERS)
+
+
 def is_transient(error: BaseException) -> bool:
-    """Whether a litellm exception is a provider hiccup worth retrying (429, 5xx, timeout)."""
+    """Whether a litellm exception is a provider hiccup worth retrying (429, 5xx, timeout).
+
+    A missing or wrong API key never is, whatever class litellm gave it.
+    """
+    if is_credentials_error(error):
+        return False
     return any(cls.__name__ in TRANSIENT_ERRORS for cls in type(error).__mro__)
 
 
@@ -223,7 +252,9 @@ class LiteLLMModel(Model):
         """
         litellm = import_litellm()
         failures: list[str] = []
-        for model_id in (self.spec.id, *self.spec.fallbacks):
+        credentials: list[str] = []
+        models = (self.spec.id, *self.spec.fallbacks)
+        for model_id in models:
             model, api_base, api_key = self._resolve(model_id)
             kwargs: dict[str, Any] = dict(self.spec.params)
             if tools:
@@ -246,7 +277,14 @@ class LiteLLMModel(Model):
                         raise
                     response = await _retry(litellm.acompletion, error, kwargs)
             except Exception as error:  # litellm maps provider failures to its own exceptions
-                failures.append(f"{model_id}: {type(error).__name__}: {_first_line(error)}")
+                if is_credentials_error(error):
+                    credentials.append(model_id)
+                    failures.append(f"{model_id}: {self._credentials_message(model_id, model)}")
+                else:
+                    where = _host_note(error, model, api_base)
+                    failures.append(
+                        f"{model_id}: {type(error).__name__}: {_first_line(error)}{where}"
+                    )
                 continue
             pricing = self.pricing if model_id == self.spec.id else price_for(model_id)
             reply = reply_from_openai(response, model_id, pricing)
@@ -255,7 +293,66 @@ class LiteLLMModel(Model):
             else:
                 self._anchor = None
             return reply if not failures else _with_failures(reply, failures)
+        if len(credentials) == len(models):
+            # Nothing the provider did: the machine lacks a key (a configuration error).
+            raise SetupError("; ".join(failures))
         raise ModelError("every model failed: " + "; ".join(failures))
+
+    def _credentials_message(self, model_id: str, model: str) -> str:
+        """What to set when the provider of ``model_id`` had no usable API key."""
+        same_key = model_id.split("/", 1)[0] == self.spec.id.split("/", 1)[0]
+        if same_key and self.spec.api_key_env:
+            variables = [self.spec.api_key_env]
+        else:
+            variables = provider_key_variables(model)
+        wanted = " or ".join(repr(v) for v in variables) or "its provider's key variable"
+        return (
+            f"no usable API key for {model_id!r} (authentication failed, not retried): "
+            f"set the environment variable {wanted}, or name the variable holding the key "
+            "with model.api_key_env"
+        )
+
+
+def provider_key_variables(model: str) -> list[str]:
+    """The environment variables litellm reads the key of ``model``'s provider from.
+
+    ``model`` is a litellm model name (``openai/gpt-4o-mini``); empty when litellm does not
+    know (imports litellm).
+    """
+    litellm = import_litellm()
+    try:
+        found = litellm.validate_environment(model=model)
+    except Exception:  # an unknown provider: nothing to name
+        return []
+    return [str(v) for v in found.get("missing_keys") or []]
+
+
+def provider_host(model: str, api_base: str | None) -> str:
+    """The host a call to ``model`` goes to: ``api_base``'s, else the provider's default.
+
+    Empty when neither is known (imports litellm).
+    """
+    from urllib.parse import urlsplit
+
+    base = api_base
+    if not base:
+        litellm = import_litellm()
+        try:
+            base = litellm.get_api_base(model, {})
+        except Exception:  # an unknown provider: no endpoint to name
+            base = None
+    if not base:
+        return ""
+    parts = urlsplit(base if "//" in base else f"//{base}")
+    return parts.netloc or base
+
+
+def _host_note(error: BaseException, model: str, api_base: str | None) -> str:
+    """`` (could not reach HOST)`` for a connection failure, else empty."""
+    if not is_connection_error(error):
+        return ""
+    host = provider_host(model, api_base)
+    return f" (could not reach {host}; check the address and the network)" if host else ""
 
 
 async def _retry(call: Any, first_error: BaseException, kwargs: dict[str, Any]) -> Any:

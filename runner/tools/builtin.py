@@ -264,15 +264,21 @@ class ReadFile(_FileTool):
         "additionalProperties": False,
     }
 
+    def __init__(self, jail: PathJail, max_output: int = READ_LIMIT) -> None:
+        super().__init__(jail)
+        self.max_output = max(min(max_output, READ_LIMIT), 0)
+
     def run(self, arguments: dict[str, Any]) -> str:
-        """The file's text (at most :data:`READ_LIMIT` bytes).
+        """The file's text, in at most ``max_output`` UTF-8 bytes (a note included).
 
         Args:
             arguments: ``{"path": str}``.
 
         Returns:
-            The text, decoded as UTF-8 (undecodable bytes replaced), with a note when the
-            file is longer than :data:`READ_LIMIT` bytes.
+            The text, decoded as UTF-8 (undecodable bytes replaced). A file longer than
+            fits ends with a note giving its real size and how many of its bytes are shown,
+            so the loop never cuts it again (``budgets.max_tool_output``, passed in as
+            ``max_output``, and at most :data:`READ_LIMIT`).
 
         Raises:
             PathNotAllowed: the path escapes the declared roots, or the file has more than
@@ -287,15 +293,37 @@ class ReadFile(_FileTool):
         try:
             with path.open("rb") as handle:
                 _refuse_hard_links(handle.fileno(), arguments["path"], "read", self.jail)
-                data = handle.read(READ_LIMIT + 1)
+                size = os.fstat(handle.fileno()).st_size
+                data = handle.read(self.max_output + 1)
         except OSError as error:
             raise _os_error("read", arguments["path"], error) from None
         if b"\x00" in data[:8192]:
             raise ToolError(f"{arguments['path']!r} is a binary file, not text")
-        text = data[:READ_LIMIT].decode("utf-8", errors="replace")
-        if len(data) > READ_LIMIT:
-            text += f"\n[file longer than {READ_LIMIT} bytes; the rest is not shown]"
-        return text
+        if len(data) <= self.max_output:
+            return data.decode("utf-8", errors="replace")
+        size = max(size, len(data))
+        hint = (
+            "raise budgets.max_tool_output to see more"
+            if self.max_output < READ_LIMIT
+            else f"read_file shows at most {READ_LIMIT} bytes of a file"
+        )
+        return _cut_with_note(data, self.max_output, size, hint)
+
+
+def _cut_with_note(data: bytes, limit: int, size: int, hint: str) -> str:
+    """The start of a file of ``size`` bytes in at most ``limit`` UTF-8 bytes, note included.
+
+    The note says the file's real size, how many of its bytes are shown, and ``hint``; the
+    text is cut at a character boundary.
+    """
+
+    def note(shown: int) -> str:
+        return f"\n[file is {size} bytes; showing its first {shown}: {hint}]"
+
+    # The note for ``limit`` is the longest one (fewer bytes shown, fewer digits).
+    room = max(limit - len(note(limit).encode()), 0)
+    text = data[:room].decode("utf-8", errors="ignore")
+    return text + note(len(text.encode("utf-8")))
 
 
 class ListDir(_FileTool):

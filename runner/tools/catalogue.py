@@ -34,9 +34,11 @@ def _jailed(cls: Callable[[PathJail], Tool], spec: AgentSpec, options: FileToolS
 
 
 def _read_file(spec: AgentSpec, options: FileToolSpec) -> Tool:
-    from .builtin import ReadFile
+    from .builtin import PathJail, ReadFile
 
-    return _jailed(ReadFile, spec, options)
+    tool = ReadFile(PathJail(spec.workdir, options.paths), spec.budgets.max_tool_output)
+    tool.risk = options.risk or tool.risk
+    return tool
 
 
 def _list_dir(spec: AgentSpec, options: FileToolSpec) -> Tool:
