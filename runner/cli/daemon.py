@@ -126,8 +126,19 @@ def daemon_status(as_json: bool) -> None:
 
 
 @daemon.command("stop")
-def daemon_stop() -> None:
-    """Stop the daemon: no new runs; running runs finish within the grace period."""
+@click.option("--wait", is_flag=True, help="Wait until the daemon has exited.")
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    help="With --wait: seconds to wait before giving up (exit 6).",
+)
+def daemon_stop(wait: bool, timeout: float) -> None:
+    """Stop the daemon: no new runs; running runs finish within the grace period.
+
+    With --wait, return once the daemon has exited (exit 0), or exit 6 if it still runs
+    after --timeout seconds (its runs' grace period may be longer: see `daemon --grace`).
+    """
     from ..daemon.control import control_request
 
     answer = control_request(_home(), {"op": "stop"})
@@ -135,6 +146,13 @@ def daemon_stop() -> None:
     click.echo(
         "daemon stopping" + (f"; waiting for {len(running)} running runs" if running else "")
     )
+    if not wait:
+        return
+    from ..daemon.lifecycle import wait_until_stopped
+
+    if not wait_until_stopped(_home(), timeout):
+        _fail(f"the daemon is still running after {timeout:g} s", EXIT_TIMEOUT)
+    click.echo("daemon stopped")
 
 
 @cli.command()

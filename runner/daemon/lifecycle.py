@@ -60,7 +60,7 @@ from .control import ControlServer, DaemonError, socket_path
 from .executor import LocalExecutor, SpawnWorker
 from .http import WebhookListener
 from .planner import Planner
-from .specs import Invalid, Loaded, Removed, SpecFolders
+from .specs import Invalid, Loaded, Removed, SpecFolders, load_warnings
 from .state import AgentState, Fire, iso
 from .watching import FileWatching
 
@@ -78,6 +78,36 @@ IDLE_WAKE_S = 30.0
 def lock_path(home: Path) -> Path:
     """The daemon's lock file in ``home``."""
     return home / "daemon.lock"
+
+
+def daemon_running(home: Path) -> bool:
+    """Whether a daemon holds the lock of ``home`` (AGENTRUN_HOME) now.
+
+    The lock is an ``flock`` the daemon holds until its last step of shutdown (or until the
+    kernel drops it with the process), so a lock that can be taken means the daemon has
+    exited. Taking it here is a shared lock released at once.
+    """
+    try:
+        handle = lock_path(home).open("rb")
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def wait_until_stopped(home: Path, timeout_s: float, poll_s: float = 0.1) -> bool:
+    """Wait until the daemon of ``home`` has exited; False if it still runs after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while daemon_running(home):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+    return True
 
 
 def _now() -> datetime:
@@ -291,6 +321,8 @@ class Daemon:
                         path,
                         len(spec.triggers),
                     )
+                    for warning in load_warnings(spec, os.environ, self.webhooks is not None):
+                        log.warning("%s", warning)
 
     def remove_agent(self, name: str) -> None:
         """Stop scheduling an agent (its running runs go on)."""
@@ -421,7 +453,8 @@ class Daemon:
             self.planner.set_outcome(
                 run_id, FireOutcome.FAILED, f"the worker exited (code {code}) before the run began"
             )
-        log.info("run %s of %s ended: %s", run_id, name, outcome)
+        detail = _first_line(row.message) if row is not None and row.message else ""
+        log.info("run %s of %s ended: %s%s", run_id, name, outcome, f": {detail}" if detail else "")
         self.planner.run_ended(name, run_id, outcome)
 
     # -- main loop ---------------------------------------------------------------------------
@@ -530,6 +563,13 @@ class Daemon:
             # The daemon's own process never imports litellm: its workers do.
             "litellm_imported": "litellm" in sys.modules,
         }
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    """The first line of a run's message, at most ``limit`` characters, for one log line."""
+    lines = text.strip().splitlines()
+    line = lines[0] if lines else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def configure_logging(log_format: str) -> None:

@@ -47,6 +47,11 @@ Dispatch = Callable[[Fire], None]
 Cancel = Callable[[str, str], bool]
 
 
+def ended_outcome(outcome: str, run_id: str) -> str:
+    """An agent's last outcome as ``daemon status`` shows it: ``stop reason (run id)``."""
+    return f"{outcome} ({run_id})"
+
+
 class Planner:
     """Applies the agents' triggers and concurrency policies; the daemon's decisions.
 
@@ -115,7 +120,8 @@ class Planner:
         Its adopted runs become active; its recovered fires follow its concurrency policy
         (:meth:`recover`); then each cron trigger's missed slots are caught up
         (:meth:`catch_up`) and its next slot goes on the heap. A reload keeps the agent's
-        active runs, waiting fires and last outcome. Watch and webhook triggers are the
+        active runs, waiting fires and last outcome; a first install (a daemon that
+        restarted) takes the last outcome from the store. Watch and webhook triggers are the
         listeners' to set up.
         """
         old = self.agents.get(spec.name)
@@ -129,6 +135,11 @@ class Planner:
                 old.queued,
                 old.last_outcome,
             )
+        else:
+            # After a restart the last outcome is the store's, not "-" until a run ends.
+            last = self.store.last_ended_run(spec.name)
+            if last is not None:
+                agent.last_outcome = ended_outcome(last.stop_reason or last.status, last.id)
         self.agents[spec.name] = agent
         agent.active |= {run_id for run_id, name in self.adopted.items() if name == spec.name}
         self.recover(agent, self.recorded.pop(spec.name, []))
@@ -316,7 +327,7 @@ class Planner:
         if agent is None:
             return
         agent.active.discard(run_id)
-        agent.last_outcome = f"{outcome} ({run_id})"
+        agent.last_outcome = ended_outcome(outcome, run_id)
         self.start_waiting(agent)
 
     def not_started(self, run_id: str, error: BaseException) -> None:

@@ -10,12 +10,14 @@ invalid file until it changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError
+from ..spec import TriggerKind
+from ..spec.prices import LOCAL_PREFIX
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,35 @@ class Removed:
 
 
 Change = Loaded | Invalid | Removed
+
+
+def load_warnings(spec: Any, environ: Mapping[str, str], listening: bool) -> list[str]:
+    """What will fail later in a spec the daemon just loaded, in plain words.
+
+    - ``model.api_key_env`` names a variable the daemon's environment (``environ``) lacks:
+      every run would end with a setup error.
+    - A webhook trigger while the daemon has no HTTP listener (``listening`` False: started
+      without ``--webhook-port``): the trigger can never fire.
+
+    The spec stays loaded either way (the variable may be exported and the daemon
+    restarted); these are warnings for its log.
+    """
+    warnings: list[str] = []
+    model = spec.model
+    variable = model.api_key_env
+    if variable and not model.id.startswith(LOCAL_PREFIX) and not environ.get(variable):
+        warnings.append(
+            f"agent {spec.name}: environment variable {variable!r} (model.api_key_env) is not "
+            f"set in the daemon's environment; runs of model {model.id!r} will fail until it "
+            "is exported and the daemon restarted"
+        )
+    hooks = [t for t in spec.triggers if t.kind == TriggerKind.WEBHOOK]
+    if hooks and not listening:
+        warnings.append(
+            f"agent {spec.name}: {len(hooks)} webhook trigger(s) will never fire: the daemon "
+            "has no webhook listener (start it with --webhook-port PORT)"
+        )
+    return warnings
 
 
 class SpecFolders:

@@ -95,10 +95,27 @@ async def _run(job: dict[str, Any], store: Any) -> str:
     return str(finished.stop_reason)
 
 
+def _report(message: dict[str, Any]) -> None:
+    """Tell the daemon ``message`` (one JSON line on stdout), if it is still listening.
+
+    A daemon killed while this worker ran is gone, and its end of the pipe with it: the
+    write fails with ``BrokenPipeError``. The run is recorded in the store already, which is
+    what a restarted daemon reads (it adopted this run), so the line is dropped, quietly:
+    stdout is pointed at ``/dev/null`` so that the interpreter's own flush at exit does not
+    fail again.
+    """
+    try:
+        print(json.dumps(message), flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def main() -> None:
     """Warm up, say ready, run one job, report, exit."""
     store = _warm()
-    print(json.dumps({"ready": True}), flush=True)
+    _report({"ready": True})
     line = sys.stdin.readline()
     if not line.strip():
         return  # the daemon went away before giving a job
@@ -106,9 +123,9 @@ def main() -> None:
     try:
         stop = asyncio.run(_run(job, store))
     except Exception as error:  # a spec that no longer loads, a store that cannot open
-        print(json.dumps({"error": f"{type(error).__name__}: {error}"}), flush=True)
+        _report({"error": f"{type(error).__name__}: {error}"})
         sys.exit(1)
-    print(json.dumps({"finished": job["run_id"], "stop_reason": stop}), flush=True)
+    _report({"finished": job["run_id"], "stop_reason": stop})
 
 
 if __name__ == "__main__":

@@ -246,6 +246,10 @@ class RunStore(ABC):
         """Persist that every slot of a cron trigger at or before ``cursor`` was handled."""
 
     @abstractmethod
+    def last_ended_run(self, agent: str) -> RunRow | None:
+        """The agent's run that ended most recently (by ``ended_at``), or None."""
+
+    @abstractmethod
     def running_runs(self) -> list[RunRow]:
         """Runs recorded ``running`` (a daemon adopts their workers when it starts)."""
 

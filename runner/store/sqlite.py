@@ -698,6 +698,15 @@ class SQLiteRunStore(RunStore):
             (agent, trigger_key, _iso(cursor)),
         )
 
+    def last_ended_run(self, agent: str) -> RunRow | None:
+        """The agent's run that ended most recently (by ``ended_at``), or None."""
+        row = self.db.execute(
+            """SELECT * FROM runs WHERE agent = ? AND status != 'running'
+               AND ended_at IS NOT NULL ORDER BY ended_at DESC, id DESC LIMIT 1""",
+            (agent,),
+        ).fetchone()
+        return None if row is None else self._run_row(row)
+
     def running_runs(self) -> list[RunRow]:
         """Runs recorded ``running``."""
         rows = self.db.execute("SELECT * FROM runs WHERE status = 'running'")
