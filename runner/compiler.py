@@ -171,7 +171,7 @@ def coerce_inputs(spec: AgentSpec, given: dict[str, Any]) -> dict[str, Any]:
 
     Raises:
         UsageError: an unknown input (with the known ones listed), a value of the wrong
-            type, or a required input not given.
+            type, or required inputs not given (every missing one named at once).
     """
     values: dict[str, Any] = {}
     for name, value in given.items():
@@ -181,15 +181,23 @@ def coerce_inputs(spec: AgentSpec, given: dict[str, Any]) -> dict[str, Any]:
                 f"unknown input {name!r} for agent {spec.name!r}; known inputs: {known}"
             )
         values[name] = _coerce(spec.inputs[name], value)
+    missing: list[str] = []
     for name, input_spec in spec.inputs.items():
         if name in values:
             continue
         if input_spec.has_default:
             values[name] = input_spec.default
         elif input_spec.required:
-            raise UsageError(f"agent {spec.name!r} needs input {name!r}: pass --input {name}=VALUE")
+            missing.append(name)
         else:
             values[name] = None
+    if missing:
+        passes = " ".join(f"--input {name}=VALUE" for name in missing)
+        plural = "s" if len(missing) > 1 else ""
+        raise UsageError(
+            f"agent {spec.name!r} needs input{plural} {', '.join(map(repr, missing))}: "
+            f"pass {passes}"
+        )
     return values
 
 
