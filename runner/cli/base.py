@@ -68,6 +68,11 @@ def _short(text: str, width: int) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def _count(number: int, noun: str) -> str:
+    """``1 step``, ``2 steps``, ``1 tool call``: a count with its noun, plural when not 1."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 # ---------------------------------------------------------------------------------------------
 # entry point
 

@@ -6,11 +6,15 @@ import json
 
 import click
 
-from ..errors import UsageError
+from ..errors import StopReason, UsageError
 from .base import (
+    _count,
     _short,
     cli,
 )
+
+#: What ``runs --status`` filters on: a stop reason, or ``running`` for runs not ended.
+RUN_STATUSES = ["running", *(str(reason) for reason in StopReason)]
 
 # ---------------------------------------------------------------------------------------------
 # runs
@@ -49,7 +53,13 @@ def _since(value: str | None) -> str | None:
 @click.option("--limit", "-n", default=20, show_default=True, help="How many runs to list.")
 @click.option("--agent", "-a", default=None, help="Only runs of this agent.")
 @click.option(
-    "--status", "-s", default=None, help="Only runs with this stop reason (or 'running')."
+    "--status",
+    "-s",
+    default=None,
+    type=click.Choice(RUN_STATUSES),
+    metavar="STATUS",
+    help="Only runs with this stop reason (completed, max_steps, ...; see "
+    "docs/concepts/budgets.md) or 'running'.",
 )
 @click.option(
     "--since", default=None, help="Only runs since a date/time or a duration ago (2h, 7d)."
@@ -69,12 +79,15 @@ def runs(
     if not rows:
         click.echo("no runs recorded yet")
         return
-    click.echo(f"{'RUN':<26}  {'AGENT':<20} {'STATUS':<18} {'STEPS':>5} {'TOKENS':>7}  STARTED")
+    click.echo(
+        f"{'RUN':<26}  {'AGENT':<20} {'TRIGGER':<8} {'STATUS':<18} {'STEPS':>5} {'TOKENS':>7}"
+        "  STARTED"
+    )
     for row in rows:
         status = row.stop_reason or row.status
         click.echo(
-            f"{row.id:<26}  {row.agent[:20]:<20} {status:<18} {row.steps:>5} "
-            f"{row.input_tokens + row.output_tokens:>7}  {row.started_at[:19]}"
+            f"{row.id:<26}  {row.agent[:20]:<20} {row.trigger[:8]:<8} {status:<18} "
+            f"{row.steps:>5} {row.input_tokens + row.output_tokens:>7}  {row.started_at[:19]}"
         )
 
 
@@ -96,6 +109,11 @@ def runs_show(run_id: str) -> None:
     click.echo(f"inputs {row.inputs_json}")
     click.echo(f"goal: {_short(row.goal, 200)}")
     tool_calls = store.tool_calls(row.id)
+    decisions = {
+        approval["call_id"]: approval
+        for approval in store.approvals(row.id, status=None)
+        if approval["decided_by"]
+    }
     for call in store.model_calls(row.id):
         call_cost = "" if call["cost_usd"] is None else f", ${call['cost_usd']:.6f}"
         click.echo(
@@ -110,10 +128,18 @@ def runs_show(run_id: str) -> None:
                 f"[{tool['decision']}/{tool['status']}, "
                 f"{tool['duration_s']:.2f} s]"
             )
+            decision = decisions.get(tool["call_id"])
+            if decision is not None:
+                reason = decision["decision_reason"]
+                click.echo(
+                    f"    {decision['status']} by {decision['decided_by']}"
+                    + (f" at {decision['decided_at'][:19]}" if decision["decided_at"] else "")
+                    + (f": {_short(reason, 100)}" if reason else "")
+                )
             click.echo(f"    → {_short(tool['result'], 160)}")
     click.echo(
-        f"stop reason: {row.stop_reason or row.status} · {row.steps} steps · "
-        f"{row.tool_calls} tool calls · "
+        f"stop reason: {row.stop_reason or row.status} · {_count(row.steps, 'step')} · "
+        f"{_count(row.tool_calls, 'tool call')} · "
         f"{row.input_tokens} in / {row.output_tokens} out tokens · {cost}"
     )
     if row.message:

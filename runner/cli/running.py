@@ -15,6 +15,7 @@ from .base import (
     EXIT_TIMEOUT,
     EXIT_WAITING,
     STOP_EXIT_CODES,
+    _count,
     _fail,
     _short,
     cli,
@@ -120,8 +121,8 @@ def _execute(
         if not quiet:
             cost = "unknown" if finished.cost_usd is None else f"${finished.cost_usd:.6f}"
             click.echo(
-                f"[{stop}] run {finished.run_id} · {finished.steps} steps · "
-                f"{finished.tool_calls} tool calls · {finished.input_tokens} in / "
+                f"[{stop}] run {finished.run_id} · {_count(finished.steps, 'step')} · "
+                f"{_count(finished.tool_calls, 'tool call')} · {finished.input_tokens} in / "
                 f"{finished.output_tokens} out tokens · {cost} · {finished.duration_s:.1f} s",
                 err=True,
             )
@@ -158,10 +159,12 @@ def approvals() -> None:
     if not pending:
         click.echo("no pending approvals")
         return
-    click.echo(f"{'RUN':<26}  {'CALL':<28} {'TOOL':<16} {'RISK':<6} ARGUMENTS")
+    # Call ids are printed whole: `agentrun approve RUN CALL` needs them exactly as stored.
+    width = max(len("CALL"), *(len(row["call_id"]) for row in pending))
+    click.echo(f"{'RUN':<26}  {'CALL':<{width}} {'TOOL':<16} {'RISK':<6} ARGUMENTS")
     for row in pending:
         click.echo(
-            f"{row['run_id']:<26}  {row['call_id'][:28]:<28} {row['tool'][:16]:<16} "
+            f"{row['run_id']:<26}  {row['call_id']:<{width}} {row['tool'][:16]:<16} "
             f"{row['risk']:<6} {_short(row['arguments'], 60)}"
         )
         if row["note"]:

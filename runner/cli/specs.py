@@ -13,6 +13,7 @@ from ..errors import SetupError, SpecError, UsageError
 from .base import (
     EXIT_OK,
     EXIT_USAGE,
+    _count,
     cli,
 )
 
@@ -288,7 +289,7 @@ def tools(spec_file: Path) -> None:
         return listed, warnings
 
     listed, warnings = asyncio.run(collect())
-    click.echo(f"autonomy {spec.autonomy}: {len(listed)} tools offered to the model")
+    click.echo(f"autonomy {spec.autonomy}: {_count(len(listed), 'tool')} offered to the model")
     click.echo(f"{'TOOL':<32} {'RISK':<7} {'DECISION':<14} SOURCE")
     for tool in listed:
         rule_name = tool.rule_name
