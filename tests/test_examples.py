@@ -180,7 +180,12 @@ def test_example_starts_with_a_header_saying_what_it_does_and_how_to_try_it(path
         assert (ROOT / spec_file).is_file(), spec_file
 
 
-def test_validate_accepts_the_agents_folder(capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_accepts_the_agents_folder(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The examples read their keys from these; with them set, `validate` has nothing to say.
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.setenv(name, "sk-test-not-a-real-key")
     with pytest.raises(SystemExit) as exited:
         main(["validate", str(AGENTS)])
     captured = capsys.readouterr()

@@ -25,7 +25,7 @@ jsonschema, Jinja2) is imported when the first spec is loaded.
 from __future__ import annotations
 
 from .builtin_tools import BUILTIN_TOOLS
-from .load import check_spec, load_spec
+from .load import check_spec, check_specs, load_spec
 from .specclass import replace
 from .types import (
     AUTONOMY_LEVELS,
@@ -78,6 +78,7 @@ __all__ = [
     "WatchSpec",
     "WebhookSpec",
     "check_spec",
+    "check_specs",
     "load_spec",
     "parse_duration",
     "replace",

@@ -15,7 +15,13 @@ Each check returns located :class:`~runner.errors.Diagnostic` objects:
 - rules name tools the spec declares, and arguments those tools have;
 - budgets can be enforced: a ``max_cost_usd`` needs a known price for the model
   (:mod:`runner.spec.prices`);
+- the model and its fallbacks name a provider litellm knows (any prefix is accepted with an
+  ``api_base``: an OpenAI-compatible endpoint) or an embedded local model that exists, and
+  the local model is given no setting it would ignore (``api_key_env``, ``api_base``);
 - MCP servers only see environment variables from the spec's ``env`` allowlist.
+
+:func:`key_variable_warnings` is apart: it reads the environment, so it runs only when asked
+(``agentrun validate`` asks; a spec's validity never depends on the shell it is read in).
 """
 
 from __future__ import annotations
@@ -23,12 +29,21 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import Diagnostic
 from ..triggers.globs import bracket_end
 from .builtin_tools import BY_KEY as BUILTIN_BY_KEY
-from .prices import price_for
+from .prices import (
+    KEY_VARIABLES,
+    LOCAL_MODELS,
+    LOCAL_PREFIX,
+    price_for,
+    price_table,
+    provider_of,
+    providers,
+)
 from .types import TRIGGER_KINDS, AgentSpec, InputSpec
 from .vocabulary import TriggerKind
 from .yamlpos import Located, Pos
@@ -452,6 +467,63 @@ class _Checker:
 
     # -- budgets, model, environment ------------------------------------------------------
 
+    def model(self) -> None:
+        """The model and its fallbacks name something that exists, with settings it uses."""
+        model = self.spec.model
+        self._model_id(model.id, _model_id_path(self.located), primary=True)
+        for index, fallback in enumerate(model.fallbacks):
+            self._model_id(fallback, ("model", "fallbacks", index), primary=False)
+        if model.id.startswith(LOCAL_PREFIX):
+            for key in ("api_key_env", "api_base"):
+                if getattr(model, key) is not None:
+                    self.error(
+                        self.located.key_pos(("model", key)),
+                        f"{key!r} does not apply to the embedded model {model.id!r}, "
+                        "which runs on this machine and needs no key or endpoint",
+                        f"remove {key!r}",
+                    )
+
+    def _model_id(self, model_id: str, path: tuple[Any, ...], primary: bool) -> None:
+        pos = self.located.value_pos(path)
+        if model_id.startswith(LOCAL_PREFIX):
+            name = model_id[len(LOCAL_PREFIX) :]
+            if name not in LOCAL_MODELS:
+                available = ", ".join(LOCAL_PREFIX + m for m in LOCAL_MODELS)
+                close = difflib.get_close_matches(name, LOCAL_MODELS, n=1)
+                self.error(
+                    pos,
+                    f"unknown local model {model_id!r} (available: {available})",
+                    f"did you mean {LOCAL_PREFIX + close[0]!r}?"
+                    if close
+                    else "see docs/local-model.md",
+                )
+            return
+        primary_provider = self.spec.model.id.split("/", 1)[0]
+        # An api_base serves the primary and the fallbacks at its provider: an
+        # OpenAI-compatible endpoint, whatever the prefix says.
+        if self.spec.model.api_base and (primary or model_id.split("/", 1)[0] == primary_provider):
+            return
+        if "/" not in model_id:
+            if price_table() and provider_of(model_id) is None:
+                self.error(
+                    pos,
+                    f"model {model_id!r} names no provider, and litellm knows no model of "
+                    "that name",
+                    "write it as provider/model, for example 'openai/gpt-4o-mini'",
+                )
+            return
+        provider = model_id.split("/", 1)[0]
+        if provider not in providers():
+            close = difflib.get_close_matches(provider, sorted(providers()), n=1)
+            self.error(
+                pos,
+                f"unknown model provider {provider!r} in {model_id!r}",
+                f"did you mean {close[0]!r}?"
+                if close
+                else "use a litellm provider (https://docs.litellm.ai/docs/providers), "
+                "or set model.api_base for an OpenAI-compatible server",
+            )
+
     def budgets(self) -> None:
         budgets = self.spec.budgets
         if budgets.max_cost_usd is not None:
@@ -662,5 +734,64 @@ def semantic_checks(spec: AgentSpec, located: Located, file: str) -> list[Diagno
     checker.triggers()
     checker.rules()
     checker.budgets()
+    checker.model()
     checker.environment()
     return checker.out
+
+
+def _model_id_path(located: Located) -> tuple[Any, ...]:
+    """Where the model id is written: ``model`` itself, or ``model.id`` in the mapping form."""
+    return ("model", "id") if isinstance(located.value.get("model"), dict) else ("model",)
+
+
+def key_variable_warnings(
+    spec: AgentSpec, located: Located, file: str, environ: Mapping[str, str]
+) -> list[Diagnostic]:
+    """Warnings for the key variables the spec's models will read and ``environ`` lacks.
+
+    ``model.api_key_env`` when set (else the primary's provider variable, such as
+    ``OPENAI_API_KEY``, from :data:`runner.spec.prices.KEY_VARIABLES`), and the provider
+    variable of each fallback at another provider. Warnings, not errors: the variable may
+    be set where the agent runs (the daemon's environment) and not where it is validated.
+    The local model and a model with an ``api_base`` (a server that may need no key) are
+    not warned about unless ``api_key_env`` names a variable.
+    """
+    checker = _Checker(spec, located, file)
+    model = spec.model
+    hint = "export it where the agent runs (the shell, or the daemon's environment)"
+    if model.id.startswith(LOCAL_PREFIX):
+        return []
+    if model.api_key_env:
+        if not environ.get(model.api_key_env):
+            checker.warning(
+                located.value_pos(("model", "api_key_env")),
+                f"environment variable {model.api_key_env!r} (model.api_key_env) is not set; "
+                f"model {model.id!r} cannot be called without it",
+                hint,
+            )
+    elif not model.api_base:
+        _provider_key_warning(checker, model.id, _model_id_path(located), environ, hint)
+    primary_provider = model.id.split("/", 1)[0]
+    for index, fallback in enumerate(model.fallbacks):
+        if fallback.split("/", 1)[0] != primary_provider:
+            path = ("model", "fallbacks", index)
+            _provider_key_warning(checker, fallback, path, environ, hint)
+    return checker.out
+
+
+def _provider_key_warning(
+    checker: _Checker,
+    model_id: str,
+    path: tuple[Any, ...],
+    environ: Mapping[str, str],
+    hint: str,
+) -> None:
+    if model_id.startswith(LOCAL_PREFIX):
+        return
+    variables = KEY_VARIABLES.get(provider_of(model_id) or "", ())
+    if variables and not any(environ.get(name) for name in variables):
+        checker.warning(
+            checker.located.value_pos(path),
+            f"model {model_id!r} reads its key from {' or '.join(variables)}, which is not set",
+            hint + ", or name another variable in model.api_key_env",
+        )
