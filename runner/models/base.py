@@ -63,8 +63,15 @@ class ModelReply:
     failed_attempts: tuple[str, ...] = ()
 
     def as_message(self) -> dict[str, Any]:
-        """The assistant message to append to the conversation (OpenAI format)."""
-        message: dict[str, Any] = {"role": "assistant", "content": self.content or ""}
+        """The assistant message to append to the conversation (OpenAI format).
+
+        A message with tool calls and no text has ``"content": null``, as the OpenAI chat API
+        returns it, not ``""``: the openai SDK walks an empty string through its content
+        union on every later call (issue 19 measured +28% of its request transform), and
+        providers reached through litellm convert null as they convert a missing text.
+        """
+        content = self.content or (None if self.tool_calls else "")
+        message: dict[str, Any] = {"role": "assistant", "content": content}
         if self.tool_calls:
             message["tool_calls"] = [
                 {
