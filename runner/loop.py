@@ -296,7 +296,12 @@ class Run:
             result = await self.tool_caller.call(call, reason, self.step, cut_off=cut_off)
             self.add_message({"role": "tool", "tool_call_id": call.id, "content": result})
         if self.tool_caller.proposed:
-            listed = "\n".join(f"- {c.name} {c.arguments}" for c in self.tool_caller.proposed)
+            refusals = self.tool_caller.would_refuse
+            listed = "\n".join(
+                f"- {c.name} {c.arguments}"
+                + (f"  [would be refused: {refusals[c.id]}]" if c.id in refusals else "")
+                for c in self.tool_caller.proposed
+            )
             self.final = f"Proposed tool calls (autonomy 'suggest', none executed):\n{listed}"
             return StopReason.PROPOSED
         notes = self.budget.warnings()

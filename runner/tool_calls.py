@@ -150,6 +150,8 @@ class ToolCaller:
 
     Attributes:
         proposed: calls recorded as proposals (autonomy ``suggest``), none executed.
+        would_refuse: call id -> why the tool would refuse it, for each proposal that would
+            not run even if approved (:meth:`~runner.tools.Tool.refusal`).
     """
 
     def __init__(
@@ -174,6 +176,7 @@ class ToolCaller:
         self.signatures: list[str] = list(resumed.signatures) if resumed else []
         self.approved_tools: set[str] = set()
         self.proposed: list[ToolCallRequest] = []
+        self.would_refuse: dict[str, str] = {}
 
     async def call(
         self, call: ToolCallRequest, reason: str, step: int, cut_off: bool = False
@@ -250,8 +253,17 @@ class ToolCaller:
         """The recorded text of a call that does not run (proposed, denied), else None."""
         if decision is Decision.PROPOSE:
             self.proposed.append(outcome.call)
+            refused = tool.refusal(arguments)
+            if refused is None:
+                return outcome(
+                    "propose", ToolCallStatus.PROPOSED, "not executed: autonomy is 'suggest'"
+                )
+            self.would_refuse[outcome.call.id] = refused
             return outcome(
-                "propose", ToolCallStatus.PROPOSED, "not executed: autonomy is 'suggest'"
+                "propose",
+                ToolCallStatus.PROPOSED,
+                f"not executed: autonomy is 'suggest'; it would be refused: {refused}",
+                f"would be refused: {refused}",
             )
         if decision is Decision.DENY:
             return outcome(

@@ -139,6 +139,16 @@ class Tool:
         """
         return arguments
 
+    def refusal(self, arguments: dict[str, Any]) -> str | None:
+        """Why the tool would refuse a call with ``arguments`` when run, or None.
+
+        The tool's own limits (a path outside its declared roots, a command not on its
+        list, a host not allowed), checked without acting: nothing is read, written, run
+        or sent. Autonomy ``suggest`` marks a proposed call that would be refused. The
+        default, for tools without such limits, is None.
+        """
+        return None
+
     def run(self, arguments: dict[str, Any]) -> str:
         """Execute with schema-valid ``arguments``; the result text for the model.
 

@@ -248,6 +248,17 @@ class _FileTool(Tool):
             return arguments
         return {**arguments, "path": self.jail.canonical(requested)}
 
+    def refusal(self, arguments: dict[str, Any]) -> str | None:
+        """Why the path would be refused (outside the declared roots), or None; reads nothing."""
+        requested = arguments.get("path") or self.default_path
+        if not isinstance(requested, str):
+            return None
+        try:
+            self.jail.resolve(requested)
+        except PathNotAllowed as error:
+            return str(error)
+        return None
+
 
 class ReadFile(_FileTool):
     """Read a UTF-8 text file inside the declared paths."""

@@ -305,6 +305,17 @@ class HttpTool(Tool):
             return arguments
         return {**arguments, "url": canonical_url(url)}
 
+    def refusal(self, arguments: dict[str, Any]) -> str | None:
+        """Why the URL would be refused (:meth:`check_url`), or None; sends nothing."""
+        url = arguments.get("url")
+        if not isinstance(url, str):
+            return None
+        try:
+            self.check_url(url)
+        except ToolError as error:
+            return str(error)
+        return None
+
     def risk_for(self, arguments: dict[str, Any]) -> Risk:
         """The risk of one call: the spec's ``risk`` if set, else by method.
 

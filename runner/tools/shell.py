@@ -449,6 +449,17 @@ class ShellTool(Tool):
                 parts.append(";" if operators[index] == "\n" else operators[index])
         return [self.interpreter, "-c", " ".join(parts)]
 
+    def refusal(self, arguments: dict[str, Any]) -> str | None:
+        """Why the command line would be refused (:meth:`check`), or None; runs nothing."""
+        line = arguments.get("argv")
+        if not isinstance(line, str):
+            return None
+        try:
+            self.check(line)
+        except ToolError as error:
+            return str(error)
+        return None
+
     def environment(self) -> dict[str, str]:
         """``PATH`` plus the allowlisted variables that are set, from ``os.environ``."""
         env = {"PATH": os.environ.get("PATH", os.defpath)}
