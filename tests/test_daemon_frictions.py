@@ -116,14 +116,28 @@ def test_loading_warns_of_a_missing_key_variable_and_a_webhook_without_a_listene
         name="hooked.yaml",
     )
 
+    write_spec(
+        agents,
+        "version: 1\nname: plain\nmodel: openai/gpt-4o-mini\ngoal: hello\n",
+        name="plain.yaml",
+    )
+
     async def body(daemon: Daemon, spawn: FakeSpawn, clock: Clock) -> None:
         daemon.rescan()
-        assert "hooked" in daemon.agents  # loaded all the same
+        assert {"hooked", "plain"} <= set(daemon.agents)  # loaded all the same
 
     scenario(home, agents, body)
     warnings = [r.getMessage() for r in daemon_log.records if r.levelno == logging.WARNING]
-    assert any("'HOOKED_KEY'" in w and "not set" in w for w in warnings), warnings
-    assert any("webhook" in w and "--webhook-port" in w for w in warnings), warnings
+    assert any(
+        w.startswith("agent hooked: ") and "'HOOKED_KEY'" in w and "not set" in w for w in warnings
+    ), warnings
+    assert any(
+        w.startswith("agent plain: ") and "OPENAI_API_KEY" in w and "not set" in w for w in warnings
+    ), warnings
+    assert any(
+        w.startswith("agent hooked: ") and "webhook" in w and "--webhook-port" in w
+        for w in warnings
+    ), warnings
 
 
 def test_status_shows_the_last_outcome_after_a_restart(home: Path, agents: Path) -> None:

@@ -302,7 +302,7 @@ class Daemon:
             agent = self.agents.get(name)
             return None if agent is None else agent.path
 
-        for change in self.specs.scan(path_of):
+        for change in self.specs.scan(path_of, os.environ):
             match change:
                 case Invalid(message=message):
                     log.error("%s", message)
@@ -321,7 +321,7 @@ class Daemon:
                         path,
                         len(spec.triggers),
                     )
-                    for warning in load_warnings(spec, os.environ, self.webhooks is not None):
+                    for warning in load_warnings(change, self.webhooks is not None):
                         log.warning("%s", warning)
 
     def remove_agent(self, name: str) -> None:

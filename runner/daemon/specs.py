@@ -17,7 +17,6 @@ from typing import Any
 
 from ..errors import SpecError
 from ..spec import TriggerKind
-from ..spec.prices import LOCAL_PREFIX
 
 
 @dataclass(frozen=True)
@@ -30,6 +29,8 @@ class Loaded:
     source: bytes
     replaces: str | None
     """The agent name the file had before, when the edit renamed it (else None)."""
+    warnings: tuple[str, ...] = ()
+    """The spec's warnings, located (a key variable the daemon's environment lacks, ...)."""
 
 
 @dataclass(frozen=True)
@@ -51,26 +52,20 @@ class Removed:
 Change = Loaded | Invalid | Removed
 
 
-def load_warnings(spec: Any, environ: Mapping[str, str], listening: bool) -> list[str]:
-    """What will fail later in a spec the daemon just loaded, in plain words.
+def load_warnings(loaded: Loaded, listening: bool) -> list[str]:
+    """What will fail later in a spec the daemon just loaded, one line each.
 
-    - ``model.api_key_env`` names a variable the daemon's environment (``environ``) lacks:
-      every run would end with a setup error.
-    - A webhook trigger while the daemon has no HTTP listener (``listening`` False: started
-      without ``--webhook-port``): the trigger can never fire.
+    - The spec's own warnings, the daemon's environment included: a key variable the model
+      reads (``model.api_key_env``, or its provider's, such as ``OPENAI_API_KEY``) that the
+      daemon lacks (:func:`runner.spec.checks.key_variable_warnings`, as ``validate`` warns).
+    - Webhook triggers while the daemon has no HTTP listener (``listening`` False: started
+      without ``--webhook-port``): they can never fire.
 
     The spec stays loaded either way (the variable may be exported and the daemon
-    restarted); these are warnings for its log.
+    restarted); these are warnings for the daemon's log.
     """
-    warnings: list[str] = []
-    model = spec.model
-    variable = model.api_key_env
-    if variable and not model.id.startswith(LOCAL_PREFIX) and not environ.get(variable):
-        warnings.append(
-            f"agent {spec.name}: environment variable {variable!r} (model.api_key_env) is not "
-            f"set in the daemon's environment; runs of model {model.id!r} will fail until it "
-            "is exported and the daemon restarted"
-        )
+    spec = loaded.spec
+    warnings = [f"agent {spec.name}: {warning}" for warning in loaded.warnings]
     hooks = [t for t in spec.triggers if t.kind == TriggerKind.WEBHOOK]
     if hooks and not listening:
         warnings.append(
@@ -108,12 +103,15 @@ class SpecFolders:
         """The current spec errors, one located message each."""
         return [e.split(":", 1)[1] for e in self.errors.values()]
 
-    def scan(self, path_of: Callable[[str], Path | None]) -> Iterator[Change]:
+    def scan(
+        self, path_of: Callable[[str], Path | None], environ: Mapping[str, str] | None = None
+    ) -> Iterator[Change]:
         """Yield what changed since the last scan; the caller applies each change.
 
         ``path_of`` gives the spec file of an installed agent (None when there is none): a
         second file with a name already in use is :class:`Invalid`. A file removed or made
-        unreadable mid-scan is seen on the next scan.
+        unreadable mid-scan is seen on the next scan. ``environ`` (the daemon's environment)
+        adds the warnings of key variables it lacks to each :class:`Loaded`.
         """
         from ..spec import check_spec
 
@@ -131,7 +129,7 @@ class SpecFolders:
                 continue
             try:
                 source = path.read_bytes()
-                spec, diagnostics = check_spec(path, source)
+                spec, diagnostics = check_spec(path, source, environ)
             except SpecError as error:
                 spec, diagnostics = None, error.diagnostics
             except OSError:
@@ -151,7 +149,8 @@ class SpecFolders:
             self.by_path[path] = spec.name
             self.mtimes[path] = mtime
             replaces = name if name is not None and name != spec.name else None
-            yield Loaded(spec, path, mtime, source, replaces)
+            warnings = tuple(d.headline() for d in diagnostics if d.severity == "warning")
+            yield Loaded(spec, path, mtime, source, replaces, warnings)
         for path, name in list(self.by_path.items()):
             if path not in seen:
                 del self.by_path[path]
