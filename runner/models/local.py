@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,34 @@ def model_file(name: str) -> Path:
     raise SetupError(f"model 'local/{name}' needs the local extra: {INSTALL_HINT}")
 
 
+#: The environment variable that sets how many CPU threads llama.cpp uses.
+THREADS_VARIABLE = "AGENTRUN_LOCAL_THREADS"
+
+
+def cpu_threads(environ: Mapping[str, str] = os.environ) -> int:
+    """How many threads llama.cpp uses (``n_threads``).
+
+    :data:`THREADS_VARIABLE` when set; otherwise the CPUs this process may run on
+    (``os.sched_getaffinity``, which honours ``taskset`` and container CPU sets; the
+    machine's CPU count where that does not exist).
+
+    Raises:
+        SetupError: the variable is set to something other than a positive whole number.
+    """
+    value = environ.get(THREADS_VARIABLE, "").strip()
+    if value:
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+        raise SetupError(
+            f"{THREADS_VARIABLE}={value!r} is not a positive whole number; set it to the "
+            "number of threads for the local model, or unset it to use every CPU available"
+        )
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return max(os.cpu_count() or 1, 1)
+
+
 def _render_tool_call(call: dict[str, Any]) -> str:
     function = call.get("function") or {}
     return f"functions.{function.get('name', '')}:\n{function.get('arguments') or '{}'}"
@@ -80,7 +110,11 @@ class LlamaBackend:
         from llama_cpp import Llama
 
         self._llama = Llama(
-            model_path=str(path), n_ctx=CONTEXT_TOKENS, seed=seed, verbose=False, n_threads=2
+            model_path=str(path),
+            n_ctx=CONTEXT_TOKENS,
+            seed=seed,
+            verbose=False,
+            n_threads=cpu_threads(),
         )
         self._lock = threading.Lock()
         self.name = path.stem
