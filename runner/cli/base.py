@@ -10,6 +10,7 @@ commands that need them, so ``agentrun --help`` and ``agentrun validate`` stay f
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import NoReturn
@@ -77,8 +78,27 @@ def _count(number: int, noun: str) -> str:
 # entry point
 
 
+def _fast_exit() -> None:
+    """Spare the interpreter's teardown a walk over every object a heavy import made.
+
+    Once litellm is imported (about 300,000 objects), the garbage collector's passes at exit
+    took 1.3-1.4 s after the run was recorded (issue 19); moving everything to the permanent
+    generation first (:func:`gc.freeze`) takes exit to about 0.06 s. Output is flushed and
+    ``atexit`` handlers still run.
+    """
+    if "litellm" in sys.modules or "llama_cpp" in sys.modules:
+        gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console script: run the CLI, mapping every error to a message and an exit code."""
+    try:
+        _run(argv)
+    finally:
+        _fast_exit()
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="agentrun", standalone_mode=False)
     except click.exceptions.Exit as done:
