@@ -37,12 +37,74 @@ def _model_factory() -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _warm() -> Any:
+#: The reply of the loopback stub a worker warms its model path against: one tool call.
+_WARMUP_REPLY = {
+    "id": "chatcmpl-warmup",
+    "object": "chat.completion",
+    "created": 0,
+    "model": "warmup",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_warmup",
+                        "type": "function",
+                        "function": {"name": "warmup", "arguments": "{}"},
+                    }
+                ],
+            },
+            "finish_reason": "tool_calls",
+        }
+    ],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}
+
+
+def _warm_model_path(runner: asyncio.Runner) -> None:
+    """One chat completion with a tool, through litellm, against a loopback stub.
+
+    A first call with tools imports what ``import litellm`` does not (the openai SDK's
+    request and response types, the HTTP client's transports: about 700 modules, 1.1 s on
+    the reference machine, issue 19); made here, while the worker is idle, the run's first
+    call does not pay it. The call runs in ``runner``, the event loop the job runs in later
+    (litellm's logging worker is bound to its first loop). The stub speaks the OpenAI chat
+    API; other providers' own conversions are still imported on their first call. A
+    failure is reported on stderr and the worker goes on: the run pays the cost instead.
+    """
+    from ..models import LiteLLMModel
+    from ..models.server import OpenAIServer
+    from ..spec.types import ModelSpec
+
+    key = "AGENTRUN_WARMUP_KEY"
+    os.environ[key] = "warmup"
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": "warmup", "description": "", "parameters": {"type": "object"}},
+        }
+    ]
+    try:
+        with OpenAIServer(lambda request: _WARMUP_REPLY, model_name="warmup") as server:
+            model = LiteLLMModel(
+                ModelSpec(id="openai/warmup", api_base=server.api_base, api_key_env=key)
+            )
+            messages = [{"role": "user", "content": "warm up"}]
+            model.count_prompt_tokens(messages, tools)
+            runner.run(model.complete(messages, tools))
+    except Exception as error:  # warming is an optimisation, never a failure
+        print(f"agentrun worker: warm-up call failed: {error!r}", file=sys.stderr)
+    finally:
+        os.environ.pop(key, None)
+
+
+def _warm(runner: asyncio.Runner) -> Any:
     """Pay every import and first-use cost before the job arrives; the open store."""
     if _model_factory() is None:
-        from ..models import import_litellm
-
-        import_litellm()
+        _warm_model_path(runner)
     import croniter  # noqa: F401  (spec checks of cron triggers)
     import jinja2.meta
     import jinja2.sandbox  # noqa: F401
@@ -113,18 +175,19 @@ def _report(message: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    """Warm up, say ready, run one job, report, exit."""
-    store = _warm()
-    _report({"ready": True})
-    line = sys.stdin.readline()
-    if not line.strip():
-        return  # the daemon went away before giving a job
-    job = json.loads(line)
-    try:
-        stop = asyncio.run(_run(job, store))
-    except Exception as error:  # a spec that no longer loads, a store that cannot open
-        _report({"error": f"{type(error).__name__}: {error}"})
-        sys.exit(1)
+    """Warm up, say ready, run one job, report, exit (one event loop for all of it)."""
+    with asyncio.Runner() as runner:
+        store = _warm(runner)
+        _report({"ready": True})
+        line = sys.stdin.readline()
+        if not line.strip():
+            return  # the daemon went away before giving a job
+        job = json.loads(line)
+        try:
+            stop = runner.run(_run(job, store))
+        except Exception as error:  # a spec that no longer loads, a store that cannot open
+            _report({"error": f"{type(error).__name__}: {error}"})
+            sys.exit(1)
     _report({"finished": job["run_id"], "stop_reason": stop})
 
 
