@@ -77,9 +77,12 @@ def _execute(
 
     from ..loop import CANCEL_SIGNALS, Sink, run_agent
     from ..store import RunStore
+    from .progress import Progress
 
     store = store or RunStore.default()
-    sinks: list[Sink] = [] if (as_json or quiet) else [ConsolePrinter().print]
+    progress = Progress(enabled=False if (as_json or quiet) else None).start()
+    printer = ConsolePrinter(progress.echo)
+    sinks: list[Sink] = [] if (as_json or quiet) else [printer.print, progress.event]
     try:
         # SIGTERM, SIGINT (Ctrl-C) and SIGHUP cancel the run: recorded, resumable, exit 6.
         finished = asyncio.run(
@@ -94,7 +97,9 @@ def _execute(
             )
         )
     except KeyboardInterrupt:  # before the run started or after it ended
+        progress.stop()
         _fail("interrupted", EXIT_TIMEOUT)
+    progress.stop()
     stop = finished.stop_reason
     if as_json:
         click.echo(
@@ -267,25 +272,32 @@ def resume(run_id: str, as_json: bool, quiet: bool, unattended: bool, force: boo
 
 
 class ConsolePrinter:
-    """Prints loop events to stderr as they happen, one short line each."""
+    """Prints loop events to stderr as they happen, one short line each.
+
+    Args:
+        echo: writes one line to stderr (the status line's :meth:`~.progress.Progress.echo`,
+            which keeps the two apart); default ``click.echo(..., err=True)``.
+    """
+
+    def __init__(self, echo: Any = None) -> None:
+        self.echo = echo or (lambda line: click.echo(line, err=True))
 
     def print(self, event: Any) -> None:
         """Show one event."""
         from ..events import ModelCalled, RunStarted, ToolCalled
 
         if isinstance(event, RunStarted):
-            click.echo(f"▶ {event.agent} · {event.model} · run {event.run_id}", err=True)
+            self.echo(f"▶ {event.agent} · {event.model} · run {event.run_id}")
         elif isinstance(event, ModelCalled):
             wanted = ", ".join(c["name"] for c in event.tool_calls) or "answer"
-            click.echo(
+            self.echo(
                 f"  step {event.step}: model → {wanted} "
                 f"({event.input_tokens} in / {event.output_tokens} out tokens, "
-                f"{event.duration_s:.1f} s)",
-                err=True,
+                f"{event.duration_s:.1f} s)"
             )
         elif isinstance(event, ToolCalled):
             arguments = _short(event.arguments, 80)
-            click.echo(f"    {event.tool} {arguments}", err=True)
+            self.echo(f"    {event.tool} {arguments}")
             marker = "✗" if event.status != "ok" else "←"
             result = event.result.removeprefix("error: ")
-            click.echo(f"      {marker} {event.status}: {_short(result, 100)}", err=True)
+            self.echo(f"      {marker} {event.status}: {_short(result, 100)}")
