@@ -128,7 +128,9 @@ class Walk:
         # the embedded model's stand-in: the same spec, its model served by the fake server
         spec = self.work / words[2]
         original = spec.read_text(encoding="utf-8")
-        spec.write_text(original.replace("id: local/", "id: openai/"), encoding="utf-8")
+        pointed = re.sub(r"^(model:|\s+id:)(\s*)local/", r"\1\2openai/", original, flags=re.M)
+        assert pointed != original, f"no local/ model id to point at the fake server in {spec}"
+        spec.write_text(pointed, encoding="utf-8")
         self.server.script.extend([call("read_file", {"path": "README.md"}), text("agentrun.")])
         try:
             done = self.run(line, env={"OPENAI_API_KEY": "sk-fake"})
