@@ -419,11 +419,7 @@ def test_the_readme_installs_as_ci_does() -> None:
     install, test = (steps(block.strip()) for block in readme_commands()[:2])
     ci = ci_script()
     test_installs = pip_installs(test)
-    assert [arguments for _, arguments in test_installs] == ci["installs"] + [
-        arguments
-        for _, arguments in test_installs
-        if arguments not in ci["installs"] and "--no-deps" in arguments
-    ]
+    assert [arguments for _, arguments in test_installs] == ci["installs"]
     assert [a for _, a in pip_installs(install)] == [
         [w.replace("[dev,local]", "[local]") for w in a] for _, a in test_installs
     ]
