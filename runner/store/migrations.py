@@ -170,6 +170,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        "0006_tool_messages_refer_to_results",
+        [
+            # A tool message whose content is its call's recorded result keeps no second copy:
+            # message_json holds "content": null and tool_call_row names the tool_calls row
+            # whose result is the content. Rows written before keep their content whole.
+            "ALTER TABLE messages ADD COLUMN tool_call_row INTEGER REFERENCES tool_calls (id)",
+        ],
+    ),
 ]
 
 

@@ -81,6 +81,10 @@ class SQLiteRunStore(RunStore):
         # Low-risk tool calls under way, which have no journal row (see _tool_started):
         # (run id, call id) -> when the call started.
         self._unjournaled: dict[tuple[str, str], str] = {}
+        # The result just recorded for each tool call, until its tool message comes (in the
+        # same transaction): (run id, call id) -> (tool_calls row id, result). See
+        # _message_added.
+        self._results: dict[tuple[str, str], tuple[int, str]] = {}
         try:
             private_dir(path.parent)
             # SQLite gives the -wal and -shm files the database file's mode.
@@ -266,9 +270,25 @@ class SQLiteRunStore(RunStore):
         )
 
     def _message_added(self, event: MessageAdded) -> None:
+        """Write a conversation message; a tool result it repeats is not written again.
+
+        A tool message comes right after its call's :class:`ToolCalled`. When its content is
+        exactly the result just written to ``tool_calls.result`` (the loop sends the model
+        what it records, both redacted alike), the row holds ``"content": null`` and the
+        ``tool_calls`` row's id, and :meth:`messages` puts the result back: a megabyte of
+        tool output is stored once, not twice. Any other message is written whole.
+        """
+        message = event.message
+        row: int | None = None
+        if message.get("role") == "tool":
+            recorded = self._results.pop((event.run_id, str(message.get("tool_call_id"))), None)
+            if recorded is not None and message.get("content") == recorded[1]:
+                row = recorded[0]
+                message = {**message, "content": None}
         self.db.execute(
-            "INSERT OR REPLACE INTO messages (run_id, seq, message_json) VALUES (?, ?, ?)",
-            (event.run_id, event.seq, json.dumps(event.message)),
+            """INSERT OR REPLACE INTO messages (run_id, seq, message_json, tool_call_row)
+               VALUES (?, ?, ?, ?)""",
+            (event.run_id, event.seq, json.dumps(message), row),
         )
 
     def _model_called(self, event: ModelCalled) -> None:
@@ -299,8 +319,9 @@ class SQLiteRunStore(RunStore):
         error: str | None,
         duration_s: float,
         created_at: str | None = None,
-    ) -> None:
-        self.db.execute(
+    ) -> int:
+        """Insert one tool_calls row; its id."""
+        cursor = self.db.execute(
             """INSERT INTO tool_calls (run_id, step, call_id, tool, risk, arguments, decision,
                status, result, error, duration_s, created_at)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
@@ -319,6 +340,7 @@ class SQLiteRunStore(RunStore):
                 created_at or _now(),
             ),
         )
+        return int(cursor.lastrowid or 0)
 
     def _tool_started(self, event: ToolStarted) -> None:
         if event.risk == Risk.LOW:
@@ -333,26 +355,34 @@ class SQLiteRunStore(RunStore):
     def _tool_called(self, event: ToolCalled) -> None:
         started = self._unjournaled.pop((event.run_id, event.call_id), None)
         if started is not None:
-            self._insert_tool_call(
+            row = self._insert_tool_call(
                 event, event.status, event.result, event.error, event.duration_s, started
             )
-            return
-        updated = self.db.execute(
-            """UPDATE tool_calls SET status = ?, result = ?, error = ?, duration_s = ?,
-               decision = ? WHERE id = (SELECT max(id) FROM tool_calls WHERE run_id = ?
-               AND call_id = ? AND status = 'running')""",
-            (
-                event.status,
-                event.result,
-                event.error,
-                event.duration_s,
-                event.decision,
-                event.run_id,
-                event.call_id,
-            ),
-        ).rowcount
-        if not updated:  # refused or proposed calls never started: no journal entry
-            self._insert_tool_call(event, event.status, event.result, event.error, event.duration_s)
+        else:
+            journal = self.db.execute(
+                """SELECT max(id) FROM tool_calls WHERE run_id = ? AND call_id = ?
+                   AND status = 'running'""",
+                (event.run_id, event.call_id),
+            ).fetchone()[0]
+            if journal is not None:
+                row = int(journal)
+                self.db.execute(
+                    """UPDATE tool_calls SET status = ?, result = ?, error = ?, duration_s = ?,
+                       decision = ? WHERE id = ?""",
+                    (
+                        event.status,
+                        event.result,
+                        event.error,
+                        event.duration_s,
+                        event.decision,
+                        row,
+                    ),
+                )
+            else:  # refused or proposed calls never started: no journal entry
+                row = self._insert_tool_call(
+                    event, event.status, event.result, event.error, event.duration_s
+                )
+        self._results[event.run_id, event.call_id] = (row, event.result)
 
     def _approval_requested(self, event: ApprovalRequested) -> None:
         pending = self.db.execute(
@@ -403,6 +433,7 @@ class SQLiteRunStore(RunStore):
         self._unjournaled = {
             key: started for key, started in self._unjournaled.items() if key[0] != event.run_id
         }
+        self._results = {key: got for key, got in self._results.items() if key[0] != event.run_id}
         status = {
             StopReason.WAITING_APPROVAL: "waiting_approval",
             StopReason.INTERRUPTED: "interrupted",
@@ -484,11 +515,24 @@ class SQLiteRunStore(RunStore):
         return _approval_row(row) if row else None
 
     def messages(self, run_id: str) -> list[dict[str, Any]]:
-        """The run's conversation as recorded (redacted), in order."""
+        """The run's conversation as recorded (redacted), in order.
+
+        A tool message stored as a reference gets its content back from ``tool_calls``
+        (see :meth:`_message_added`).
+        """
         rows = self.db.execute(
-            "SELECT message_json FROM messages WHERE run_id = ? ORDER BY seq", (run_id,)
+            """SELECT messages.message_json, tool_calls.result FROM messages
+               LEFT JOIN tool_calls ON tool_calls.id = messages.tool_call_row
+               WHERE messages.run_id = ? ORDER BY messages.seq""",
+            (run_id,),
         )
-        return [json.loads(row[0]) for row in rows]
+        messages = []
+        for message_json, result in rows:
+            message = json.loads(message_json)
+            if result is not None:
+                message["content"] = result
+            messages.append(message)
+        return messages
 
     def journal(self, run_id: str, call_id: str) -> ToolCallRow | None:
         """The newest journal row of one tool call, or None when it never started."""
