@@ -149,7 +149,7 @@ def test_local_model_without_the_extra_is_one_clear_line(
     real_find_spec = importlib.util.find_spec
 
     def without_llama(name: str, *args: object) -> object:
-        return None if name == "llama_cpp" else real_find_spec(name)
+        return None if name == "cyllama" else real_find_spec(name)
 
     monkeypatch.setattr("runner.models.local.importlib.util.find_spec", without_llama)
     spec = write_spec(

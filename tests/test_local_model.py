@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("llama_cpp", reason="needs the [local] extra")
+pytest.importorskip("cyllama", reason="needs the [local] extra")
 
 from runner.compiler import compile_agent
 from runner.events import StopReason
