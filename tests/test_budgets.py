@@ -159,13 +159,17 @@ def test_redactor_searches_a_clean_string_once(
     redactor = Redactor(["AGENTRUN_TEST_SECRET"])
     counting = CountingPattern(redactor._pattern)
     redactor._pattern = counting  # type: ignore[assignment]
-    result = "line of a file\n" * 1000
+    # "sk-" is an anchor (runner.redact.ANCHORS): the text is searched, and found clean.
+    result = "line of a file, an sk- prefix too short for a key\n" * 1000
     called = ToolCalled("run-1", 1, "c1", "read_file", "{}", "allow", "ok", result, 0.1, "low")
     added = MessageAdded("run-1", 3, {"role": "tool", "tool_call_id": "c1", "content": result})
     assert redactor.event(called) is called and redactor.event(added) is added
     assert [text for text in counting.searched if text is result] == [result]
     # An equal string that is another object is searched on its own.
-    assert redactor.text("".join(["line of a file\n"] * 1000)) == result
+    assert (
+        redactor.text("".join(["line of a file, an sk- prefix too short for a key\n"] * 1000))
+        == result
+    )
     assert len([text for text in counting.searched if text == result]) == 2
     dirty = "pw hunter2-but-longer"
     assert redactor.text(dirty) == redactor.text(dirty) == "pw [REDACTED]"
