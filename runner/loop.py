@@ -231,6 +231,7 @@ class Run:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             await servers.aclose()  # MCP servers stop on every exit path
+            await self.model.aclose()  # its HTTP connections, in the loop that opened them
         self.emit(Heartbeat(self.run_id, self.budget.elapsed()))
         usage = self.budget.usage
         finished = RunFinished(

@@ -36,3 +36,14 @@ def agentrun_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
     return home
+
+
+@pytest.fixture(params=["direct", "litellm"])
+def model_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a model behaviour test on both paths to OpenAI-compatible endpoints: the direct
+    openai SDK client and litellm (``AGENTRUN_OPENAI_PATH``, runner.models.openai_direct)."""
+    if request.param == "litellm":
+        monkeypatch.setenv("AGENTRUN_OPENAI_PATH", "litellm")
+    else:
+        monkeypatch.delenv("AGENTRUN_OPENAI_PATH", raising=False)
+    return str(request.param)

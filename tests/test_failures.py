@@ -26,6 +26,17 @@ from runner.testing import FakeOpenAIServer, Scripted, call, calls, http_error, 
 from runner.tools import Tool, ToolRegistry
 from tests.helpers import write_spec
 
+# Every model behaviour test runs on both paths to an OpenAI-compatible endpoint.
+pytestmark = pytest.mark.usefixtures("model_path")
+
+
+async def complete_once(model: Any, messages: list[dict[str, Any]], tools: list[Any]) -> Any:
+    """One call, then the model's connections closed in the loop that opened them."""
+    try:
+        return await model.complete(messages, tools)
+    finally:
+        await model.aclose()
+
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -291,7 +302,7 @@ def test_the_estimate_starts_from_reported_usage(
         monkeypatch.setattr(litellm, "token_counter", counting)
         before = model.count_prompt_tokens(messages, tools)
         assert tokenized == [messages, json.dumps(tools)]  # everything, the tools once
-        reply = asyncio.run(model.complete(messages, tools))
+        reply = asyncio.run(complete_once(model, messages, tools))
         messages.append(reply.as_message())
         result = {"role": "tool", "tool_call_id": reply.tool_calls[0].id, "content": "a.txt"}
         messages.append(result)
@@ -308,7 +319,7 @@ def test_the_estimate_starts_from_reported_usage(
         assert before < 700  # the reported figure, not the local one, is what counts
 
         # A provider that reports no usage: the next estimate counts everything locally.
-        reply = asyncio.run(model.complete(messages, tools))
+        reply = asyncio.run(complete_once(model, messages, tools))
         messages.append(reply.as_message())
         messages.append({"role": "tool", "tool_call_id": reply.tool_calls[0].id, "content": "a"})
         tokenized.clear()

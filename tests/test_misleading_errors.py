@@ -23,6 +23,9 @@ from runner.store import RunStore
 from runner.testing import FakeOpenAIServer, call, cut_off, text
 from tests.helpers import write_spec
 
+# Every model behaviour test runs on both paths to an OpenAI-compatible endpoint.
+pytestmark = pytest.mark.usefixtures("model_path")
+
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,9 @@ from runner.spec import load_spec
 from runner.testing import FakeOpenAIServer, call, text
 from tests.helpers import write_spec
 
+# Every model behaviour test runs on both paths to an OpenAI-compatible endpoint.
+pytestmark = pytest.mark.usefixtures("model_path")
+
 
 def test_a_reply_with_tool_calls_and_no_text_has_null_content() -> None:
     request = ToolCallRequest(id="c1", name="read_file", arguments='{"path": "a"}')

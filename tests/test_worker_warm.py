@@ -25,9 +25,13 @@ PROBE = textwrap.dedent(
     os.environ["FAKE_API_KEY"] = "sk-fake-000000"
     tools = [{"type": "function", "function": {"name": "read_file", "description": "",
               "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}}]
-    with FakeOpenAIServer([call("read_file", {"path": "a"})]) as server:
+    with FakeOpenAIServer([call("read_file", {"path": "a"})] * 2) as server:
         spec = ModelSpec(id="openai/fake", api_base=server.api_base, api_key_env="FAKE_API_KEY")
-        reply = runner.run(LiteLLMModel(spec).complete([{"role": "user", "content": "x"}], tools))
+        model = LiteLLMModel(spec)
+        reply = runner.run(model.complete([{"role": "user", "content": "x"}], tools))
+        os.environ["AGENTRUN_OPENAI_PATH"] = "litellm"  # the path of every other provider
+        runner.run(model.complete([{"role": "user", "content": "x"}], tools))
+        runner.run(model.aclose())
     print(json.dumps({"new": sorted(set(sys.modules) - before), "tool": reply.tool_calls[0].name}))
     """
 )

@@ -65,7 +65,7 @@ _WARMUP_REPLY = {
 
 
 def _warm_model_path(runner: asyncio.Runner) -> None:
-    """One chat completion with a tool, through litellm, against a loopback stub.
+    """A chat completion with a tool on each path (direct and litellm) against a loopback stub.
 
     A first call with tools imports what ``import litellm`` does not (the openai SDK's
     request and response types, the HTTP client's transports: about 700 modules, 1.1 s on
@@ -76,11 +76,13 @@ def _warm_model_path(runner: asyncio.Runner) -> None:
     failure is reported on stderr and the worker goes on: the run pays the cost instead.
     """
     from ..models import LiteLLMModel
+    from ..models.openai_direct import PATH_VARIABLE
     from ..models.server import OpenAIServer
     from ..spec.types import ModelSpec
 
     key = "AGENTRUN_WARMUP_KEY"
     os.environ[key] = "warmup"
+    previous = os.environ.get(PATH_VARIABLE)
     tools = [
         {
             "type": "function",
@@ -94,11 +96,18 @@ def _warm_model_path(runner: asyncio.Runner) -> None:
             )
             messages = [{"role": "user", "content": "warm up"}]
             model.count_prompt_tokens(messages, tools)
-            runner.run(model.complete(messages, tools))
+            runner.run(model.complete(messages, tools))  # the direct path (openai SDK)
+            os.environ[PATH_VARIABLE] = "litellm"
+            runner.run(model.complete(messages, tools))  # and litellm's, for other providers
+            runner.run(model.aclose())
     except Exception as error:  # warming is an optimisation, never a failure
         print(f"agentrun worker: warm-up call failed: {error!r}", file=sys.stderr)
     finally:
         os.environ.pop(key, None)
+        if previous is None:
+            os.environ.pop(PATH_VARIABLE, None)
+        else:
+            os.environ[PATH_VARIABLE] = previous
 
 
 def _warm(runner: asyncio.Runner) -> Any:

@@ -124,6 +124,14 @@ class Model(Protocol):
         """Whether :meth:`prepare` returns at once (the loop then skips the thread)."""
         return True
 
+    async def aclose(self) -> None:
+        """Release what the calls opened (HTTP connections), in the loop that opened them.
+
+        The loop calls it when a run ends, on every exit path; the model may be used again
+        after (it opens afresh).
+        """
+        return None
+
     @property
     def max_output_tokens(self) -> int:
         """Most output tokens one call may produce, for budget estimates (0: unknown)."""

@@ -1,6 +1,9 @@
-"""The litellm adapter: any provider through ``litellm.acompletion``.
+"""The model adapter: OpenAI-compatible endpoints directly, every other provider through litellm.
 
-Retries with backoff and fallbacks to other models are the adapter's own (tenacity).
+``openai/*`` and the embedded ``local/*`` model go through the openai SDK's client
+(:mod:`runner.models.openai_direct`); any other provider through ``litellm.acompletion``.
+Retries with backoff, fallbacks to other models, error classification, usage and cost are
+the adapter's own, the same for both paths (tenacity for the retries).
 
 litellm takes seconds to import and fetches its price list from the network on import
 unless ``LITELLM_LOCAL_MODEL_COST_MAP=True`` is set first; it is therefore imported only
@@ -20,6 +23,7 @@ from ..errors import ModelError, SetupError
 from ..spec import ModelSpec, Pricing
 from ..spec.prices import LOCAL_PREFIX, price_for, price_table
 from .base import Model, ModelReply, ToolCallRequest, Usage, cost_usd
+from .openai_direct import DirectClients, is_direct
 
 
 def import_litellm() -> Any:
@@ -64,7 +68,8 @@ def is_credentials_error(error: BaseException) -> bool:
     if any(cls.__name__ == "AuthenticationError" for cls in type(error).__mro__):
         return True
     text = str(error).lower()
-    return "missing" in text and any(marker in text for marker in CREDENTIAL_MARKERS)
+    said = "missing" in text or "must be set" in text  # litellm's / the openai SDK's wording
+    return said and any(marker in text for marker in CREDENTIAL_MARKERS)
 
 
 def is_connection_error(error: BaseException) -> bool:
@@ -113,6 +118,7 @@ class LiteLLMModel(Model):
         # last message, input plus output tokens reported). See count_prompt_tokens.
         self._anchor: tuple[int, dict[str, Any], int] | None = None
         self._reply_overhead: int | None = None
+        self._direct = DirectClients()
 
     def _resolve(self, model_id: str) -> tuple[str, str | None, str | None]:
         """``(litellm model, api_base, api_key)`` for ``model_id`` (starts a local model)."""
@@ -142,23 +148,50 @@ class LiteLLMModel(Model):
         return route
 
     def prepare(self) -> None:
-        """Resolve the primary route now (imports litellm, starts a local model).
+        """Resolve the primary route now (starts a local model); import the client library.
+
+        litellm is imported only when a model of the spec (the primary or a fallback) is not
+        reached directly (:func:`runner.models.openai_direct.is_direct`); else the openai
+        SDK is.
 
         Raises:
             SetupError: a missing extra or key variable.
         """
         self._resolve(self.spec.id)
-        import_litellm()
+        if self._needs_litellm():
+            import_litellm()
+        else:
+            import openai  # noqa: F401  (paid here, not in the first call)
+
+    async def aclose(self) -> None:
+        """Close the direct path's HTTP connections (litellm keeps its own client cache)."""
+        await self._direct.aclose()
+
+    def _needs_litellm(self) -> bool:
+        """Whether any model of the spec goes through litellm."""
+        return not all(
+            is_direct(self._litellm_name(model_id))
+            for model_id in (self.spec.id, *self.spec.fallbacks)
+        )
+
+    @staticmethod
+    def _litellm_name(model_id: str) -> str:
+        """The litellm model name of ``model_id`` (``local/NAME`` is served as ``openai/NAME``)."""
+        if model_id.startswith(LOCAL_PREFIX):
+            return "openai/" + model_id[len(LOCAL_PREFIX) :]
+        return model_id
 
     @property
     def prepare_is_quick(self) -> bool:
         """Whether :meth:`prepare` returns at once.
 
-        True when litellm is imported already (a daemon worker imports it before its run)
-        and no local model has to start. The loop then calls it directly instead of on a
-        thread (a thread costs a few hundred µs per run).
+        True when the client library is imported already (a daemon worker imports it
+        before its run) and no local model has to start. The loop then calls it directly
+        instead of on a thread (a thread costs a few hundred µs per run).
         """
-        return "litellm" in sys.modules and not self.spec.id.startswith(LOCAL_PREFIX)
+        if self.spec.id.startswith(LOCAL_PREFIX):
+            return False
+        return ("litellm" if self._needs_litellm() else "openai") in sys.modules
 
     @property
     def max_output_tokens(self) -> int:
@@ -253,7 +286,6 @@ class LiteLLMModel(Model):
             ModelError: every model failed; the message names each one's last error.
             SetupError: a missing extra or key variable.
         """
-        litellm = import_litellm()
         failures: list[str] = []
         credentials: list[str] = []
         models = (self.spec.id, *self.spec.fallbacks)
@@ -274,11 +306,16 @@ class LiteLLMModel(Model):
                 try:
                     # The first attempt is made directly: most calls succeed, and tenacity's
                     # machinery (about 25 µs a call) is then paid only when retrying.
-                    response: Any = await litellm.acompletion(**kwargs)
+                    acompletion = (
+                        self._direct.acompletion
+                        if is_direct(model)
+                        else import_litellm().acompletion
+                    )
+                    response: Any = await acompletion(**kwargs)
                 except Exception as error:
                     if not is_transient(error):
                         raise
-                    response = await _retry(litellm.acompletion, error, kwargs)
+                    response = await _retry(acompletion, error, kwargs)
             except Exception as error:  # litellm maps provider failures to its own exceptions
                 if is_credentials_error(error):
                     credentials.append(model_id)
