@@ -11,13 +11,13 @@ import pytest
 from runner.cli import main
 
 
-@pytest.mark.parametrize("heavy", [None, "litellm", "llama_cpp"])
+@pytest.mark.parametrize("heavy", [None, "litellm", "openai", "cyllama"])
 def test_main_freezes_the_heap_before_exit_once_a_heavy_module_is_loaded(
     monkeypatch: pytest.MonkeyPatch, heavy: str | None
 ) -> None:
     frozen: list[bool] = []
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
-    for name in ("litellm", "llama_cpp"):
+    for name in ("litellm", "openai", "cyllama", "llama_cpp"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     if heavy is not None:
         monkeypatch.setitem(sys.modules, heavy, types.ModuleType(heavy))

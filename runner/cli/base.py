@@ -81,12 +81,13 @@ def _count(number: int, noun: str) -> str:
 def _fast_exit() -> None:
     """Spare the interpreter's teardown a walk over every object a heavy import made.
 
-    Once litellm is imported (about 300,000 objects), the garbage collector's passes at exit
+    Once litellm (or the openai SDK, or the local model's runtime) is imported (litellm
+    alone makes about 300,000 objects), the garbage collector's passes at exit
     took 1.3-1.4 s after the run was recorded (issue 19); moving everything to the permanent
     generation first (:func:`gc.freeze`) takes exit to about 0.06 s. Output is flushed and
     ``atexit`` handlers still run.
     """
-    if "litellm" in sys.modules or "llama_cpp" in sys.modules:
+    if any(name in sys.modules for name in ("litellm", "openai", "cyllama", "llama_cpp")):
         gc.freeze()
 
 
