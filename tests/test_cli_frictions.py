@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
 from runner.compiler import coerce_inputs
 from runner.errors import UsageError
 from runner.events import (
@@ -28,18 +27,10 @@ from runner.events import (
 from runner.spec import load_spec
 from runner.store import RunStore, new_run_id
 from tests.conftest import ROOT
-from tests.helpers import write_spec
+from tests.helpers import invoke, write_spec
 
 #: A call id as the local model makes them: 29 characters, one more than `approvals` showed.
 LONG_CALL_ID = "call_local_0123456789abcdef01"
-
-
-def invoke(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    captured = capsys.readouterr()
-    code = exited.value.code
-    return (code if isinstance(code, int) else 1), captured.out, captured.err
 
 
 def started(store: RunStore, trigger: str = "cli", agent: str = "writer") -> str:

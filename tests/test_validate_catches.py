@@ -14,17 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
 from runner.spec import check_spec
-from tests.helpers import write_spec
-
-
-def invoke(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    captured = capsys.readouterr()
-    code = exited.value.code
-    return (code if isinstance(code, int) else 1), captured.out, captured.err
+from tests.helpers import invoke, write_spec
 
 
 @pytest.fixture
