@@ -62,8 +62,6 @@ MIN_REPLY_TOKENS = 256
 #: Tokens the grammar-chosen head (``functions.NAME:`` or ``message:``) may take.
 HEAD_TOKENS = 16
 END = "<|im_end|>"
-#: Generated tokens a repeat penalty looks back over.
-REPEAT_WINDOW = 64
 
 
 def model_file(name: str) -> Path:
@@ -190,14 +188,11 @@ class LlamaRuntime:
         top_p: float = 1.0,
         seed: int | None = None,
         stop: Sequence[str] = (),
-        repeat_penalty: float = 1.0,
     ) -> Completion:
         """Continue ``prompt`` for at most ``max_tokens`` tokens, under ``grammar`` if given.
 
         Stops at an end-of-generation token, at :data:`END`, or at any of ``stop`` (which is
-        left out of the text). Temperature 0 is greedy decoding; ``repeat_penalty`` above 1
-        divides the scores of the last :data:`REPEAT_WINDOW` generated tokens (llama.cpp's
-        ``repeat_penalty``).
+        left out of the text). Temperature 0 is greedy decoding.
 
         Raises:
             ValueError: when the prompt does not fit the context, or the grammar is invalid.
@@ -210,8 +205,6 @@ class LlamaRuntime:
             )
         max_tokens = max(0, min(max_tokens, self.context_tokens - len(tokens)))
         sampler = llama.LlamaSampler(llama.LlamaSamplerChainParams())
-        if repeat_penalty != 1.0:
-            sampler.add_penalties(REPEAT_WINDOW, repeat_penalty, 0.0, 0.0)
         if grammar is not None:
             sampler.add_grammar(self._vocab, grammar, "root")
         if temperature <= 0:
