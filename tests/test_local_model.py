@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,16 @@ from tests.helpers import write_spec
 pytestmark = pytest.mark.local_model
 
 READ_FILE = {"type": "function", "function": {"name": "read_file"}}
+
+
+async def complete_once(
+    model: Any, messages: list[dict[str, Any]], tools: list[Any], tool_choice: Any = None
+) -> Any:
+    """One call, then the model's connections closed in the loop that opened them."""
+    try:
+        return await model.complete(messages, tools, tool_choice)
+    finally:
+        await model.aclose()
 
 
 def test_real_model_calls_a_tool_sees_its_result_and_answers(tmp_path: Path) -> None:
@@ -82,8 +93,8 @@ def test_required_tool_choice_always_calls_a_declared_tool() -> None:
         },
     ]
     reply = asyncio.run(
-        model.complete(
-            [{"role": "user", "content": "What is the weather in Paris?"}], tools, "required"
+        complete_once(
+            model, [{"role": "user", "content": "What is the weather in Paris?"}], tools, "required"
         )
     )
     assert len(reply.tool_calls) == 1
@@ -107,7 +118,7 @@ def test_tool_result_is_seen_and_max_tokens_bounds_the_answer() -> None:
         {"role": "tool", "tool_call_id": "c1", "content": "The secret word is PINEAPPLE."},
     ]
     tools = [{"type": "function", "function": {"name": "secret", "parameters": {"type": "object"}}}]
-    reply = asyncio.run(model.complete(messages, tools))
+    reply = asyncio.run(complete_once(model, messages, tools))
     assert reply.tool_calls == []  # right after a tool result, the local model answers in text
     assert reply.usage.output_tokens <= 8
     assert reply.usage.input_tokens > 0
