@@ -220,3 +220,40 @@ def test_task(task: Task, tmp_path: Path) -> None:
     if task.name in KNOWN_FAILING and not done:
         pytest.xfail(f"known to fail on SmolLM2-135M; answered {outcome.answer[:120]!r}")
     assert done, (outcome.answer, outcome.tool_calls)
+
+
+class WordRuntime:
+    """A stand-in for LlamaRuntime that counts one token per word, with a small context."""
+
+    context_tokens = 300
+
+    def tokenize(self, text: str) -> list[int]:
+        return [0] * len(text.split())
+
+
+def test_a_tool_result_too_long_for_the_context_is_cut_with_a_note() -> None:
+    from runner.models.local import LlamaBackend
+
+    backend = LlamaBackend(Path("model.gguf"), runtime=WordRuntime())  # type: ignore[arg-type]
+    result = "first line\n" + "word " * 2000
+    messages = [
+        {"role": "user", "content": "Read big.txt."},
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "read_file", "arguments": "{}"},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": result},
+    ]
+    prompt, length = backend._fit(messages, [], 100)
+    assert length + 100 <= WordRuntime.context_tokens
+    assert length > WordRuntime.context_tokens - 100 - 80  # cut to fit, not far below it
+    assert "first line" in prompt
+    assert "[cut by agentrun: this shows the first " in prompt
+    assert f"of {len(result):,} characters" in prompt
+    assert "does not fit the local model's 300-token context]" in prompt

@@ -272,8 +272,8 @@ def tools_left(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> l
 class LlamaBackend:
     """An OpenAI chat-completions backend on a llama.cpp model (thread-safe, one call at a time)."""
 
-    def __init__(self, path: Path, seed: int = 0) -> None:
-        self._runtime = LlamaRuntime(path)
+    def __init__(self, path: Path, seed: int = 0, runtime: LlamaRuntime | None = None) -> None:
+        self._runtime = runtime or LlamaRuntime(path)
         self._lock = threading.Lock()
         self._seed = seed
         self.name = path.stem
@@ -364,9 +364,10 @@ class LlamaBackend:
             longest = max(shown, key=lambda i: shown[i], default=None)
             if longest is None or shown[longest] == 0:
                 break
-            chars_per_token = len(prompt) / max(length, 1)
-            cut = int((over + 48) * chars_per_token * 1.1) + 1
-            shown[longest] = max(0, shown[longest] - cut)
+            # the cut text's own characters per token; a short cut is tried again
+            kept = originals[longest][: shown[longest]]
+            chars_per_token = len(kept) / max(len(self._runtime.tokenize(kept)), 1)
+            shown[longest] = max(0, shown[longest] - int((over + 48) * chars_per_token) - 1)
             text = originals[longest]
             messages[longest]["content"] = text[: shown[longest]] + _cut_note(
                 shown[longest], len(text), context
