@@ -21,7 +21,7 @@ print("HEAVY=" + ",".join(heavy))
 """
 
 
-HEAVY = ("litellm", "llama_cpp", "openai", "httpx", "mcp", "watchdog")
+HEAVY = ("litellm", "llama_cpp", "cyllama", "openai", "httpx", "mcp", "watchdog")
 
 
 def imported_after(argv: list[str], modules: tuple[str, ...] = HEAVY) -> list[str]:
