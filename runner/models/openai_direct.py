@@ -25,6 +25,9 @@ from typing import Any
 DIRECT_PROVIDERS = ("openai",)
 #: The OpenAI API's default endpoint, for ``openai/*`` without an ``api_base``.
 OPENAI_API_BASE = "https://api.openai.com/v1"
+#: Where the endpoint of ``openai/*`` without an ``api_base`` is read from, in this order
+#: (the openai SDK's variable, then litellm's), as litellm's path reads them.
+BASE_URL_VARIABLES = ("OPENAI_BASE_URL", "OPENAI_API_BASE")
 #: Request keys that are litellm's, not the chat API's.
 LITELLM_ONLY = ("api_base", "api_key", "timeout", "num_retries", "max_retries")
 
@@ -81,7 +84,10 @@ class DirectClients:
         if loop is not self._loop:
             self._clients.clear()
             self._loop = loop
-        base = api_base or OPENAI_API_BASE
+        base = api_base or next(
+            (os.environ[name] for name in BASE_URL_VARIABLES if os.environ.get(name)),
+            OPENAI_API_BASE,
+        )
         key = (base, api_key or "", timeout)
         client = self._clients.get(key)
         if client is None:
