@@ -64,3 +64,25 @@ def output_invalid(problems: list[str]) -> OutputInvalid:
     return OutputInvalid(
         "the final answer does not satisfy output.schema: " + "; ".join(problems[:3])
     )
+
+
+def judge(content: str, output: Any, retries_used: int) -> tuple[Any, dict[str, Any] | None]:
+    """The final answer against the spec's ``output``: accepted, or a correction to ask for.
+
+    ``(value, None)`` when accepted; ``(None, the message asking for a corrected answer)``
+    when not.
+
+    ``value`` is the parsed JSON when ``output.schema`` is set, else None.
+
+    Raises:
+        OutputInvalid: the answer is wrong and ``output.max_retries`` corrections were
+            asked for already (stop reason ``output_invalid``).
+    """
+    if output.schema is None:
+        return None, None
+    value, problems = check_answer(content, output.schema)
+    if not problems:
+        return value, None
+    if retries_used >= output.max_retries:
+        raise output_invalid(problems)
+    return None, correction_request(output.schema, problems)

@@ -26,6 +26,7 @@ import signal
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from .budgets import Budget, Deadline
@@ -42,13 +43,14 @@ from .events import (
     RunStarted,
     StopReason,
 )
-from .final_answer import check_answer, correction_request, output_invalid
+from .final_answer import judge
 from .models import Model, ModelReply, ToolCallRequest, Usage, cost_usd
 from .policy import Approver, UnattendedApprover
-from .redact import Redactor
+from .redact import Redactor, secret_variables
 from .resume import RunState, pending_calls
 from .store import HEARTBEAT_S, new_run_id
 from .tool_calls import ToolCaller
+from .tools import ToolRegistry
 
 Sink = Callable[[Event], None]
 #: Receives ``(run_id, seq, message)``: the unredacted form of a conversation message that
@@ -110,14 +112,7 @@ class Run:
             already_elapsed=resume.active_s if resume else 0.0,
         )
         self.deadline = Deadline(self.budget)
-        spec = agent.spec
-        secret_names = [*spec.env, *([spec.model.api_key_env] if spec.model.api_key_env else [])]
-        secret_names += [t.webhook.secret_env for t in spec.triggers if t.webhook]
-        if spec.tools.http_request is not None:
-            secret_names += spec.tools.http_request.headers_env.values()
-        for server in spec.tools.mcp.values():
-            secret_names += server.headers_env.values()
-        self.redactor = Redactor(secret_names)
+        self.redactor = Redactor(secret_variables(agent.spec))
         self.messages: list[dict[str, Any]] = list(resume.messages) if resume else []
         self.step = resume.step if resume else 0
         self.cancel_reason = StopReason.CANCELLED
@@ -157,22 +152,6 @@ class Run:
         for sink in self.sinks:
             sink(clean)
 
-    async def _open_mcp_servers(self, stack: contextlib.AsyncExitStack) -> None:
-        """Start the spec's MCP servers; their allowed tools join the registry for this run.
-
-        Raises:
-            SetupError: a server that does not start (named, with its stderr tail).
-        """
-        from dataclasses import replace
-
-        from .tools import ToolRegistry
-        from .tools.mcp import open_mcp_tools
-
-        tools, warnings = await open_mcp_tools(self.agent.spec, stack)
-        for warning in warnings:
-            self.emit(RunNotice(self.run_id, self.agent.spec.name, warning))
-        self.agent = replace(self.agent, tools=ToolRegistry([*self.agent.tools, *tools]))
-
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
@@ -210,8 +189,13 @@ class Run:
                 self.model.prepare()
             else:
                 await asyncio.to_thread(self.model.prepare)
-            if spec.tools.mcp:
-                await self._open_mcp_servers(servers)
+            if spec.tools.mcp:  # their allowed tools join the registry for this run
+                from .tools.mcp import open_mcp_tools
+
+                tools, warnings = await open_mcp_tools(spec, servers)
+                for warning in warnings:
+                    self.emit(RunNotice(self.run_id, spec.name, warning))
+                self.agent = replace(self.agent, tools=ToolRegistry([*self.agent.tools, *tools]))
             # max_duration also ends a model call or tool call that hangs past it.
             stop = await self.deadline.run(self._loop())
         except SetupError as error:
@@ -296,14 +280,9 @@ class Run:
         for call in calls:
             result = await self.tool_caller.call(call, reason, self.step, cut_off=cut_off)
             self.add_message({"role": "tool", "tool_call_id": call.id, "content": result})
-        if self.tool_caller.proposed:
-            refusals = self.tool_caller.would_refuse
-            listed = "\n".join(
-                f"- {c.name} {c.arguments}"
-                + (f"  [would be refused: {refusals[c.id]}]" if c.id in refusals else "")
-                for c in self.tool_caller.proposed
-            )
-            self.final = f"Proposed tool calls (autonomy 'suggest', none executed):\n{listed}"
+        proposals = self.tool_caller.proposals()
+        if proposals is not None:
+            self.final = proposals
             return StopReason.PROPOSED
         notes = self.budget.warnings()
         if notes:
@@ -326,17 +305,11 @@ class Run:
     def _final_answer(self, content: str) -> StopReason | None:
         """Accept the final answer, or ask for a corrected one (``output.schema``)."""
         self.final = content
-        output = self.agent.spec.output
-        if output.schema is None:
+        self.result, correction = judge(content, self.agent.spec.output, self.output_retries)
+        if correction is None:
             return StopReason.COMPLETED
-        value, problems = check_answer(content, output.schema)
-        if not problems:
-            self.result = value
-            return StopReason.COMPLETED
-        if self.output_retries >= output.max_retries:
-            raise output_invalid(problems)
         self.output_retries += 1
-        self.add_message(correction_request(output.schema, problems))
+        self.add_message(correction)
         return None
 
     async def _call_model(self, tools: list[dict[str, Any]]) -> ModelReply:

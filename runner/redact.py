@@ -144,3 +144,18 @@ class Redactor:
 def _field_names(cls: Any) -> tuple[str, ...]:
     """The dataclass fields of an event class, or ``()`` for anything else."""
     return tuple(field.name for field in fields(cls)) if is_dataclass(cls) else ()
+
+
+def secret_variables(spec: Any) -> list[str]:
+    """The environment variables of an :class:`~runner.spec.AgentSpec` that hold secrets.
+
+    Its ``env`` allowlist, ``model.api_key_env``, webhook secrets, and the header variables
+    of ``http_request`` and of MCP servers.
+    """
+    names = [*spec.env, *([spec.model.api_key_env] if spec.model.api_key_env else [])]
+    names += [t.webhook.secret_env for t in spec.triggers if t.webhook]
+    if spec.tools.http_request is not None:
+        names += spec.tools.http_request.headers_env.values()
+    for server in spec.tools.mcp.values():
+        names += server.headers_env.values()
+    return names

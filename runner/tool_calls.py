@@ -230,6 +230,24 @@ class ToolCaller:
             return refused
         return await self._execute(outcome, tool, arguments, str(decision), warning)
 
+    def proposals(self) -> str | None:
+        """The run's final text under autonomy ``suggest``; None when nothing was proposed.
+
+        Every proposed call, each marked when its tool would refuse it.
+        """
+        if not self.proposed:
+            return None
+        listed = "\n".join(
+            f"- {c.name} {c.arguments}"
+            + (
+                f"  [would be refused: {self.would_refuse[c.id]}]"
+                if c.id in self.would_refuse
+                else ""
+            )
+            for c in self.proposed
+        )
+        return f"Proposed tool calls (autonomy 'suggest', none executed):\n{listed}"
+
     def _cut_off_message(self, tool_name: str) -> str:
         """What the model and the record are told of arguments cut off by ``max_tokens``."""
         limit = self.agent.spec.model.params.get("max_tokens")
