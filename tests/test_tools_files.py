@@ -332,3 +332,19 @@ def test_arguments_are_checked_against_the_schemas(jail: PathJail) -> None:
         registry.parse_arguments(edit, '{"path": "data/x", "old": "", "new": "y"}')
     with pytest.raises(ToolArgumentError, match="Additional properties"):
         registry.parse_arguments(edit, '{"path": "a", "old": "b", "new": "c", "all": true}')
+
+
+def test_a_root_that_names_one_file_can_be_written(tmp_path: Path) -> None:
+    """``write_file: {paths: [greeting.txt]}`` allows that one file (it was refused as a
+    folder, which the local model's task suite showed)."""
+    jail = PathJail(tmp_path, ("greeting.txt",))
+    WriteFile(jail).run({"path": "greeting.txt", "content": "hello"})
+    assert (tmp_path / "greeting.txt").read_text() == "hello"
+    WriteFile(jail).run({"path": "greeting.txt", "content": "hello again"})
+    assert (tmp_path / "greeting.txt").read_text() == "hello again"
+    with pytest.raises(PathNotAllowed):
+        WriteFile(jail).run({"path": "other.txt", "content": "x"})
+    folder = PathJail(tmp_path, ("out",))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ToolError, match="is a folder, not a file"):
+        WriteFile(folder).run({"path": "out", "content": "x"})

@@ -110,11 +110,10 @@ class PathJail:
         Raises:
             PathNotAllowed: as :meth:`resolve`, or a parent that resolves outside the roots
                 once created.
-            ToolError: the path is a folder (or a root itself), or a parent cannot be
-                created.
+            ToolError: the path is a folder, or a parent cannot be created.
         """
         real = self.resolve(requested)
-        if real in self.roots or real.is_dir():
+        if real.is_dir():  # a root that names one file (paths: [report.md]) is writable
             raise ToolError(f"{requested!r} is a folder, not a file")
         try:
             real.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +121,8 @@ class PathJail:
             raise ToolError(
                 f"cannot create the folder of {requested!r}: {error.strerror or error}"
             ) from None
-        if not self.inside(Path(os.path.realpath(real.parent))):
+        parent = Path(os.path.realpath(real.parent))
+        if not (self.inside(parent) or parent / real.name in self.roots):
             raise PathNotAllowed(
                 f"path {requested!r} is outside the allowed paths {self._allowed()}"
             )
