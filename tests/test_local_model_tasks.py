@@ -177,7 +177,6 @@ KNOWN_FAILING = {
     "pick-the-right-file",
     "list-then-read",
     "list-and-pick",
-    "write-a-file",
     "read-then-write-summary",
     "copy-between-files",
     "long-file-is-cut-to-fit",
