@@ -125,9 +125,11 @@ class FakeSpawn:
         self.running: dict[str, tuple[str, FakeWorker]] = {}  # run id -> (agent, worker)
         self.most_at_once: dict[str, int] = {}
         self.failures = 0  # spawns that raise OSError before one succeeds
+        self.paths: list[str] = []  # the model path of each spawn asked for, in order
 
-    async def __call__(self) -> FakeWorker:
+    async def __call__(self, path: str = "direct") -> FakeWorker:
         await self.released.wait()
+        self.paths.append(path)
         if self.failures:
             self.failures -= 1
             raise OSError(11, "Resource temporarily unavailable")

@@ -1,17 +1,25 @@
 """Where runs execute: the local executor, a pool of pre-warmed worker processes.
 
 The daemon decides *when* a run happens; an executor decides *where*. This one keeps
-``pool_size`` idle workers (:mod:`runner.daemon.worker`) that have already imported litellm, so a
-fire starts its run in milliseconds instead of paying seconds of imports, and each run is
-its own process: a run that crashes or leaks cannot take the daemon down. Every worker runs
-in its own session (process group), so cancelling a run reaches the processes it started.
+idle workers (:mod:`runner.daemon.worker`) that have already paid the imports and first
+call of their model path, so a fire starts its run in milliseconds instead of paying
+seconds of imports, and each run is its own process: a run that crashes or leaks cannot
+take the daemon down. Every worker runs in its own session (process group), so cancelling
+a run reaches the processes it started.
 
-How many workers exist is one sum (:func:`workers_to_spawn`): the pool's ``pool_size`` idle
-workers plus one for every start waiting for a worker, less the free idle workers and the
-spawns already in flight. Counting the spawns in flight is what keeps N starts in one
-instant from spawning N(N+1)/2 workers: each start's refill sees the replacements the
-earlier starts asked for. Starting a process is a function given to the executor
-(:data:`SpawnWorker`), so a test can count spawns without starting any.
+A worker is warmed for one model path (:func:`model_path`): ``direct`` (every model of the
+spec is an OpenAI-compatible endpoint reached with the openai SDK: the worker never imports
+litellm, about 80 MB) or ``litellm`` (both paths warmed, about 260 MB). The executor keeps
+``pool_size`` idle workers for each path in use (:meth:`LocalExecutor.use_paths`: the
+daemon passes the paths of its loaded specs) and hands each run to a worker of its spec's
+path; a run whose path has no idle worker gets one spawned for it (correct, only slower).
+
+How many workers of a path exist is one sum (:func:`workers_to_spawn`): ``pool_size`` idle
+workers if the path is in use, plus one for every start waiting for a worker of the path,
+less its free idle workers and its spawns already in flight. Counting the spawns in flight
+is what keeps N starts in one instant from spawning N(N+1)/2 workers: each start's refill
+sees the replacements the earlier starts asked for. Starting a process is a function given
+to the executor (:data:`SpawnWorker`), so a test can count spawns without starting any.
 """
 
 from __future__ import annotations
@@ -27,9 +35,14 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ..models.openai_direct import is_direct
 from ..paths import private_dir, private_file
+from ..spec.prices import LOCAL_PREFIX
+
+if TYPE_CHECKING:
+    from ..spec import AgentSpec
 
 log = logging.getLogger("agentrun.daemon")
 
@@ -45,6 +58,33 @@ SPAWN_RETRY_S = 1.0
 #: What a worker that a start has claimed, but that is still warming up, carries as its
 #: ``run_id`` until the job is sent.
 RESERVED = "reserved"
+#: The model paths a worker is warmed for: the openai SDK only, or litellm (and the SDK).
+DIRECT = "direct"
+LITELLM = "litellm"
+PATHS = (DIRECT, LITELLM)
+
+
+def model_path(spec: AgentSpec) -> str:
+    """The path whose warm worker runs ``spec``: :data:`DIRECT` or :data:`LITELLM`.
+
+    :data:`LITELLM` when any model of the spec (the primary or a fallback) goes through
+    litellm (:func:`runner.models.openai_direct.is_direct`; ``local/NAME`` is served as
+    ``openai/NAME``), and when the spec has a ``max_tokens`` or ``max_cost_usd`` budget: the
+    estimate before each call counts tokens with litellm's tokenizer
+    (``LiteLLMModel.count_prompt_tokens``), which a direct worker has not imported.
+    """
+    budgets = spec.budgets
+    if budgets.max_tokens is not None or budgets.max_cost_usd is not None:
+        return LITELLM
+    for model_id in (spec.model.id, *spec.model.fallbacks):
+        name = (
+            "openai/" + model_id[len(LOCAL_PREFIX) :]
+            if model_id.startswith(LOCAL_PREFIX)
+            else model_id
+        )
+        if not is_direct(name):
+            return LITELLM
+    return DIRECT
 
 
 class JobInput(Protocol):
@@ -93,24 +133,26 @@ class WorkerProcess(Protocol):
         """Send a signal to the process (not its group)."""
 
 
-#: Starts one worker process (``python -m runner.daemon.worker``) and returns it, not waiting for it
-#: to warm up. May raise :class:`OSError` (fork or exec failed).
-SpawnWorker = Callable[[], Awaitable[WorkerProcess]]
+#: Starts one worker process warmed for a model path (``python -m runner.daemon.worker PATH``)
+#: and returns it, not waiting for it to warm up. May raise :class:`OSError` (fork or exec
+#: failed).
+SpawnWorker = Callable[[str], Awaitable[WorkerProcess]]
 
 
 def worker_spawner(home: Path) -> SpawnWorker:
-    """The real :data:`SpawnWorker`: ``python -m runner.daemon.worker`` in its own session.
+    """The real :data:`SpawnWorker`: ``python -m runner.daemon.worker PATH`` in its own session.
 
     Its stderr is appended to ``logs/workers.log`` in ``home`` (AGENTRUN_HOME).
     """
 
-    async def spawn() -> WorkerProcess:
+    async def spawn(path: str) -> WorkerProcess:
         log = private_file(private_dir(home / "logs") / "workers.log")
         with log.open("ab") as stderr:
             return await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "runner.daemon.worker",
+                path,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
@@ -121,7 +163,7 @@ def worker_spawner(home: Path) -> SpawnWorker:
 
 
 def workers_to_spawn(pool_size: int, free: int, spawning: int, waiting: int) -> int:
-    """How many worker processes to start now.
+    """How many worker processes of one model path to start now.
 
     Enough that every start ``waiting`` for a worker gets one and ``pool_size`` stay idle
     after that, counting the ``free`` idle workers (warming up or ready, not claimed by a
@@ -137,10 +179,13 @@ class Worker:
     """A worker process: idle (warming up or ready), claimed by a start, or running one run."""
 
     process: WorkerProcess
+    path: str = DIRECT
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     run_id: str | None = None
     agent: str | None = None
     deadline: float | None = None
+    #: The last report the worker printed (``ready``, then ``finished`` or ``error``).
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 class LocalExecutor:
@@ -148,19 +193,21 @@ class LocalExecutor:
 
     Args:
         home: AGENTRUN_HOME (worker stderr goes to ``logs/workers.log`` there).
-        pool_size: idle workers kept warm (each holds litellm: about 150 MB).
+        pool_size: idle workers kept warm for each model path in use (:meth:`use_paths`).
         on_change: called when a worker exits (the daemon collects its run).
-        spawn: starts one worker process; the default is :func:`worker_spawner` of
-            ``home``. Tests pass a fake that counts.
+        spawn: starts one worker process for a model path; the default is
+            :func:`worker_spawner` of ``home``. Tests pass a fake that counts.
         monotonic: the clock of deadlines, in seconds (:func:`time.monotonic`).
 
     Attributes:
         idle: workers not running a run: free, or claimed by a start (``run_id`` is
             :data:`RESERVED`) while they warm up.
         running: the worker of each run it was handed, by run id, until collected.
-        spawning: spawns in flight (asked for, process not started yet).
-        waiting: starts waiting for a free worker.
+        spawning: spawns in flight (asked for, process not started yet), all paths.
+        waiting: starts waiting for a free worker, all paths.
         spawned: worker processes started so far.
+        paths: the model paths kept warm (``pool_size`` idle workers each).
+        spawning_by_path, waiting_by_path: :attr:`spawning` and :attr:`waiting` by path.
     """
 
     def __init__(
@@ -178,12 +225,30 @@ class LocalExecutor:
         self.spawn_process = spawn or worker_spawner(home)
         self.idle: list[Worker] = []
         self.running: dict[str, Worker] = {}
-        self.spawning = 0
-        self.waiting = 0
+        self.paths: set[str] = {DIRECT}
+        self.spawning_by_path = dict.fromkeys(PATHS, 0)
+        self.waiting_by_path = dict.fromkeys(PATHS, 0)
         self.spawned = 0
         self.closed = False
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def spawning(self) -> int:
+        """Spawns in flight, all paths."""
+        return sum(self.spawning_by_path.values())
+
+    @property
+    def waiting(self) -> int:
+        """Starts waiting for a free worker, all paths."""
+        return sum(self.waiting_by_path.values())
+
+    def use_paths(self, paths: set[str]) -> None:
+        """Keep ``pool_size`` idle workers for each of ``paths`` (the loaded specs' paths).
+
+        Free idle workers of a path no longer in use are stopped at the next :meth:`refill`.
+        """
+        self.paths = set(paths)
 
     def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -202,61 +267,82 @@ class LocalExecutor:
             if not line:
                 break
             with contextlib.suppress(json.JSONDecodeError):
-                if json.loads(line).get("ready"):
-                    worker.ready.set()
+                report = json.loads(line)
+                if isinstance(report, dict):
+                    worker.report = report
+                    if report.get("ready"):
+                        worker.ready.set()
         await worker.process.wait()
         worker.ready.set()
         self.on_change()
 
-    def free_workers(self) -> list[Worker]:
-        """Idle workers no start has claimed, alive (warming up or ready)."""
-        return [w for w in self.idle if w.run_id is None and w.process.returncode is None]
+    def free_workers(self, path: str | None = None) -> list[Worker]:
+        """Idle workers no start has claimed, alive (warming up or ready), of ``path`` if given."""
+        return [
+            w
+            for w in self.idle
+            if w.run_id is None
+            and w.process.returncode is None
+            and (path is None or w.path == path)
+        ]
 
     def refill(self) -> None:
-        """Start workers (in the background) up to :func:`workers_to_spawn`; none once closed."""
+        """Start workers (in the background) up to :func:`workers_to_spawn`; none once closed.
+
+        Per model path: ``pool_size`` idle for a path in :attr:`paths`, none for another
+        (its free idle workers are stopped), plus one for each start waiting for the path.
+        """
         self.idle = [w for w in self.idle if w.process.returncode is None]
         if self.closed:
             return
-        missing = workers_to_spawn(
-            self.pool_size, len(self.free_workers()), self.spawning, self.waiting
-        )
-        for _ in range(missing):
-            self.spawning += 1  # counted now, not when the process exists: the fix for N(N+1)/2
-            self._background(self._add_idle())
+        for path in PATHS:
+            pool = self.pool_size if path in self.paths else 0
+            waiting = self.waiting_by_path[path]
+            free = self.free_workers(path)
+            if pool == 0 and waiting == 0:
+                for worker in free:  # a path no loaded spec uses any more: free its memory
+                    self.idle.remove(worker)
+                    self._kill(worker)
+                continue
+            missing = workers_to_spawn(pool, len(free), self.spawning_by_path[path], waiting)
+            for _ in range(missing):
+                # Counted now, not when the process exists: the fix for N(N+1)/2.
+                self.spawning_by_path[path] += 1
+                self._background(self._add_idle(path))
 
-    async def _add_idle(self) -> None:
+    async def _add_idle(self, path: str) -> None:
         try:
             try:
-                process = await self.spawn_process()
+                process = await self.spawn_process(path)
             except Exception:
                 log.exception("could not start a worker process; trying again")
                 await asyncio.sleep(SPAWN_RETRY_S)
                 return
             self.spawned += 1
-            worker = Worker(process)
+            worker = Worker(process, path)
             self.idle.append(worker)
             self._background(self._follow(worker))
             if self.closed:  # the daemon stopped while this one was starting
                 self._kill(worker)
         finally:
-            self.spawning -= 1
+            self.spawning_by_path[path] -= 1
             self._notify()
 
-    async def _take(self) -> Worker:
-        """A free worker, claimed and warm; waits (a worker spawned for it) when none is free.
+    async def _take(self, path: str) -> Worker:
+        """A free worker of ``path``, claimed and warm; waits for one spawned when none is free.
 
         Safe to cancel: a worker claimed by a cancelled start goes back to the pool.
         """
         while True:
-            free = self.free_workers()
+            free = self.free_workers(path)
             if not free:
                 changed = self._changed
-                self.waiting += 1
+                self.waiting_by_path[path] += 1
                 try:
                     self.refill()
                     await changed.wait()
                 finally:
-                    self.waiting -= 1
+                    self.waiting_by_path[path] -= 1
                 continue
             ready = [w for w in free if w.ready.is_set()]
             worker = (ready or free)[0]
@@ -273,14 +359,17 @@ class LocalExecutor:
                 return worker
             # It died while warming up: take another.
 
-    async def start(self, job: dict[str, Any], agent: str, max_duration: float | None) -> None:
-        """Send ``job`` to a ready worker (waiting for one to be spawned when none is free).
+    async def start(
+        self, job: dict[str, Any], agent: str, max_duration: float | None, path: str = DIRECT
+    ) -> None:
+        """Send ``job`` to a ready worker of ``path``, waiting for one spawned when none is free.
 
-        A start cancelled while it waits for a worker never reaches one: nothing is awaited
-        between taking the worker and writing the job. Once written, the run is in
-        :attr:`running` (cancel it with :meth:`cancel`).
+        ``path`` is the :func:`model_path` of the job's spec. A start cancelled while it
+        waits for a worker never reaches one: nothing is awaited between taking the worker
+        and writing the job. Once written, the run is in :attr:`running` (cancel it with
+        :meth:`cancel`).
         """
-        worker = await self._take()
+        worker = await self._take(path)
         run_id = str(job["run_id"])
         worker.run_id, worker.agent = run_id, agent
         if max_duration is not None:

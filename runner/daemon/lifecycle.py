@@ -25,7 +25,10 @@ Guarantees, and how:
 - **Failures are failures**: a run's outcome is its recorded stop reason; a worker that dies
   without one leaves the run ``interrupted`` (resumable).
 - **The daemon never imports litellm**: runs execute in pre-warmed worker processes
-  (:mod:`runner.daemon.worker`) that paid the import while idle.
+  (:mod:`runner.daemon.worker`) that paid their model path's imports while idle. A worker
+  is warmed for one path (:func:`runner.daemon.executor.model_path`): a spec whose models
+  are all OpenAI-compatible runs in a ``direct`` worker, which never imports litellm; idle
+  workers are kept only for the paths the loaded specs use.
 
 Concurrency policies follow Kubernetes CronJob ``concurrencyPolicy`` (plus ``queue``); the
 decision itself is :func:`runner.triggers.concurrency.plan_fire`, applied by
@@ -57,7 +60,7 @@ from ..processes import process_alive
 from ..spec import TriggerKind
 from ..store.rows import FireOutcome
 from .control import ControlServer, DaemonError, socket_path
-from .executor import LocalExecutor, SpawnWorker
+from .executor import LocalExecutor, SpawnWorker, model_path
 from .http import WebhookListener
 from .planner import Planner
 from .specs import Invalid, Loaded, Removed, SpecFolders, load_warnings
@@ -120,7 +123,8 @@ class Daemon:
     Args:
         dirs: folders of spec files.
         home: AGENTRUN_HOME.
-        pool_size: warm workers kept idle (each holds litellm, about 150 MB).
+        pool_size: warm workers kept idle for each model path the loaded specs use
+            (``direct``: about 80 MB each; ``litellm``: about 260 MB).
         webhook: ``(host, port)`` of the webhook listener, or None for none.
         poll: poll watched folders instead of OS notifications.
         shutdown_grace_s: how long running runs may finish when the daemon stops, in seconds.
@@ -323,6 +327,8 @@ class Daemon:
                     )
                     for warning in load_warnings(change, self.webhooks is not None):
                         log.warning("%s", warning)
+        # Idle workers only for the model paths the loaded specs use.
+        self.executor.use_paths({model_path(agent.spec) for agent in self.agents.values()})
 
     def remove_agent(self, name: str) -> None:
         """Stop scheduling an agent (its running runs go on)."""
@@ -372,8 +378,11 @@ class Daemon:
             "inputs": fire.inputs,
             "trigger": fire.trigger,
         }
-        await self.executor.start(job, agent.name, agent.spec.budgets.max_duration)
-        log.info("started run %s of %s (%s)", fire.run_id, agent.name, fire.trigger)
+        path = model_path(agent.spec)
+        await self.executor.start(job, agent.name, agent.spec.budgets.max_duration, path)
+        log.info(
+            "started run %s of %s (%s, %s worker)", fire.run_id, agent.name, fire.trigger, path
+        )
 
     def handed_over(self, run_id: str, task: asyncio.Task[None]) -> None:
         """A start task ended: the run has a worker, was withdrawn, or could not start."""
@@ -560,6 +569,10 @@ class Daemon:
             "agents": agents,
             "errors": self.specs.error_messages(),
             "workers_idle": len([w for w in self.executor.idle if w.ready.is_set()]),
+            "workers_idle_by_path": {
+                path: len([w for w in self.executor.idle if w.ready.is_set() and w.path == path])
+                for path in sorted(self.executor.paths)
+            },
             # The daemon's own process never imports litellm: its workers do.
             "litellm_imported": "litellm" in sys.modules,
         }

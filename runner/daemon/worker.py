@@ -1,15 +1,24 @@
-"""A pre-warmed run worker: ``python -m runner.daemon.worker``.
+"""A pre-warmed run worker: ``python -m runner.daemon.worker [direct|litellm]``.
 
-The daemon keeps one or more of these idle. Each imports litellm and the loop once (the
-seconds of import are paid while idle), prints ``{"ready": true}``, then reads one job (a
-JSON line on stdin: ``run_id``, ``spec_path``, ``inputs``, ``trigger``), runs it to a stop
-reason recorded in the run store, prints ``{"finished": ..., "stop_reason": ...}`` and exits:
+The daemon keeps one or more of these idle for each model path its specs use
+(:func:`runner.daemon.executor.model_path`). Each pays, while idle, the imports and first
+call of its path and the loop's imports, then freezes what it holds (``gc.freeze``):
+
+- ``direct``: a chat completion with a tool through the openai SDK (the direct path of
+  ``openai/*`` and ``local/*`` models) against a loopback stub. It never imports litellm
+  (about 80 MB resident instead of 260).
+- ``litellm`` (the default): the same call on the direct path and on litellm's, and a token
+  count with litellm's tokenizer: any spec can run in it.
+
+Then it prints ``{"ready": true}``, reads one job (a JSON line on stdin: ``run_id``,
+``spec_path``, ``inputs``, ``trigger``), runs it to a stop reason recorded in the run
+store, prints ``{"finished": ..., "stop_reason": ..., "litellm_imported": ...}`` and exits:
 one process per run, so a run that crashes or leaks cannot take the daemon down.
 
 Testing hook: when ``AGENTRUN_MODEL_FACTORY`` names a ``module:callable``, the worker calls
 it with the spec's model section to get the model (for example a
-:class:`runner.testing.FunctionModel`), and skips the litellm warm-up. It is how the daemon's
-own tests run real runs in real worker processes without a provider.
+:class:`runner.testing.FunctionModel`), and skips the model path's warm-up. It is how the
+daemon's own tests run real runs in real worker processes without a provider.
 
 Signals: SIGTERM cancels the run (stop reason ``cancelled``: a replacing run or a cancel);
 SIGUSR1 interrupts it (stop reason ``interrupted``, resumable with ``agentrun resume``: the
@@ -27,6 +36,8 @@ import os
 import signal
 import sys
 from typing import Any
+
+from .executor import DIRECT, LITELLM
 
 
 def _model_factory() -> Any:
@@ -64,8 +75,12 @@ _WARMUP_REPLY = {
 }
 
 
-def _warm_model_path(runner: asyncio.Runner) -> None:
-    """A chat completion with a tool on each path (direct and litellm) against a loopback stub.
+def _warm_model_path(runner: asyncio.Runner, path: str) -> None:
+    """A chat completion with a tool on ``path`` against a loopback stub.
+
+    ``direct``: through the openai SDK only (litellm is not imported). ``litellm``: on both
+    paths (a spec that needs litellm may still reach its primary directly), and a token
+    count with litellm's tokenizer (the budget estimate).
 
     A first call with tools imports what ``import litellm`` does not (the openai SDK's
     request and response types, the HTTP client's transports: about 700 modules, 1.1 s on
@@ -95,10 +110,11 @@ def _warm_model_path(runner: asyncio.Runner) -> None:
                 ModelSpec(id="openai/warmup", api_base=server.api_base, api_key_env=key)
             )
             messages = [{"role": "user", "content": "warm up"}]
-            model.count_prompt_tokens(messages, tools)
             runner.run(model.complete(messages, tools))  # the direct path (openai SDK)
-            os.environ[PATH_VARIABLE] = "litellm"
-            runner.run(model.complete(messages, tools))  # and litellm's, for other providers
+            if path == LITELLM:
+                model.count_prompt_tokens(messages, tools)  # litellm's tokenizer
+                os.environ[PATH_VARIABLE] = "litellm"
+                runner.run(model.complete(messages, tools))  # litellm's, for other providers
             runner.run(model.aclose())
     except Exception as error:  # warming is an optimisation, never a failure
         print(f"agentrun worker: warm-up call failed: {error!r}", file=sys.stderr)
@@ -110,10 +126,10 @@ def _warm_model_path(runner: asyncio.Runner) -> None:
             os.environ[PATH_VARIABLE] = previous
 
 
-def _warm(runner: asyncio.Runner) -> Any:
-    """Pay every import and first-use cost before the job arrives; the open store."""
+def _warm(runner: asyncio.Runner, path: str = LITELLM) -> Any:
+    """Pay every import and first-use cost of ``path`` before the job arrives; the open store."""
     if _model_factory() is None:
-        _warm_model_path(runner)
+        _warm_model_path(runner, path)
     import croniter  # noqa: F401  (spec checks of cron triggers)
     import jinja2.meta
     import jinja2.sandbox  # noqa: F401
@@ -185,8 +201,11 @@ def _report(message: dict[str, Any]) -> None:
 
 def main() -> None:
     """Warm up, say ready, run one job, report, exit (one event loop for all of it)."""
+    path = sys.argv[1] if len(sys.argv) > 1 else LITELLM
+    if path not in (DIRECT, LITELLM):
+        sys.exit(f"agentrun worker: unknown model path {path!r} (direct or litellm)")
     with asyncio.Runner() as runner:
-        store = _warm(runner)
+        store = _warm(runner, path)
         _report({"ready": True})
         line = sys.stdin.readline()
         if not line.strip():
@@ -197,7 +216,13 @@ def main() -> None:
         except Exception as error:  # a spec that no longer loads, a store that cannot open
             _report({"error": f"{type(error).__name__}: {error}"})
             sys.exit(1)
-    _report({"finished": job["run_id"], "stop_reason": stop})
+    _report(
+        {
+            "finished": job["run_id"],
+            "stop_reason": stop,
+            "litellm_imported": "litellm" in sys.modules,
+        }
+    )
 
 
 if __name__ == "__main__":
