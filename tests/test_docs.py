@@ -503,7 +503,10 @@ def test_the_readme_main_job_runs_on_the_local_model(tmp_path: Path) -> None:
     [row] = store.runs()
     [tool] = store.tool_calls(row.id)
     assert tool["tool"] == "read_file" and tool["status"] == "ok"
-    assert tool["result"].startswith("# agentrun")  # it read this README
+    assert tool["result"] == (ROOT / "agents" / "about-agentrun.txt").read_text()
+    # and says what the project is (issue 18: it used to answer wrongly about the README)
+    answer = done.stdout.lower()
+    assert "agentrun" in answer and "yaml" in answer, done.stdout
 
 
 def _path() -> str:

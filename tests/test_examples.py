@@ -232,19 +232,19 @@ def test_hello_runs(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "runs.db")
     model = ScriptedModel(
         [
-            call("read_file", {"path": "pyproject.toml"}),
             call("read_file", {"path": "README.md"}),
-            text("agentrun runs YAML-defined agents."),
+            call("read_file", {"path": "about-agentrun.txt"}),
+            text("The project is agentrun."),
         ]
     )
     finished = execute(agent, model, store)
     assert finished.stop_reason is StopReason.COMPLETED, finished.message
     assert [t["function"]["name"] for t in model.requests[0][1]] == ["read_file"]
-    assert "README.md" in agent.goal
-    outside, readme = tool_rows(store, finished)
+    assert "about-agentrun.txt" in agent.goal
+    outside, about = tool_rows(store, finished)
     assert outside["status"] == "error" and "outside the allowed paths" in outside["result"]
-    assert readme["status"] == "ok" and readme["result"].startswith("# agentrun")
-    assert finished.final == "agentrun runs YAML-defined agents."
+    assert about["status"] == "ok" and about["result"].startswith("The project is agentrun.")
+    assert finished.final == "The project is agentrun."
 
 
 def test_repo_health_runs(tmp_path: Path) -> None:

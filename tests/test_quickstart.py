@@ -131,7 +131,9 @@ class Walk:
         pointed = re.sub(r"^(model:|\s+id:)(\s*)local/", r"\1\2openai/", original, flags=re.M)
         assert pointed != original, f"no local/ model id to point at the fake server in {spec}"
         spec.write_text(pointed, encoding="utf-8")
-        self.server.script.extend([call("read_file", {"path": "README.md"}), text("agentrun.")])
+        # a read of the first path the spec allows, as the embedded model does
+        first = yaml.safe_load(original)["tools"]["read_file"]["paths"][0]
+        self.server.script.extend([call("read_file", {"path": first}), text("agentrun.")])
         try:
             done = self.run(line, env={"OPENAI_API_KEY": "sk-fake"})
         finally:
