@@ -10,11 +10,19 @@ reads the instants from the run store.
   start, minus the debounce.
 - manual: ``trigger`` requests over the control socket; request sent → run started
   (including handing the job to a warm worker).
+- direct: the same with a real model path, no test double: an ``openai/*`` spec whose
+  endpoint is :class:`runner.testing.FakeOpenAIServer` in this process (``OPENAI_BASE_URL``),
+  request sent → the fake server's receipt of the run's first model request, in a warm
+  ``direct`` worker. Then the resident memory (RSS, and PSS) of an idle warm worker of each
+  model path: ``direct`` (the openai SDK only) and ``litellm`` (for a spec on another
+  provider; warmed against a loopback stub, so no key is needed).
 - scale: 10,000 cron specs (daily, spread over the day so none fires) and 50 watched trees:
   startup time (process start → control socket up), idle CPU over 30 s, and RSS.
 
 Run: python bench/daemon.py [--cron-agents 20] [--samples 30] [--skip-cron] [--skip-scale]
+[--skip-manual] [--skip-watch] [--skip-direct]
 Targets: cron p99 < 50 ms; file event p99 < 50 ms beyond the debounce; manual p99 < 100 ms;
+manual → first model request (direct) p99 < 100 ms; a warm direct worker's RSS < 100 MB;
 idle CPU < 2% of one core; RSS < 250 MB.
 
 Every daemon is stopped when its measurement ends, fails or is interrupted (``with
@@ -40,9 +48,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from runner.testing import FakeOpenAIServer, text  # noqa: E402
 
 SPEC = """version: 1
 name: {name}
@@ -98,13 +109,18 @@ class Daemon:
     #: How long a stopping daemon may take (it gives running runs 30 s), in seconds.
     stop_timeout_s = 120.0
 
-    def __init__(self, agents: Path, home: Path, *args: str) -> None:
+    def __init__(
+        self, agents: Path, home: Path, *args: str, env: dict[str, str] | None = None
+    ) -> None:
+        """``env``: variables for the daemon; without it, the test double model is used."""
         self.home = home
+        if env is None:
+            env = {"AGENTRUN_MODEL_FACTORY": "tests.daemon_support:model"}
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != "AGENTRUN_MODEL_FACTORY"},
             "AGENTRUN_HOME": str(home),
-            "AGENTRUN_MODEL_FACTORY": "tests.daemon_support:model",
             "PYTHONPATH": str(ROOT),
+            **env,
         }
         self.started = time.monotonic()
         self.log = (home / "daemon.log").open("w")
@@ -266,6 +282,110 @@ def bench_manual(tmp: Path, samples: int) -> None:
     show("manual trigger → run started (warm worker)", delays)
 
 
+class TimedFakeServer(FakeOpenAIServer):
+    """The fake OpenAI server, noting when each request arrives (``time.monotonic``)."""
+
+    def __init__(self) -> None:
+        self.received: list[float] = []
+        super().__init__([text("done")], repeat_last=True)
+
+    def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.received.append(time.monotonic())
+        return super()._answer(request)
+
+
+def idle_workers(daemon: Daemon) -> dict[str, int]:
+    answer = daemon.request({"op": "status"})
+    return dict(answer.get("workers_idle_by_path") or {})  # type: ignore[call-overload]
+
+
+def wait_idle(daemon: Daemon, wanted: dict[str, int]) -> None:
+    deadline = time.monotonic() + 120
+    while any(idle_workers(daemon).get(path, 0) < n for path, n in wanted.items()):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"workers did not warm up: {idle_workers(daemon)} of {wanted}")
+        time.sleep(0.05)
+
+
+def worker_pids(daemon_pid: int) -> dict[int, str]:
+    """The daemon's worker processes: pid -> model path (the worker's argument)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) != daemon_pid:
+            continue
+        if b"runner.daemon.worker" in argv:
+            found[int(entry.name)] = argv[argv.index(b"runner.daemon.worker") + 1].decode()
+    return found
+
+
+def pss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_direct(tmp: Path, samples: int) -> None:
+    """Manual trigger → the first model request of the run, and the warm workers' memory."""
+    agents = tmp / "direct-agents"
+    agents.mkdir()
+    (agents / "d.yaml").write_text(
+        SPEC.format(name="d", triggers="  - manual: true").replace(
+            "openai/test-double", "openai/bench"
+        )
+    )
+    home = tmp / "direct-home"
+    home.mkdir()
+    with TimedFakeServer() as server:
+        env = {"OPENAI_BASE_URL": server.api_base, "OPENAI_API_KEY": "sk-bench-000000"}
+        with Daemon(agents, home, "--workers", "1", env=env) as daemon:
+            wait_idle(daemon, {"direct": 1})
+            db = daemon.db()
+            delays, starts = [], []
+            for _ in range(samples):
+                seen = len(server.received)
+                sent = time.monotonic()
+                answer = daemon.request({"op": "trigger", "agent": "d", "inputs": {}, "key": None})
+                deadline = sent + 60
+                while len(server.received) <= seen:
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"no model request for run {answer.get('run_id')}")
+                    time.sleep(0.001)
+                delays.append((server.received[seen] - sent) * 1000)
+                run_id = str(answer["run_id"])
+                # The same instant on the wall clock, for the run store's started_at.
+                request_wall = time.time() - (time.monotonic() - server.received[seen])
+                starts.append((request_wall - started_at(db, run_id)) * 1000)
+                while db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone() in (
+                    None,
+                    ("running",),
+                ):
+                    time.sleep(0.005)
+                wait_idle(daemon, {"direct": 1})
+            show("manual trigger → first model request (direct)", delays)
+            show("  of which run started → first model request", starts)
+            # A spec on another provider: the daemon starts the litellm pool for it.
+            (agents / "l.yaml").write_text(
+                SPEC.format(name="l", triggers="  - manual: true").replace(
+                    "openai/test-double", "anthropic/claude-3-5-haiku-latest"
+                )
+            )
+            wait_idle(daemon, {"direct": 1, "litellm": 1})
+            time.sleep(1)  # let the warm-up's garbage settle
+            for pid, path in sorted(worker_pids(daemon.process.pid).items(), key=lambda i: i[1]):
+                print(
+                    f"{f'idle warm {path} worker: RSS':<44} {rss_mb(pid):7.1f} MB"
+                    f"   (PSS {pss_mb(pid):.1f} MB)"
+                )
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -310,11 +430,18 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--skip-cron", action="store_true")
     parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--skip-manual", action="store_true")
+    parser.add_argument("--skip-watch", action="store_true")
+    parser.add_argument("--skip-direct", action="store_true")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        bench_manual(tmp, options.samples)
-        bench_watch(tmp, options.samples)
+        if not options.skip_manual:
+            bench_manual(tmp, options.samples)
+        if not options.skip_direct:
+            bench_direct(tmp, options.samples)
+        if not options.skip_watch:
+            bench_watch(tmp, options.samples)
         if not options.skip_cron:
             bench_cron(tmp, options.cron_agents)
         if not options.skip_scale:
