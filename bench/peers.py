@@ -238,8 +238,9 @@ def make_data(folder: Path, steps: int, kind: str, size: int) -> None:
     """The files the conversation reads: ``data/{kind}{i}.txt``, ``size`` bytes each."""
     (folder / "data").mkdir(exist_ok=True)
     for i in range(steps):
-        line = f"{RESULT_MARK} file {i}: the quick brown fox jumps over the lazy dog.\n"
-        body = (line * (size // len(line) + 1))[:size] if size > len(line) else line
+        head = f"{RESULT_MARK} file {i}\n"
+        line = "the quick brown fox jumps over the lazy dog.\n"
+        body = head + (line * (size // len(line) + 1))[: max(size - len(head), 0)]
         (folder / "data" / f"{kind}{i}.txt").write_text(body)
 
 
@@ -294,148 +295,174 @@ def message_of(reply: Any) -> dict[str, Any]:
     return entry
 
 
-async def setup_variant(name: str, api_base: str, folder: Path, steps: int) -> Callable[[], Any]:
-    """``name``'s one run: a coroutine function (or, for smolagents, a plain function)."""
-    read_file = make_read_file(folder)
-    if name in (RAW, BARE):
-        if name == RAW:
-            from openai import AsyncOpenAI
-
-            client = AsyncOpenAI(base_url=api_base, api_key=API_KEY, max_retries=0)
-
-            async def complete(messages: list[dict[str, Any]]) -> Any:
-                return await client.chat.completions.create(
-                    model="fake",
-                    messages=messages,  # type: ignore[arg-type]
-                    tools=[TOOL_SCHEMA],  # type: ignore[list-item]
-                    tool_choice="auto",
-                    max_tokens=100,
-                )
-        else:
-            import litellm
-
-            async def complete(messages: list[dict[str, Any]]) -> Any:
-                return await litellm.acompletion(
-                    model="openai/fake",
-                    messages=messages,
-                    tools=[TOOL_SCHEMA],
-                    tool_choice="auto",
-                    api_base=api_base,
-                    api_key=API_KEY,
-                    max_tokens=100,
-                    num_retries=0,
-                    max_retries=0,
-                )
-
-        async def loop_once() -> None:
-            messages: list[dict[str, Any]] = [{"role": "user", "content": TASK}]
-            while True:
-                reply = (await complete(messages)).choices[0].message
-                messages.append(message_of(reply))
-                if not reply.tool_calls:
-                    return
-                for c in reply.tool_calls:
-                    result = read_file(**json.loads(c.function.arguments))
-                    messages.append({"role": "tool", "tool_call_id": c.id, "content": result})
-
-        return loop_once
-    if name == "smolagents":
-        from smolagents import OpenAIServerModel, ToolCallingAgent, tool
-
-        model = OpenAIServerModel(
-            model_id="fake",
-            api_base=api_base,
-            api_key=API_KEY,
-            client_kwargs={"max_retries": 0},
-            max_tokens=100,
-        )
-        agent = ToolCallingAgent(
-            tools=[tool(read_file)], model=model, verbosity_level=0, max_steps=steps + 5
-        )
-
-        def smol_once() -> None:
-            agent.run(TASK, reset=True)
-
-        return smol_once
-    if name == "pydantic-ai":
-        from openai import AsyncOpenAI
-        from pydantic_ai import Agent
-        from pydantic_ai.models.openai import OpenAIChatModel
-        from pydantic_ai.providers.openai import OpenAIProvider
-        from pydantic_ai.usage import UsageLimits
-
-        client = AsyncOpenAI(base_url=api_base, api_key=API_KEY, max_retries=0)
-        model = OpenAIChatModel("fake", provider=OpenAIProvider(openai_client=client))
-        pydantic_agent = Agent(model, tools=[read_file], model_settings={"max_tokens": 100})
-
-        async def pydantic_once() -> None:
-            await pydantic_agent.run(TASK, usage_limits=UsageLimits(request_limit=None))
-
-        return pydantic_once
-    if name.startswith("langgraph"):
-        from langchain_core.tools import tool as langchain_tool
-        from langchain_openai import ChatOpenAI
-        from langgraph.prebuilt import create_react_agent
-
-        saver = None
-        if "SQLite" in name:
-            import aiosqlite
-            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
-            saver = AsyncSqliteSaver(await aiosqlite.connect(str(folder / "langgraph.db")))
-            await saver.setup()
-        llm = ChatOpenAI(
-            model="fake", base_url=api_base, api_key=API_KEY, max_retries=0, max_tokens=100
-        )  # type: ignore[call-arg]
-        graph = create_react_agent(llm, [langchain_tool(read_file)], checkpointer=saver)
-
-        async def graph_once() -> None:
-            config = {
-                "recursion_limit": 4 * steps + 10,
-                "configurable": {"thread_id": uuid.uuid4().hex},
-            }
-            await graph.ainvoke({"messages": [{"role": "user", "content": TASK}]}, config)
-
-        return graph_once
-    if name.startswith("openai-agents"):
-        from agents import (
-            Agent as SDKAgent,
-        )
-        from agents import (
-            ModelSettings,
-            OpenAIChatCompletionsModel,
-            Runner,
-            SQLiteSession,
-            function_tool,
-            set_tracing_disabled,
-        )
+async def setup_loops(
+    name: str, api_base: str, folder: Path, steps: int, read_file: Callable[[str], str]
+) -> Callable[[], Any]:
+    """The run of the raw SDK or the bare litellm loop (see :func:`setup_variant`)."""
+    if name == RAW:
         from openai import AsyncOpenAI
 
-        set_tracing_disabled(True)
         client = AsyncOpenAI(base_url=api_base, api_key=API_KEY, max_retries=0)
-        sdk_agent = SDKAgent(
-            name="bench",
-            tools=[function_tool(read_file)],
-            model=OpenAIChatCompletionsModel(model="fake", openai_client=client),
-            model_settings=ModelSettings(max_tokens=100),
-        )
-        database = str(folder / "sessions.db")
-        with_session = "Session" in name
 
-        async def sdk_once() -> None:
-            session = SQLiteSession(uuid.uuid4().hex, database) if with_session else None
-            await Runner.run(sdk_agent, TASK, max_turns=steps + 5, session=session)
+        async def complete(messages: list[dict[str, Any]]) -> Any:
+            return await client.chat.completions.create(
+                model="fake",
+                messages=messages,  # type: ignore[arg-type]
+                tools=[TOOL_SCHEMA],  # type: ignore[list-item]
+                tool_choice="auto",
+                max_tokens=100,
+            )
+    else:
+        import litellm
 
-        return sdk_once
-    if name == AGENTRUN:
-        from runner.compiler import compile_agent
-        from runner.loop import run_agent
-        from runner.spec import load_spec
-        from runner.store import RunStore
+        async def complete(messages: list[dict[str, Any]]) -> Any:
+            return await litellm.acompletion(
+                model="openai/fake",
+                messages=messages,
+                tools=[TOOL_SCHEMA],
+                tool_choice="auto",
+                api_base=api_base,
+                api_key=API_KEY,
+                max_tokens=100,
+                num_retries=0,
+                max_retries=0,
+            )
 
-        spec = folder / "agentrun.yaml"
-        spec.write_text(
-            f"""version: 1
+    async def loop_once() -> None:
+        messages: list[dict[str, Any]] = [{"role": "user", "content": TASK}]
+        while True:
+            reply = (await complete(messages)).choices[0].message
+            messages.append(message_of(reply))
+            if not reply.tool_calls:
+                return
+            for c in reply.tool_calls:
+                result = read_file(**json.loads(c.function.arguments))
+                messages.append({"role": "tool", "tool_call_id": c.id, "content": result})
+
+    return loop_once
+
+
+async def setup_smolagents(
+    name: str, api_base: str, folder: Path, steps: int, read_file: Callable[[str], str]
+) -> Callable[[], Any]:
+    """The run of smolagents (see :func:`setup_variant`)."""
+    from smolagents import OpenAIServerModel, ToolCallingAgent, tool
+
+    model = OpenAIServerModel(
+        model_id="fake",
+        api_base=api_base,
+        api_key=API_KEY,
+        client_kwargs={"max_retries": 0},
+        max_tokens=100,
+    )
+    agent = ToolCallingAgent(
+        tools=[tool(read_file)], model=model, verbosity_level=0, max_steps=steps + 5
+    )
+
+    def smol_once() -> None:
+        agent.run(TASK, reset=True)
+
+    return smol_once
+
+
+async def setup_pydantic_ai(
+    name: str, api_base: str, folder: Path, steps: int, read_file: Callable[[str], str]
+) -> Callable[[], Any]:
+    """The run of pydantic-ai (see :func:`setup_variant`)."""
+    from openai import AsyncOpenAI
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+    from pydantic_ai.usage import UsageLimits
+
+    client = AsyncOpenAI(base_url=api_base, api_key=API_KEY, max_retries=0)
+    model = OpenAIChatModel("fake", provider=OpenAIProvider(openai_client=client))
+    pydantic_agent = Agent(model, tools=[read_file], model_settings={"max_tokens": 100})
+
+    async def pydantic_once() -> None:
+        await pydantic_agent.run(TASK, usage_limits=UsageLimits(request_limit=None))
+
+    return pydantic_once
+
+
+async def setup_langgraph(
+    name: str, api_base: str, folder: Path, steps: int, read_file: Callable[[str], str]
+) -> Callable[[], Any]:
+    """The run of langgraph (see :func:`setup_variant`)."""
+    from langchain_core.tools import tool as langchain_tool
+    from langchain_openai import ChatOpenAI
+    from langgraph.prebuilt import create_react_agent
+
+    saver = None
+    if "SQLite" in name:
+        import aiosqlite
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        saver = AsyncSqliteSaver(await aiosqlite.connect(str(folder / "langgraph.db")))
+        await saver.setup()
+    llm = ChatOpenAI(
+        model="fake", base_url=api_base, api_key=API_KEY, max_retries=0, max_tokens=100
+    )  # type: ignore[call-arg]
+    graph = create_react_agent(llm, [langchain_tool(read_file)], checkpointer=saver)
+
+    async def graph_once() -> None:
+        config = {
+            "recursion_limit": 4 * steps + 10,
+            "configurable": {"thread_id": uuid.uuid4().hex},
+        }
+        await graph.ainvoke({"messages": [{"role": "user", "content": TASK}]}, config)
+
+    return graph_once
+
+
+async def setup_openai_agents(
+    name: str, api_base: str, folder: Path, steps: int, read_file: Callable[[str], str]
+) -> Callable[[], Any]:
+    """The run of openai-agents (see :func:`setup_variant`)."""
+    from openai import AsyncOpenAI
+
+    from agents import (
+        Agent as SDKAgent,
+    )
+    from agents import (
+        ModelSettings,
+        OpenAIChatCompletionsModel,
+        Runner,
+        SQLiteSession,
+        function_tool,
+        set_tracing_disabled,
+    )
+
+    set_tracing_disabled(True)
+    client = AsyncOpenAI(base_url=api_base, api_key=API_KEY, max_retries=0)
+    sdk_agent = SDKAgent(
+        name="bench",
+        tools=[function_tool(read_file)],
+        model=OpenAIChatCompletionsModel(model="fake", openai_client=client),
+        model_settings=ModelSettings(max_tokens=100),
+    )
+    database = str(folder / "sessions.db")
+    with_session = "Session" in name
+
+    async def sdk_once() -> None:
+        session = SQLiteSession(uuid.uuid4().hex, database) if with_session else None
+        await Runner.run(sdk_agent, TASK, max_turns=steps + 5, session=session)
+
+    return sdk_once
+
+
+async def setup_agentrun(
+    name: str, api_base: str, folder: Path, steps: int, read_file: Callable[[str], str]
+) -> Callable[[], Any]:
+    """The run of agentrun (see :func:`setup_variant`)."""
+    from runner.compiler import compile_agent
+    from runner.loop import run_agent
+    from runner.spec import load_spec
+    from runner.store import RunStore
+
+    spec = folder / "agentrun.yaml"
+    spec.write_text(
+        f"""version: 1
 name: bench
 model:
   id: openai/fake
@@ -448,16 +475,33 @@ tools:
   read_file: {{paths: [data]}}
 budgets: {{max_steps: {steps + 5}}}
 """
-        )
-        os.environ["FAKE_API_KEY"] = API_KEY
-        compiled = compile_agent(load_spec(spec))
-        store = RunStore(Path(os.environ["AGENTRUN_HOME"]) / "runs.db")
+    )
+    os.environ["FAKE_API_KEY"] = API_KEY
+    compiled = compile_agent(load_spec(spec))
+    store = RunStore(Path(os.environ["AGENTRUN_HOME"]) / "runs.db")
 
-        async def agentrun_once() -> None:
-            finished = await run_agent(compiled, store=store)
-            assert finished.steps == steps, finished
+    async def agentrun_once() -> None:
+        finished = await run_agent(compiled, store=store)
+        assert finished.steps == steps, finished
 
-        return agentrun_once
+    return agentrun_once
+
+
+async def setup_variant(name: str, api_base: str, folder: Path, steps: int) -> Callable[[], Any]:
+    """``name``'s one run: a coroutine function (or, for smolagents, a plain function)."""
+    read_file = make_read_file(folder)
+    if name in (RAW, BARE):
+        return await setup_loops(name, api_base, folder, steps, read_file)
+    if name == "smolagents":
+        return await setup_smolagents(name, api_base, folder, steps, read_file)
+    if name == "pydantic-ai":
+        return await setup_pydantic_ai(name, api_base, folder, steps, read_file)
+    if name.startswith("langgraph"):
+        return await setup_langgraph(name, api_base, folder, steps, read_file)
+    if name.startswith("openai-agents"):
+        return await setup_openai_agents(name, api_base, folder, steps, read_file)
+    if name == AGENTRUN:
+        return await setup_agentrun(name, api_base, folder, steps, read_file)
     raise SystemExit(f"no variant {name!r}")
 
 
@@ -634,11 +678,13 @@ def ratio_of_medians(ours: list[float], theirs: list[float]) -> tuple[float, tup
     return statistic(list(range(len(ours)))), bootstrap(statistic, len(ours))
 
 
-def verdict(interval: tuple[float, float], target: float, rounds: int) -> str:
+def verdict(
+    interval: tuple[float, float], target: float, rounds: int, fewest: int = MIN_ROUNDS
+) -> str:
     """met / not met / undecided, for a figure whose target is "at most ``target``"."""
     low, high = interval
-    if rounds < MIN_ROUNDS:
-        return f"no verdict from under {MIN_ROUNDS} rounds"
+    if rounds < fewest:
+        return f"no verdict from under {fewest} rounds"
     if high <= target:
         return "met"
     if low > target:
@@ -663,7 +709,7 @@ def interleaved(
         folder = Path(tmp)
         make_data(folder, steps, kind, size)
         server = ServerProcess(steps, kind)
-        log = Path(tempfile.gettempdir()) / "peers-workers.log"
+        log = folder / "workers.log"
         workers = [
             Worker(
                 name,
@@ -765,7 +811,7 @@ def scenario_concurrent(rounds: int, count: int, profile: str) -> None:
     ratio, interval = ratio_of_medians(samples[AGENTRUN], samples[fastest])
     print(
         f"target: agentrun's CPU at most the fastest peer's ({fastest}): {ratio:.2f}x "
-        f"(95% CI {interval[0]:.2f}..{interval[1]:.2f}): {verdict(interval, 1.0, rounds)}"
+        f"(95% CI {interval[0]:.2f}..{interval[1]:.2f}): {verdict(interval, 1.0, rounds, fewest=3)}"
     )
     print(f"({rounds} interleaved rounds; smolagents is synchronous and left out)")
 
@@ -809,7 +855,7 @@ def read_file(path: str) -> str:
     \"\"\"
     return pathlib.Path(path).read_text()
 
-print(Agent("openai:gpt-4o-mini", tools=[read_file]).run_sync(os.environ["BENCH_TASK"]).output)
+print(Agent("openai-chat:gpt-4o-mini", tools=[read_file]).run_sync(os.environ["BENCH_TASK"]).output)
 """,
 }
 
@@ -838,10 +884,12 @@ def scenario_cold(runs: int) -> None:
         server = ServerProcess(1, "small")
         commands = {AGENTRUN + " run spec.yaml": [agentrun, "run", str(folder / "spec.yaml")]}
         for name, code in COLD_SCRIPTS.items():
-            (folder / f"{name.split()[0]}.py").write_text(code)
-            commands[name] = [sys.executable, str(folder / f"{name.split()[0]}.py")]
+            script = folder / f"cold_{name.split()[0].replace('-', '_')}.py"
+            script.write_text(code)
+            commands[name] = [sys.executable, str(script)]
         first: dict[str, list[float]] = {name: [] for name in commands}
         exit_after: list[float] = []
+        cpu: dict[str, list[float]] = {name: [] for name in commands}
         total: list[float] = []
         try:
             for number in range(runs):
@@ -859,11 +907,16 @@ def scenario_cold(runs: int) -> None:
                     }
                     env.pop("LITELLM_LOCAL_MODEL_COST_MAP", None)
                     server.first_request()  # forget any earlier arrival
+                    children = resource.getrusage(resource.RUSAGE_CHILDREN)
                     started = time.time()
                     result = subprocess.run(
                         argv, cwd=folder, env=env, capture_output=True, text=True, check=False
                     )
                     exited = time.time()
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpu[name].append(
+                        after.ru_utime - children.ru_utime + after.ru_stime - children.ru_stime
+                    )
                     arrived = server.first_request()
                     if result.returncode or arrived is None:
                         raise SystemExit(
@@ -876,11 +929,19 @@ def scenario_cold(runs: int) -> None:
         finally:
             server.close()
     smol = first["smolagents"]
-    print(f"{'command':<26} {'to first request s':>19} {'min':>6} {'max':>6}")
+    print(
+        f"{'command':<26} {'to first request s':>19} {'min':>6} {'max':>6} "
+        f"{'whole process CPU s':>20}"
+    )
     for name, values in sorted(first.items(), key=lambda item: statistics.median(item[1])):
         print(
-            f"{name:<26} {statistics.median(values):>19.3f} {min(values):>6.3f} {max(values):>6.3f}"
+            f"{name:<26} {statistics.median(values):>19.3f} {min(values):>6.3f} "
+            f"{max(values):>6.3f} {statistics.median(cpu[name]):>20.3f}"
         )
+    print(
+        "(whole process CPU: user + system of the process, start to exit, median; "
+        "unlike the wall time it does not grow with the machine's other load)"
+    )
     ours = first[AGENTRUN + " run spec.yaml"]
     interval = bootstrap(lambda rounds: statistics.median(ours[i] for i in rounds), runs)
     print(
