@@ -10,6 +10,10 @@ the output bound and prices for budget estimates) have defaults in the protocol.
   library;
 - :mod:`runner.models.litellm_adapter`: :class:`LiteLLMModel`, any provider through
   litellm (imported on first use), retries and fallbacks;
+- :mod:`runner.models.openai_direct`: OpenAI-compatible endpoints through the openai SDK,
+  without litellm;
+- :mod:`runner.models.tokens`: prompt tokens for the budget's estimate, counted by litellm
+  or, on the direct path, by tiktoken without litellm (the same counts);
 - :mod:`runner.models.local`: the embedded SmolLM2 model on llama.cpp;
 - :mod:`runner.models.server`: the loopback OpenAI-compatible server the local model and
   the test suite's fake provider share.

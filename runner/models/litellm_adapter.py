@@ -14,7 +14,6 @@ embedded model's loopback server (:mod:`runner.models.local`).
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from typing import Any
@@ -23,7 +22,19 @@ from ..errors import ModelError, SetupError
 from ..spec import ModelSpec, Pricing
 from ..spec.prices import LOCAL_PREFIX, price_for, price_table
 from .base import Model, ModelReply, ToolCallRequest, Usage, cost_usd
-from .openai_direct import DirectClients, is_direct
+from .openai_direct import (
+    BASE_URL_VARIABLES,
+    DIRECT_PROVIDERS,
+    OPENAI_API_BASE,
+    DirectClients,
+    is_direct,
+)
+from .tokens import LONG_TEXT_CHARS as LONG_TEXT_CHARS
+from .tokens import SAMPLE_CHARS as SAMPLE_CHARS
+from .tokens import SAMPLE_MARGIN as SAMPLE_MARGIN
+from .tokens import SAMPLES as SAMPLES
+from .tokens import TokenCounter, message_tokens, tiktoken_counter
+from .tokens import text_tokens as text_tokens
 
 
 def import_litellm() -> Any:
@@ -216,18 +227,19 @@ class LiteLLMModel(Model):
         that call's reply is taken at the provider's own count: the call's input tokens
         (its messages and tools) plus its output tokens (the reply, which is now the next
         message), plus the few tokens a message costs around its content. Only the messages
-        added since are counted with litellm's tokenizer. The provider's count is exact
-        where litellm's tokenizer approximates it, and each reply is not tokenized again
-        (``litellm.token_counter`` took 80-160 µs for a reply with one tool call, timed
-        with ``timeit`` on the reference machine). Without such a call (the first of a run, a
-        provider that reports no usage, a changed conversation), everything is counted
-        locally. Messages are append-only within a run, so each is counted once and cached
-        by position (keyed by the identity of the dict). A long text in a message (a
-        megabyte of tool result) is estimated from samples, high rather than low
-        (:func:`message_tokens`).
+        added since are counted locally, by :func:`token_counter_for` the primary model
+        (litellm's tokenizer, or tiktoken's without litellm on the direct path: the same
+        counts). The provider's count is exact where the local one approximates it, and
+        each reply is not tokenized again (``litellm.token_counter`` took 80-160 µs for a
+        reply with one tool call, timed with ``timeit`` on the reference machine). Without
+        such a call (the first of a run, a provider that reports no usage, a changed
+        conversation), everything is counted locally. Messages are append-only within a run,
+        so each is counted once and cached by position (keyed by the identity of the dict).
+        A long text in a message (a megabyte of tool result) is estimated from samples, high
+        rather than low (:func:`runner.models.tokens.message_tokens`).
         """
-        litellm = import_litellm()
         model, _, _ = self._resolve(self.spec.id)
+        counter = token_counter_for(model)
         anchor = self._anchor
         if (
             anchor is not None
@@ -237,23 +249,23 @@ class LiteLLMModel(Model):
         ):
             if self._reply_overhead is None:
                 empty = [{"role": "assistant", "content": ""}]
-                self._reply_overhead = int(litellm.token_counter(model=model, messages=empty))
+                self._reply_overhead = int(counter.token_counter(model=model, messages=empty))
             reply = anchor[2] + self._reply_overhead
-            return reply + self._counts(litellm, model, messages, start=anchor[0] + 1)
-        total = self._counts(litellm, model, messages)
+            return reply + self._counts(counter, model, messages, start=anchor[0] + 1)
+        total = self._counts(counter, model, messages)
         if tools:
             # The loop offers the same list of tools on every call: count it once.
             counted = self._tools_tokens
             if counted is None or counted[0] is not tools or counted[1] != len(tools):
-                count = int(litellm.token_counter(model=model, text=json.dumps(tools)))
+                count = int(counter.token_counter(model=model, text=json.dumps(tools)))
                 counted = self._tools_tokens = (tools, len(tools), count)
             total += counted[2]
         return total
 
     def _counts(
-        self, litellm: Any, model: str, messages: list[dict[str, Any]], start: int = 0
+        self, counter: TokenCounter, model: str, messages: list[dict[str, Any]], start: int = 0
     ) -> int:
-        """Tokens of ``messages[start:]`` with litellm's tokenizer (:func:`message_tokens`).
+        """Tokens of ``messages[start:]`` by ``counter`` (:func:`.tokens.message_tokens`).
 
         Each message is counted once, cached by position (keyed by its identity); the ones
         before ``start`` are not counted now.
@@ -269,7 +281,7 @@ class LiteLLMModel(Model):
         for position in range(start, len(messages)):
             key, count = counts[position]
             if count is None:
-                count = message_tokens(litellm, model, messages[position])
+                count = message_tokens(counter, model, messages[position])
                 counts[position] = (key, count)
             total += count
         return total
@@ -353,87 +365,35 @@ class LiteLLMModel(Model):
         )
 
 
-#: Characters of text above which it is estimated from samples instead of tokenized whole
-#: (:func:`text_tokens`). 32 KiB of prose is about 8k tokens and 5-25 ms of tokenizing.
-LONG_TEXT_CHARS = 32 * 1024
-#: Samples of a long text that are tokenized, spread evenly from its first character to its
-#: last, and the characters in each: 8 KiB tokenized whatever the text's length.
-SAMPLES = 16
-SAMPLE_CHARS = 512
-#: What the densest sample's tokens per byte are raised by before scaling to the whole text.
-SAMPLE_MARGIN = 0.10
+def token_counter_for(model: str) -> TokenCounter:
+    """What counts prompt tokens for ``model`` (a litellm model name), for budget estimates.
 
-
-def message_tokens(litellm: Any, model: str, message: dict[str, Any]) -> int:
-    """Prompt tokens of one message, for the budget's estimate before a call.
-
-    A message whose text (its ``content``, or a tool call's ``arguments``) is longer than
-    :data:`LONG_TEXT_CHARS` is counted as the message without that text, tokenized, plus
-    :func:`text_tokens` of the text; any other message is tokenized whole.
+    litellm's ``token_counter`` when ``model`` goes through litellm, or when litellm is
+    imported in this process already (nothing to save, and no second copy of the encoding
+    in memory); else, on the direct path, :func:`runner.models.tokens.tiktoken_counter`,
+    which counts the same without importing litellm.
     """
-    long: list[str] = []
-    content = message.get("content")
-    if isinstance(content, str) and len(content) > LONG_TEXT_CHARS:
-        long.append(content)
-        message = {**message, "content": ""}
-    calls = message.get("tool_calls")
-    if isinstance(calls, list) and any(_long_arguments(c) for c in calls):
-        shortened = []
-        for tool_call in calls:
-            if _long_arguments(tool_call):
-                long.append(tool_call["function"]["arguments"])
-                tool_call = {**tool_call, "function": {**tool_call["function"], "arguments": ""}}
-            shortened.append(tool_call)
-        message = {**message, "tool_calls": shortened}
-    count = int(litellm.token_counter(model=model, messages=[message]))
-    return count + sum(text_tokens(litellm, model, text) for text in long)
+    if is_direct(model) and "litellm" not in sys.modules:
+        return tiktoken_counter()
+    litellm: TokenCounter = import_litellm()
+    return litellm
 
 
-def _long_arguments(tool_call: Any) -> bool:
-    function = tool_call.get("function") if isinstance(tool_call, dict) else None
-    arguments = function.get("arguments") if isinstance(function, dict) else None
-    return isinstance(arguments, str) and len(arguments) > LONG_TEXT_CHARS
-
-
-def text_tokens(litellm: Any, model: str, text: str) -> int:
-    """Tokens of ``text``: tokenized whole when short, estimated from samples when long.
-
-    A text over :data:`LONG_TEXT_CHARS` characters is not tokenized whole (a megabyte took
-    70-450 ms with litellm's tokenizers, the estimate 1.3-11 ms; ``python bench/estimate.py``):
-    :data:`SAMPLES` windows of :data:`SAMPLE_CHARS` characters, evenly spaced from its start
-    to its end, are, and the densest window's tokens per UTF-8 byte, raised by
-    :data:`SAMPLE_MARGIN`, is scaled to the text's bytes. The estimate is never above the
-    text's UTF-8 length: litellm's tokenizers (byte-level BPE, SentencePiece with byte
-    fallback) never give more than one token per byte.
-
-    Over ASCII prose, JSON, code, CJK, random base64 and half prose half base64 the estimate
-    is 1.1-1.7 times the whole text's count with cl100k_base and o200k_base
-    (tests/test_estimate_long.py, bench/estimate.py). litellm itself samples only texts over
-    4,000,000 characters, and takes their mean density, which can count low. This is an
-    estimate, not a proof: a text uniform in its samples but denser between them (a block of
-    base64 shorter than 1/15 of the text, in prose) is under-counted by at most that block's
-    share, which the margin and the model's output allowance in the budget check usually
-    cover.
-    """
-    if len(text) <= LONG_TEXT_CHARS:
-        return int(litellm.token_counter(model=model, text=text))
-    size = len(text.encode())
-    step = (len(text) - SAMPLE_CHARS) / (SAMPLES - 1)
-    densest = 0.0
-    for index in range(SAMPLES):
-        start = round(index * step)
-        sample = text[start : start + SAMPLE_CHARS]
-        tokens = int(litellm.token_counter(model=model, text=sample))
-        densest = max(densest, tokens / len(sample.encode()))
-    return min(size, math.ceil(densest * (1 + SAMPLE_MARGIN) * size))
+def _is_openai_compatible(model: str) -> bool:
+    """Whether ``model``'s provider speaks the OpenAI API (``openai/*``), whichever the path."""
+    return "/" in model and model.split("/", 1)[0] in DIRECT_PROVIDERS
 
 
 def provider_key_variables(model: str) -> list[str]:
-    """The environment variables litellm reads the key of ``model``'s provider from.
+    """The environment variables the key of ``model``'s provider is read from.
 
-    ``model`` is a litellm model name (``openai/gpt-4o-mini``); empty when litellm does not
-    know (imports litellm).
+    ``model`` is a litellm model name (``openai/gpt-4o-mini``). ``OPENAI_API_KEY`` for
+    ``openai/*`` (the openai SDK's variable, litellm's too), without litellm; for another
+    provider, the ones litellm's ``validate_environment`` finds missing (imports litellm),
+    empty when litellm does not know.
     """
+    if _is_openai_compatible(model):
+        return ["OPENAI_API_KEY"]
     litellm = import_litellm()
     try:
         found = litellm.validate_environment(model=model)
@@ -445,11 +405,18 @@ def provider_key_variables(model: str) -> list[str]:
 def provider_host(model: str, api_base: str | None) -> str:
     """The host a call to ``model`` goes to: ``api_base``'s, else the provider's default.
 
-    Empty when neither is known (imports litellm).
+    For ``openai/*`` without ``api_base``, the openai SDK's endpoint: ``OPENAI_BASE_URL``
+    (or ``OPENAI_API_BASE``) when set, else ``api.openai.com``, without litellm. For another
+    provider, litellm's ``get_api_base`` (imports litellm). Empty when neither is known.
     """
     from urllib.parse import urlsplit
 
     base = api_base
+    if not base and _is_openai_compatible(model):
+        base = next(
+            (os.environ[name] for name in BASE_URL_VARIABLES if os.environ.get(name)),
+            OPENAI_API_BASE,
+        )
     if not base:
         litellm = import_litellm()
         try:
