@@ -155,7 +155,7 @@ autonomy: approve-writes     # low-risk tools run; anything riskier asks
 unattended: fail             # when nobody is there to ask: fail, deny or queue
 budgets:
   max_steps: 6
-  max_duration: 2m
+  max_duration: 5m         # the offline model reads about 30-60 tokens a second on 2 cores
 """
 
 
