@@ -57,3 +57,32 @@ def test_a_run_on_an_openai_model_imports_litellm_only_when_asked(
     assert "exit 0" in done.stdout, done.stderr
     assert f"litellm imported: {via == 'litellm'}" in done.stdout
     assert len(server.requests) == 2
+
+
+def test_every_direct_client_shares_one_ssl_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the CA bundle took 78-87 ms per client; a daemon worker makes one per run."""
+    import asyncio
+
+    import httpx
+
+    from runner.models import openai_direct
+
+    made: list[object] = []
+    real = httpx.create_ssl_context
+
+    def counting(*args: object, **kwargs: object) -> object:
+        made.append(real())
+        return made[-1]
+
+    monkeypatch.setattr(httpx, "create_ssl_context", counting)
+    monkeypatch.setattr(openai_direct, "_ssl_context", None)
+
+    async def one_run() -> None:
+        clients = openai_direct.DirectClients()
+        clients.client("https://a.example/v1", "k", None)
+        clients.client("https://b.example/v1", "k", 5.0)
+        await clients.aclose()
+
+    asyncio.run(one_run())
+    asyncio.run(one_run())  # a second run, in a new event loop, as a worker's next job
+    assert len(made) == 1

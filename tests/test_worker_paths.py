@@ -155,8 +155,8 @@ def test_model_path_of_specs(tmp_path: Path) -> None:
         name="a.yaml",
     )
     assert model_path(load_spec(spec)) == LITELLM
-    # The budget estimate counts tokens with litellm's tokenizer.
-    assert path_of("openai/gpt-4o-mini", "budgets: {max_cost_usd: 1.0}\n") == LITELLM
+    # A budget does not need litellm: the direct path counts its estimate with tiktoken.
+    assert path_of("openai/gpt-4o-mini", "budgets: {max_cost_usd: 1.0}\n") == DIRECT
 
 
 def agents_folder(tmp_path: Path) -> Path:

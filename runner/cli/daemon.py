@@ -52,7 +52,12 @@ def daemon() -> None:
 @click.option(
     "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
-@click.option("--workers", default=1, show_default=True, help="Warm worker processes kept idle.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    help="Warm worker processes kept idle for each model path the specs use (direct, litellm).",
+)
 @click.option("--webhook-port", type=int, default=None, help="Listen for webhooks on this port.")
 @click.option(
     "--webhook-host", default="127.0.0.1", show_default=True, help="Webhook listener address."

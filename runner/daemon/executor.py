@@ -69,13 +69,10 @@ def model_path(spec: AgentSpec) -> str:
 
     :data:`LITELLM` when any model of the spec (the primary or a fallback) goes through
     litellm (:func:`runner.models.openai_direct.is_direct`; ``local/NAME`` is served as
-    ``openai/NAME``), and when the spec has a ``max_tokens`` or ``max_cost_usd`` budget: the
-    estimate before each call counts tokens with litellm's tokenizer
-    (``LiteLLMModel.count_prompt_tokens``), which a direct worker has not imported.
+    ``openai/NAME``). A ``max_tokens`` or ``max_cost_usd`` budget does not need litellm: on
+    the direct path the estimate before each call counts with tiktoken
+    (:mod:`runner.models.tokens`), as litellm's tokenizer counts.
     """
-    budgets = spec.budgets
-    if budgets.max_tokens is not None or budgets.max_cost_usd is not None:
-        return LITELLM
     for model_id in (spec.model.id, *spec.model.fallbacks):
         name = (
             "openai/" + model_id[len(LOCAL_PREFIX) :]

@@ -78,9 +78,10 @@ _WARMUP_REPLY = {
 def _warm_model_path(runner: asyncio.Runner, path: str) -> None:
     """A chat completion with a tool on ``path`` against a loopback stub.
 
-    ``direct``: through the openai SDK only (litellm is not imported). ``litellm``: on both
-    paths (a spec that needs litellm may still reach its primary directly), and a token
-    count with litellm's tokenizer (the budget estimate).
+    ``direct``: through the openai SDK only (litellm is not imported), and a token count
+    with tiktoken (the budget estimate: loading its encoding takes about a second).
+    ``litellm``: on both paths (a spec that needs litellm may still reach its primary
+    directly), and a token count with litellm's tokenizer.
 
     A first call with tools imports what ``import litellm`` does not (the openai SDK's
     request and response types, the HTTP client's transports: about 700 modules, 1.1 s on
@@ -112,9 +113,11 @@ def _warm_model_path(runner: asyncio.Runner, path: str) -> None:
             messages = [{"role": "user", "content": "warm up"}]
             runner.run(model.complete(messages, tools))  # the direct path (openai SDK)
             if path == LITELLM:
-                model.count_prompt_tokens(messages, tools)  # litellm's tokenizer
                 os.environ[PATH_VARIABLE] = "litellm"
                 runner.run(model.complete(messages, tools))  # litellm's, for other providers
+            # the budget estimate: tiktoken on a direct worker; litellm's tokenizer once
+            # litellm is imported (runner.models.tokens.token_counter_for)
+            model.count_prompt_tokens(messages, tools)
             runner.run(model.aclose())
     except Exception as error:  # warming is an optimisation, never a failure
         print(f"agentrun worker: warm-up call failed: {error!r}", file=sys.stderr)
