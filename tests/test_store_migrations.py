@@ -12,7 +12,7 @@ import pytest
 from runner.compiler import compile_agent
 from runner.events import RunStarted, ToolCalled, ToolStarted
 from runner.loop import run_agent
-from runner.store import RunStore, migrations
+from runner.store import RunStore, event_log, migrations
 from runner.store.migrations import MIGRATIONS, migrate
 from runner.testing import ScriptedModel, call, text
 from tests.helpers import make_spec
@@ -44,6 +44,7 @@ def test_an_old_store_is_moved_forward_with_its_records(
     path = tmp_path / "runs.db"
     with monkeypatch.context() as old_release:
         old_release.setattr(migrations, "MIGRATIONS", MIGRATIONS[:3])
+        old_release.setattr(event_log, "append", lambda *args: None)  # no log before 0007
         old = RunStore(path)
         assert "tool_calls_run" in indexes(old.db, "tool_calls")
         old.record(RunStarted("r1", "a", "m", "p", "sha", {}, "goal", "manual"))
@@ -69,6 +70,8 @@ def test_an_old_store_is_moved_forward_with_its_records(
     [row] = store.tool_calls("r1")
     assert (row["call_id"], row["status"], row["result"]) == ("c1", "ok", "done")
     assert store.journal("r1", "c1") == row
+    # runs recorded before the log have no entries; the log starts with what follows
+    assert store.events_since(0) == [] and store.last_event_id() == 0
 
 
 def test_every_lookup_of_a_runs_tool_calls_uses_an_index(tmp_path: Path) -> None:

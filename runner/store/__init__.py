@@ -8,6 +8,7 @@ The only package that holds SQL. Everything else calls the typed methods of the
     sqlite.py      SQLiteRunStore: the default implementation, one file under AGENTRUN_HOME
     migrations.py  the SQLite schema as named, ordered migrations, applied on every open
     export.py      one run as the JSONL export's events, from its rows (any backend)
+    event_log.py   the append-only run event log a live view follows (SSE ids)
     sealing.py     the exact form of redacted messages, encrypted, for resume alone
 
 ``RunStore(path)`` and ``RunStore.default()`` open a :class:`SQLiteRunStore`.

@@ -144,6 +144,23 @@ class RunStore(ABC):
     def sweep_interrupted(self, stale_after_s: float = HEARTBEAT_STALE_S) -> list[str]:
         """Mark runs whose process died as ``interrupted``; their ids."""
 
+    # -- the run event log -----------------------------------------------------------------
+
+    @abstractmethod
+    def events_since(
+        self, after_id: int = 0, run_id: str | None = None, limit: int = 500
+    ) -> list[dict[str, Any]]:
+        """Run event log entries after ``after_id``, oldest first, of one run or all.
+
+        Each is an event as the JSONL export has it (``type``, ``run_id``, ``at``, fields)
+        with the log's ``id`` (an integer that only grows) first; see
+        :mod:`runner.store.event_log` for the types.
+        """
+
+    @abstractmethod
+    def last_event_id(self) -> int:
+        """The newest entry's id of the run event log; 0 when it is empty."""
+
     # -- reading runs ----------------------------------------------------------------------
 
     @abstractmethod

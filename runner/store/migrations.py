@@ -179,6 +179,24 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE messages ADD COLUMN tool_call_row INTEGER REFERENCES tool_calls (id)",
         ],
     ),
+    (
+        "0007_run_events",
+        [
+            # The append-only log of what happened to runs, in the order it was recorded: what
+            # a live view follows (Server-Sent Events resume from an id) without rereading
+            # every table. AUTOINCREMENT: an id is never reused, even after a delete. A model
+            # or tool call's event names its row (data_json's "row") rather than copying its
+            # content; runner/store/event_log.py.
+            """CREATE TABLE run_events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                run_id TEXT NOT NULL REFERENCES runs(id),
+                type TEXT NOT NULL,
+                at TEXT NOT NULL,
+                data_json TEXT NOT NULL
+            )""",
+            "CREATE INDEX run_events_run ON run_events (run_id, id)",
+        ],
+    ),
 ]
 
 

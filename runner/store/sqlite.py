@@ -36,7 +36,7 @@ from ..events import (
 from ..paths import PRIVATE_FILE_MODE, private_dir, private_file, tighten
 from ..processes import process_alive
 from ..spec import Risk, TriggerKind
-from . import migrations
+from . import event_log, migrations
 from .export import export_events
 from .interface import HEARTBEAT_STALE_S, ResumeClaimed, RunAlreadyRecorded, RunStore
 from .rows import (
@@ -129,16 +129,21 @@ class SQLiteRunStore(RunStore):
         written once, with its result) and before a person is asked (``ApprovalRequested``
         commits). The records of one transaction land together or not at all.
         """
-        if _followed_at_once(event):
-            if not self.db.in_transaction:
-                self.db.execute("BEGIN")
+        follows = _followed_at_once(event)
+        if not self.db.in_transaction and (follows or event_log.entry(event, None) is not None):
+            self.db.execute("BEGIN")  # a row and its log entry land together
+        try:
             self._write(event)
-            return
-        self._write(event)
-        if self.db.in_transaction:
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.rollback()  # none of the transaction's records, not some
+            raise
+        if not follows and self.db.in_transaction:
             self.db.commit()
 
     def _write(self, event: Event) -> None:
+        """Write ``event``'s rows, and its entry in the run event log when it has one."""
+        row: int | None = None
         match event:
             case RunStarted():
                 self._run_started(event)
@@ -147,11 +152,11 @@ class SQLiteRunStore(RunStore):
             case MessageAdded():
                 self._message_added(event)
             case ModelCalled():
-                self._model_called(event)
+                row = self._model_called(event)
             case ToolStarted():
-                self._tool_started(event)
+                row = self._tool_started(event)
             case ToolCalled():
-                self._tool_called(event)
+                row = self._tool_called(event)
             case ApprovalRequested():
                 self._approval_requested(event)
             case ApprovalDecided():
@@ -164,6 +169,9 @@ class SQLiteRunStore(RunStore):
                 self._run_finished(event)
             case _:
                 assert_never(event)
+        logged = event_log.entry(event, row)
+        if logged is not None:
+            event_log.append(self.db, event.run_id, logged[0], logged[1], _now())
 
     def _run_started(self, event: RunStarted) -> None:
         try:
@@ -291,8 +299,8 @@ class SQLiteRunStore(RunStore):
             (event.run_id, event.seq, json.dumps(message), row),
         )
 
-    def _model_called(self, event: ModelCalled) -> None:
-        self.db.execute(
+    def _model_called(self, event: ModelCalled) -> int:
+        cursor = self.db.execute(
             """INSERT INTO model_calls (run_id, step, model, input_tokens, output_tokens,
                cost_usd, duration_s, content, tool_calls_json, error, created_at)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
@@ -310,6 +318,7 @@ class SQLiteRunStore(RunStore):
                 _now(),
             ),
         )
+        return int(cursor.lastrowid or 0)
 
     def _insert_tool_call(
         self,
@@ -342,17 +351,17 @@ class SQLiteRunStore(RunStore):
         )
         return int(cursor.lastrowid or 0)
 
-    def _tool_started(self, event: ToolStarted) -> None:
+    def _tool_started(self, event: ToolStarted) -> int | None:
         if event.risk == Risk.LOW:
             # A low-risk call reads and changes nothing, so a run resumed after a crash runs
             # it again without asking (runner.loop): it needs no journal row, and its one row
             # is written with its result. What came before it is still committed now.
             self._unjournaled[event.run_id, event.call_id] = _now()
-            return
+            return None
         # The journal entry: written before the tool runs.
-        self._insert_tool_call(event, ToolCallStatus.RUNNING, "", None, 0.0)
+        return self._insert_tool_call(event, ToolCallStatus.RUNNING, "", None, 0.0)
 
-    def _tool_called(self, event: ToolCalled) -> None:
+    def _tool_called(self, event: ToolCalled) -> int:
         started = self._unjournaled.pop((event.run_id, event.call_id), None)
         if started is not None:
             row = self._insert_tool_call(
@@ -383,6 +392,7 @@ class SQLiteRunStore(RunStore):
                     event, event.status, event.result, event.error, event.duration_s
                 )
         self._results[event.run_id, event.call_id] = (row, event.result)
+        return row
 
     def _approval_requested(self, event: ApprovalRequested) -> None:
         pending = self.db.execute(
@@ -473,24 +483,56 @@ class SQLiteRunStore(RunStore):
         """Approve or deny pending calls of ``run_id`` (all of them when ``call_id`` is None).
 
         Returns the number of approvals decided. A decision with no pending request (the
-        terminal approver answering at once) is recorded as a new, decided row.
+        terminal approver answering at once) is recorded as a new, decided row. Each decision
+        is an ``approval_decided`` entry of the run event log, in the same transaction.
         """
         status = "approved" if approved else "denied"
+        now = _now()
         query = """UPDATE approvals SET status = ?, decision_reason = ?, decided_by = ?,
                    decided_at = ? WHERE run_id = ? AND status = 'pending'"""
-        params: list[Any] = [status, reason, by, _now(), run_id]
+        params: list[Any] = [status, reason, by, now, run_id]
         if call_id is not None:
             query += " AND call_id = ?"
             params.append(call_id)
-        decided = self.db.execute(query, params).rowcount
-        if decided == 0 and call_id is not None and by != "cli":
-            self.db.execute(
-                """INSERT INTO approvals (run_id, call_id, tool, arguments, arguments_sha256,
-                   risk, reason, status, decision_reason, decided_by, created_at, decided_at)
-                   VALUES (?, ?, '', '', '', '', '', ?, ?, ?, ?, ?)""",
-                (run_id, call_id, status, reason, by, _now(), _now()),
-            )
+        own = not self.db.in_transaction
+        if own:
+            self.db.execute("BEGIN")
+        try:
+            calls = [row[0] for row in self.db.execute(query + " RETURNING call_id", params)]
+            decided = len(calls)
+            if decided == 0 and call_id is not None and by != "cli":
+                self.db.execute(
+                    """INSERT INTO approvals (run_id, call_id, tool, arguments, arguments_sha256,
+                       risk, reason, status, decision_reason, decided_by, created_at, decided_at)
+                       VALUES (?, ?, '', '', '', '', '', ?, ?, ?, ?, ?)""",
+                    (run_id, call_id, status, reason, by, now, now),
+                )
+                calls = [call_id]
+            for decided_call in calls:
+                data = {"call_id": decided_call, "approved": approved, "reason": reason, "by": by}
+                event_log.append(self.db, run_id, "approval_decided", data, now)
+        except BaseException:
+            if own:
+                self.db.rollback()
+            raise
+        if own:
+            self.db.commit()
         return decided
+
+    # -- the run event log ------------------------------------------------------------------
+
+    def events_since(
+        self, after_id: int = 0, run_id: str | None = None, limit: int = event_log.DEFAULT_LIMIT
+    ) -> list[dict[str, Any]]:
+        """Entries of the run event log after ``after_id``, oldest first (at most ``limit``).
+
+        See :func:`runner.store.event_log.read`: each is the export's event plus its ``id``.
+        """
+        return event_log.read(self.db, self._run_row, after_id, run_id, limit)
+
+    def last_event_id(self) -> int:
+        """The id of the newest entry of the run event log; 0 when there is none."""
+        return event_log.last_id(self.db)
 
     def approvals(
         self, run_id: str | None = None, status: str | None = "pending"
