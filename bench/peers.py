@@ -44,10 +44,13 @@ A target is called met when the whole 95% interval is on its good side, not met 
 whole interval is on the other, and undecided otherwise.
 
 Run: python bench/peers.py [--scenario steps large cold concurrent] [--quick]
-  [--rounds 40] [--large-rounds 12] [--cold-runs 10] [--concurrent-rounds 3]
-``--quick`` is a smoke run of about 2 minutes (few rounds, 20 concurrent runs), with too few
-rounds for trustworthy verdicts. The defaults take about 15 minutes on a 2-core machine, after
-the environment is made (a few minutes, once).
+  [--rounds 30] [--large-rounds 10] [--cold-runs 10] [--concurrent-rounds 3]
+  [--concurrent-runs 100] [--profile PREFIX]
+``--quick`` is a smoke run (4 rounds, 2 of 80 steps, 2 cold starts, one batch of 10
+concurrent runs: 2 to 3 minutes), too short for verdicts. The defaults take about 12 minutes
+on a quiet 2-core machine (about 20 on a loaded one), after the environment is made (a few
+minutes, once). ``--profile PREFIX`` writes each worker's cProfile statistics of its measured
+runs to ``PREFIX.<variant>.prof`` (the CPU figures then include the profiler's cost).
 """
 
 from __future__ import annotations
@@ -143,7 +146,7 @@ def next_reply(request: dict[str, Any], steps: int, kind: str) -> Any:
     """The scripted reply to ``request``: the next file to read, or the answer."""
     from runner.testing import call, text
 
-    seen = json.dumps(request["messages"]).count(RESULT_MARK)
+    seen = json.dumps(request.get("messages", [])).count(RESULT_MARK)
     if seen < steps - 1:
         return call("read_file", {"path": f"data/{kind}{seen}.txt"})
     offered = {tool.get("function", {}).get("name") for tool in request.get("tools") or []}
@@ -167,6 +170,9 @@ def serve(conn: Any, steps: int, kind: str) -> None:
 
         def __init__(self) -> None:
             super().__init__([], repeat_last=True)
+            # socketserver listens with a backlog of 5: 100 clients connecting at once
+            # overflow it, and the kernel resets connections. Listening again raises it.
+            self._server._server.socket.listen(1024)
             self.first: float | None = None
             self._turn = threading.Lock()
 
@@ -982,9 +988,13 @@ def main() -> None:
         choices=["steps", "large", "cold", "concurrent"],
         default=["steps", "large", "cold", "concurrent"],
     )
-    parser.add_argument("--quick", action="store_true", help="A smoke run of about 2 minutes.")
-    parser.add_argument("--rounds", type=int, help="Rounds of the 20-step scenario (40).")
-    parser.add_argument("--large-rounds", type=int, help="Rounds of the 80-step scenario (12).")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="A smoke run of about 3 minutes, too short for verdicts.",
+    )
+    parser.add_argument("--rounds", type=int, help="Rounds of the 20-step scenario (30).")
+    parser.add_argument("--large-rounds", type=int, help="Rounds of the 80-step scenario (10).")
     parser.add_argument("--cold-runs", type=int, help="Cold starts of each command (10).")
     parser.add_argument("--concurrent-rounds", type=int, help="Batches of each variant (3).")
     parser.add_argument("--concurrent-runs", type=int, help="Runs in one batch (100).")
@@ -1004,7 +1014,7 @@ def main() -> None:
         python = ensure_environment()
         os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
     quick = options.quick
-    defaults = (8, 4, 4, 1, 20) if quick else (40, 12, 10, 3, 100)
+    defaults = (4, 2, 2, 1, 10) if quick else (30, 10, 10, 3, 100)
     rounds, large, cold, batches, count = (
         given if given is not None else default
         for given, default in zip(
