@@ -3,7 +3,8 @@
 ``AGENTRUN_HOME`` defaults to the platform's user data folder (``platformdirs``), for
 example ``~/.local/share/agentrun`` on Linux. It holds the run store ``runs.db`` (with its
 ``-wal`` and ``-shm`` files), the key that seals unredacted messages (``seal.key``), the
-daemon's lock, control socket and worker logs.
+daemon's lock, control socket and worker logs, and the console's login token
+(``console.token``).
 
 Everything there is owner-only: folders ``0700``, files ``0600``. What agentrun creates is
 created so (never with the process umask's wider bits, not even for a moment), and what it
@@ -41,6 +42,11 @@ def home() -> Path:
 def store_path() -> Path:
     """The SQLite run store."""
     return home() / "runs.db"
+
+
+def console_token_path() -> Path:
+    """The operator console's login token (``agentrun console``; see ``docs/console.md``)."""
+    return home() / "console.token"
 
 
 def private_dir(path: Path) -> Path:

@@ -7,7 +7,7 @@ so ``agentrun --help`` and ``agentrun validate`` stay fast.
 
 from __future__ import annotations
 
-from . import daemon, records, running, specs  # noqa: F401  (registers the commands)
+from . import console, daemon, records, running, specs  # noqa: F401  (registers the commands)
 from .base import STOP_EXIT_CODES, cli, main
 
 __all__ = ["STOP_EXIT_CODES", "cli", "main"]

@@ -177,19 +177,15 @@ def approvals() -> None:
 
 
 def _decide(run_id: str, call_id: str | None, approved: bool, reason: str) -> None:
+    from ..decisions import decide
     from ..store import RunStore
 
-    store = RunStore.default()
-    row = _find_run(store, run_id)
-    count = store.decide(row.id, call_id, approved, reason, by="cli")
-    if count == 0:
-        what = f"call {call_id!r}" if call_id else "any call"
-        raise UsageError(
-            f"run {row.id} has no pending approval for {what}; see `agentrun approvals`"
-        )
+    decided = decide(RunStore.default(), run_id, call_id, approved, reason, by="cli")
+    count = len(decided.calls)
     verb = "approved" if approved else "denied"
     click.echo(
-        f"{verb} {count} call{'s' if count != 1 else ''}; continue with: agentrun resume {row.id}"
+        f"{verb} {count} call{'s' if count != 1 else ''}; "
+        f"continue with: agentrun resume {decided.run.id}"
     )
 
 

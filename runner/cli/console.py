@@ -1,0 +1,129 @@
+"""`agentrun console`: serve the API (and, later, the console's pages) over the run store."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ..errors import UsageError
+from .base import EXIT_ERROR, _fail, cli
+
+#: The console's port unless ``--http`` says otherwise (``docs/console.md``).
+DEFAULT_PORT = 8790
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8790`` for IPv6) as a host and a port (0: any free port).
+
+    Raises:
+        UsageError: not that form, or a port outside 0-65535.
+    """
+    host, _, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise UsageError(
+            f"--http {address!r} is not HOST:PORT (127.0.0.1:{DEFAULT_PORT}, [::1]:8080)"
+        )
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only: ``localhost`` or a loopback address."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another name: it may resolve to any interface
+
+
+def _listen(host: str, port: int) -> Any:
+    """A socket bound to ``host:port``; exits 1 with the reason when it cannot be."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        hint = (
+            "; another program (or another agentrun console) uses it: choose another "
+            "port with --http HOST:PORT"
+            if port
+            else ""
+        )
+        _fail(f"cannot listen on {host}:{port}: {error.strerror or error}{hint}", EXIT_ERROR)
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _has_browser() -> bool:
+    import webbrowser
+
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        return False
+    return True
+
+
+@cli.command()
+@click.option(
+    "--http",
+    "address",
+    default=f"127.0.0.1:{DEFAULT_PORT}",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where to listen (port 0: any free port).",
+)
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Allow a HOST other than this machine (then put TLS in front: docs/console.md).",
+)
+@click.option("--no-browser", is_flag=True, help="Print the login link; do not open it.")
+def console(address: str, allow_remote: bool, no_browser: bool) -> None:
+    """Serve the HTTP API over the run store until Ctrl-C, and print the login link.
+
+    The link holds the token kept in AGENTRUN_HOME/console.token (made owner-only when
+    missing); API clients send it as 'Authorization: Bearer TOKEN'. It opens in a browser
+    when there is one and stdout is a terminal. Without a daemon it serves runs, their
+    events and approvals.
+    """
+    host, port = parse_address(address)
+    if not (is_loopback(host) or allow_remote):
+        raise UsageError(
+            f"--http {address!r} would accept connections from other machines; pass "
+            "--allow-remote to allow it, and put TLS in front (docs/console.md)"
+        )
+    import uvicorn
+
+    from ..paths import home, store_path
+    from ..web.app import create_app
+
+    sock = _listen(host, port)
+    app = create_app(store_path(), home())
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{bound}/login?token={app.state.web.credential.token}"
+    click.echo(f"agentrun console: serving the API over {store_path()} (Ctrl-C stops)")
+    click.echo("open this link to log in (the token is in AGENTRUN_HOME/console.token):")
+    click.echo(f"    {url}")
+    click.echo(f"API: http://{shown}:{bound}/api/v1/docs")
+    sys.stdout.flush()
+    if not no_browser and sys.stdout.isatty() and _has_browser():
+        import webbrowser
+
+        webbrowser.open(url)
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    )
+    server.run(sockets=[sock])
+    click.echo("agentrun console: stopped")

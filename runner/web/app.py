@@ -1,0 +1,274 @@
+"""The one ASGI app of the console and the API: :func:`create_app`.
+
+``agentrun console`` serves it over the run store alone; the daemon will serve the same app
+with its own routes added (webhooks, agents, triggers), passing them to :func:`create_app`
+so that this package never imports the daemon.
+
+Every request is authenticated by :class:`AuthMiddleware` (see :mod:`runner.web.auth`)
+except ``/login`` and the paths the caller names public (the daemon's webhooks, which keep
+their HMAC): an API client with ``Authorization: Bearer TOKEN``, a browser with the session
+cookie (and, for a state-changing request, the CSRF token). Errors are JSON,
+``{"error": "<message>"}``, with the status code that fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..store import SQLiteRunStore
+from . import api
+from .auth import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    SESSION_MAX_AGE_S,
+    STATE_CHANGING_METHODS,
+    Credential,
+    Face,
+    Principal,
+    bearer_token,
+    csrf_matches,
+    load_token,
+    new_csrf_token,
+)
+from .feed import POLL_INTERVAL_S, EventFeed
+from .state import WebState
+
+#: Paths served without a credential (prefixes end with ``/``).
+LOGIN_PATH = "/login"
+#: The largest form body read to find its CSRF field, in bytes.
+MAX_FORM_BYTES = 1 << 20
+
+
+def create_app(
+    store_path: Path,
+    home: Path,
+    *,
+    routers: Sequence[APIRouter] = (),
+    public_paths: Iterable[str] = (),
+    poll_interval_s: float = POLL_INTERVAL_S,
+) -> FastAPI:
+    """The app over the run store at ``store_path``, its token kept in ``home``.
+
+    Args:
+        store_path: the SQLite run store (``AGENTRUN_HOME/runs.db``).
+        home: the agentrun home; the login token is ``home/console.token``, made ``0600``
+            when missing.
+        routers: more routes (the daemon's), authenticated like the API's.
+        public_paths: paths (or prefixes ending in ``/``) served without a credential, for
+            routes that authenticate themselves (signed webhooks).
+        poll_interval_s: seconds between reads of the run event log while a stream listens.
+
+    Raises:
+        StoreError: the store cannot be opened.
+        OSError: the token file cannot be read or written.
+    """
+    credential = load_token(home / "console.token")
+    store = SQLiteRunStore(store_path)
+    state = WebState(store, credential)
+
+    def read_log(after_id: int, run_id: str | None, limit: int) -> list[Any]:
+        return state.read(lambda s: list(s.events_since(after_id, run_id=run_id, limit=limit)))
+
+    def last_id() -> int:
+        return state.read(lambda s: s.last_event_id())
+
+    feed = EventFeed(read_log, last_id, interval_s=poll_interval_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        feed.start()
+        try:
+            yield
+        finally:
+            await feed.stop()
+            state.read(lambda s: s.close())
+
+    app = FastAPI(
+        title="agentrun",
+        summary="Runs, their events and approvals, over HTTP.",
+        version="1",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.web = state
+    app.state.feed = feed
+    app.include_router(api.router)
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(
+        AuthMiddleware, credential=credential, public_paths=(LOGIN_PATH, *public_paths)
+    )
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+    @app.get(LOGIN_PATH, include_in_schema=False)
+    def login(request: Request, token: str = "") -> Response:
+        """Trade the token for the session and CSRF cookies, then go to ``/``."""
+        if not credential.matches_token(token):
+            return _error(401, "the token does not match; use the link agentrun console printed")
+        response = RedirectResponse("/", status_code=303)
+        secure = request.url.scheme == "https"
+        response.set_cookie(
+            SESSION_COOKIE,
+            credential.session,
+            max_age=SESSION_MAX_AGE_S,
+            httponly=True,
+            samesite="strict",
+            secure=secure,
+        )
+        response.set_cookie(
+            CSRF_COOKIE,
+            new_csrf_token(),
+            max_age=SESSION_MAX_AGE_S,
+            httponly=False,
+            samesite="strict",
+            secure=secure,
+        )
+        return response
+
+    @app.get("/", include_in_schema=False)
+    def index() -> HTMLResponse:
+        """A placeholder until the console's pages land."""
+        return HTMLResponse(PLACEHOLDER)
+
+    return app
+
+
+PLACEHOLDER = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>agentrun console</title></head>
+<body>
+<h1>agentrun console</h1>
+<p>You are logged in. The console's pages (runs, a run's timeline, approvals, agents)
+are not built yet; this server answers the JSON API today.</p>
+<ul>
+<li><a href="/api/v1/docs">API documentation</a> (try it from here)</li>
+<li><a href="/api/v1/runs">/api/v1/runs</a> and
+<a href="/api/v1/approvals">/api/v1/approvals</a></li>
+</ul>
+</body></html>
+"""
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    return JSONResponse(
+        {"error": str(error.detail)}, status_code=error.status_code, headers=error.headers
+    )
+
+
+async def _validation_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)
+    problems = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem.get("loc", ()))
+        problems.append(f"{where}: {problem.get('msg', 'invalid')}")
+    return _error(422, "; ".join(problems) or "the request does not match the API")
+
+
+class AuthMiddleware:
+    """Refuse every request without a credential, and cookie writes without a CSRF token.
+
+    A pure ASGI middleware (not a route dependency), so a route added later is protected
+    unless its path is named public, and streamed answers pass through untouched. The
+    request's :class:`~runner.web.auth.Principal` goes to ``scope["state"]["principal"]``
+    (``request.state.principal``).
+
+    Args:
+        app: the app it guards.
+        credential: the token.
+        public_paths: paths, or prefixes ending in ``/``, served to anyone.
+    """
+
+    def __init__(self, app: ASGIApp, credential: Credential, public_paths: Sequence[str]) -> None:
+        self.app = app
+        self.credential = credential
+        self.public_paths = tuple(public_paths)
+
+    def _public(self, path: str) -> bool:
+        return any(
+            path.startswith(public) if public.endswith("/") else path == public
+            for public in self.public_paths
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request if it is authenticated, else answer 401 or 403."""
+        if scope["type"] != "http" or self._public(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        client = request.client.host if request.client else "unknown"
+        if self.credential.matches_token(bearer_token(request.headers.get("authorization"))):
+            who = Principal(Face.API, self.credential.label, client)
+        elif self.credential.matches_session(request.cookies.get(SESSION_COOKIE)):
+            who = Principal(Face.CONSOLE, self.credential.label, client)
+            if request.method in STATE_CHANGING_METHODS:
+                submitted = request.headers.get(CSRF_HEADER)
+                if submitted is None:
+                    submitted, receive = await _form_field(scope, receive, CSRF_FIELD)
+                if not csrf_matches(request.cookies.get(CSRF_COOKIE), submitted):
+                    await _error(
+                        403,
+                        f"a change from the console needs the {CSRF_COOKIE!r} cookie's value "
+                        f"in an {CSRF_HEADER} header or a {CSRF_FIELD!r} form field",
+                    )(scope, receive, send)
+                    return
+        else:
+            await _error(
+                401,
+                "authentication required: send 'Authorization: Bearer TOKEN' (the token is in "
+                "AGENTRUN_HOME/console.token) or log in with the link agentrun console prints",
+            )(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = who
+        await self.app(scope, receive, send)
+
+
+async def _form_field(scope: Scope, receive: Receive, name: str) -> tuple[str | None, Receive]:
+    """The value of field ``name`` of a URL-encoded form body, and a ``receive`` replaying it.
+
+    Bodies of other types, or over :data:`MAX_FORM_BYTES`, give None (no field).
+    """
+    content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+    if not content_type.startswith("application/x-www-form-urlencoded"):
+        return None, receive
+    chunks: list[bytes] = []
+    size = 0
+    messages: list[Message] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_FORM_BYTES or not message.get("more_body", False):
+            break
+
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    if size > MAX_FORM_BYTES:
+        return None, replay
+    values = parse_qs(b"".join(chunks).decode("utf-8", "replace")).get(name)
+    return (values[0] if values else None), replay
+
+
+__all__ = ["AuthMiddleware", "create_app"]
