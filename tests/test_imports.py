@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from tests.conftest import ROOT
 
 PROBE = """
 import sys
+from pathlib import Path
 import runner.cli
 try:
     runner.cli.main({argv!r})
@@ -80,3 +82,42 @@ def test_validate_imports_only_what_the_specs_need() -> None:
     # A restricted day of the month: croniter searches for a date that matches.
     never = "tests/spec_corpus/cron_never_fires.yaml"
     assert imported_after(["validate", never], ("croniter",)) == ["croniter"]
+
+
+#: The HTTP stack: only `agentrun console` (and, later, the daemon's server) loads it.
+WEB = ("fastapi", "uvicorn", "starlette", "runner.web")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["console", "--help"]])
+def test_the_web_stack_stays_off_the_cli_path(argv: list[str]) -> None:
+    assert imported_after(argv, WEB) == []
+
+
+def test_a_run_does_not_import_the_web_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runner.testing import FakeOpenAIServer, text
+
+    with FakeOpenAIServer([text("done")]) as server:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(
+            "version: 1\nname: plain\n"
+            f'model: {{id: openai/fake, api_base: "{server.api_base}", api_key_env: FAKE_KEY}}\n'
+            "goal: Say done.\n",
+            encoding="utf-8",
+        )
+        monkeypatch.setenv("FAKE_KEY", "sk-fake-000000")
+        assert imported_after(["run", "-q", str(spec)], WEB) == []
+        assert len(server.requests) == 1  # the run did call the model
+
+
+def test_importing_runner_does_not_import_the_web_stack() -> None:
+    probe = "import sys, runner, runner.cli; print([m for m in {!r} if m in sys.modules])"
+    result = subprocess.run(
+        [sys.executable, "-c", probe.format(WEB)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"

@@ -125,5 +125,10 @@ def console(address: str, allow_remote: bool, no_browser: bool) -> None:
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     )
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn shuts down on Ctrl-C (or SIGTERM), then raises the signal again for the
+        # caller: here it is the expected way to stop, not an interruption (exit 0).
+        pass
     click.echo("agentrun console: stopped")
