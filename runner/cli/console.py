@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -125,10 +126,8 @@ def console(address: str, allow_remote: bool, no_browser: bool) -> None:
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     )
-    try:
+    # uvicorn shuts down on Ctrl-C, then raises the signal again for its caller: here that
+    # is the expected way to stop, not an interruption (exit 0, not 6).
+    with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        # uvicorn shuts down on Ctrl-C (or SIGTERM), then raises the signal again for the
-        # caller: here it is the expected way to stop, not an interruption (exit 0).
-        pass
     click.echo("agentrun console: stopped")

@@ -105,6 +105,14 @@ def create_app(
     )
     app.state.web = state
     app.state.feed = feed
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _errors_as_they_are(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(api.router)
     for router in routers:
         app.include_router(router)
@@ -160,6 +168,27 @@ are not built yet; this server answers the JSON API today.</p>
 </ul>
 </body></html>
 """
+
+
+def _errors_as_they_are(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with its 422 answers as the app gives them: ``{"error": ...}``.
+
+    FastAPI documents its default validation error body; :func:`_validation_error` answers
+    an :class:`~runner.web.api.ErrorOut` instead, so the document says that.
+    """
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            if "422" in operation.get("responses", {}):
+                operation["responses"]["422"] = {
+                    "description": "The request does not match (the message names the field).",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}
+                    },
+                }
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return document
 
 
 def _error(status: int, message: str) -> JSONResponse:
