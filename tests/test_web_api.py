@@ -206,7 +206,9 @@ def test_login_sets_an_httponly_strict_session_and_a_csrf_cookie(recorded: Recor
         assert "samesite=strict" in cookies["csrf"] and "httponly" not in cookies["csrf"]
         # Logged in: the client now sends the cookies.
         page = client.get("/")
-        assert page.status_code == 200 and "/api/v1/docs" in page.text
+        assert page.status_code == 200 and "/api/v1/openapi.json" in page.text
+        # No Swagger UI (its script comes from a CDN); an unknown path is a JSON 404.
+        assert client.get("/api/v1/docs").json() == {"error": "Not Found"}
         assert client.get("/api/v1/runs").status_code == 200
 
 
@@ -515,3 +517,99 @@ def test_the_live_stream_delivers_a_decision_and_resumes(recorded: Recorded) -> 
         with client.stream("GET", "/api/v1/events/stream", headers=headers) as resumed:
             again = read_sse(resumed, until=lambda _: True)
         assert again == [event]
+
+
+# ---------------------------------------------------------------------------------------------
+# the feed: one poller for every stream
+
+
+class FakeLog:
+    """A run event log in memory that counts who reads it."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+        self.reads: list[tuple[int, str | None]] = []
+
+    def add(self, run_id: str) -> None:
+        self.entries.append({"id": len(self.entries) + 1, "run_id": run_id, "type": "notice"})
+
+    def read(self, after_id: int, run_id: str | None, limit: int) -> list[dict[str, Any]]:
+        self.reads.append((after_id, run_id))
+        found = [e for e in self.entries if e["id"] > after_id]
+        return [e for e in found if run_id is None or e["run_id"] == run_id][:limit]
+
+    def last_id(self) -> int:
+        return len(self.entries)
+
+
+async def wait_until(predicate: Callable[[], bool], what: str) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+    try:
+        await asyncio.wait_for(poll(), timeout=60)
+    except TimeoutError:
+        raise AssertionError(f"gave up waiting for {what}") from None
+
+
+def test_fifty_streams_share_one_poller() -> None:
+    from runner.web.feed import EventFeed
+
+    log = FakeLog()
+    for run_id in ("A", "B", "A"):
+        log.add(run_id)
+
+    async def scenario() -> list[list[int]]:
+        feed = EventFeed(log.read, log.last_id, interval_s=0.01)
+        feed.start()
+        received: list[list[int]] = [[] for _ in range(50)]
+
+        async def listen(index: int) -> None:
+            async for entry in feed.events(0, "A"):
+                received[index].append(entry["id"])
+                if entry["id"] == 5:
+                    return
+
+        listeners = [asyncio.create_task(listen(i)) for i in range(50)]
+        await wait_until(lambda: all(ids == [1, 3] for ids in received), "the recorded entries")
+        await wait_until(lambda: feed.listeners == 50, "50 listeners")
+        log.add("B")
+        log.add("A")
+        await asyncio.gather(*listeners)
+        await feed.stop()
+        return received
+
+    received = asyncio.run(scenario())
+    assert received == [[1, 3, 5]] * 50
+    # Each stream read its own past once; everything live came from the one poller's reads.
+    assert sum(1 for _, run_id in log.reads if run_id == "A") == 50
+    assert {run_id for _, run_id in log.reads} == {"A", None}
+
+
+def test_a_stream_that_falls_behind_catches_up_from_the_log() -> None:
+    from runner.web.feed import EventFeed
+
+    log = FakeLog()
+
+    async def scenario() -> list[int]:
+        feed = EventFeed(log.read, log.last_id, interval_s=0.01, queue_size=2)
+        feed.start()
+        stream = feed.events(0)
+        log.add("A")
+        ids = [(await anext(stream))["id"]]
+        # Not reading while the poller delivers 6 entries: more than the queue holds.
+        polls = len(log.reads)
+        for _ in range(6):
+            log.add("A")
+        await wait_until(lambda: feed.listeners == 0, "the slow stream dropped")
+        assert len(log.reads) > polls
+        async for entry in stream:
+            ids.append(entry["id"])
+            if entry["id"] == 7:
+                break
+        await stream.aclose()
+        await feed.stop()
+        return ids
+
+    assert asyncio.run(scenario()) == [1, 2, 3, 4, 5, 6, 7]

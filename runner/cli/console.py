@@ -117,7 +117,7 @@ def console(address: str, allow_remote: bool, no_browser: bool) -> None:
     click.echo(f"agentrun console: serving the API over {store_path()} (Ctrl-C stops)")
     click.echo("open this link to log in (the token is in AGENTRUN_HOME/console.token):")
     click.echo(f"    {url}")
-    click.echo(f"API: http://{shown}:{bound}/api/v1/docs")
+    click.echo(f"API: http://{shown}:{bound}/api/v1/ (reference: docs/reference/api.md)")
     sys.stdout.flush()
     if not no_browser and sys.stdout.isatty() and _has_browser():
         import webbrowser

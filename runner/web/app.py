@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..store import SQLiteRunStore
@@ -99,7 +100,9 @@ def create_app(
         summary="Runs, their events and approvals, over HTTP.",
         version="1",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        # No Swagger UI: it loads its script from a CDN, and no third-party script may run on
+        # an origin whose cookies can approve tool calls. The reference is in the docs.
+        docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -119,7 +122,7 @@ def create_app(
     app.add_middleware(
         AuthMiddleware, credential=credential, public_paths=(LOGIN_PATH, *public_paths)
     )
-    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.get(LOGIN_PATH, include_in_schema=False)
@@ -162,7 +165,8 @@ PLACEHOLDER = """<!doctype html>
 <p>You are logged in. The console's pages (runs, a run's timeline, approvals, agents)
 are not built yet; this server answers the JSON API today.</p>
 <ul>
-<li><a href="/api/v1/docs">API documentation</a> (try it from here)</li>
+<li><a href="/api/v1/openapi.json">the OpenAPI document</a> (its reference is
+docs/reference/api.md in the documentation)</li>
 <li><a href="/api/v1/runs">/api/v1/runs</a> and
 <a href="/api/v1/approvals">/api/v1/approvals</a></li>
 </ul>
@@ -196,7 +200,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
-    assert isinstance(error, HTTPException)
+    assert isinstance(error, StarletteHTTPException)
     return JSONResponse(
         {"error": str(error.detail)}, status_code=error.status_code, headers=error.headers
     )
