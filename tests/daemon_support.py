@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from runner.testing import FunctionModel, Scripted, call, text
@@ -20,6 +21,13 @@ def model(spec: Any) -> FunctionModel:
             return call("write_file", {"path": "inbox/reply.txt", "content": goal})
         if not done and goal.startswith("sleep") and "nap" in names:
             return call("nap", {"seconds": 30})
+        if goal.startswith("write then hold") and "hold" in names:
+            # write (medium risk, journaled), then hold while the file named last exists
+            called = [c["function"]["name"] for m in messages for c in m.get("tool_calls") or []]
+            if "write_file" not in called:
+                return call("write_file", {"path": "inbox/reply.txt", "content": goal})
+            if "hold" not in called:
+                return call("hold", {"path": goal.split()[-1]})
         return text(f"done: {goal}")
 
     return FunctionModel(respond)
@@ -33,3 +41,16 @@ def nap(seconds: float) -> str:
     """
     time.sleep(seconds)
     return json.dumps({"slept": seconds})
+
+
+def hold(path: str) -> str:
+    """Wait while the file ``path`` exists (at most 120 s); ``path``.holding says it began.
+
+    Args:
+        path: the file to wait for.
+    """
+    Path(path + ".holding").write_text("")
+    deadline = time.monotonic() + 120
+    while Path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return json.dumps({"held": path})

@@ -180,13 +180,28 @@ def _decide(run_id: str, call_id: str | None, approved: bool, reason: str) -> No
     from ..decisions import decide
     from ..store import RunStore
 
-    decided = decide(RunStore.default(), run_id, call_id, approved, reason, by="cli")
+    store = RunStore.default()
+    decided = decide(store, run_id, call_id, approved, reason, by="cli")
     count = len(decided.calls)
     verb = "approved" if approved else "denied"
-    click.echo(
-        f"{verb} {count} call{'s' if count != 1 else ''}; "
-        f"continue with: agentrun resume {decided.run.id}"
-    )
+    waiting = len(store.approvals(decided.run.id))
+    if waiting:
+        then = (
+            f"{waiting} more call{'s' if waiting != 1 else ''} of the run wait: agentrun approvals"
+        )
+    elif _continued_by_a_daemon(decided.run.trigger):
+        then = "the daemon continues the run"
+    else:
+        then = f"continue with: agentrun resume {decided.run.id}"
+    click.echo(f"{verb} {count} call{'s' if count != 1 else ''}; {then}")
+
+
+def _continued_by_a_daemon(trigger: str) -> bool:
+    """Whether a run with ``trigger`` is the daemon's and a daemon runs (it continues it)."""
+    from ..daemon.lifecycle import DAEMON_TRIGGERS, daemon_running
+    from ..paths import home
+
+    return trigger in DAEMON_TRIGGERS and daemon_running(home())
 
 
 @cli.command()

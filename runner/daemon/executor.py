@@ -9,7 +9,7 @@ a run reaches the processes it started.
 
 A worker is warmed for one model path (:func:`model_path`): ``direct`` (every model of the
 spec is an OpenAI-compatible endpoint reached with the openai SDK: the worker never imports
-litellm, about 80 MB) or ``litellm`` (both paths warmed, about 260 MB). The executor keeps
+litellm, about 115 MB) or ``litellm`` (both paths warmed, about 260 MB). The executor keeps
 ``pool_size`` idle workers for each path in use (:meth:`LocalExecutor.use_paths`: the
 daemon passes the paths of its loaded specs) and hands each run to a worker of its spec's
 path; a run whose path has no idle worker gets one spawned for it (correct, only slower).

@@ -316,9 +316,35 @@ class Planner:
         if self.stopping or not start_queued(len(agent.active), len(agent.queued)):
             return False
         fire = agent.queued.pop(0)
-        self.set_outcome(fire.run_id, FireOutcome.STARTED, reason)
+        if not fire.resume:  # a continued run's fire row keeps what it said when it started
+            self.set_outcome(fire.run_id, FireOutcome.STARTED, reason)
         self.dispatch(agent, fire)
         return True
+
+    def continue_run(self, name: str, run_id: str, trigger: str, inputs: dict[str, Any]) -> str:
+        """Continue a recorded run of agent ``name`` that paused or was interrupted.
+
+        Not a new fire: nothing is recorded in ``fires``, and the concurrency policy decides
+        only when, never whether: with ``allow``, or when no run of the agent is active, it
+        is handed to a worker now; otherwise it waits, first in line, for the active runs to
+        end (it was begun before any fire that waits). Returns ``started``, ``waiting``, or
+        ``known`` (already active or waiting: nothing done); ``stopping`` while the daemon
+        stops and ``unknown`` when no agent of that name is installed.
+        """
+        agent = self.agents.get(name)
+        if agent is None:
+            return "unknown"
+        if run_id in agent.active or any(q.run_id == run_id for q in agent.queued):
+            return "known"
+        if self.stopping:
+            return "stopping"
+        kinds = {kind.value: kind for kind in TriggerKind}
+        fire = Fire(name, kinds.get(trigger, TriggerKind.MANUAL), 0, run_id, inputs, resume=True)
+        if agent.spec.concurrency == "allow" or not agent.active:
+            self.dispatch(agent, fire)
+            return "started"
+        agent.queued.insert(0, fire)
+        return "waiting"
 
     def run_ended(self, name: str, run_id: str, outcome: str) -> None:
         """A run of agent ``name`` ended (``outcome``: its stop reason): start what waits."""

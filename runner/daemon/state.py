@@ -32,6 +32,8 @@ class Fire:
         inputs: the run's inputs, already coerced to their declared types.
         slot: a cron fire's slot instant (UTC), else None.
         key: an idempotency key (a manual trigger's ``--key``, a webhook's delivery id).
+        resume: True when it continues a recorded run that paused or was interrupted (no
+            new fire: its run id is the recorded run's, its trigger the run's first one).
     """
 
     agent: str
@@ -41,6 +43,7 @@ class Fire:
     inputs: dict[str, Any] = field(default_factory=dict)
     slot: datetime | None = None
     key: str | None = None
+    resume: bool = False
 
 
 @dataclass

@@ -229,7 +229,7 @@ def build_spec(data: dict[str, Any], path: Path, source: bytes) -> AgentSpec:
         workdir=(path.parent / data.get("workdir", ".")).resolve(),
         path=path,
         source_sha256=hashlib.sha256(source).hexdigest(),
-        **_given(data, "description", "instructions", "unattended", "concurrency"),
+        **_given(data, "description", "instructions", "unattended", "concurrency", "on_interrupt"),
         **_given_word(data, "autonomy", AutonomyLevel),
         **_given_lists(data, "env"),
     )

@@ -333,4 +333,5 @@ class AgentSpec(SpecType):
     output: OutputSpec = field(default_factory=OutputSpec)
     triggers: tuple[TriggerSpec, ...] = ()
     concurrency: str = SCHEMA_DEFAULT
+    on_interrupt: str = SCHEMA_DEFAULT
     env: tuple[str, ...] = ()

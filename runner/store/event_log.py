@@ -108,18 +108,24 @@ def read(
     after_id: int = 0,
     run_id: str | None = None,
     limit: int = DEFAULT_LIMIT,
+    types: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
     """Entries after ``after_id``, oldest first, at most ``limit``, of one run or of all.
 
     Each is an event as the export has it (``type``, ``run_id``, ``at`` and its fields)
     with the log's ``id`` first. ``run_row`` turns a ``runs`` row into a
-    :class:`~runner.store.rows.RunRow` (the store's own converter).
+    :class:`~runner.store.rows.RunRow` (the store's own converter). ``types``, when not
+    empty, keeps only entries of those types.
     """
     query = "SELECT * FROM run_events WHERE id > ?"
     params: list[Any] = [after_id]
     if run_id is not None:
         query += " AND run_id = ?"
         params.append(run_id)
+    kinds = tuple(types)
+    if kinds:
+        query += f" AND type IN ({','.join('?' * len(kinds))})"
+        params.extend(kinds)
     entries = db.execute(query + " ORDER BY id LIMIT ?", (*params, limit)).fetchall()
     if not entries:
         return []

@@ -148,13 +148,17 @@ class RunStore(ABC):
 
     @abstractmethod
     def events_since(
-        self, after_id: int = 0, run_id: str | None = None, limit: int = 500
+        self,
+        after_id: int = 0,
+        run_id: str | None = None,
+        limit: int = 500,
+        types: Collection[str] = (),
     ) -> list[dict[str, Any]]:
         """Run event log entries after ``after_id``, oldest first, of one run or all.
 
         Each is an event as the JSONL export has it (``type``, ``run_id``, ``at``, fields)
         with the log's ``id`` (an integer that only grows) first; see
-        :mod:`runner.store.event_log` for the types.
+        :mod:`runner.store.event_log` for the types. ``types``: only those, when given.
         """
 
     @abstractmethod
@@ -269,6 +273,10 @@ class RunStore(ABC):
     @abstractmethod
     def running_runs(self) -> list[RunRow]:
         """Runs recorded ``running`` (a daemon adopts their workers when it starts)."""
+
+    @abstractmethod
+    def paused_runs(self, triggers: Collection[str]) -> list[RunRow]:
+        """Runs started by one of ``triggers`` waiting for approval or interrupted; oldest first."""
 
     @abstractmethod
     def end_run_left_running(

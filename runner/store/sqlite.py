@@ -522,13 +522,18 @@ class SQLiteRunStore(RunStore):
     # -- the run event log ------------------------------------------------------------------
 
     def events_since(
-        self, after_id: int = 0, run_id: str | None = None, limit: int = event_log.DEFAULT_LIMIT
+        self,
+        after_id: int = 0,
+        run_id: str | None = None,
+        limit: int = event_log.DEFAULT_LIMIT,
+        types: Collection[str] = (),
     ) -> list[dict[str, Any]]:
         """Entries of the run event log after ``after_id``, oldest first (at most ``limit``).
 
-        See :func:`runner.store.event_log.read`: each is the export's event plus its ``id``.
+        See :func:`runner.store.event_log.read`: each is the export's event plus its ``id``;
+        ``types``, when given, keeps only entries of those types.
         """
-        return event_log.read(self.db, self._run_row, after_id, run_id, limit)
+        return event_log.read(self.db, self._run_row, after_id, run_id, limit, types)
 
     def last_event_id(self) -> int:
         """The id of the newest entry of the run event log; 0 when there is none."""
@@ -796,6 +801,22 @@ class SQLiteRunStore(RunStore):
     def running_runs(self) -> list[RunRow]:
         """Runs recorded ``running``."""
         rows = self.db.execute("SELECT * FROM runs WHERE status = 'running'")
+        return [self._run_row(row) for row in rows]
+
+    def paused_runs(self, triggers: Collection[str]) -> list[RunRow]:
+        """Runs started by one of ``triggers`` that wait for approval or were interrupted.
+
+        Oldest first; what a starting daemon may continue by itself.
+        """
+        wanted = tuple(triggers)
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        rows = self.db.execute(
+            f"""SELECT * FROM runs WHERE status != 'running' AND trigger IN ({marks})
+                AND stop_reason IN ('waiting_approval', 'interrupted') ORDER BY id""",
+            wanted,
+        )
         return [self._run_row(row) for row in rows]
 
     def end_run_left_running(
