@@ -66,8 +66,14 @@ def test_serves_until_interrupted_and_keeps_its_token(tmp_path: Path) -> None:
         assert first.login.startswith("http://127.0.0.1:") and first.token in first.login
         with first.client() as client:
             assert client.get("/api/v1/runs").json() == {"runs": [], "next_cursor": None}
-        first.process.send_signal(signal.SIGINT)  # Ctrl-C
-        assert first.process.wait(timeout=60) == 0
+            # An open event stream does not keep Ctrl-C from stopping the server.
+            with client.stream("GET", "/api/v1/events/stream") as stream:
+                assert stream.status_code == 200
+                first.process.send_signal(signal.SIGINT)  # Ctrl-C
+                assert first.process.wait(timeout=60) == 0
+        assert first.process.stdout is not None
+        rest = first.process.stdout.read()
+        assert "agentrun console: stopped" in rest and "Traceback" not in rest, rest
     finally:
         first.stop()
     second = start_console(home)

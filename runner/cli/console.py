@@ -13,6 +13,8 @@ from .base import EXIT_ERROR, _fail, cli
 
 #: The console's port unless ``--http`` says otherwise (``docs/console.md``).
 DEFAULT_PORT = 8790
+#: Seconds requests still running (event streams) get to end after Ctrl-C.
+SHUTDOWN_GRACE_S = 2
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -123,8 +125,23 @@ def console(address: str, allow_remote: bool, no_browser: bool) -> None:
         import webbrowser
 
         webbrowser.open(url)
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    feed = app.state.feed
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            feed.close_threadsafe()  # end the event streams, so the shutdown need not wait
+            super().handle_exit(sig, frame)
+
+    server = Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            # A request still running after the streams ended (none should) is cancelled
+            # after this; uvicorn would wait for it forever otherwise.
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        )
     )
     # uvicorn shuts down on Ctrl-C, then raises the signal again for its caller: here that
     # is the expected way to stop, not an interruption (exit 0, not 6).

@@ -43,6 +43,7 @@ class Subscription:
         self.run_id = run_id
         self.queue_size = queue_size
         self.overflowed = False
+        self.closed = False
         self._entries: deque[Entry] = deque()
         self._ready = asyncio.Event()
 
@@ -59,10 +60,15 @@ class Subscription:
         self._ready.set()
         return True
 
+    def close(self) -> None:
+        """End the listening: :meth:`next` answers None from now on."""
+        self.closed = True
+        self._ready.set()
+
     async def next(self) -> Entry | None:
-        """The next live entry (waits for one); None once the listener was dropped."""
-        while not self._entries:
-            if self.overflowed:
+        """The next live entry (waits for one); None once the listener was dropped or closed."""
+        while not self._entries or self.closed:
+            if self.overflowed or self.closed:
                 return None
             self._ready.clear()
             await self._ready.wait()
@@ -97,6 +103,8 @@ class EventFeed:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.closed = False
 
     @property
     def listeners(self) -> int:
@@ -105,7 +113,19 @@ class EventFeed:
 
     def start(self) -> None:
         """Start polling (it idles while nobody listens)."""
-        self._task = asyncio.get_running_loop().create_task(self._poll())
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._poll())
+
+    def close(self) -> None:
+        """End every stream (the server is stopping); streams opened later end at once."""
+        self.closed = True
+        for subscriber in list(self._subscribers):
+            subscriber.close()
+
+    def close_threadsafe(self) -> None:
+        """:meth:`close` from another thread or a signal handler (Ctrl-C)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.close)
 
     async def stop(self) -> None:
         """Stop polling."""
@@ -143,6 +163,8 @@ class EventFeed:
             if not self._subscribers:
                 self._cursor = await to_thread.run_sync(self._last_id)
             subscription = Subscription(run_id, self.queue_size)
+            if self.closed:
+                subscription.close()
             self._subscribers.add(subscription)
             self._wake.set()
         try:
@@ -153,11 +175,11 @@ class EventFeed:
     async def events(self, after_id: int, run_id: str | None = None) -> AsyncIterator[Entry]:
         """Every entry after ``after_id`` (of one run, or all): the recorded ones, then live.
 
-        Never ends by itself; the caller stops iterating (the client went away, or the run
-        finished).
+        Ends only when the feed is closed (the server stops); otherwise the caller stops
+        iterating (the client went away, or the run finished).
         """
         last = after_id
-        while True:
+        while not self.closed:
             async with self.subscribe(run_id) as subscription:
                 while True:  # what was recorded before this subscription, from the store
                     entries = await to_thread.run_sync(self._read, last, run_id, PAGE)
