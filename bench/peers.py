@@ -46,8 +46,8 @@ whole interval is on the other, and undecided otherwise.
 Run: python bench/peers.py [--scenario steps large cold concurrent] [--quick]
   [--rounds 30] [--large-rounds 10] [--cold-runs 10] [--concurrent-rounds 3]
   [--concurrent-runs 100] [--profile PREFIX]
-``--quick`` is a smoke run (4 rounds, 2 of 80 steps, 2 cold starts, one batch of 10
-concurrent runs: 2 to 3 minutes), too short for verdicts. The defaults take about 12 minutes
+``--quick`` is a smoke run (3 rounds, 1 of 80 steps, 2 cold starts, one batch of 10
+concurrent runs: about 4 minutes, most of it the workers' imports), too short for verdicts. The defaults take about 12 minutes
 on a quiet 2-core machine (about 20 on a loaded one), after the environment is made (a few
 minutes, once). ``--profile PREFIX`` writes each worker's cProfile statistics of its measured
 runs to ``PREFIX.<variant>.prof`` (the CPU figures then include the profiler's cost).
@@ -991,7 +991,7 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="A smoke run of about 3 minutes, too short for verdicts.",
+        help="A smoke run of about 4 minutes, too short for verdicts.",
     )
     parser.add_argument("--rounds", type=int, help="Rounds of the 20-step scenario (30).")
     parser.add_argument("--large-rounds", type=int, help="Rounds of the 80-step scenario (10).")
@@ -1014,7 +1014,7 @@ def main() -> None:
         python = ensure_environment()
         os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
     quick = options.quick
-    defaults = (4, 2, 2, 1, 10) if quick else (30, 10, 10, 3, 100)
+    defaults = (3, 1, 2, 1, 10) if quick else (30, 10, 10, 3, 100)
     rounds, large, cold, batches, count = (
         given if given is not None else default
         for given, default in zip(
