@@ -207,6 +207,10 @@ def test_login_sets_an_httponly_strict_session_and_a_csrf_cookie(recorded: Recor
         # Logged in: the client now sends the cookies.
         page = client.get("/")
         assert page.status_code == 200 and "/api/v1/openapi.json" in page.text
+        for answer in (page, client.get("/api/v1/runs"), client.get("/api/v1/nope")):
+            assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+            assert answer.headers["referrer-policy"] == "no-referrer"
+            assert answer.headers["cache-control"] == "no-store"
         # No Swagger UI (its script comes from a CDN); an unknown path is a JSON 404.
         assert client.get("/api/v1/docs").json() == {"error": "Not Found"}
         assert client.get("/api/v1/runs").status_code == 200
