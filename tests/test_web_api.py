@@ -19,9 +19,10 @@ import pytest
 from runner.compiler import compile_agent
 from runner.loop import run_agent
 from runner.spec import load_spec
-from runner.store import RunStore
+from runner.store import RunStore, new_run_id
 from runner.testing import FakeOpenAIServer, ScriptedModel, call, text
 from tests.conftest import ROOT
+from tests.helpers import wait_for
 
 
 @dataclass
@@ -300,6 +301,31 @@ def test_one_run_by_id_or_prefix(recorded: Recorded) -> None:
             missing = client.get(f"/api/v1/runs/NOSUCHRUN{path}")
             assert missing.status_code == 404, path
             assert "no run with id 'NOSUCHRUN'" in missing.json()["error"]
+
+
+def test_a_run_whose_process_died_shows_as_interrupted(recorded: Recorded) -> None:
+    # A process records a run's start and exits without ending it (as if killed).
+    ghost = new_run_id()
+    started = (
+        "import sys; from pathlib import Path; from runner.events import RunStarted; "
+        "from runner.store import RunStore; "
+        "store = RunStore(Path(sys.argv[1])); "
+        "store.record(RunStarted(sys.argv[2], 'ghost', 'm', 'ghost.yaml', '0', {}, 'go')); "
+        "store.close()"
+    )
+    subprocess.run(
+        [sys.executable, "-c", started, str(recorded.console.home / "runs.db"), ghost],
+        cwd=ROOT,
+        check=True,
+    )
+    with recorded.console.client() as client:
+
+        def status() -> bool:
+            return client.get(f"/api/v1/runs/{ghost}").json()["status"] == "interrupted"
+
+        wait_for(status, "the dead run swept as interrupted")
+        [listed] = client.get("/api/v1/runs", params={"agent": "ghost"}).json()["runs"]
+        assert listed["status"] == listed["stop_reason"] == "interrupted"
 
 
 def test_events_as_json_and_as_jsonl(recorded: Recorded) -> None:

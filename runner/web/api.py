@@ -306,6 +306,7 @@ def list_runs(
         raise HTTPException(400, f"status {status!r} is not one of: {', '.join(RUN_STATUSES)}")
     instant = since_instant(since)
     position = decode_cursor(cursor) if cursor else None
+    state.sweep()
     rows, next_cursor = state.read(
         lambda store: page_of_runs(store, limit, agent, status, instant, position)
     )
@@ -315,6 +316,7 @@ def list_runs(
 @router.get("/runs/{run_id}", response_model=RunDetail, responses=NOT_FOUND, summary="One run")
 def get_run(state: State, run_id: str) -> dict[str, Any]:
     """One run, by its id or a unique prefix of it."""
+    state.sweep()
     row = _run(state, run_id)
     return {
         **_summary(row),

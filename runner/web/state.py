@@ -8,11 +8,12 @@ database). The event feed (:class:`~runner.web.feed.EventFeed`) reads the same w
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ..store import RunStore
+from ..store import HEARTBEAT_S, RunStore
 from .auth import Credential
 
 T = TypeVar("T")
@@ -31,6 +32,7 @@ class WebState:
     store: RunStore
     credential: Credential
     lock: threading.Lock = field(default_factory=threading.Lock)
+    swept_at: float = field(default=float("-inf"))
 
     def read(self, query: Callable[[RunStore], T]) -> T:
         """``query(store)``, alone on the store (blocks the calling thread until it may).
@@ -40,3 +42,18 @@ class WebState:
         """
         with self.lock:
             return query(self.store)
+
+    def sweep(self) -> None:
+        """Mark runs whose process died ``interrupted``, as ``agentrun runs`` does first.
+
+        At most once every :data:`~runner.store.HEARTBEAT_S` seconds (it is a write), so a
+        list never shows a dead run as ``running`` for longer than a heartbeat.
+
+        Raises:
+            StoreError: from the store.
+        """
+        with self.lock:
+            now = time.monotonic()
+            if now - self.swept_at >= HEARTBEAT_S:
+                self.store.sweep_interrupted()
+                self.swept_at = now
