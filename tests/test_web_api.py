@@ -365,6 +365,12 @@ def test_the_openapi_document_describes_every_endpoint(recorded: Recorded) -> No
     ):
         assert path in paths, path
     assert "RunPage" in document["components"]["schemas"]
+    assert set(document["components"]["securitySchemes"]) == {"bearer", "session"}
+    # Errors are documented as served: {"error": ...}, not FastAPI's default body.
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    answers = paths["/api/v1/runs/{run_id}/approvals/{call_id}"]["post"]["responses"]
+    assert {"401", "403", "404", "409", "422"} <= set(answers)
+    assert answers["409"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorOut")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _errors_as_they_are(generate())
+            app.openapi_schema = _as_served(generate())
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -175,12 +175,28 @@ docs/reference/api.md in the documentation)</li>
 """
 
 
-def _errors_as_they_are(document: dict[str, Any]) -> dict[str, Any]:
-    """``document`` with its 422 answers as the app gives them: ``{"error": ...}``.
+def _as_served(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` as the app really serves: its credentials, and 422 as ``{"error": ...}``.
 
-    FastAPI documents its default validation error body; :func:`_validation_error` answers
-    an :class:`~runner.web.api.ErrorOut` instead, so the document says that.
+    The credentials are checked by :class:`AuthMiddleware`, which FastAPI does not see, so
+    they are declared here (a bearer token, or the session cookie). FastAPI documents its
+    default validation error body; :func:`_validation_error` answers an
+    :class:`~runner.web.api.ErrorOut` instead, so the document says that.
     """
+    document.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The token in AGENTRUN_HOME/console.token.",
+        },
+        "session": {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": SESSION_COOKIE,
+            "description": "Set by /login?token=...; writes also need the CSRF token.",
+        },
+    }
+    document["security"] = [{"bearer": []}, {"session": []}]
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
             if "422" in operation.get("responses", {}):
