@@ -62,7 +62,9 @@ def find_run(store: RunStore, run_id: str) -> RunRow:
         DecisionRefused: ``NO_RUN`` when none matches or the prefix is ambiguous (the
             store's :meth:`~runner.store.RunStore.run` does not tell the two apart).
     """
-    row = store.run(run_id)
+    # Run ids are letters and digits; anything else (``%``, ``_``: wildcards of the store's
+    # prefix match) names no run.
+    row = store.run(run_id) if run_id.isascii() and run_id.isalnum() else None
     if row is None:
         raise DecisionRefused(
             f"no run with id {run_id!r} (or the prefix is ambiguous); see `agentrun runs`",

@@ -297,6 +297,9 @@ def test_one_run_by_id_or_prefix(recorded: Recorded) -> None:
         assert run["stop_reason"] == "completed" and run["resumable"] is False
         # A unique prefix works as in `agentrun runs show`; an unknown id is 404.
         assert client.get(f"/api/v1/runs/{run_id[:-3]}").json()["id"] == run_id
+        # Wildcards of a prefix match are no part of an id.
+        assert client.get(f"/api/v1/runs/{run_id[:3]}%25").status_code == 404
+        assert client.get(f"/api/v1/runs/{run_id[:-1]}_").status_code == 404
         for path in ("", "/events", "/export", "/events/stream"):
             missing = client.get(f"/api/v1/runs/NOSUCHRUN{path}")
             assert missing.status_code == 404, path
