@@ -118,3 +118,31 @@ def test_recent_tool_calls_of_an_agent(store: SQLiteRunStore) -> None:
     )
     assert call.started_at >= before
     assert store.recent_tool_calls("a", ("write_file",), datetime.now(UTC) + timedelta(1)) == []
+
+
+def test_runs_page_by_keyset_and_prefixes_match_literally(store: SQLiteRunStore) -> None:
+    ids = [f"01ABC{n:021d}" for n in range(5)]
+    for run_id in ids:
+        store.record(RunStarted(run_id, "a", "m", "p", "sha", {}, "goal"))
+    first = store.runs(limit=2)
+    assert [r.id for r in first] == ids[:2:-1][:2] == [ids[4], ids[3]]
+    second = store.runs(limit=2, before_id=first[-1].id)
+    assert [r.id for r in second] == [ids[2], ids[1]]
+    assert [r.id for r in store.runs(limit=2, before_id=second[-1].id)] == [ids[0]]
+    # a prefix names one run only when it is unique; % and _ are not wildcards
+    assert store.run("01abc") is None  # five runs
+    assert [r.id for r in store.runs_by_prefix("01ABC", limit=10)] == ids[::-1]
+    assert store.run(ids[3].lower()) is not None
+    assert store.runs_by_prefix("01AB_") == [] and store.runs_by_prefix("%") == []
+    assert store.run("01ABC%") is None
+
+
+def test_a_decision_without_a_request_is_recorded_only_when_asked(
+    store: SQLiteRunStore,
+) -> None:
+    store.record(RunStarted("R1", "a", "m", "p", "sha", {}, "goal"))
+    assert store.decide("R1", "call_x", True, by="api:console@127.0.0.1") == 0
+    assert store.approvals("R1", status=None) == []
+    store.decide("R1", "call_y", True, by="terminal", record_unasked=True)
+    [row] = store.approvals("R1", status=None)
+    assert (row["call_id"], row["status"], row["decided_by"]) == ("call_y", "approved", "terminal")

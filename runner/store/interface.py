@@ -136,7 +136,13 @@ class RunStore(ABC):
 
     @abstractmethod
     def decide(
-        self, run_id: str, call_id: str | None, approved: bool, reason: str = "", by: str = "cli"
+        self,
+        run_id: str,
+        call_id: str | None,
+        approved: bool,
+        reason: str = "",
+        by: str = "cli",
+        record_unasked: bool = False,
     ) -> int:
         """Approve or deny pending calls of ``run_id`` (all when ``call_id`` is None); how many."""
 
@@ -178,8 +184,16 @@ class RunStore(ABC):
         agent: str | None = None,
         status: str | None = None,
         since: str | None = None,
+        before_id: str | None = None,
     ) -> list[RunRow]:
-        """The most recent runs, newest first (``status`` matches the stop reason too)."""
+        """The most recent runs, newest first (``status`` matches the stop reason too).
+
+        ``before_id``: only runs whose id sorts before it (the next page, keyset paging).
+        """
+
+    @abstractmethod
+    def runs_by_prefix(self, prefix: str, limit: int = 2) -> list[RunRow]:
+        """Runs whose id starts with ``prefix`` (any case, no wildcards), newest first."""
 
     @abstractmethod
     def stats(self, since: str | None = None) -> list[StatsRow]:

@@ -181,7 +181,7 @@ class ApprovalRow(TypedDict):
     tool: str
     arguments: str
     arguments_sha256: str
-    risk: Risk
+    risk: Risk | Literal[""]  # "" on a decision recorded without a request
     reason: str
     note: str
     status: str

@@ -160,7 +160,14 @@ class SQLiteRunStore(RunStore):
             case ApprovalRequested():
                 self._approval_requested(event)
             case ApprovalDecided():
-                self.decide(event.run_id, event.call_id, event.approved, event.reason, event.by)
+                self.decide(
+                    event.run_id,
+                    event.call_id,
+                    event.approved,
+                    event.reason,
+                    event.by,
+                    record_unasked=True,
+                )
             case RunNotice():
                 self._run_notice(event)
             case Heartbeat():
@@ -478,13 +485,21 @@ class SQLiteRunStore(RunStore):
     # -- approvals and recovery -------------------------------------------------------------
 
     def decide(
-        self, run_id: str, call_id: str | None, approved: bool, reason: str = "", by: str = "cli"
+        self,
+        run_id: str,
+        call_id: str | None,
+        approved: bool,
+        reason: str = "",
+        by: str = "cli",
+        record_unasked: bool = False,
     ) -> int:
         """Approve or deny pending calls of ``run_id`` (all of them when ``call_id`` is None).
 
-        Returns the number of approvals decided. A decision with no pending request (the
-        terminal approver answering at once) is recorded as a new, decided row. Each decision
-        is an ``approval_decided`` entry of the run event log, in the same transaction.
+        Returns the number of approvals decided. With ``record_unasked`` (the terminal
+        approver answering at once, through the loop's ``ApprovalDecided``), a decision with
+        no pending request is recorded as a new, decided row; otherwise it decides nothing.
+        Each decision is an ``approval_decided`` entry of the run event log, in the same
+        transaction.
         """
         status = "approved" if approved else "denied"
         now = _now()
@@ -500,7 +515,7 @@ class SQLiteRunStore(RunStore):
         try:
             calls = [row[0] for row in self.db.execute(query + " RETURNING call_id", params)]
             decided = len(calls)
-            if decided == 0 and call_id is not None and by != "cli":
+            if decided == 0 and call_id is not None and record_unasked:
                 self.db.execute(
                     """INSERT INTO approvals (run_id, call_id, tool, arguments, arguments_sha256,
                        risk, reason, status, decision_reason, decided_by, created_at, decided_at)
@@ -636,6 +651,7 @@ class SQLiteRunStore(RunStore):
         agent: str | None = None,
         status: str | None = None,
         since: str | None = None,
+        before_id: str | None = None,
     ) -> list[RunRow]:
         """The most recent runs, newest first.
 
@@ -644,6 +660,8 @@ class SQLiteRunStore(RunStore):
             agent: only this agent's runs.
             status: only runs with this stop reason (or ``running``).
             since: only runs started at or after this UTC ISO-8601 instant.
+            before_id: only runs whose id sorts before it: the next page after a page whose
+                last run it is (keyset paging: run ids are ULIDs, in order of their start).
         """
         query = "SELECT * FROM runs WHERE 1 = 1"
         params: list[Any] = []
@@ -656,6 +674,9 @@ class SQLiteRunStore(RunStore):
         if since:
             query += " AND started_at >= ?"
             params.append(since)
+        if before_id:
+            query += " AND id < ?"
+            params.append(before_id)
         query += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         return [self._run_row(row) for row in self.db.execute(query, params)]
@@ -690,13 +711,21 @@ class SQLiteRunStore(RunStore):
         return export_events(self._run_row(row), self.model_calls(run_id), self.tool_calls(run_id))
 
     def run(self, run_id: str) -> RunRow | None:
-        """One run by id, or by a unique prefix of its id."""
+        """One run by id, or by a unique prefix of its id (None when none or several)."""
+        rows = self.runs_by_prefix(run_id, limit=2)
+        return rows[0] if len(rows) == 1 else None
+
+    def runs_by_prefix(self, prefix: str, limit: int = 2) -> list[RunRow]:
+        """Runs whose id starts with ``prefix`` (any case), newest first, at most ``limit``.
+
+        ``%`` and ``_`` in ``prefix`` are matched as themselves, not as wildcards.
+        """
+        pattern = prefix.upper().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = self.db.execute(
-            "SELECT * FROM runs WHERE id LIKE ? ORDER BY id DESC LIMIT 2", (run_id.upper() + "%",)
-        ).fetchall()
-        if len(rows) != 1:
-            return None
-        return self._run_row(rows[0])
+            "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT ?",
+            (pattern + "%", limit),
+        )
+        return [self._run_row(row) for row in rows]
 
     def model_calls(self, run_id: str) -> list[ModelCallRow]:
         """The model calls of a run, in step order."""
@@ -862,9 +891,9 @@ def _tool_call_row(row: sqlite3.Row) -> ToolCallRow:
 
 
 def _approval_row(row: sqlite3.Row) -> ApprovalRow:
-    """An ``approvals`` row, its risk as a :class:`~runner.spec.Risk`."""
+    """An ``approvals`` row, its risk as a :class:`~runner.spec.Risk` ("" when unasked)."""
     approval = cast(ApprovalRow, dict(row))
-    approval["risk"] = Risk(approval["risk"])
+    approval["risk"] = Risk(approval["risk"]) if approval["risk"] else ""
     return approval
 
 
