@@ -1,9 +1,15 @@
-"""`agentrun console`: serve the API (and, later, the console's pages) over the run store."""
+"""`agentrun console`: the login link of the daemon's console, or the console over the run store.
+
+When a daemon serves HTTP (``agentrun daemon --http``) for this AGENTRUN_HOME, the console
+prints the daemon's URL with the login token and serves nothing itself; otherwise it serves
+the app over the run store alone (runs, events, approvals; no agents) until Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -67,6 +73,22 @@ def _listen(host: str, port: int) -> Any:
     return sock
 
 
+def daemon_url(home: Path) -> str | None:
+    """The URL of the daemon's HTTP server for ``home`` (AGENTRUN_HOME), if one serves.
+
+    The daemon writes it to ``home/daemon.url`` (owner-only) once it listens and removes it
+    when it stops; a file left by a daemon that was killed is ignored (no daemon holds the
+    lock).
+    """
+    from ..daemon.lifecycle import daemon_running
+
+    try:
+        url = (home / "daemon.url").read_text().strip()
+    except OSError:
+        return None
+    return url if url and daemon_running(home) else None
+
+
 def _has_browser() -> bool:
     import webbrowser
 
@@ -97,9 +119,28 @@ def console(address: str, allow_remote: bool, no_browser: bool) -> None:
 
     The link holds the token kept in AGENTRUN_HOME/console.token (made owner-only when
     missing); API clients send it as 'Authorization: Bearer TOKEN'. It opens in a browser
-    when there is one and stdout is a terminal. Without a daemon it serves runs, their
-    events and approvals.
+    when there is one and stdout is a terminal. When a daemon serves HTTP (agentrun daemon
+    --http), it prints the daemon's link instead; without one it serves runs, their events
+    and approvals.
     """
+    from ..paths import home
+
+    served = daemon_url(home())
+    if served is not None:
+        from ..web.auth import load_token
+
+        token = load_token(home() / "console.token").token
+        url = f"{served}/login?token={token}"
+        click.echo(f"agentrun console: the daemon serves the console and the API at {served}")
+        click.echo("open this link to log in (the token is in AGENTRUN_HOME/console.token):")
+        click.echo(f"    {url}")
+        click.echo(f"API: {served}/api/v1/ (reference: docs/reference/api.md)")
+        sys.stdout.flush()
+        if not no_browser and sys.stdout.isatty() and _has_browser():
+            import webbrowser
+
+            webbrowser.open(url)
+        return
     host, port = parse_address(address)
     if not (is_loopback(host) or allow_remote):
         raise UsageError(
@@ -108,7 +149,7 @@ def console(address: str, allow_remote: bool, no_browser: bool) -> None:
         )
     import uvicorn
 
-    from ..paths import home, store_path
+    from ..paths import store_path
     from ..web.app import create_app
 
     sock = _listen(host, port)

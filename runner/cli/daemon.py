@@ -58,9 +58,31 @@ def daemon() -> None:
     show_default=True,
     help="Warm worker processes kept idle for each model path the specs use (direct, litellm).",
 )
-@click.option("--webhook-port", type=int, default=None, help="Listen for webhooks on this port.")
 @click.option(
-    "--webhook-host", default="127.0.0.1", show_default=True, help="Webhook listener address."
+    "--http",
+    "address",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve webhooks (/hooks/<agent>), the JSON API (/api/v1/) and the console on this "
+    "address, e.g. 127.0.0.1:8790 (the console's port; docs/console.md).",
+)
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Allow an --http HOST other than this machine (then put TLS in front: "
+    "docs/operations/systemd.md).",
+)
+@click.option(
+    "--webhook-port",
+    type=int,
+    default=None,
+    help="Deprecated: use --http. Starts the same server on --webhook-host:PORT.",
+)
+@click.option(
+    "--webhook-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Deprecated: use --http. The address of --webhook-port.",
 )
 @click.option(
     "--poll", is_flag=True, help="Poll folders instead of OS notifications (network filesystems)."
@@ -72,24 +94,45 @@ def daemon_start(
     dirs: tuple[Path, ...],
     log_format: str,
     workers: int,
+    address: str | None,
+    allow_remote: bool,
     webhook_port: int | None,
     webhook_host: str,
     poll: bool,
     grace: float,
 ) -> None:
-    """Run the daemon in the foreground on the specs in DIRS (default: agents/)."""
+    """Run the daemon in the foreground on the specs in DIRS (default: agents/).
+
+    With --http it serves one HTTP server: webhooks, the JSON API and the console, every
+    request but a webhook's authenticated with the token in AGENTRUN_HOME/console.token
+    (`agentrun console` prints the login link).
+    """
     import asyncio
 
     from ..daemon.lifecycle import Daemon, configure_logging
+    from .console import is_loopback, parse_address
 
     folders = list(dirs) or [Path("agents")]
     for folder in folders:
         if not folder.is_dir():
             raise UsageError(f"{str(folder)!r} is not a folder of spec files")
+    http: tuple[str, int] | None = None
+    if address is not None and webhook_port:
+        raise UsageError("give --http or --webhook-port (deprecated), not both")
+    if address is not None:
+        http = parse_address(address)
+        shown = address
+    elif webhook_port:
+        http = (webhook_host, webhook_port)
+        shown = f"--webhook-host {webhook_host!r}"
+    if http is not None and not (is_loopback(http[0]) or allow_remote):
+        raise UsageError(
+            f"--http {shown} would accept connections from other machines; pass "
+            "--allow-remote to allow it, and put TLS in front (docs/operations/systemd.md)"
+        )
     configure_logging(log_format)
-    webhook = (webhook_host, webhook_port) if webhook_port else None
     server = Daemon(
-        folders, _home(), pool_size=workers, webhook=webhook, poll=poll, shutdown_grace_s=grace
+        folders, _home(), pool_size=workers, http=http, poll=poll, shutdown_grace_s=grace
     )
     asyncio.run(server.run())
 

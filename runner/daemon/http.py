@@ -1,6 +1,12 @@
-"""The daemon's HTTP listener (webhooks): one path per agent, payloads verified before use.
+"""The daemon's one HTTP server (``--http``): its webhooks, the JSON API and the console.
 
-Each POST is checked in this order, and the first failure is the answer:
+:class:`HttpServer` runs uvicorn inside the daemon's event loop (a task; uvicorn's own signal
+handling off: the daemon owns SIGTERM and SIGINT) over the app of
+:func:`runner.web.app.create_app`, to which the daemon passes its operations and
+:class:`WebhookRoute`. Every request is authenticated by the app except a POST to a webhook
+path (``/hooks/...``, or a path a spec chose), which :class:`Webhooks` verifies itself.
+
+Each webhook POST is checked in this order, and the first failure is the answer:
 
 - a known path (404);
 - a ``Content-Length`` of at most the trigger's ``max_body`` bytes, and a body of exactly
@@ -21,19 +27,31 @@ Only then does it fire. A request refused before its signature is verified is on
 (anyone can send those, and they must not fill the store); a signed delivery refused (400,
 409) is logged and kept in the store's ``notices`` (level ``warning``, with the agent), as
 the daemon keeps its spec errors. Neither delivery ids nor bodies are remembered for a
-delivery that is refused, so a sender can fix a payload and send it again. Built on
-aiohttp's server; loopback by default.
+delivery that is refused, so a sender can fix a payload and send it again. Loopback by
+default.
+
+This module imports uvicorn and Starlette: the daemon imports it only when it serves HTTP.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+import uvicorn
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.types import Receive, Scope, Send
+
+from ..errors import SetupError, UsageError
 from ..spec import TriggerKind
 from ..store.rows import FireOutcome
 from .state import AgentState, Fire
@@ -43,6 +61,10 @@ log = logging.getLogger("agentrun.daemon")
 #: Longest refusal message kept in a notice, a log line and an answer, in characters (a
 #: message can quote a value from the payload).
 MAX_MESSAGE_CHARS = 1000
+#: The prefix of default webhook paths (``/hooks/<agent>``): a POST under it is a webhook's.
+HOOKS_PREFIX = "/hooks/"
+#: Seconds requests still running (event streams) get to end when the daemon stops.
+SHUTDOWN_GRACE_S = 2.0
 
 
 def webhook_routes(agents: Mapping[str, AgentState]) -> dict[str, AgentState]:
@@ -51,16 +73,19 @@ def webhook_routes(agents: Mapping[str, AgentState]) -> dict[str, AgentState]:
     for agent in agents.values():
         for trigger in agent.spec.triggers:
             if trigger.kind == TriggerKind.WEBHOOK and trigger.webhook:
-                routes[trigger.webhook.path or f"/hooks/{agent.name}"] = agent
+                routes[trigger.webhook.path or f"{HOOKS_PREFIX}{agent.name}"] = agent
     return routes
 
 
-class WebhookListener:
-    """The daemon's HTTP listener (``--webhook-port``), on aiohttp.
+def url_path(home: Path) -> Path:
+    """The file in ``home`` holding the URL of the daemon's server while it listens."""
+    return home / "daemon.url"
+
+
+class Webhooks:
+    """Verifies, maps, type-checks and de-duplicates webhook deliveries, then fires.
 
     Args:
-        host: address to listen on (loopback by default in the CLI).
-        port: TCP port.
         agents: the daemon's installed agents (read at each request).
         fire: applies the agent's concurrency policy to a fire; returns its outcome
             (:meth:`runner.daemon.planner.Planner.fire`).
@@ -71,96 +96,76 @@ class WebhookListener:
 
     def __init__(
         self,
-        host: str,
-        port: int,
         agents: Callable[[], Mapping[str, AgentState]],
         fire: Callable[[Fire], FireOutcome],
         record_notice: Callable[..., Any],
         stopping: Callable[[], bool],
     ) -> None:
-        self.host, self.port = host, port
+        from ..triggers import ReplayGuard
+        from ..triggers.webhook import BodyReplayWindow
+
         self.agents = agents
         self.fire = fire
         self.record_notice = record_notice
         self.stopping = stopping
-        self.runner: Any = None
-        self._replay: Any = None
-        self._bodies: Any = None
-
-    async def start(self) -> None:
-        """Start the webhook listener (aiohttp)."""
-        from aiohttp import web
-
-        from ..triggers import ReplayGuard
-        from ..triggers.webhook import BodyReplayWindow
-
         self._replay = ReplayGuard()
         self._bodies = BodyReplayWindow()
-        app = web.Application(client_max_size=8 * 1024 * 1024)
-        app.router.add_post("/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host, self.port)
-        await site.start()
-        log.info("webhook listener on http://%s:%d/hooks/<agent>", self.host, self.port)
 
-    async def close(self) -> None:
-        """Stop listening."""
-        if self.runner is not None:
-            await self.runner.cleanup()
+    def serves(self, path: str) -> bool:
+        """Whether a POST to ``path`` is a webhook's (served without a token)."""
+        return path.startswith(HOOKS_PREFIX) or path in webhook_routes(self.agents())
 
-    async def handle(self, request: Any) -> Any:
-        """Verify, map, type-check and de-duplicate one delivery, then fire.
+    async def handle(self, request: Request) -> Response:
+        """Answer one delivery (see the module docstring for the order and the statuses).
 
         Never raises for anything in the request: every refusal is an answer with a JSON
-        ``{"error": ...}`` (see the module docstring for the order and the status codes).
+        ``{"error": ...}``.
         """
-        import asyncio
-
-        from aiohttp import web
-
         from ..compiler import coerce_inputs
         from ..store import new_run_id
         from ..triggers import inputs_from_payload, verify_signature
         from ..triggers.webhook import PayloadError, body_digest, parse_payload
 
-        agent = webhook_routes(self.agents()).get(request.path)
+        agent = webhook_routes(self.agents()).get(request.url.path)
         if agent is None or self.stopping():
-            return web.json_response({"error": "no agent at this path"}, status=404)
+            return JSONResponse({"error": "no agent at this path"}, status_code=404)
         [trigger] = [t for t in agent.spec.triggers if t.kind == TriggerKind.WEBHOOK][:1]
         hook = trigger.webhook
-        length = request.content_length
+        assert hook is not None
+        header = request.headers.get("content-length", "")
+        length = int(header) if header.isdigit() else None
         if length is None or length > hook.max_body:
-            return web.json_response(
-                {"error": f"body missing or over {hook.max_body} bytes"}, status=413
+            return JSONResponse(
+                {"error": f"body missing or over {hook.max_body} bytes"}, status_code=413
             )
-        try:
-            # read(n) may return fewer bytes than are coming; readexactly waits for them all.
-            body = await request.content.readexactly(length)
-        except asyncio.IncompleteReadError as error:
-            return web.json_response(
+        body = bytearray()
+        with contextlib.suppress(ClientDisconnect):
+            async for chunk in request.stream():
+                body += chunk
+        if len(body) != length:
+            return JSONResponse(
                 {
-                    "error": f"body ended after {len(error.partial)} of the {length} bytes "
+                    "error": f"body ended after {len(body)} of the {length} bytes "
                     "its Content-Length announced"
                 },
-                status=400,
+                status_code=400,
             )
         secret = os.environ.get(hook.secret_env, "")
         if not secret or not verify_signature(
-            secret.encode(), body, request.headers.get("X-Hub-Signature-256")
+            secret.encode(), bytes(body), request.headers.get("X-Hub-Signature-256")
         ):
             log.error("webhook for %s: bad or missing signature; ignored", agent.name)
-            return web.json_response({"error": "signature does not match"}, status=401)
+            return JSONResponse({"error": "signature does not match"}, status_code=401)
         delivery = request.headers.get("X-GitHub-Delivery") or request.headers.get("X-Delivery-Id")
         try:
-            payload = parse_payload(body)
+            payload = parse_payload(bytes(body))
             inputs = coerce_inputs(agent.spec, inputs_from_payload(hook.inputs, payload))
         except (PayloadError, UsageError) as error:
             return self.refuse(agent.name, delivery, 400, str(error))
         delivery_key = f"{agent.name}:{delivery}"
         if delivery and delivery_key in self._replay:
             return self.refuse(agent.name, delivery, 409, "delivery already received")
-        body_key = f"{agent.name}:{body_digest(body)}"
+        body_key = f"{agent.name}:{body_digest(bytes(body))}"
         now = time.monotonic()
         received = self._bodies.received_at(body_key, now)
         if received is not None:
@@ -187,21 +192,146 @@ class WebhookListener:
         outcome = self.fire(fire)
         if outcome is FireOutcome.DUPLICATE:  # its fire was recorded before the daemon restarted
             return self.refuse(agent.name, delivery, 409, "delivery already received")
-        return web.json_response({"run_id": fire.run_id, "outcome": outcome}, status=202)
+        return JSONResponse({"run_id": fire.run_id, "outcome": outcome}, status_code=202)
 
-    def refuse(self, agent: str, delivery: str | None, status: int, message: str) -> Any:
+    def refuse(self, agent: str, delivery: str | None, status: int, message: str) -> Response:
         """Answer a signed delivery with ``status`` and ``{"error": message}``, and record it.
 
         The refusal is logged (level warning) and kept in the store's ``notices`` table
         (level ``warning``, the agent's name, no run), as the daemon keeps its spec errors;
         the message is cut to :data:`MAX_MESSAGE_CHARS`.
         """
-        from aiohttp import web
-
         if len(message) > MAX_MESSAGE_CHARS:
             message = message[: MAX_MESSAGE_CHARS - 1] + "…"
         which = f"delivery {delivery[:100]!r}" if delivery else "a delivery without an id"
         notice = f"webhook {which} for {agent} refused with {status}: {message}"
         log.warning("%s", notice)
         self.record_notice("warning", notice, agent=agent)
-        return web.json_response({"error": message}, status=status)
+        return JSONResponse({"error": message}, status_code=status)
+
+
+class WebhookRoute(BaseRoute):
+    """The route of every webhook: a POST whose path :meth:`Webhooks.serves`.
+
+    Matched before the app's other routes, so a webhook path a spec chose is never another
+    route's; not in the OpenAPI document (its paths are the specs').
+    """
+
+    def __init__(self, webhooks: Webhooks) -> None:
+        self.webhooks = webhooks
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """A full match for a POST to a webhook path; none for anything else."""
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and self.webhooks.serves(scope["path"])
+        ):
+            return Match.FULL, {}
+        return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
+        """No named URL: webhook paths are the specs'."""
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer the delivery."""
+        response = await self.webhooks.handle(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its signal handlers: the daemon owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class HttpServer:
+    """The daemon's uvicorn server over ``app``, on ``host:port``.
+
+    Args:
+        host: the address to listen on (loopback unless ``--allow-remote``).
+        port: TCP port (0: any free port).
+        home: AGENTRUN_HOME, where :func:`url_path` names the server's URL (owner-only)
+            while it listens.
+        app: the ASGI app (:func:`runner.web.app.create_app`).
+    """
+
+    def __init__(self, host: str, port: int, home: Path, app: Any) -> None:
+        self.host, self.port = host, port
+        self.home = home
+        self.app = app
+        self.server: _EmbeddedServer | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.url = ""
+
+    def bind(self) -> socket.socket:
+        """A listening socket on ``host:port``.
+
+        Raises:
+            SetupError: the address cannot be bound (in use, not this machine's).
+        """
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as error:
+            sock.close()
+            raise SetupError(
+                f"cannot listen on {self.host}:{self.port}: {error.strerror or error}; "
+                "choose another address with --http HOST:PORT"
+            ) from None
+        sock.listen(128)
+        return sock
+
+    async def start(self) -> None:
+        """Listen, serve in a task of the running loop, and write the URL file.
+
+        Raises:
+            SetupError: the address cannot be bound, or the server did not start.
+        """
+        sock = self.bind()
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"http://{shown}:{sock.getsockname()[1]}"
+        self.server = _EmbeddedServer(
+            uvicorn.Config(
+                self.app,
+                log_config=None,
+                log_level="warning",
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
+            )
+        )
+        self.task = asyncio.get_running_loop().create_task(self.server.serve(sockets=[sock]))
+        while not self.server.started:
+            if self.task.done():
+                sock.close()
+                raise SetupError(f"the HTTP server did not start on {self.url}")
+            await asyncio.sleep(0.01)
+        path = url_path(self.home)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(self.url + "\n")
+        log.info(
+            "serving HTTP on %s (webhooks at %s<agent>, API at /api/v1/)", self.url, HOOKS_PREFIX
+        )
+
+    async def close(self) -> None:
+        """Stop serving: end the event streams, stop the server, remove the URL file.
+
+        Requests still running get :data:`SHUTDOWN_GRACE_S` seconds.
+        """
+        with contextlib.suppress(FileNotFoundError):
+            url_path(self.home).unlink()
+        if self.server is None or self.task is None:
+            return
+        self.app.state.feed.close()
+        self.server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.task, SHUTDOWN_GRACE_S + 5)

@@ -6,7 +6,12 @@
     cron (heap of next fire instants) ─┐
     file-watch (watchdog → filter → debounce) ─┤
     manual (control socket) ─┤──▶ fire ──▶ concurrency policy ──▶ warm worker process ──▶ run store
-    webhook (HMAC-verified HTTP) ─┘
+    webhook (HMAC-verified HTTP) ─┘       API (POST /api/v1/agents/{name}/runs) ─┘
+
+With ``--http HOST:PORT`` the daemon serves one HTTP server in its event loop
+(:class:`runner.daemon.http.HttpServer`): the webhooks, the JSON API of :mod:`runner.web`
+with the daemon's operations (this class implements
+:class:`runner.web.operations.DaemonOperations`), and the console.
 
 Guarantees, and how:
 
@@ -62,7 +67,6 @@ from ..spec import TriggerKind
 from ..store.rows import FireOutcome
 from .control import ControlServer, DaemonError, socket_path
 from .executor import LocalExecutor, SpawnWorker, model_path
-from .http import WebhookListener
 from .planner import Planner
 from .specs import Invalid, Loaded, Removed, SpecFolders, load_warnings
 from .state import AgentState, Fire, iso
@@ -81,6 +85,8 @@ IDLE_WAKE_S = 30.0
 #: run continues at most this long after its last pending call is decided, whoever decided
 #: it (the CLI, the API, another machine's process).
 DECISION_POLL_S = 0.5
+#: How many of the latest notices the API's daemon status shows.
+NOTICES_SHOWN = 50
 #: The triggers of the daemon's own runs (a run of ``agentrun run`` is its terminal's: the
 #: daemon never continues it).
 DAEMON_TRIGGERS = tuple(kind.value for kind in TriggerKind)
@@ -133,7 +139,7 @@ class Daemon:
         home: AGENTRUN_HOME.
         pool_size: warm workers kept idle for each model path the loaded specs use
             (``direct``: about 115 MB each; ``litellm``: about 260 MB).
-        webhook: ``(host, port)`` of the webhook listener, or None for none.
+        http: ``(host, port)`` of the HTTP server (webhooks, API, console), or None for none.
         poll: poll watched folders instead of OS notifications.
         shutdown_grace_s: how long running runs may finish when the daemon stops, in seconds.
         spawn: starts one worker process (the default: ``python -m runner.daemon.worker``);
@@ -150,7 +156,7 @@ class Daemon:
         dirs: list[Path],
         home: Path,
         pool_size: int = 1,
-        webhook: tuple[str, int] | None = None,
+        http: tuple[str, int] | None = None,
         poll: bool = False,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
         spawn: SpawnWorker | None = None,
@@ -193,17 +199,8 @@ class Daemon:
             recent_writes=self.store.recent_tool_calls,
             stopping=lambda: self.stopping,
         )
-        self.webhooks = (
-            None
-            if webhook is None
-            else WebhookListener(
-                *webhook,
-                agents=lambda: self.planner.agents,
-                fire=self.planner.fire,
-                record_notice=self.store.record_notice,
-                stopping=lambda: self.stopping,
-            )
-        )
+        self.http_address = http
+        self.http: Any = None  # the HttpServer, once started
 
     @property
     def agents(self) -> dict[str, AgentState]:
@@ -245,8 +242,8 @@ class Daemon:
             self.store.sweep_interrupted()
             self.watching.start_spec_watcher(loop)
             self.take_over()  # after the watcher starts, so no edit falls between the two
-            if self.webhooks is not None:
-                await self.webhooks.start()
+            if self.http_address is not None:
+                await self.start_http(*self.http_address)
             await self.control.start()  # last: the socket appearing means the daemon is up
             log.info(
                 "daemon started: %d agents from %s; control socket %s",
@@ -263,6 +260,10 @@ class Daemon:
     def wake_up(self) -> None:
         """Make the main loop run a tick now (a worker exited, a request came in)."""
         self.wake.set()
+
+    def wake_threadsafe(self, loop: asyncio.AbstractEventLoop) -> None:
+        """:meth:`wake_up` from another thread (the HTTP server's workers)."""
+        loop.call_soon_threadsafe(self.wake_up)
 
     def specs_changed(self) -> None:
         """A spec folder changed: rescan on the next tick, now."""
@@ -282,7 +283,7 @@ class Daemon:
     async def shutdown(self) -> None:
         """Stop watchers and servers; let runs finish, then interrupt them; release the lock."""
         self.watching.stop()
-        for listener in (self.webhooks, self.control):
+        for listener in (self.http, self.control):
             if listener is not None:
                 with contextlib.suppress(Exception):
                     await listener.close()
@@ -337,7 +338,7 @@ class Daemon:
                         path,
                         len(spec.triggers),
                     )
-                    for warning in load_warnings(change, self.webhooks is not None):
+                    for warning in load_warnings(change, self.http_address is not None):
                         log.warning("%s", warning)
         # Idle workers only for the model paths the loaded specs use.
         self.executor.use_paths({model_path(agent.spec) for agent in self.agents.values()})
@@ -586,6 +587,152 @@ class Daemon:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout=delay)
 
+    # -- the HTTP server and its operations (runner.web.operations.DaemonOperations) --------
+
+    async def start_http(self, host: str, port: int) -> None:
+        """Serve the webhooks, the API and the console on ``host:port`` (uvicorn, this loop).
+
+        Raises:
+            SetupError: the address cannot be bound.
+        """
+        from ..web.app import create_app
+        from .http import HttpServer, WebhookRoute, Webhooks
+
+        loop = asyncio.get_running_loop()
+        webhooks = Webhooks(
+            agents=lambda: self.planner.agents,
+            fire=self.planner.fire,
+            record_notice=self.store.record_notice,
+            stopping=lambda: self.stopping,
+        )
+        app = create_app(
+            self.home / "runs.db",
+            self.home,
+            daemon=self,
+            first_routes=[WebhookRoute(webhooks)],
+            public_posts=webhooks.serves,
+            # A decision (made on a worker thread of the server) wakes the main loop, which
+            # continues the run at once instead of at its next look at the event log.
+            on_decision=lambda run_id: self.wake_threadsafe(loop),
+        )
+        self.http = HttpServer(host, port, self.home, app)
+        await self.http.start()
+
+    def agents_today(self) -> dict[str, tuple[int, float]]:
+        """Agent -> (runs started since 00:00 UTC, their known cost in USD)."""
+        since = self.clock().astimezone(UTC).strftime("%Y-%m-%dT00:00:00")
+        today: dict[str, tuple[int, float]] = {}
+        for row in self.store.stats(since=since):
+            count, spend = today.get(row["agent"], (0, 0.0))
+            today[row["agent"]] = (count + row["runs"], spend + (row["cost_usd"] or 0.0))
+        return today
+
+    def daemon_status(self) -> dict[str, Any]:
+        """:meth:`status` and the latest :data:`NOTICES_SHOWN` notices, newest last."""
+        notices = self.store.notices()[-NOTICES_SHOWN:]
+        return {**self.status(), "notices": [dict(notice) for notice in notices]}
+
+    def agent_list(self) -> list[dict[str, Any]]:
+        """Every spec file of the folders: its agent (loaded or not) and its located errors."""
+        status = {entry["path"]: entry for entry in self.status()["agents"]}
+        today = self.agents_today()
+        errors = {path: message.split(":", 1)[1] for path, message in self.specs.errors.items()}
+        answer = []
+        for path in sorted({*map(Path, status), *errors, *self.specs.files()}):
+            entry = status.get(str(path))
+            agent = self.planner.agents.get(entry["name"]) if entry else None
+            error = errors.get(path)
+            inputs = []
+            if agent is not None:
+                for spec_input in agent.spec.inputs.values():
+                    inputs.append(
+                        {
+                            "name": spec_input.name,
+                            "type": spec_input.type,
+                            "required": spec_input.required and not spec_input.has_default,
+                            "default": spec_input.default,
+                            "values": list(spec_input.values) or None,
+                            "description": spec_input.description or None,
+                        }
+                    )
+            name = entry["name"] if entry else None
+            runs, spend = today.get(name or "", (0, 0.0))
+            answer.append(
+                {
+                    "name": name,
+                    "path": str(path),
+                    "valid": error is None and entry is not None,
+                    "errors": [error] if error else [],
+                    "loaded": entry is not None,
+                    "inputs": inputs,
+                    "triggers": entry["triggers"] if entry else [],
+                    "running": entry["running"] if entry else [],
+                    "queued": entry["queued"] if entry else [],
+                    "last": (entry["last"] or None) if entry else None,
+                    "runs_today": runs,
+                    "spend_today_usd": round(spend, 6),
+                }
+            )
+        return answer
+
+    def fire_manual(self, agent: str, inputs: dict[str, Any], key: str | None) -> dict[str, Any]:
+        """Fire ``agent``'s manual trigger with ``inputs`` (:meth:`trigger`), for the API.
+
+        Raises:
+            Refused: 404 no such agent, 409 no manual trigger, 422 bad inputs, 503 stopping.
+        """
+        from ..web.operations import Refused
+
+        found = self.planner.agents.get(agent)
+        if found is None:
+            known = ", ".join(sorted(self.planner.agents)) or "none"
+            raise Refused(404, f"no agent named {agent!r} in the daemon; agents: {known}")
+        if not any(t.kind == TriggerKind.MANUAL and t.manual for t in found.spec.triggers):
+            raise Refused(409, f"agent {agent!r} has no manual trigger (add '- manual: true')")
+        if self.stopping:
+            raise Refused(503, "the daemon is stopping")
+        try:
+            answer = self.trigger({"agent": agent, "inputs": inputs, "key": key})
+        except UsageError as error:
+            raise Refused(422, str(error)) from None
+        self.wake_up()
+        return answer
+
+    def ended(self, run_id: str) -> dict[str, Any] | None:
+        """How ``run_id`` ended: None while it may still run.
+
+        ``{}`` once its run ended (or waits for a person); ``{"outcome", "reason"}`` when
+        its fire never ran (failed, cancelled, skipped).
+        """
+        row = self.store.run(run_id)
+        if row is not None:
+            return None if row.status == "running" else {}
+        fire = self.store.fire_of_run(run_id)
+        if fire is not None and fire.outcome in ("failed", "cancelled", "skipped"):
+            return {"outcome": str(fire.outcome), "reason": fire.reason}
+        return None
+
+    def cancel_run(self, run_id: str, by: str) -> str:
+        """Cancel an active run of this daemon for the API (:meth:`cancel`).
+
+        Raises:
+            Refused: 409 the run is not active in this daemon.
+        """
+        from ..web.operations import Refused
+
+        active = run_id in self.starting or (
+            run_id in self.executor.running and run_id not in self.cancelled
+        )
+        if not active:
+            raise Refused(
+                409,
+                f"run {run_id} is not active in the daemon (it ended, is being cancelled, "
+                "or is not one of its workers)",
+            )
+        withdrawn = self.cancel(run_id, f"cancelled by {by}")
+        self.wake_up()
+        return "withdrawn" if withdrawn else "cancelling"
+
     # -- control requests --------------------------------------------------------------------
 
     def stop(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -658,6 +805,7 @@ class Daemon:
         return {
             "pid": os.getpid(),
             "started": iso(self.started_at),
+            "url": self.http.url if self.http is not None else None,
             "agents": agents,
             "errors": self.specs.error_messages(),
             "workers_idle": len([w for w in self.executor.idle if w.ready.is_set()]),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
@@ -317,7 +317,11 @@ def list_runs(
 def get_run(state: State, run_id: str) -> dict[str, Any]:
     """One run, by its id or a unique prefix of it."""
     state.sweep()
-    row = _run(state, run_id)
+    return run_detail(_run(state, run_id))
+
+
+def run_detail(row: RunRow) -> dict[str, Any]:
+    """A :class:`RunDetail` of ``row``."""
     return {
         **_summary(row),
         "goal": row.goal,
@@ -520,8 +524,22 @@ DECISION_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def decision_callback(request: Request) -> Callable[[str], None] | None:
+    """What to call with a run's id once a call of it is decided (the daemon's wake-up)."""
+    callback: Callable[[str], None] | None = request.app.state.on_decision
+    return callback
+
+
+OnDecision = Annotated[Callable[[str], None] | None, Depends(decision_callback)]
+
+
 def _decide(
-    state: WebState, who: Principal, run_id: str, call_id: str | None, decision: DecisionIn
+    state: WebState,
+    who: Principal,
+    run_id: str,
+    call_id: str | None,
+    decision: DecisionIn,
+    on_decision: Callable[[str], None] | None,
 ) -> dict[str, Any]:
     try:
         decided = state.read(
@@ -531,6 +549,8 @@ def _decide(
         )
     except DecisionRefused as refused:
         raise HTTPException(_REFUSAL_STATUS[refused.refusal], str(refused)) from None
+    if on_decision is not None:
+        on_decision(decided.run.id)  # a daemon serving the app continues the run at once
     return {
         "run_id": decided.run.id,
         "approved": decided.approved,
@@ -552,9 +572,10 @@ def decide_call(
     run_id: str,
     call_id: str,
     decision: DecisionIn,
+    on_decision: OnDecision,
 ) -> dict[str, Any]:
     """Approve or deny one pending call (`agentrun approve RUN CALL`, `deny --reason`)."""
-    return _decide(state, who, run_id, call_id, decision)
+    return _decide(state, who, run_id, call_id, decision, on_decision)
 
 
 @router.post(
@@ -568,6 +589,7 @@ def decide_run(
     who: Annotated[Principal, Depends(principal)],
     run_id: str,
     decision: DecisionIn,
+    on_decision: OnDecision,
 ) -> dict[str, Any]:
     """Approve or deny every pending call of the run (`agentrun approve RUN`)."""
-    return _decide(state, who, run_id, None, decision)
+    return _decide(state, who, run_id, None, decision, on_decision)

@@ -1,19 +1,21 @@
 """The one ASGI app of the console and the API: :func:`create_app`.
 
-``agentrun console`` serves it over the run store alone; the daemon will serve the same app
-with its own routes added (webhooks, agents, triggers), passing them to :func:`create_app`
-so that this package never imports the daemon.
+``agentrun console`` serves it over the run store alone; the daemon serves the same app
+(``agentrun daemon --http``) with its operations
+(:class:`~runner.web.operations.DaemonOperations`: agents, starting and cancelling runs, its
+status) and its webhook route passed to
+:func:`create_app`, so that this package never imports the daemon.
 
 Every request is authenticated by :class:`AuthMiddleware` (see :mod:`runner.web.auth`)
-except ``/login`` and the paths the caller names public (the daemon's webhooks, which keep
-their HMAC): an API client with ``Authorization: Bearer TOKEN``, a browser with the session
-cookie (and, for a state-changing request, the CSRF token). Errors are JSON,
-``{"error": "<message>"}``, with the status code that fits.
+except ``/login`` and the requests the caller names public (POSTs to the daemon's webhook
+paths, which keep their HMAC): an API client with ``Authorization: Bearer TOKEN``, a
+browser with the session cookie (and, for a state-changing request, the CSRF token). Errors
+are JSON, ``{"error": "<message>"}``, with the status code that fits.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..store import SQLiteRunStore
-from . import api
+from . import api, daemon_api
 from .auth import (
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -43,6 +46,7 @@ from .auth import (
     new_csrf_token,
 )
 from .feed import POLL_INTERVAL_S, EventFeed
+from .operations import DaemonOperations
 from .state import WebState
 
 #: Paths served without a credential (prefixes end with ``/``).
@@ -58,6 +62,10 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     public_paths: Iterable[str] = (),
     poll_interval_s: float = POLL_INTERVAL_S,
+    daemon: DaemonOperations | None = None,
+    first_routes: Sequence[BaseRoute] = (),
+    public_posts: Callable[[str], bool] | None = None,
+    on_decision: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """The app over the run store at ``store_path``, its token kept in ``home``.
 
@@ -69,6 +77,14 @@ def create_app(
         public_paths: paths (or prefixes ending in ``/``) served without a credential, for
             routes that authenticate themselves (signed webhooks).
         poll_interval_s: seconds between reads of the run event log while a stream listens.
+        daemon: the daemon's operations, when a daemon serves the app; without them the
+            routes of :mod:`runner.web.daemon_api` answer 404.
+        first_routes: routes matched before every other (the daemon's webhooks, whose paths
+            a spec chooses: a POST to one never reaches another route).
+        public_posts: whether a POST to a path is served without a credential, asked at each
+            request (the daemon's webhook paths change as specs reload).
+        on_decision: called with a run's id after a decision on one of its calls (the
+            daemon wakes up to continue the run); from a worker thread.
 
     Raises:
         StoreError: the store cannot be opened.
@@ -108,6 +124,8 @@ def create_app(
     )
     app.state.web = state
     app.state.feed = feed
+    app.state.daemon = daemon
+    app.state.on_decision = on_decision
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -116,11 +134,16 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.router.routes[:0] = list(first_routes)
     app.include_router(api.router)
+    app.include_router(daemon_api.router)
     for router in routers:
         app.include_router(router)
     app.add_middleware(
-        AuthMiddleware, credential=credential, public_paths=(LOGIN_PATH, *public_paths)
+        AuthMiddleware,
+        credential=credential,
+        public_paths=(LOGIN_PATH, *public_paths),
+        public_posts=public_posts,
     )
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -282,14 +305,24 @@ class AuthMiddleware:
         app: the app it guards.
         credential: the token.
         public_paths: paths, or prefixes ending in ``/``, served to anyone.
+        public_posts: whether a POST to a path is served to anyone (asked at each request).
     """
 
-    def __init__(self, app: ASGIApp, credential: Credential, public_paths: Sequence[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        credential: Credential,
+        public_paths: Sequence[str],
+        public_posts: Callable[[str], bool] | None = None,
+    ) -> None:
         self.app = app
         self.credential = credential
         self.public_paths = tuple(public_paths)
+        self.public_posts = public_posts
 
-    def _public(self, path: str) -> bool:
+    def _public(self, method: str, path: str) -> bool:
+        if method == "POST" and self.public_posts is not None and self.public_posts(path):
+            return True
         return any(
             path.startswith(public) if public.endswith("/") else path == public
             for public in self.public_paths
@@ -297,7 +330,7 @@ class AuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the request if it is authenticated, else answer 401 or 403."""
-        if scope["type"] != "http" or self._public(scope["path"]):
+        if scope["type"] != "http" or self._public(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
         request = Request(scope)
