@@ -265,22 +265,14 @@ def page_of_runs(
     """One page of runs, newest first, after ``cursor``; and the next page's cursor.
 
     Runs are ordered by id (ULIDs sort by start time), so the page after a cursor is the
-    runs whose id is below the cursor's: new runs recorded meanwhile never shift a page.
-    The store's :meth:`~runner.store.RunStore.runs` has no "ids below" parameter yet, so
-    this reads the newest ``seen + limit + 1`` rows and skips down to the cursor (more
-    when runs were recorded meanwhile): a page deep in a long listing costs a read of
-    every row before it. A keyset query in the store will make each page cost its own rows.
+    runs whose id is below the cursor's (keyset paging, ``RunStore.runs(before_id=...)``):
+    new runs recorded meanwhile never shift a page, and a page deep in a long listing costs
+    a read of its own rows only.
     """
     after, seen = cursor if cursor else (None, 0)
-    want = seen + limit + 1
-    while True:
-        rows = store.runs(limit=want, agent=agent, status=status, since=since)
-        below = rows if after is None else [row for row in rows if row.id < after]
-        if len(below) > limit or len(rows) < want:
-            break
-        want *= 2
-    page = below[:limit]
-    more = len(below) > limit
+    rows = store.runs(limit=limit + 1, agent=agent, status=status, since=since, before_id=after)
+    page = rows[:limit]
+    more = len(rows) > limit
     return page, encode_cursor(page[-1].id, seen + len(page)) if more and page else None
 
 
