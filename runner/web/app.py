@@ -23,13 +23,13 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..store import SQLiteRunStore
-from . import api, daemon_api
+from . import api, daemon_api, pages
 from .auth import (
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -136,6 +136,7 @@ def create_app(
     app.openapi = openapi  # type: ignore[method-assign]
     app.router.routes[:0] = list(first_routes)
     app.include_router(api.router)
+    app.include_router(pages.router)
     app.include_router(daemon_api.router)
     for router in routers:
         app.include_router(router)
@@ -174,28 +175,7 @@ def create_app(
         )
         return response
 
-    @app.get("/", include_in_schema=False)
-    def index() -> HTMLResponse:
-        """A placeholder until the console's pages land."""
-        return HTMLResponse(PLACEHOLDER)
-
     return app
-
-
-PLACEHOLDER = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>agentrun console</title></head>
-<body>
-<h1>agentrun console</h1>
-<p>You are logged in. The console's pages (runs, a run's timeline, approvals, agents)
-are not built yet; this server answers the JSON API today.</p>
-<ul>
-<li><a href="/api/v1/openapi.json">the OpenAPI document</a> (its reference is
-docs/reference/api.md in the documentation)</li>
-<li><a href="/api/v1/runs">/api/v1/runs</a> and
-<a href="/api/v1/approvals">/api/v1/approvals</a></li>
-</ul>
-</body></html>
-"""
 
 
 def _as_served(document: dict[str, Any]) -> dict[str, Any]:
