@@ -277,6 +277,8 @@ def test_a_run_timeline_grows_live_until_its_answer(world: World) -> None:
         assert "Run started" in world.text("#timeline")
         world.until("the model call", lambda: "Model call" in world.text("#timeline"))
         world.until("the tool call", lambda: "Tool call read_file" in world.text("#timeline"))
+        # Budgets count while it runs (the run's totals are recorded at its end).
+        assert "1 of 5" in world.text(".budgets") and "1 of 4" in world.text(".budgets")
         world.shot("run-live")
         world.until("the answer", lambda: "completed" in world.text("#run-status"))
         assert process.wait(timeout=60) == 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -214,15 +215,47 @@ def _spec_caps(row: RunRow) -> tuple[dict[str, float | None] | None, str]:
     }, note
 
 
-def _budgets(row: RunRow, seconds: float) -> tuple[list[Budget], str]:
+@dataclass(frozen=True)
+class Usage:
+    """What a run has used: steps, tool calls, tokens, USD (None: unknown), seconds."""
+
+    steps: int
+    tool_calls: int
+    tokens: int
+    cost_usd: float | None
+    seconds: float
+
+
+def _live_usage(row: RunRow, entries: list[dict[str, Any]], recorded_s: float) -> Usage:
+    """A running run's use so far, from its timeline (its row's totals come at its end).
+
+    ``recorded_s`` is the run time of its earlier segments (before a pause); the current
+    segment runs since its last ``run_started`` or ``run_resumed``.
+    """
+    calls = [e for e in entries if e["type"] == "model_call"]
+    costs = [e.get("cost_usd") for e in calls]
+    starts = [e["at"] for e in entries if e["type"] in ("run_started", "run_resumed")]
+    since = datetime.fromisoformat(starts[-1] if starts else row.started_at)
+    return Usage(
+        steps=max((int(e.get("step") or 0) for e in calls), default=0),
+        tool_calls=sum(1 for e in entries if e["type"] == "tool_call"),
+        tokens=sum(
+            int(e.get("input_tokens") or 0) + int(e.get("output_tokens") or 0) for e in calls
+        ),
+        cost_usd=None if None in costs else sum(float(c or 0.0) for c in costs),
+        seconds=recorded_s + max(0.0, (datetime.now(UTC) - since).total_seconds()),
+    )
+
+
+def _budgets(row: RunRow, usage: Usage) -> tuple[list[Budget], str]:
     caps, note = _spec_caps(row)
     caps = caps or {}
     used = [
-        Budget("steps", row.steps, caps.get("max_steps"), ""),
-        Budget("tool calls", row.tool_calls, caps.get("max_tool_calls"), ""),
-        Budget("tokens", row.input_tokens + row.output_tokens, caps.get("max_tokens"), ""),
-        Budget("cost", row.cost_usd or 0.0, caps.get("max_cost_usd"), "USD"),
-        Budget("run time", seconds, caps.get("max_duration"), "s"),
+        Budget("steps", usage.steps, caps.get("max_steps"), ""),
+        Budget("tool calls", usage.tool_calls, caps.get("max_tool_calls"), ""),
+        Budget("tokens", usage.tokens, caps.get("max_tokens"), ""),
+        Budget("cost", usage.cost_usd or 0.0, caps.get("max_cost_usd"), "USD"),
+        Budget("run time", usage.seconds, caps.get("max_duration"), "s"),
     ]
     return used, note
 
@@ -265,10 +298,13 @@ def _run_context(state: State, run_id: str) -> dict[str, Any]:
     state.sweep()
     row = _run(state, run_id)
     entries, cut, last = state.read(lambda store: _timeline(store, row.id))
-    seconds = row.duration_s
-    if seconds is None:
-        seconds = state.read(lambda store: store.active_seconds(row.id))
-    budgets, budget_note = _budgets(row, seconds)
+    if row.duration_s is None:
+        recorded = state.read(lambda store: store.active_seconds(row.id))
+        usage = _live_usage(row, entries, recorded)
+    else:
+        tokens = row.input_tokens + row.output_tokens
+        usage = Usage(row.steps, row.tool_calls, tokens, row.cost_usd, row.duration_s)
+    budgets, budget_note = _budgets(row, usage)
     pending = state.read(lambda store: store.approvals(row.id))
     return {
         "run": row,
@@ -278,7 +314,7 @@ def _run_context(state: State, run_id: str) -> dict[str, Any]:
         "last_event_id": last,
         "budgets": budgets,
         "budget_note": budget_note,
-        "seconds": seconds,
+        "usage": usage,
         "inputs": _pretty(row.inputs_json),
         "result": _pretty(row.result_json) if row.result_json else None,
         "pending": pending,
