@@ -336,6 +336,11 @@ def test_webhooks_are_verified_on_the_same_server_without_the_token(served: Serv
 # -- the console and the CLI ----------------------------------------------------------------------
 
 
+def test_daemon_status_names_the_url(served: Served) -> None:
+    status = served.daemon.cli("daemon", "status")
+    assert f"serving HTTP on {served.base}" in status.stdout, status.stderr
+
+
 def test_console_prints_the_daemons_link_instead_of_serving(served: Served) -> None:
     printed = served.daemon.cli("console", "--no-browser")
     assert printed.returncode == 0, printed.stderr
@@ -374,3 +379,29 @@ def test_without_a_daemon_its_routes_answer_404_saying_so(tmp_path: Path) -> Non
             assert "no daemon is running" in answer.json()["error"]
         paths = client.get("/api/v1/openapi.json").json()["paths"]
     assert {"/api/v1/agents", "/api/v1/agents/{name}/runs", "/api/v1/daemon"} <= set(paths)
+
+
+def test_the_daemon_stops_promptly_with_an_event_stream_open(tmp_path: Path) -> None:
+    agents, home = tmp_path / "agents", tmp_path / "home"
+    agents.mkdir()
+    home.mkdir()
+    write_spec(agents, AGENTS["echo"], name="echo.yaml")
+    port = free_port()
+    daemon = DaemonProcess(agents, home, "--http", f"127.0.0.1:{port}")
+    try:
+        wait_for(lambda: (home / "daemon.url").exists(), "the daemon's URL file")
+        token = (home / "console.token").read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.stream(
+            "GET", f"http://127.0.0.1:{port}/api/v1/events/stream", headers=headers, timeout=60
+        ) as stream:
+            assert stream.status_code == 200
+            assert daemon.stop() == 0  # SIGTERM: the stream ends, the server and daemon stop
+            assert list(stream.iter_bytes()) is not None  # the stream was closed, not hung
+        output = Path(daemon.log.name).read_text()
+        assert "Traceback" not in output and "daemon stopped" in output, output
+        assert not (home / "daemon.url").exists()
+    finally:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait()

@@ -151,6 +151,8 @@ def daemon_status(as_json: bool) -> None:
         f"daemon pid {answer['pid']}, up since {answer['started']}, "
         f"{answer['workers_idle']} warm workers"
     )
+    if answer.get("url"):
+        click.echo(f"serving HTTP on {answer['url']} (webhooks, API, console: agentrun console)")
     for agent in answer["agents"]:
         click.echo(f"{agent['name']}  ({agent['path']})")
         for trigger in agent["triggers"]:
