@@ -408,3 +408,13 @@ def test_the_pages_load_no_inline_or_foreign_script(world: World) -> None:
         src.startswith(world.console.base + "/static/") and inline == 0 for src, inline in sources
     )
     assert world.driver.execute_script("return typeof htmx") == "object"
+
+
+def test_what_a_run_recorded_is_shown_as_text_never_as_markup(world: World) -> None:
+    markup = '<img src="x" id="injected"><script>window.injected = 1</script>'
+    run_id = record(world.folder, world.console.home, TESTER, [text(markup)])
+    world.open(f"/runs/{run_id}")
+    assert world.text("#answer") == markup
+    assert world.driver.execute_script(
+        "return [document.getElementById('injected'), window.injected ?? null]"
+    ) == [None, None]
