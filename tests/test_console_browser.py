@@ -418,3 +418,75 @@ def test_what_a_run_recorded_is_shown_as_text_never_as_markup(world: World) -> N
     assert world.driver.execute_script(
         "return [document.getElementById('injected'), window.injected ?? null]"
     ) == [None, None]
+
+
+# ---------------------------------------------------------------------------------------------
+# served by the daemon
+
+
+@pytest.fixture(scope="module")
+def daemon_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    pytest.importorskip("selenium", reason="needs selenium (the dev extra)")
+    from tests.helpers import wait_for, write_spec
+    from tests.test_daemon import DaemonProcess, free_port
+    from tests.test_daemon_http import AGENTS, BROKEN
+
+    root = tmp_path_factory.mktemp("console-daemon")
+    agents, home = root / "agents", root / "home"
+    agents.mkdir()
+    home.mkdir()
+    (agents / "inbox").mkdir()
+    for name in ("echo", "writer"):
+        write_spec(agents, AGENTS[name], name=f"{name}.yaml")
+    (agents / "broken.yaml").write_text(BROKEN)
+    daemon = DaemonProcess(agents, home, "--http", f"127.0.0.1:{free_port()}")
+    driver = None
+    try:
+        url = wait_for(
+            lambda: (home / "daemon.url").exists() and (home / "daemon.url").read_text().strip(),
+            "the daemon's URL file",
+        )
+        token = (home / "console.token").read_text().strip()
+        console = Console(daemon.process, url, f"{url}/login?token={token}", token, home)
+        driver = chromium()
+        driver.get(console.login)
+        yield World(console, driver, FakeOpenAIServer([]), root, daemon.env)
+    finally:
+        if driver is not None:
+            driver.quit()
+        if daemon.process.poll() is None:
+            daemon.stop()
+
+
+def test_with_a_daemon_the_agents_and_daemon_pages_show_its_specs(daemon_world: World) -> None:
+    world = daemon_world
+    world.open("/agents")
+    agents = world.text("table.agents")
+    assert "echo" in agents and "writer" in agents and "manual" in agents
+    assert "broken.yaml" in agents and "max_steps" in agents  # its located error
+    assert not world.text("#no-daemon")
+    world.shot("agents")
+    world.open("/daemon")
+    assert "process" in world.text("main") and "broken.yaml" in world.text("main")
+    world.shot("daemon-running")
+
+
+def test_with_a_daemon_an_approval_in_the_page_continues_the_run_by_itself(
+    daemon_world: World,
+) -> None:
+    world = daemon_world
+    headers = {"Authorization": f"Bearer {world.console.token}"}
+    with httpx.Client(base_url=world.console.base, headers=headers, timeout=60) as client:
+        started = client.post("/api/v1/agents/writer/runs", json={})
+        assert started.status_code in (200, 201, 202), started.text
+        run_id = started.json()["run_id"]
+    world.open("/approvals")
+    world.until("the writer's approval", lambda: run_id in world.text("#queue"))
+    world.act(f"{card(run_id)} button.approve")
+    world.until("the decision", lambda: "Approved" in world.text("#message"))
+    world.open(f"/runs/{run_id}")
+    # No `agentrun resume`: the daemon continues the run, and its page shows it end.
+    world.until("the run completed", lambda: "completed" in world.text("#run-status"))
+    assert world.not_reloaded()
+    assert "done: write a reply" in world.text("#answer")
+    world.shot("run-daemon")
