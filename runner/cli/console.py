@@ -52,15 +52,11 @@ def is_loopback(host: str) -> bool:
 
 def _listen(host: str, port: int) -> Any:
     """A socket bound to ``host:port``; exits 1 with the reason when it cannot be."""
-    import socket
+    from ..web.listener import listening_socket
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        sock = listening_socket(host, port)
     except OSError as error:
-        sock.close()
         hint = (
             "; another program (or another agentrun console) uses it: choose another "
             "port with --http HOST:PORT"
@@ -68,7 +64,6 @@ def _listen(host: str, port: int) -> Any:
             else ""
         )
         _fail(f"cannot listen on {host}:{port}: {error.strerror or error}{hint}", EXIT_ERROR)
-    sock.listen(128)
     sock.set_inheritable(True)
     return sock
 

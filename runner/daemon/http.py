@@ -273,19 +273,15 @@ class HttpServer:
         Raises:
             SetupError: the address cannot be bound (in use, not this machine's).
         """
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        from ..web.listener import listening_socket
+
         try:
-            sock.bind((self.host, self.port))
+            return listening_socket(self.host, self.port)
         except OSError as error:
-            sock.close()
             raise SetupError(
                 f"cannot listen on {self.host}:{self.port}: {error.strerror or error}; "
                 "choose another address with --http HOST:PORT"
             ) from None
-        sock.listen(128)
-        return sock
 
     async def start(self) -> None:
         """Listen, serve in a task of the running loop, and write the URL file.
