@@ -135,7 +135,7 @@ def test_loading_warns_of_a_missing_key_variable_and_a_webhook_without_a_listene
         w.startswith("agent plain: ") and "OPENAI_API_KEY" in w and "not set" in w for w in warnings
     ), warnings
     assert any(
-        w.startswith("agent hooked: ") and "webhook" in w and "--webhook-port" in w
+        w.startswith("agent hooked: ") and "webhook" in w and "--http HOST:PORT" in w
         for w in warnings
     ), warnings
 

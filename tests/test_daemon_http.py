@@ -295,6 +295,7 @@ def test_a_run_waiting_for_approval_completes_after_an_api_decision(served: Serv
             f"/api/v1/runs/{run_id}/approvals", json={"approved": True, "reason": "fine"}
         )
         assert decided.status_code == 200, decided.text
+        assert decided.json()["resume"] == "the daemon continues the run"
     row = wait_for(
         lambda: (r := _run(served, run_id)) and r.stop_reason == "completed" and r,
         "the run to continue by itself and complete",

@@ -59,7 +59,7 @@ def load_warnings(loaded: Loaded, listening: bool) -> list[str]:
       reads (``model.api_key_env``, or its provider's, such as ``OPENAI_API_KEY``) that the
       daemon lacks (:func:`runner.spec.checks.key_variable_warnings`, as ``validate`` warns).
     - Webhook triggers while the daemon has no HTTP listener (``listening`` False: started
-      without ``--webhook-port``): they can never fire.
+      without ``--http``): they can never fire.
 
     The spec stays loaded either way (the variable may be exported and the daemon
     restarted); these are warnings for the daemon's log.
@@ -70,7 +70,7 @@ def load_warnings(loaded: Loaded, listening: bool) -> list[str]:
     if hooks and not listening:
         warnings.append(
             f"agent {spec.name}: {len(hooks)} webhook trigger(s) will never fire: the daemon "
-            "has no webhook listener (start it with --webhook-port PORT)"
+            "serves no HTTP (start it with --http HOST:PORT)"
         )
     return warnings
 

@@ -129,7 +129,10 @@ class DecisionOut(BaseModel):
     approved: bool
     calls: list[str] = Field(description="The ids of the calls decided.")
     by: str = Field(description="Who decided, as recorded: `api:<label>@<address>`.")
-    resume: str = Field(description="The command that continues the run.")
+    resume: str = Field(
+        description="What continues the run: the daemon, by itself, for a run it started "
+        "(once none of its calls waits), else the command `agentrun resume RUN`."
+    )
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -548,7 +551,11 @@ def _decide(
         "approved": decided.approved,
         "calls": list(decided.calls),
         "by": who.by,
-        "resume": f"agentrun resume {decided.run.id}",
+        "resume": (
+            "the daemon continues the run"
+            if on_decision is not None and decided.run.trigger != "cli"
+            else f"agentrun resume {decided.run.id}"
+        ),
     }
 
 
