@@ -490,3 +490,22 @@ def test_with_a_daemon_an_approval_in_the_page_continues_the_run_by_itself(
     assert world.not_reloaded()
     assert "done: write a reply" in world.text("#answer")
     world.shot("run-daemon")
+
+
+def test_with_a_daemon_run_now_starts_a_run_with_typed_inputs(daemon_world: World) -> None:
+    world = daemon_world
+    form = "#run-now-echo"
+    world.open("/agents")
+    world.act(f"{form} input[name='input.title']", "weekly <notes>")
+    world.act(f"{form} input[name='input.count']", "many")
+    world.act(f"{form} button[type=submit]")
+    # Refused with the same message as `agentrun trigger --input count=many`.
+    world.until("the refusal", lambda: "count" in world.text("#message"))
+    assert "integer" in world.text("#message")
+    world.act(f"{form} input[name='input.title']", "weekly <notes>")
+    world.act(f"{form} input[name='input.count']", "3")
+    world.shot("run-now")
+    world.act(f"{form} button[type=submit]")
+    world.until("the run's page", lambda: "/runs/" in world.driver.current_url)
+    world.until("the run completed", lambda: "completed" in world.text("#run-status"))
+    assert world.text("#answer") == "done: echo weekly <notes> 3"

@@ -14,15 +14,18 @@ API's and the CLI's do, recorded as made by ``console:<label>@<address>``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
@@ -40,7 +43,8 @@ from .api import (
     principal,
 )
 from .auth import CSRF_COOKIE, CSRF_FIELD, Principal
-from .operations import DaemonOperations
+from .operations import DaemonOperations, Refused
+from .state import WebState
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -50,6 +54,10 @@ STATIC = {
     "htmx-2.0.11.min.js": "text/javascript",
     "htmx-ext-sse-2.2.4.min.js": "text/javascript",
 }
+#: The largest form body read, in bytes.
+MAX_FORM_BYTES = 1 << 20
+#: Seconds a "Run now" waits for its run to begin before showing the runs list instead.
+START_WAIT_S = 5.0
 #: Runs one page of the list shows.
 RUNS_PER_PAGE = 50
 #: Event log entries a run's timeline shows at most (the JSONL export has them all).
@@ -386,19 +394,44 @@ def approvals_part(request: Request, state: State) -> Response:
     return _page(request, "_queue.html", **_queue_context(state))
 
 
+async def _form(request: Request) -> dict[str, str]:
+    """The fields of a URL-encoded form body (the first value of each), at most 1 MiB read.
+
+    Parsed here rather than by FastAPI's ``Form``, which needs python-multipart: the pages'
+    forms are never multipart.
+    """
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise HTTPException(413, f"a form of more than {MAX_FORM_BYTES} bytes")
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {name: values[0] for name, values in fields.items()}
+
+
 @router.post("/approvals/{run_id}/{call_id}")
-def decide_page(
+async def decide_page(
+    request: Request,
     state: State,
     who: Annotated[Principal, Depends(principal)],
     run_id: str,
     call_id: str,
-    decision: Annotated[str, Form(pattern="^(approve|deny)$")],
-    reason: Annotated[str, Form()] = "",
 ) -> Response:
-    """Approve or deny one call from the form, then go back to the queue (303, PRG)."""
+    """Approve or deny one call from the form, then go back to the queue (303, PRG).
+
+    The form's ``decision`` is ``approve`` or ``deny``; its ``reason`` goes to the record
+    (and, for a denial, to the model).
+    """
+    form = await _form(request)
+    decision = form.get("decision")
+    if decision not in ("approve", "deny"):
+        raise HTTPException(422, f"decision {decision!r} is neither 'approve' nor 'deny'")
     approved = decision == "approve"
+    reason = form.get("reason", "").strip()
     try:
-        state.read(lambda store: decide(store, run_id, call_id, approved, reason.strip(), who.by))
+        await run_in_threadpool(
+            state.read, lambda store: decide(store, run_id, call_id, approved, reason, who.by)
+        )
         outcome = "approved" if approved else "denied"
     except DecisionRefused as refused:
         outcome = refused.refusal.value
@@ -416,16 +449,71 @@ def _daemon(request: Request) -> DaemonOperations | None:
     return operations
 
 
+#: The prefix of a "Run now" form's input fields (``input.title``).
+INPUT_FIELD = "input."
+
+
 @router.get("/agents")
 async def agents_page(request: Request) -> Response:
     """Every spec of the daemon: errors, triggers, next fires, last outcome, runs today.
 
+    An agent with a manual trigger gets a "Run now" form with a field per declared input.
     Over the store alone, the page says that no daemon is running. ``async``: the daemon's
     operations are called on its event loop.
     """
+    return _agents(request)
+
+
+def _agents(request: Request, refused: str = "", agent: str = "", status: int = 200) -> Response:
     daemon = _daemon(request)
     agents = daemon.agent_list() if daemon is not None else []
-    return _page(request, "agents.html", daemon=daemon, agents=agents)
+    response = _page(
+        request,
+        "agents.html",
+        daemon=daemon,
+        agents=agents,
+        refused=refused,
+        refused_agent=agent,
+        input_field=INPUT_FIELD,
+        new_key=secrets.token_urlsafe(12),
+    )
+    response.status_code = status
+    return response
+
+
+@router.post("/agents/{name}/runs")
+async def run_now(request: Request, name: str) -> Response:
+    """Fire the agent's manual trigger from its "Run now" form, then show the run (303).
+
+    Empty fields are left out (their defaults apply); values are coerced to the inputs'
+    types as ``--input`` strings are. The form's hidden ``key`` (new on every render) is the
+    idempotency key, so submitting the same form twice starts one run. A refusal (bad
+    inputs, no manual trigger) shows the Agents page again with the daemon's message.
+    """
+    daemon = _daemon(request)
+    if daemon is None:
+        return _agents(request, "no daemon is running: start agentrun daemon", name, 409)
+    form = await _form(request)
+    inputs = {
+        field.removeprefix(INPUT_FIELD): value
+        for field, value in form.items()
+        if field.startswith(INPUT_FIELD) and value.strip()
+    }
+    try:
+        fired = daemon.fire_manual(name, inputs, form.get("key") or None)
+    except Refused as refused:
+        return _agents(request, refused.message, name, refused.status)
+    run_id = str(fired["run_id"])
+    state: WebState = request.app.state.web
+    deadline = time.monotonic() + START_WAIT_S
+    while time.monotonic() < deadline:
+        if await run_in_threadpool(state.read, lambda store: store.run(run_id)) is not None:
+            return RedirectResponse(f"/runs/{run_id}", status_code=303)
+        if daemon.ended(run_id) is not None:  # it will never run (skipped, failed)
+            break
+        await asyncio.sleep(0.1)
+    # Not started yet (queued behind a run of its agent): the live list shows it when it does.
+    return RedirectResponse(f"/runs?{urlencode({'agent': name})}", status_code=303)
 
 
 @router.get("/daemon")
