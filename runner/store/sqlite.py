@@ -668,9 +668,11 @@ class SQLiteRunStore(RunStore):
         if agent:
             query += " AND agent = ?"
             params.append(agent)
-        if status:
-            query += " AND (stop_reason = ? OR (stop_reason IS NULL AND status = ?))"
-            params.extend([status, status])
+        if status == "running":
+            query += " AND status = 'running'"  # a running run has no stop reason yet
+        elif status:
+            query += " AND stop_reason = ?"
+            params.append(status)
         if since:
             query += " AND started_at >= ?"
             params.append(since)
