@@ -15,6 +15,7 @@ API's and the CLI's do, recorded as made by ``console:<label>@<address>``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import secrets
@@ -202,25 +203,40 @@ class Budget:
 
 def _spec_caps(row: RunRow) -> tuple[dict[str, float | None] | None, str]:
     """The caps of the run's spec (None when it cannot be read) and a note about it."""
-    from ..spec import load_spec
-
     path = Path(row.spec_path)
     try:
-        source = path.read_bytes()
-        spec = load_spec(path, source)
+        stat = path.stat()
+        caps, sha256 = _caps_of(str(path), stat.st_mtime_ns, stat.st_size)
     except (OSError, SpecError):
         return None, f"the spec {row.spec_path} cannot be read now: totals only"
-    budgets = spec.budgets
     note = ""
-    if hashlib.sha256(source).hexdigest() != row.spec_sha256:
+    if sha256 != row.spec_sha256:
         note = "the spec changed since this run started: caps as it says now"
-    return {
+    return caps, note
+
+
+@functools.lru_cache(maxsize=64)
+def _caps_of(path: str, mtime_ns: int, size: int) -> tuple[dict[str, float | None], str]:
+    """The budgets of the spec at ``path`` and its SHA-256, cached while the file is unchanged.
+
+    A live run page asks on every event; ``mtime_ns`` and ``size`` key the cache.
+
+    Raises:
+        OSError: the file cannot be read.
+        SpecError: it does not load.
+    """
+    from ..spec import load_spec
+
+    source = Path(path).read_bytes()
+    budgets = load_spec(path, source).budgets
+    caps: dict[str, float | None] = {
         "max_steps": budgets.max_steps,
         "max_tool_calls": budgets.max_tool_calls,
         "max_tokens": budgets.max_tokens,
         "max_cost_usd": budgets.max_cost_usd,
         "max_duration": budgets.max_duration,
-    }, note
+    }
+    return caps, hashlib.sha256(source).hexdigest()
 
 
 @dataclass(frozen=True)
