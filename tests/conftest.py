@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,34 @@ def model_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     else:
         monkeypatch.delenv("AGENTRUN_OPENAI_PATH", raising=False)
     return str(request.param)
+
+
+# -- daemons run as real processes (tests/test_daemon.py's DaemonProcess) -----------------------
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """The AGENTRUN_HOME of a daemon a test starts (a folder of its own)."""
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Path:
+    """The spec folder a daemon a test starts watches."""
+    folder = tmp_path / "agents"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Any]]:
+    """Daemons a test started (``DaemonProcess``); the ones still running are killed after."""
+    started: list[Any] = []
+    yield started
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait()
+        daemon.log.close()

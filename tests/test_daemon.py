@@ -16,12 +16,9 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from runner.store import RunStore
 from runner.triggers import CronSchedule, slot_run_id
@@ -75,31 +72,6 @@ class DaemonProcess:
         code = self.process.wait(timeout=WAIT_S)
         self.log.close()
         return code
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Path:
-    folder = tmp_path / "agents"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait()
-        daemon.log.close()
 
 
 def echo_spec(agents: Path, name: str = "echo", extra: str = "") -> Path:

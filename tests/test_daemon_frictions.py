@@ -40,20 +40,6 @@ from tests.test_daemon_hardening import (
 
 
 @pytest.fixture
-def agents(tmp_path: Path) -> Path:
-    folder = tmp_path / "agents"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def daemon_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     logger = logging.getLogger("agentrun.daemon")
     logger.propagate = True  # configure_logging (a CLI test may have run it) turns it off

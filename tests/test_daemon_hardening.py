@@ -210,20 +210,6 @@ def agent_spec(folder: Path, name: str, concurrency: str, trigger: str = "manual
     )
 
 
-@pytest.fixture
-def agents(tmp_path: Path) -> Path:
-    folder = tmp_path / "agents"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
-
-
 def scenario(
     home: Path,
     agents: Path,

@@ -165,13 +165,6 @@ def agents_folder(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
-
-
 def test_only_openai_specs_keep_only_direct_workers(tmp_path: Path, home: Path) -> None:
     agents = agents_folder(tmp_path)
     write_spec(agents, spec_text("a", "openai/gpt-4o-mini"), name="a.yaml")
