@@ -408,6 +408,14 @@ def test_the_pages_load_no_inline_or_foreign_script(world: World) -> None:
         src.startswith(world.console.base + "/static/") and inline == 0 for src, inline in sources
     )
     assert world.driver.execute_script("return typeof htmx") == "object"
+    world.driver.get_log("browser")  # start from here
+    for path in ("/runs", f"/runs/{world.runs_of('reader')[0]}", "/approvals", "/daemon"):
+        world.open(path)
+        time.sleep(0.5)
+    refused = [
+        e for e in world.driver.get_log("browser") if "Content Security Policy" in e["message"]
+    ]
+    assert not refused, "the pages break their own CSP"
 
 
 def test_what_a_run_recorded_is_shown_as_text_never_as_markup(world: World) -> None:
