@@ -146,3 +146,15 @@ def test_a_decision_without_a_request_is_recorded_only_when_asked(
     store.decide("R1", "call_y", True, by="terminal", record_unasked=True)
     [row] = store.approvals("R1", status=None)
     assert (row["call_id"], row["status"], row["decided_by"]) == ("call_y", "approved", "terminal")
+
+
+def test_since_names_an_instant_by_date_or_by_duration_back() -> None:
+    from runner.store import since_instant
+
+    now = datetime(2026, 3, 29, 12, 0, tzinfo=UTC)
+    assert since_instant("7d", now) == "2026-03-22T12:00:00.000+00:00"
+    assert since_instant(" 90m ", now) == "2026-03-29T10:30:00.000+00:00"
+    assert since_instant("2026-03-01") == "2026-03-01T00:00:00.000+00:00"
+    assert since_instant("2026-03-01T08:00+02:00") == "2026-03-01T06:00:00.000+00:00"
+    with pytest.raises(ValueError, match="neither a date .* nor a duration"):
+        since_instant("last week", now)

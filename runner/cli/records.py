@@ -24,29 +24,12 @@ def _since(value: str | None) -> str | None:
     """``--since``: an ISO date/time, or a duration back from now (``90m``, ``2h``, ``7d``)."""
     if value is None:
         return None
-    from datetime import UTC, datetime, timedelta
+    from ..store import since_instant
 
-    from ..spec import parse_duration
-
-    text = value.strip()
     try:
-        if text.endswith("d") and text[:-1].isdigit():
-            delta = timedelta(days=int(text[:-1]))
-        else:
-            delta = timedelta(seconds=parse_duration(text))
-        return (datetime.now(UTC) - delta).isoformat(timespec="milliseconds")
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(
-            f"--since {value!r} is neither a date (2026-01-31, 2026-01-31T08:00) "
-            "nor a duration (90m, 2h, 7d)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+        return since_instant(value)
+    except ValueError as error:
+        raise UsageError(f"--since {error}") from None
 
 
 @cli.group(invoke_without_command=True)

@@ -23,6 +23,7 @@ from .interface import (
     RunAlreadyRecorded,
     RunStore,
     new_run_id,
+    since_instant,
 )
 from .rows import (
     RESUMABLE_STOPS,
@@ -56,4 +57,5 @@ __all__ = [
     "ToolCallRow",
     "ToolCallTiming",
     "new_run_id",
+    "since_instant",
 ]

@@ -39,6 +39,42 @@ HEARTBEAT_S = 5.0
 HEARTBEAT_STALE_S = 60.0
 
 
+def since_instant(text: str, now: datetime | None = None) -> str:
+    """The instant a ``since`` filter of the runs list names, as UTC ISO 8601 (ms).
+
+    ``text`` is a date or date and time (UTC unless it says otherwise: ``2026-01-31``,
+    ``2026-01-31T08:00+02:00``) or a duration back from ``now`` (default: the clock):
+    ``90m``, ``2h``, ``7d``, or any duration a spec takes. ``agentrun runs --since`` and the
+    API's ``since`` read it alike.
+
+    Raises:
+        ValueError: ``text`` is neither; the message gives the accepted forms.
+    """
+    from datetime import UTC, timedelta
+
+    from ..spec import parse_duration
+
+    value = text.strip()
+    try:
+        if value.endswith("d") and value[:-1].isdigit():
+            delta = timedelta(days=int(value[:-1]))
+        else:
+            delta = timedelta(seconds=parse_duration(value))
+        return ((now or datetime.now(UTC)) - delta).isoformat(timespec="milliseconds")
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a date (2026-01-31, 2026-01-31T08:00) "
+            "nor a duration (90m, 2h, 7d)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
 def new_run_id(now_ms: int | None = None) -> str:
     """A ULID: 48 bits of milliseconds since the epoch, then 80 random bits, base 32."""
     value = ((now_ms if now_ms is not None else int(time.time() * 1000)) << 80) | secrets.randbits(

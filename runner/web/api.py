@@ -224,37 +224,20 @@ def decode_cursor(cursor: str) -> tuple[str, int]:
 def since_instant(value: str | None) -> str | None:
     """``since``: a date/time (UTC unless it says) or a duration back from now (90m, 2h, 7d).
 
-    The same forms as ``agentrun runs --since``; the instant as UTC ISO 8601 (ms).
+    The same forms as ``agentrun runs --since`` (:func:`runner.store.since_instant`); the
+    instant as UTC ISO 8601 (ms).
 
     Raises:
         HTTPException: 400 for anything else.
     """
     if value is None:
         return None
-    from datetime import UTC, datetime, timedelta
+    from ..store import since_instant as instant
 
-    from ..spec import parse_duration
-
-    text = value.strip()
     try:
-        if text.endswith("d") and text[:-1].isdigit():
-            delta = timedelta(days=int(text[:-1]))
-        else:
-            delta = timedelta(seconds=parse_duration(text))
-        return (datetime.now(UTC) - delta).isoformat(timespec="milliseconds")
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise HTTPException(
-            400,
-            f"since {value!r} is neither a date (2026-01-31, 2026-01-31T08:00) "
-            "nor a duration (90m, 2h, 7d)",
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+        return instant(value)
+    except ValueError as error:
+        raise HTTPException(400, f"since {error}") from None
 
 
 def page_of_runs(
