@@ -153,6 +153,9 @@ Filters = Annotated[RunFilters, Depends(run_filters)]
 
 def _runs_context(state: State, filters: RunFilters) -> dict[str, Any]:
     state.sweep()
+    # Read first: the page's stream resumes after it, so nothing recorded while the page
+    # loads is missed (a few events may be seen twice, which costs a fetch).
+    last_event_id = state.read(lambda store: store.last_event_id())
     position = decode_cursor(filters.cursor) if filters.cursor else None
     rows, next_cursor = state.read(
         lambda store: page_of_runs(
@@ -166,6 +169,7 @@ def _runs_context(state: State, filters: RunFilters) -> dict[str, Any]:
         "next_query": filters.query(next_cursor) if next_cursor else None,
         "first_query": filters.query(),
         "live": filters.cursor is None,
+        "last_event_id": last_event_id,
     }
 
 
@@ -376,7 +380,8 @@ def _queue_context(state: State) -> dict[str, Any]:
             approval["done"] = done[run_id]
         return approvals
 
-    return {"approvals": state.read(read)}
+    last_event_id = state.read(lambda store: store.last_event_id())  # as for the runs
+    return {"approvals": state.read(read), "last_event_id": last_event_id}
 
 
 #: What the page says after a decision, by the ``outcome`` the redirect carries.
