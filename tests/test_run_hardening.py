@@ -523,7 +523,7 @@ def test_the_daemons_lock_and_worker_log_are_owner_only(tmp_path: Path) -> None:
         daemon.store.close()
 
         async def spawn_one() -> None:
-            process = await worker_spawner(home)()
+            process = await worker_spawner(home)("direct")
             process.kill()
             await process.wait()
 

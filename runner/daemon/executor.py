@@ -55,6 +55,8 @@ CANCEL_GRACE_S = 30.0
 #: Seconds before a worker whose process could not be started (fork or exec failed) is
 #: tried again.
 SPAWN_RETRY_S = 1.0
+#: How long a closing executor waits for its workers' processes to be reaped, in seconds.
+CLOSE_WAIT_S = 10.0
 #: What a worker that a start has claimed, but that is still warming up, carries as its
 #: ``run_id`` until the job is sent.
 RESERVED = "reserved"
@@ -434,3 +436,15 @@ class LocalExecutor:
         self.closed = True
         for worker in [*self.idle, *self.running.values()]:
             self._kill(worker)
+
+    async def aclose(self, timeout_s: float = CLOSE_WAIT_S) -> None:
+        """:meth:`kill_all`, then wait (at most ``timeout_s`` seconds) for what it started.
+
+        Every worker's process is reaped and every spawn in flight has ended before the
+        event loop closes: a subprocess transport left behind is closed by the garbage
+        collector after the loop, and that prints an "Event loop is closed" traceback as the
+        daemon exits.
+        """
+        self.kill_all()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)

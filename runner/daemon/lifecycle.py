@@ -298,7 +298,7 @@ class Daemon:
         while self.executor.running and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
             self.reap()
-        self.executor.kill_all()
+        await self.executor.aclose()
         for task in self.starting.values():
             task.cancel()  # their fires stay recorded as started: the next daemon recovers them
         self.watching.join()
