@@ -5,8 +5,9 @@
 downloads a driver). The tests log in with the token link, watch the runs list and a run's
 timeline update without reload while runs are recorded from the test, approve and deny from
 the Approvals page, resume with `agentrun resume` (no daemon continues a run here) and check
-what the model received. Screenshots go to docs/assets/console/ (the docs show them) and to
-$AGENTRUN_SCREENSHOTS when set (CI keeps them as artifacts).
+what the model received. Screenshots go to $AGENTRUN_SCREENSHOTS when set (CI keeps them as
+artifacts) and, with AGENTRUN_UPDATE_SCREENSHOTS=1, to docs/assets/console/, which the docs
+show (run ids and times differ on every run: the tracked files change only when asked).
 """
 
 from __future__ import annotations
@@ -154,12 +155,12 @@ class World:
         """Save what the window shows as ``name``.png (scrolled to ``at`` first, if given)."""
         if at is not None:
             self.driver.execute_script("document.querySelector(arguments[0]).scrollIntoView()", at)
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        self.driver.save_screenshot(str(SHOTS / f"{name}.png"))
-        extra = os.environ.get("AGENTRUN_SCREENSHOTS")
-        if extra:
-            Path(extra).mkdir(parents=True, exist_ok=True)
-            self.driver.save_screenshot(str(Path(extra) / f"{name}.png"))
+        folders = [Path(extra)] if (extra := os.environ.get("AGENTRUN_SCREENSHOTS")) else []
+        if os.environ.get("AGENTRUN_UPDATE_SCREENSHOTS") == "1":
+            folders.append(SHOTS)
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.driver.save_screenshot(str(folder / f"{name}.png"))
 
 
 def chromium() -> Any:
