@@ -36,6 +36,7 @@ from ..errors import SpecError
 from ..store import RunRow, RunStore
 from .api import (
     RUN_STATUSES,
+    OnDecision,
     State,
     _approvals,
     _run,
@@ -435,10 +436,14 @@ async def decide_page(
     request: Request,
     state: State,
     who: Annotated[Principal, Depends(principal)],
+    on_decision: OnDecision,
     run_id: str,
     call_id: str,
 ) -> Response:
     """Approve or deny one call from the form, then go back to the queue (303, PRG).
+
+    A daemon serving the page is told at once (it continues the run when nothing else of it
+    waits), as the API's decisions tell it.
 
     The form's ``decision`` is ``approve`` or ``deny``; its ``reason`` goes to the record
     (and, for a denial, to the model).
@@ -450,10 +455,12 @@ async def decide_page(
     approved = decision == "approve"
     reason = form.get("reason", "").strip()
     try:
-        await run_in_threadpool(
+        decided = await run_in_threadpool(
             state.read, lambda store: decide(store, run_id, call_id, approved, reason, who.by)
         )
         outcome = "approved" if approved else "denied"
+        if on_decision is not None:
+            on_decision(decided.run.id)
     except DecisionRefused as refused:
         outcome = refused.refusal.value
     query = urlencode({"outcome": outcome, "run": run_id, "call": call_id})
