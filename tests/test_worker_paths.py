@@ -11,19 +11,17 @@ spawn of ``tests/test_daemon_hardening.py`` to see which path each worker was sp
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from runner.daemon.control import control_request
 from runner.daemon.executor import DIRECT, LITELLM, model_path
 from runner.daemon.lifecycle import Daemon
 from runner.spec import load_spec
@@ -53,20 +51,6 @@ def spec_text(name: str, model: str, extra: str = "") -> str:
           - manual: true
         """
     ) + textwrap.dedent(extra)
-
-
-def control(home: Path, payload: dict[str, Any]) -> dict[str, Any]:
-    with socket.socket(socket.AF_UNIX) as client:
-        client.connect(str(home / "daemon.sock"))
-        client.sendall((json.dumps(payload) + "\n").encode())
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = client.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    answer: dict[str, Any] = json.loads(data)
-    return answer
 
 
 @pytest.fixture
@@ -112,8 +96,8 @@ def test_an_openai_daemon_runs_a_manual_trigger_in_a_direct_worker_without_litel
     try:
         wait_for(lambda: (home / "daemon.sock").exists() or daemon.poll() is not None, "socket")
         assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()
-        wait_for(lambda: control(home, {"op": "status"})["workers_idle"], "a warm worker")
-        answer = control(home, {"op": "trigger", "agent": "direct", "inputs": {}})
+        wait_for(lambda: control_request(home, {"op": "status"})["workers_idle"], "a warm worker")
+        answer = control_request(home, {"op": "trigger", "agent": "direct", "inputs": {}})
         run_id = answer["run_id"]
         store = RunStore(home / "runs.db")
         try:
@@ -125,7 +109,7 @@ def test_an_openai_daemon_runs_a_manual_trigger_in_a_direct_worker_without_litel
             store.close()
         assert (row.status, row.stop_reason) == ("finished", "completed"), row.message
         assert len(server.requests) == 1  # the run's one call reached the fake server
-        status = control(home, {"op": "status"})
+        status = control_request(home, {"op": "status"})
         assert status["litellm_imported"] is False
         assert status.get("workers_idle_by_path", {}).keys() == {DIRECT}  # no litellm pool
     finally:
