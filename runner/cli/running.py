@@ -198,7 +198,8 @@ def _decide(run_id: str, call_id: str | None, approved: bool, reason: str) -> No
 
 def _continued_by_a_daemon(trigger: str) -> bool:
     """Whether a run with ``trigger`` is the daemon's and a daemon runs (it continues it)."""
-    from ..daemon.lifecycle import DAEMON_TRIGGERS, daemon_running
+    from ..daemon.continuation import DAEMON_TRIGGERS
+    from ..daemon.lifecycle import daemon_running
     from ..paths import home
 
     return trigger in DAEMON_TRIGGERS and daemon_running(home())

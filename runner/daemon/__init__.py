@@ -6,11 +6,13 @@ Read in this order:
   shutdown; it wires the parts below together and carries out what the planner decides.
 - :mod:`~runner.daemon.planner` -- the decisions (install triggers, due cron slots,
   catch-up, concurrency, recovery), with the clock and the store passed in and no I/O.
+- :mod:`~runner.daemon.continuation` -- paused runs continued once decided, and
+  interrupted ones after a restart (``on_interrupt``).
 - :mod:`~runner.daemon.state` -- the data they share: a :class:`Fire`, an agent's state.
 - :mod:`~runner.daemon.specs` -- the spec-folder rescan.
 - :mod:`~runner.daemon.control` -- the control socket (``daemon status``, ``stop``,
   ``trigger``) and its client.
-- :mod:`~runner.daemon.http` -- the HTTP listener (webhooks).
+- :mod:`~runner.daemon.http` -- the HTTP server (webhooks, the API, the console).
 - :mod:`~runner.daemon.watching` -- file watching (spec folders, watch triggers).
 - :mod:`~runner.daemon.executor` -- where runs execute: the pool of warm worker processes.
 - :mod:`~runner.daemon.worker` -- the worker process's entry point

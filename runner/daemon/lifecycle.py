@@ -48,7 +48,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -65,6 +64,7 @@ from ..paths import private_dir, private_file
 from ..processes import process_alive
 from ..spec import TriggerKind
 from ..store.rows import FireOutcome
+from .continuation import DECISION_POLL_S, PausedRuns
 from .control import ControlServer, DaemonError, socket_path
 from .executor import LocalExecutor, SpawnWorker, model_path
 from .planner import Planner
@@ -81,15 +81,8 @@ log = logging.getLogger("agentrun.daemon")
 SHUTDOWN_GRACE_S = 30.0
 #: Longest the main loop sleeps when nothing is due, in seconds.
 IDLE_WAKE_S = 30.0
-#: How often the daemon reads the run event log for decided approvals, in seconds: a paused
-#: run continues at most this long after its last pending call is decided, whoever decided
-#: it (the CLI, the API, another machine's process).
-DECISION_POLL_S = 0.5
 #: How many of the latest notices the API's daemon status shows.
 NOTICES_SHOWN = 50
-#: The triggers of the daemon's own runs (a run of ``agentrun run`` is its terminal's: the
-#: daemon never continues it).
-DAEMON_TRIGGERS = tuple(kind.value for kind in TriggerKind)
 
 
 def lock_path(home: Path) -> Path:
@@ -181,10 +174,8 @@ class Daemon:
         self.stopping = False
         self.rescan_needed = True
         self.started_at = clock()
-        # The run event log's id up to which decided approvals were looked at, and the
-        # daemon's runs that wait for a decision (the log is read only while there are some).
-        self.decisions_seen = 0
-        self.waiting: set[str] = set()
+        # The daemon's paused runs, continued once decided (or, at start, interrupted).
+        self.paused = PausedRuns(self.store, self.planner, clock)
         self._lock_file: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.control = ControlServer(
@@ -371,77 +362,7 @@ class Daemon:
         self.rescan()
         # 4. Continue the paused runs whose calls were all decided while no daemon ran, and
         #    the interrupted ones whose spec says on_interrupt: resume.
-        self.decisions_seen = self.store.last_event_id()
-        for row in self.store.paused_runs(DAEMON_TRIGGERS):
-            self.continue_paused(row, restarting=True)
-
-    # -- paused runs -------------------------------------------------------------------------
-
-    def follow_decisions(self) -> None:
-        """Continue the daemon's paused runs whose last pending call was just decided.
-
-        Reads the ``approval_decided`` entries of the run event log since the last look: a
-        decision made anywhere (``agentrun approve``, the API, the console) is in it.
-        """
-        if not self.waiting:
-            return
-        entries = self.store.events_since(
-            self.decisions_seen, limit=1000, types=("approval_decided",)
-        )
-        if not entries:
-            return
-        self.decisions_seen = int(entries[-1]["id"])
-        for run_id in dict.fromkeys(str(entry["run_id"]) for entry in entries):
-            row = self.store.run(run_id)
-            if row is not None and row.trigger in DAEMON_TRIGGERS:
-                self.continue_paused(row)
-
-    def continue_paused(self, row: Any, restarting: bool = False) -> None:
-        """Continue one of the daemon's runs where it stopped, if it should continue now.
-
-        A run waiting for approval continues once none of its calls waits any more; an
-        interrupted run only when the daemon starts (``restarting``) and its spec says
-        ``on_interrupt: resume`` (a run interrupted while this daemon runs, by its worker's
-        death, is left to ``agentrun resume``: continuing it at once could repeat a crash).
-        A run whose spec changed since it started is not continued (a notice says how to):
-        its recorded conversation belongs to the version it ran.
-        """
-        if not row.resumable or row.stop_reason not in (
-            StopReason.WAITING_APPROVAL,
-            StopReason.INTERRUPTED,
-        ):
-            self.waiting.discard(row.id)  # continued or ended some other way
-            return
-        agent = self.agents.get(row.agent)
-        if agent is None:
-            return
-        if row.stop_reason == StopReason.INTERRUPTED:
-            if not restarting or agent.spec.on_interrupt != "resume":
-                return
-        elif self.store.approvals(row.id):
-            self.waiting.add(row.id)  # a call still waits for a person
-            return
-        if hashlib.sha256(agent.source).hexdigest() != row.spec_sha256:
-            message = (
-                f"run {row.id} of {row.agent} was not continued: {agent.path} changed since "
-                f"it started; continue it with: agentrun resume {row.id} --force"
-            )
-            log.warning("%s", message)
-            self.store.record_notice("warning", message, agent=row.agent, at=self.clock())
-            return
-        why = (
-            "its calls were decided"
-            if row.stop_reason == StopReason.WAITING_APPROVAL
-            else ("it was interrupted (on_interrupt: resume)")
-        )
-        outcome = self.planner.continue_run(
-            row.agent, row.id, row.trigger, json.loads(row.inputs_json)
-        )
-        self.waiting.discard(row.id)
-        if outcome == "started":
-            log.info("continuing run %s of %s: %s", row.id, row.agent, why)
-        elif outcome == "waiting":
-            log.info("run %s of %s continues once its active run ends: %s", row.id, row.agent, why)
+        self.paused.take_over()
 
     # -- effects the planner asks for --------------------------------------------------------
 
@@ -552,7 +473,7 @@ class Daemon:
         detail = _first_line(row.message) if row is not None and row.message else ""
         log.info("run %s of %s ended: %s%s", run_id, name, outcome, f": {detail}" if detail else "")
         if row is not None and row.stop_reason == StopReason.WAITING_APPROVAL:
-            self.waiting.add(run_id)  # continued once its calls are decided
+            self.paused.waiting.add(run_id)  # continued once its calls are decided
         self.planner.run_ended(name, run_id, outcome)
 
     # -- main loop ---------------------------------------------------------------------------
@@ -563,7 +484,7 @@ class Daemon:
             self.rescan()
         self.reap()
         if not self.stopping:
-            self.follow_decisions()
+            self.paused.follow()
         self.planner.due(self.clock())
         self.watching.due_watches(time.monotonic())
         if not self.stopping:
@@ -572,7 +493,7 @@ class Daemon:
     async def sleep_until_due(self) -> None:
         """Sleep until the next due fire, deadline or wake-up event."""
         delays = [IDLE_WAKE_S]
-        if self.waiting:
+        if self.paused.waiting:
             delays.append(DECISION_POLL_S)
         next_slot = self.planner.next_due()
         if next_slot is not None:

@@ -6,6 +6,7 @@ The only package that holds SQL. Everything else calls the typed methods of the
     interface.py   RunStore: every write and query agentrun makes; ids, heartbeats, errors
     rows.py        what comes back: RunRow, FireRow, ToolCallRow, ... (typed)
     sqlite.py      SQLiteRunStore: the default implementation, one file under AGENTRUN_HOME
+    schedule_sqlite.py  its part for the daemon's fires and cron cursors
     migrations.py  the SQLite schema as named, ordered migrations, applied on every open
     export.py      one run as the JSONL export's events, from its rows (any backend)
     event_log.py   the append-only run event log a live view follows (SSE ids)

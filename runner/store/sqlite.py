@@ -35,15 +35,13 @@ from ..events import (
 )
 from ..paths import PRIVATE_FILE_MODE, private_dir, private_file, tighten
 from ..processes import process_alive
-from ..spec import Risk, TriggerKind
+from ..spec import Risk
 from . import event_log, migrations
 from .export import export_events
 from .interface import HEARTBEAT_STALE_S, ResumeClaimed, RunAlreadyRecorded, RunStore
 from .rows import (
     RESUMABLE_STOPS,
     ApprovalRow,
-    FireOutcome,
-    FireRow,
     ModelCallRow,
     NoticeRow,
     RunRow,
@@ -51,18 +49,11 @@ from .rows import (
     ToolCallRow,
     ToolCallTiming,
 )
+from .schedule_sqlite import SQLiteSchedule, iso, now_iso
 from .sealing import SealKey
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
-
-
-class SQLiteRunStore(RunStore):
+class SQLiteRunStore(SQLiteSchedule, RunStore):
     """The SQLite run store (``RunStore(path)`` opens one).
 
     The database, its ``-wal`` and ``-shm`` files and the seal key are owner-only
@@ -178,7 +169,7 @@ class SQLiteRunStore(RunStore):
                 assert_never(event)
         logged = event_log.entry(event, row)
         if logged is not None:
-            event_log.append(self.db, event.run_id, logged[0], logged[1], _now())
+            event_log.append(self.db, event.run_id, logged[0], logged[1], now_iso())
 
     def _run_started(self, event: RunStarted) -> None:
         try:
@@ -204,8 +195,8 @@ class SQLiteRunStore(RunStore):
                 event.goal,
                 os.getpid(),
                 socket.gethostname(),
-                _now(),
-                _now(),
+                now_iso(),
+                now_iso(),
             ),
         )
 
@@ -257,7 +248,7 @@ class SQLiteRunStore(RunStore):
             f"""UPDATE runs SET status = 'running', pid = ?, hostname = ?, heartbeat_at = ?
                WHERE id = ? AND status != 'running'
                AND coalesce(stop_reason, status) IN ({", ".join("?" * len(stops))})""",
-            (os.getpid(), socket.gethostname(), _now(), run_id, *stops),
+            (os.getpid(), socket.gethostname(), now_iso(), run_id, *stops),
         ).rowcount
         if not claimed:
             row = self.run(run_id)
@@ -274,14 +265,14 @@ class SQLiteRunStore(RunStore):
         self.db.execute(
             """UPDATE runs SET status = ?, pid = ?, hostname = ?, heartbeat_at = ?
                WHERE id = ? AND status = 'running' AND pid = ?""",
-            (run.status, run.pid, run.hostname, _now(), run.id, os.getpid()),
+            (run.status, run.pid, run.hostname, now_iso(), run.id, os.getpid()),
         )
 
     def _run_resumed(self, event: RunResumed) -> None:
         self.db.execute(
             """UPDATE runs SET status = 'running', stop_reason = NULL, ended_at = NULL, pid = ?,
                hostname = ?, heartbeat_at = ? WHERE id = ?""",
-            (os.getpid(), socket.gethostname(), _now(), event.run_id),
+            (os.getpid(), socket.gethostname(), now_iso(), event.run_id),
         )
 
     def _message_added(self, event: MessageAdded) -> None:
@@ -322,7 +313,7 @@ class SQLiteRunStore(RunStore):
                 event.content,
                 json.dumps(event.tool_calls),
                 event.error,
-                _now(),
+                now_iso(),
             ),
         )
         return int(cursor.lastrowid or 0)
@@ -353,7 +344,7 @@ class SQLiteRunStore(RunStore):
                 result,
                 error,
                 duration_s,
-                created_at or _now(),
+                created_at or now_iso(),
             ),
         )
         return int(cursor.lastrowid or 0)
@@ -363,7 +354,7 @@ class SQLiteRunStore(RunStore):
             # A low-risk call reads and changes nothing, so a run resumed after a crash runs
             # it again without asking (runner.loop): it needs no journal row, and its one row
             # is written with its result. What came before it is still committed now.
-            self._unjournaled[event.run_id, event.call_id] = _now()
+            self._unjournaled[event.run_id, event.call_id] = now_iso()
             return None
         # The journal entry: written before the tool runs.
         return self._insert_tool_call(event, ToolCallStatus.RUNNING, "", None, 0.0)
@@ -421,14 +412,14 @@ class SQLiteRunStore(RunStore):
                 event.risk,
                 event.reason,
                 event.note,
-                _now(),
+                now_iso(),
             ),
         )
 
     def _run_notice(self, event: RunNotice) -> None:
         self.db.execute(
             "INSERT INTO notices (at, level, agent, run_id, message) VALUES (?, ?, ?, ?, ?)",
-            (_now(), event.level, event.agent, event.run_id, event.message),
+            (now_iso(), event.level, event.agent, event.run_id, event.message),
         )
 
     def notices(self, run_id: str | None = None) -> list[NoticeRow]:
@@ -442,7 +433,7 @@ class SQLiteRunStore(RunStore):
     def _heartbeat(self, event: Heartbeat) -> None:
         self.db.execute(
             "UPDATE runs SET heartbeat_at = ?, active_s = ? WHERE id = ?",
-            (_now(), event.active_s, event.run_id),
+            (now_iso(), event.active_s, event.run_id),
         )
 
     def _run_finished(self, event: RunFinished) -> None:
@@ -476,8 +467,8 @@ class SQLiteRunStore(RunStore):
                 event.output_tokens,
                 event.cost_usd,
                 event.duration_s,
-                _now(),
-                _now(),
+                now_iso(),
+                now_iso(),
                 event.run_id,
             ),
         )
@@ -502,7 +493,7 @@ class SQLiteRunStore(RunStore):
         transaction.
         """
         status = "approved" if approved else "denied"
-        now = _now()
+        now = now_iso()
         query = """UPDATE approvals SET status = ?, decision_reason = ?, decided_by = ?,
                    decided_at = ? WHERE run_id = ? AND status = 'pending'"""
         params: list[Any] = [status, reason, by, now, run_id]
@@ -749,75 +740,7 @@ class SQLiteRunStore(RunStore):
         """Keep a notice of the daemon's (a spec error, a refused webhook delivery)."""
         self.db.execute(
             "INSERT INTO notices (at, level, agent, message) VALUES (?, ?, ?, ?)",
-            (_now() if at is None else _iso(at), level, agent, message),
-        )
-
-    def record_fire(self, fire: FireRow) -> bool:
-        """Write a fire's row; False when its slot or idempotency key was already recorded.
-
-        The ``fires`` table's unique indexes make the check and the write one statement.
-        """
-        cursor = self.db.execute(
-            """INSERT OR IGNORE INTO fires (agent, trigger, trigger_index, slot, run_id, outcome,
-               reason, idempotency_key, inputs_json, created_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            (
-                fire.agent,
-                fire.trigger,
-                fire.trigger_index,
-                _iso(fire.slot) if fire.slot else None,
-                fire.run_id,
-                fire.outcome,
-                fire.reason,
-                fire.idempotency_key,
-                json.dumps(fire.inputs),
-                _now() if fire.created_at is None else _iso(fire.created_at),
-            ),
-        )
-        return cursor.rowcount == 1
-
-    def set_fire_outcome(self, run_id: str, outcome: FireOutcome, reason: str = "") -> None:
-        """Change what became of the fire of run ``run_id``."""
-        self.db.execute(
-            "UPDATE fires SET outcome = ?, reason = ? WHERE run_id = ?", (outcome, reason, run_id)
-        )
-
-    def fire_of_run(self, run_id: str) -> FireRow | None:
-        """The fire that started (or was to start) run ``run_id``, or None."""
-        row = self.db.execute(
-            "SELECT * FROM fires WHERE run_id = ? ORDER BY id LIMIT 1", (run_id,)
-        ).fetchone()
-        return None if row is None else _fire_row(row)
-
-    def fire_by_key(self, agent: str, key: str) -> FireRow | None:
-        """The agent's fire recorded under idempotency key ``key``, or None."""
-        row = self.db.execute(
-            "SELECT * FROM fires WHERE agent = ? AND idempotency_key = ?", (agent, key)
-        ).fetchone()
-        return None if row is None else _fire_row(row)
-
-    def unstarted_fires(self) -> list[FireRow]:
-        """Fires recorded ``started`` or ``queued`` whose runs never began, oldest first."""
-        rows = self.db.execute(
-            """SELECT * FROM fires WHERE outcome IN (?, ?) AND run_id IS NOT NULL
-               AND run_id NOT IN (SELECT id FROM runs) ORDER BY id""",
-            (FireOutcome.STARTED, FireOutcome.QUEUED),
-        )
-        return [_fire_row(row) for row in rows]
-
-    def cron_cursor(self, agent: str, trigger_key: str) -> datetime | None:
-        """The instant up to which every slot of a cron trigger was handled, or None."""
-        row = self.db.execute(
-            "SELECT cursor FROM cron_cursors WHERE agent = ? AND trigger_key = ?",
-            (agent, trigger_key),
-        ).fetchone()
-        return None if row is None else datetime.fromisoformat(row[0])
-
-    def set_cron_cursor(self, agent: str, trigger_key: str, cursor: datetime) -> None:
-        """Persist that every slot of a cron trigger at or before ``cursor`` was handled."""
-        self.db.execute(
-            "INSERT OR REPLACE INTO cron_cursors (agent, trigger_key, cursor) VALUES (?, ?, ?)",
-            (agent, trigger_key, _iso(cursor)),
+            (now_iso() if at is None else iso(at), level, agent, message),
         )
 
     def last_ended_run(self, agent: str) -> RunRow | None:
@@ -870,7 +793,7 @@ class SQLiteRunStore(RunStore):
                FROM tool_calls t JOIN runs r ON r.id = t.run_id
                WHERE r.agent = ? AND t.tool IN ({", ".join("?" * len(names))})
                AND t.created_at >= ?""",
-            (agent, *names, _iso(since)),
+            (agent, *names, iso(since)),
         )
         return [
             ToolCallTiming(
@@ -897,21 +820,6 @@ def _approval_row(row: sqlite3.Row) -> ApprovalRow:
     approval = cast(ApprovalRow, dict(row))
     approval["risk"] = Risk(approval["risk"]) if approval["risk"] else ""
     return approval
-
-
-def _fire_row(row: sqlite3.Row) -> FireRow:
-    return FireRow(
-        agent=row["agent"],
-        trigger=TriggerKind(row["trigger"]),
-        trigger_index=row["trigger_index"],
-        run_id=row["run_id"],
-        outcome=FireOutcome(row["outcome"]),
-        reason=row["reason"],
-        slot=datetime.fromisoformat(row["slot"]) if row["slot"] else None,
-        idempotency_key=row["idempotency_key"],
-        inputs=json.loads(row["inputs_json"]),
-        created_at=datetime.fromisoformat(row["created_at"]),
-    )
 
 
 def _followed_at_once(event: Event) -> bool:
