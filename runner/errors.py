@@ -19,7 +19,10 @@ Library code raises; only ``runner.cli`` prints, and it maps each family to an e
         ├── LoopDetected              the model kept repeating the same calls
         ├── OutputInvalid             the final answer failed ``output.schema``
         ├── ApprovalRequired          a call must be approved, nobody is there
-        └── WaitingApproval           a call waits for a decision: the run pauses
+        ├── WaitingApproval           a call waits for a decision: the run pauses
+        ├── WaitingInput              a question waits for a person: the run pauses
+        ├── AnswerTimeout             a question had no answer in time
+        └── ChecksFailed              the work failed its checks after the retries
 
 The first families are the author's or the machine's mistakes: they are raised before a
 run starts. ``ToolError`` is a signal the loop handles: the model caused it and may
@@ -65,6 +68,14 @@ class StopReason(StrEnum):
     """A call needed an approval, nobody was attached, and ``unattended`` is ``fail``."""
     WAITING_APPROVAL = "waiting_approval"
     """Paused with a pending call (``unattended: queue``); resume after a decision."""
+    WAITING_INPUT = "waiting_input"
+    """Paused on a question to a person (``ask_human``); resumes once it is answered."""
+    ANSWER_TIMEOUT = "answer_timeout"
+    """A question to a person (``ask_human``) had no answer within its ``answer_timeout``."""
+    CHECKS_FAILED = "checks_failed"
+    """The final answer failed the spec's ``checks`` after ``max_check_retries`` retries."""
+    ESCALATED = "escalated"
+    """Stopped for a reason in ``escalate_on``: waits for a person to close or continue it."""
     OUTPUT_INVALID = "output_invalid"
     """The final answer did not satisfy ``output.schema`` after the allowed retries."""
     MODEL_ERROR = "model_error"
@@ -256,3 +267,21 @@ class WaitingApproval(_FixedStop):
     """A call waits for a decision (``unattended: queue``): the run pauses, to be resumed."""
 
     STOP_REASON = StopReason.WAITING_APPROVAL
+
+
+class WaitingInput(_FixedStop):
+    """A question to a person (``ask_human``) waits for an answer: the run pauses."""
+
+    STOP_REASON = StopReason.WAITING_INPUT
+
+
+class AnswerTimeout(_FixedStop):
+    """A question to a person had no answer within the tool's ``answer_timeout``."""
+
+    STOP_REASON = StopReason.ANSWER_TIMEOUT
+
+
+class ChecksFailed(_FixedStop):
+    """The final answer failed the spec's ``checks`` after ``max_check_retries`` retries."""
+
+    STOP_REASON = StopReason.CHECKS_FAILED

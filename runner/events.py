@@ -4,7 +4,9 @@ A run is a sequence of events: :class:`RunStarted`, then per step a :class:`Mode
 and, per tool call, a :class:`ToolStarted` (the journal entry, before any side effect) and a
 :class:`ToolCalled`; every message added to the conversation is a :class:`MessageAdded`
 (the state a resumed run continues from); approvals are :class:`ApprovalRequested` and
-:class:`ApprovalDecided`; then exactly one :class:`RunFinished` carrying the run's single
+:class:`ApprovalDecided`, a guard's answer :class:`GuardDecided`, a question to a person
+:class:`QuestionAsked` and :class:`QuestionAnswered`, a success check :class:`CheckRan`;
+then exactly one :class:`RunFinished` carrying the run's single
 :class:`StopReason` (a paused run finishes with ``waiting_approval`` and later emits
 :class:`RunResumed`). Sinks (the store, the console printer) receive each event as it
 happens.
@@ -157,6 +159,67 @@ class ApprovalDecided:
 
 
 @dataclass
+class CheckRan:
+    """One success check run after a final answer (``attempt`` from 1; seconds taken).
+
+    ``kind`` is ``command``, ``file``, ``answer_matches`` or ``answer_schema``; ``output`` is
+    what the model is told when it failed (a command's output, the mismatch), cut to size.
+    """
+
+    run_id: str
+    step: int
+    attempt: int
+    index: int
+    kind: str
+    name: str
+    passed: bool
+    output: str
+    duration_s: float
+
+
+@dataclass
+class GuardDecided:
+    """A guard's answer for one tool call: ``allow``, ``ask`` or ``deny``, with its reason.
+
+    ``failed`` says the guard crashed, timed out or answered garbage (which counts as ask).
+    """
+
+    run_id: str
+    call_id: str
+    tool: str
+    guard: str
+    decision: str
+    reason: str
+    duration_s: float
+    failed: bool = False
+
+
+@dataclass
+class QuestionAsked:
+    """The model asked a person (``ask_human``); ``choices`` empty means free text.
+
+    ``expires_at`` is when the wait ends with ``answer_timeout`` (UTC ISO-8601) or None.
+    """
+
+    run_id: str
+    call_id: str
+    question: str
+    context: str = ""
+    choices: list[str] = field(default_factory=list)
+    expires_at: str | None = None
+
+
+@dataclass
+class QuestionAnswered:
+    """A person (or the ``unattended`` rule) answered a question; ``by`` says who."""
+
+    run_id: str
+    call_id: str
+    answer: str
+    by: str = "terminal"
+
+
+@dataclass
 class Heartbeat:
     """The run is alive; ``active_s`` is its run time so far, waits for approval excluded."""
 
@@ -197,6 +260,8 @@ class RunFinished:
     message: str = ""
     traceback: str | None = None
     result: Any = None
+    escalated_from: StopReason | None = None
+    """For stop reason ``escalated``: the stop reason in ``escalate_on`` that escalated it."""
 
 
 Event = (
@@ -207,6 +272,10 @@ Event = (
     | MessageAdded
     | ApprovalRequested
     | ApprovalDecided
+    | CheckRan
+    | GuardDecided
+    | QuestionAsked
+    | QuestionAnswered
     | Heartbeat
     | RunResumed
     | RunNotice

@@ -153,7 +153,7 @@ def _fields_given_schema_default(cls: type[SpecClass]) -> set[str]:
 def test_schema_defaults_are_found() -> None:
     found = {f"{cls.__name__}.{name}" for cls in SPEC_CLASSES for name in schema_defaults(cls)}
     assert {"AgentSpec.autonomy", "BudgetsSpec.tool_timeout", "WatchSpec.patterns"} <= found
-    assert len(found) == 24
+    assert len(found) == 27
 
 
 @pytest.mark.parametrize("cls", SPEC_CLASSES, ids=lambda cls: cls.__name__)
@@ -208,6 +208,10 @@ tools:
 budgets: {}
 loop_detection: {}
 output: {}
+checks:
+  - file: report.md
+guards:
+  - {tools: [http_request], prompt: Deny anything.}
 triggers:
   - cron: "0 6 * * *"
   - watch: {paths: [inbox]}

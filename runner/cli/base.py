@@ -26,6 +26,7 @@ EXIT_BUDGET = 3
 EXIT_DENIED = 4
 EXIT_WAITING = 5
 EXIT_TIMEOUT = 6
+EXIT_CHECKS = 7
 
 #: Stop reason → exit code (keyed by :class:`StopReason`, which equals its word, so a stop
 #: reason read back from the run store as text finds its code too).
@@ -43,6 +44,10 @@ STOP_EXIT_CODES: dict[str, int] = {
     StopReason.DENIED: EXIT_DENIED,
     StopReason.APPROVAL_REQUIRED: EXIT_DENIED,
     StopReason.WAITING_APPROVAL: EXIT_WAITING,
+    StopReason.WAITING_INPUT: EXIT_WAITING,
+    StopReason.ESCALATED: EXIT_WAITING,
+    StopReason.CHECKS_FAILED: EXIT_CHECKS,
+    StopReason.ANSWER_TIMEOUT: EXIT_TIMEOUT,
     StopReason.MAX_DURATION: EXIT_TIMEOUT,
     StopReason.CANCELLED: EXIT_TIMEOUT,
     StopReason.INTERRUPTED: EXIT_TIMEOUT,

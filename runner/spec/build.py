@@ -14,14 +14,19 @@ from typing import Any
 from .types import (
     TRIGGER_KINDS,
     AgentSpec,
+    AskHumanToolSpec,
     BudgetsSpec,
+    CeilingsSpec,
+    CheckSpec,
     FileToolSpec,
     FunctionToolSpec,
+    GuardSpec,
     HttpToolSpec,
     InputSpec,
     LoopDetectionSpec,
     McpServerSpec,
     ModelSpec,
+    NotifyChannelSpec,
     OutputSpec,
     Pricing,
     RulesSpec,
@@ -145,6 +150,7 @@ def _mcp_server(name: str, data: dict[str, Any]) -> McpServerSpec:
 def _tools(data: dict[str, Any]) -> ToolsSpec:
     shell = data.get("shell")
     http = data.get("http_request")
+    ask = data.get("ask_human")
     return ToolsSpec(
         read_file=_file_tool(data.get("read_file")),
         list_dir=_file_tool(data.get("list_dir")),
@@ -159,6 +165,35 @@ def _tools(data: dict[str, Any]) -> ToolsSpec:
             )
             for name, fn in (data.get("functions") or {}).items()
         },
+        ask_human=None
+        if ask is None
+        else AskHumanToolSpec(answer_timeout=_duration(ask.get("answer_timeout"))),
+    )
+
+
+def _check(index: int, data: dict[str, Any]) -> CheckSpec:
+    return CheckSpec(
+        index=index,
+        **_given(data, "name", "command", "file", "matches", "answer_matches", "answer_schema"),
+        **_given_durations(data, "timeout"),
+    )
+
+
+def _guard(index: int, data: dict[str, Any]) -> GuardSpec:
+    return GuardSpec(
+        index=index,
+        tools=_tuple(data["tools"]),
+        **_given(data, "name", "command", "prompt", "model"),
+        **_given_durations(data, "timeout"),
+    )
+
+
+def _ceilings(data: dict[str, Any]) -> CeilingsSpec:
+    return CeilingsSpec(
+        max_duration=_duration(data.get("max_duration")),
+        **_given(
+            data, "max_steps", "max_tool_calls", "max_tokens", "max_cost_usd", "max_check_retries"
+        ),
     )
 
 
@@ -220,16 +255,24 @@ def build_spec(data: dict[str, Any], path: Path, source: bytes) -> AgentSpec:
                 "max_tool_output",
             ),
             **_given_durations(budgets, "tool_timeout"),
+            ceilings=_ceilings(budgets.get("ceilings") or {}),
         ),
         loop_detection=LoopDetectionSpec(
             **_given(data.get("loop_detection") or {}, "warn_after", "stop_after")
         ),
         output=OutputSpec(**_given(data.get("output") or {}, "schema", "max_retries")),
+        checks=tuple(_check(i, c) for i, c in enumerate(data.get("checks") or [])),
+        notify=tuple(
+            NotifyChannelSpec(url=c["url"], events=_tuple(c["events"]))
+            for c in data.get("notify") or []
+        ),
+        guards=tuple(_guard(i, g) for i, g in enumerate(data.get("guards") or [])),
         triggers=tuple(_trigger(i, t) for i, t in enumerate(data.get("triggers") or [])),
         workdir=(path.parent / data.get("workdir", ".")).resolve(),
         path=path,
         source_sha256=hashlib.sha256(source).hexdigest(),
         **_given(data, "description", "instructions", "unattended", "concurrency", "on_interrupt"),
         **_given_word(data, "autonomy", AutonomyLevel),
-        **_given_lists(data, "env"),
+        **_given(data, "max_check_retries"),
+        **_given_lists(data, "env", "escalate_on"),
     )

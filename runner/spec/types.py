@@ -205,6 +205,13 @@ class FunctionToolSpec(SpecType):
     risk: Risk | None = None
 
 
+class AskHumanToolSpec(SpecType):
+    """The ``ask_human`` tool: the model asks a person; ``answer_timeout`` in seconds or None."""
+
+    SCHEMA_POINTER: ClassVar[str] = "#/$defs/tools/properties/ask_human"
+    answer_timeout: float | None = None
+
+
 class ToolsSpec(SpecType):
     """Every tool source the spec lists; an unlisted tool does not exist for the model."""
 
@@ -217,6 +224,7 @@ class ToolsSpec(SpecType):
     http_request: HttpToolSpec | None = None
     mcp: dict[str, McpServerSpec] = field(default_factory=dict)
     functions: dict[str, FunctionToolSpec] = field(default_factory=dict)
+    ask_human: AskHumanToolSpec | None = None
 
     def builtin_names(self) -> list[str]:
         """Names of the built-in tools the spec enables, in a fixed order."""
@@ -232,6 +240,18 @@ class RulesSpec(SpecType):
     deny: tuple[str, ...] = ()
 
 
+class CeilingsSpec(SpecType):
+    """The most a person's grants may raise each limit to (counts, tokens, USD, seconds)."""
+
+    SCHEMA_POINTER: ClassVar[str] = "#/properties/budgets/properties/ceilings"
+    max_steps: int | None = None
+    max_tool_calls: int | None = None
+    max_tokens: int | None = None
+    max_cost_usd: float | None = None
+    max_duration: float | None = None
+    max_check_retries: int | None = None
+
+
 class BudgetsSpec(SpecType):
     """Hard limits: counts, tokens, USD, seconds (durations) and bytes (tool output)."""
 
@@ -243,6 +263,7 @@ class BudgetsSpec(SpecType):
     max_duration: float | None = None
     tool_timeout: float = SCHEMA_DEFAULT
     max_tool_output: int = SCHEMA_DEFAULT
+    ceilings: CeilingsSpec = field(default_factory=CeilingsSpec)
 
 
 class LoopDetectionSpec(SpecType):
@@ -259,6 +280,73 @@ class OutputSpec(SpecType):
     SCHEMA_POINTER: ClassVar[str] = "#/properties/output"
     schema: dict[str, Any] | None = None
     max_retries: int = SCHEMA_DEFAULT
+
+
+class CheckSpec(SpecType):
+    """One success check: a command (``timeout`` in seconds), a file, or a test of the answer.
+
+    Exactly one of ``command``, ``file``, ``answer_matches`` and ``answer_schema`` is set
+    (the spec checks refuse anything else); ``kind`` names it.
+    """
+
+    SCHEMA_POINTER: ClassVar[str] = "#/$defs/check"
+    DERIVED: ClassVar[tuple[str, ...]] = ("index",)
+    index: int
+    name: str = ""
+    command: str | None = None
+    timeout: float = SCHEMA_DEFAULT
+    file: str | None = None
+    matches: str | None = None
+    answer_matches: str | None = None
+    answer_schema: dict[str, Any] | None = None
+
+    @property
+    def kind(self) -> str:
+        """``command``, ``file``, ``answer_matches`` or ``answer_schema`` (first one set)."""
+        for kind in ("command", "file", "answer_matches", "answer_schema"):
+            if getattr(self, kind) is not None:
+                return kind
+        return ""
+
+    @property
+    def label(self) -> str:
+        """The check's name, or what it checks."""
+        if self.name:
+            return self.name
+        if self.command is not None:
+            return self.command
+        if self.file is not None:
+            return f"file {self.file}" + (f" matches {self.matches!r}" if self.matches else "")
+        if self.answer_matches is not None:
+            return f"answer matches {self.answer_matches!r}"
+        return "answer fits the schema"
+
+
+class NotifyChannelSpec(SpecType):
+    """One notification channel: an Apprise URL (``${NAME}`` from the environment), events."""
+
+    SCHEMA_POINTER: ClassVar[str] = "#/$defs/notify_channel"
+    url: str
+    events: tuple[str, ...]
+
+
+class GuardSpec(SpecType):
+    """One guard: the tools it sees and a ``command`` or a model ``prompt``; ``timeout`` in s."""
+
+    SCHEMA_POINTER: ClassVar[str] = "#/$defs/guard"
+    DERIVED: ClassVar[tuple[str, ...]] = ("index",)
+    index: int
+    tools: tuple[str, ...]
+    name: str = ""
+    command: str | None = None
+    prompt: str | None = None
+    model: str | None = None
+    timeout: float = SCHEMA_DEFAULT
+
+    @property
+    def label(self) -> str:
+        """The guard's name, or ``guard N`` (1-based)."""
+        return self.name or f"guard {self.index + 1}"
 
 
 class WatchSpec(SpecType):
@@ -331,6 +419,11 @@ class AgentSpec(SpecType):
     budgets: BudgetsSpec = field(default_factory=BudgetsSpec)
     loop_detection: LoopDetectionSpec = field(default_factory=LoopDetectionSpec)
     output: OutputSpec = field(default_factory=OutputSpec)
+    checks: tuple[CheckSpec, ...] = ()
+    max_check_retries: int = SCHEMA_DEFAULT
+    escalate_on: tuple[str, ...] = ()
+    notify: tuple[NotifyChannelSpec, ...] = ()
+    guards: tuple[GuardSpec, ...] = ()
     triggers: tuple[TriggerSpec, ...] = ()
     concurrency: str = SCHEMA_DEFAULT
     on_interrupt: str = SCHEMA_DEFAULT

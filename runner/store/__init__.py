@@ -7,6 +7,7 @@ The only package that holds SQL. Everything else calls the typed methods of the
     rows.py        what comes back: RunRow, FireRow, ToolCallRow, ... (typed)
     sqlite.py      SQLiteRunStore: the default implementation, one file under AGENTRUN_HOME
     schedule_sqlite.py  its part for the daemon's fires and cron cursors
+    oversight_sqlite.py its part for checks, guards, questions, escalations, budget grants
     migrations.py  the SQLite schema as named, ordered migrations, applied on every open
     export.py      one run as the JSONL export's events, from its rows (any backend)
     event_log.py   the append-only run event log a live view follows (SSE ids)
@@ -29,10 +30,15 @@ from .interface import (
 from .rows import (
     RESUMABLE_STOPS,
     ApprovalRow,
+    CheckRunRow,
+    EscalationRow,
     FireOutcome,
     FireRow,
+    GrantRow,
+    GuardDecisionRow,
     ModelCallRow,
     NoticeRow,
+    QuestionRow,
     RunRow,
     StatsRow,
     ToolCallRow,
@@ -45,10 +51,15 @@ __all__ = [
     "HEARTBEAT_STALE_S",
     "RESUMABLE_STOPS",
     "ApprovalRow",
+    "CheckRunRow",
+    "EscalationRow",
     "FireOutcome",
     "FireRow",
+    "GrantRow",
+    "GuardDecisionRow",
     "ModelCallRow",
     "NoticeRow",
+    "QuestionRow",
     "ResumeClaimed",
     "RunAlreadyRecorded",
     "RunRow",

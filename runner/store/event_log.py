@@ -8,7 +8,9 @@ never reused (``AUTOINCREMENT``).
 One entry per change a person watching would want to see::
 
     run_started  run_resumed  model_call  tool_started  approval_requested
-    approval_decided  tool_call  notice  run_finished
+    approval_decided  guard_decided  tool_call  check_run  question_asked
+    question_answered  question_timed_out  escalation_decided  notification  notice
+    run_finished
 
 (a conversation message and a heartbeat are not: the first repeats a model or tool call,
 the second changes nothing visible). An entry keeps a few small fields; a model or tool
@@ -31,8 +33,11 @@ from typing import Any, cast
 
 from ..events import (
     ApprovalRequested,
+    CheckRan,
     Event,
+    GuardDecided,
     ModelCalled,
+    QuestionAsked,
     RunFinished,
     RunNotice,
     RunResumed,
@@ -53,7 +58,8 @@ def entry(event: Event, row: int | None) -> tuple[str, dict[str, Any]] | None:
     ``row`` is the id of the ``model_calls`` or ``tool_calls`` row the event wrote (None
     for other events, and for a low-risk call's start, which writes no row).
     ``approval_decided`` is written by the store's ``decide``, which every decision goes
-    through (the loop's, the CLI's, the API's).
+    through (the loop's, the CLI's, the API's); ``question_answered``,
+    ``question_timed_out`` and ``escalation_decided`` likewise by the store's methods.
     """
     match event:
         case RunStarted():
@@ -83,8 +89,37 @@ def entry(event: Event, row: int | None) -> tuple[str, dict[str, Any]] | None:
             }
         case RunNotice():
             return "notice", {"level": event.level, "message": event.message}
+        case CheckRan():
+            return "check_run", {
+                "step": event.step,
+                "attempt": event.attempt,
+                "index": event.index,
+                "kind": event.kind,
+                "name": event.name,
+                "passed": event.passed,
+            }
+        case GuardDecided():
+            return "guard_decided", {
+                "call_id": event.call_id,
+                "tool": event.tool,
+                "guard": event.guard,
+                "decision": event.decision,
+                "reason": event.reason,
+                "failed": event.failed,
+            }
+        case QuestionAsked():
+            return "question_asked", {
+                "call_id": event.call_id,
+                "question": event.question,
+                "context": event.context,
+                "choices": event.choices,
+                "expires_at": event.expires_at,
+            }
         case RunFinished():
-            return "run_finished", {"stop_reason": event.stop_reason}
+            data: dict[str, Any] = {"stop_reason": event.stop_reason}
+            if event.escalated_from is not None:
+                data["escalated_from"] = event.escalated_from
+            return "run_finished", data
         case _:
             return None
 

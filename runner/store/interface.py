@@ -22,10 +22,15 @@ from ..errors import StopReason, StoreError
 from ..events import Event
 from .rows import (
     ApprovalRow,
+    CheckRunRow,
+    EscalationRow,
     FireOutcome,
     FireRow,
+    GrantRow,
+    GuardDecisionRow,
     ModelCallRow,
     NoticeRow,
+    QuestionRow,
     RunRow,
     StatsRow,
     ToolCallRow,
@@ -185,6 +190,55 @@ class RunStore(ABC):
     @abstractmethod
     def sweep_interrupted(self, stale_after_s: float = HEARTBEAT_STALE_S) -> list[str]:
         """Mark runs whose process died as ``interrupted``; their ids."""
+
+    # -- oversight: checks, guards, questions, escalations, grants --------------------------
+
+    @abstractmethod
+    def check_runs(self, run_id: str) -> list[CheckRunRow]:
+        """The success checks run for ``run_id``, in order."""
+
+    @abstractmethod
+    def guard_decisions(self, run_id: str) -> list[GuardDecisionRow]:
+        """The guards' answers for ``run_id``'s tool calls, in order."""
+
+    @abstractmethod
+    def questions(
+        self, run_id: str | None = None, status: str | None = "waiting"
+    ) -> list[QuestionRow]:
+        """Questions to people (``ask_human``), oldest first, of one run and/or one status."""
+
+    @abstractmethod
+    def question(self, run_id: str, call_id: str) -> QuestionRow | None:
+        """One question, or None."""
+
+    @abstractmethod
+    def answer_question(self, run_id: str, call_id: str, answer: str, by: str = "cli") -> bool:
+        """Answer a waiting question; False when it is not waiting. Logged for the daemon."""
+
+    @abstractmethod
+    def expire_questions(self, now: str | None = None) -> list[QuestionRow]:
+        """Mark waiting questions past their ``expires_at`` (UTC ISO-8601) ``timed_out``."""
+
+    @abstractmethod
+    def escalations(
+        self, run_id: str | None = None, status: str | None = "open"
+    ) -> list[EscalationRow]:
+        """Escalated runs' records, oldest first, of one run and/or one status."""
+
+    @abstractmethod
+    def decide_escalation(
+        self,
+        run_id: str,
+        status: str,
+        by: str,
+        reason: str = "",
+        grants: dict[str, float] | None = None,
+    ) -> bool:
+        """Close or continue an open escalation with ``grants``; False when none is open."""
+
+    @abstractmethod
+    def grants(self, run_id: str) -> list[GrantRow]:
+        """The budget grants of ``run_id``, oldest first."""
 
     # -- the run event log -----------------------------------------------------------------
 

@@ -207,6 +207,129 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX runs_stop_reason_id ON runs (stop_reason, id)",
         ],
     ),
+    (
+        "0009_checks_guards_questions_escalations_notifications",
+        [
+            # Success checks run after a final answer (runner/success_checks.py), one row per
+            # check per attempt.
+            """CREATE TABLE check_runs (
+                id INTEGER PRIMARY KEY,
+                run_id TEXT NOT NULL REFERENCES runs(id),
+                step INTEGER NOT NULL,
+                attempt INTEGER NOT NULL,
+                check_index INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                name TEXT NOT NULL,
+                passed INTEGER NOT NULL,
+                output TEXT NOT NULL,
+                duration_s REAL NOT NULL,
+                created_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX check_runs_run ON check_runs (run_id, id)",
+            # A guard's answer for one tool call (runner/guards.py).
+            """CREATE TABLE guard_decisions (
+                id INTEGER PRIMARY KEY,
+                run_id TEXT NOT NULL REFERENCES runs(id),
+                call_id TEXT NOT NULL,
+                tool TEXT NOT NULL,
+                guard TEXT NOT NULL,
+                decision TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                failed INTEGER NOT NULL DEFAULT 0,
+                duration_s REAL NOT NULL,
+                created_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX guard_decisions_run ON guard_decisions (run_id, id)",
+            # Questions to a person (the ask_human tool): status waiting | answered |
+            # timed_out | cancelled.
+            """CREATE TABLE questions (
+                run_id TEXT NOT NULL REFERENCES runs(id),
+                call_id TEXT NOT NULL,
+                question TEXT NOT NULL,
+                context TEXT NOT NULL DEFAULT '',
+                choices_json TEXT NOT NULL DEFAULT '[]',
+                status TEXT NOT NULL,
+                answer TEXT,
+                answered_by TEXT,
+                created_at TEXT NOT NULL,
+                answered_at TEXT,
+                expires_at TEXT,
+                PRIMARY KEY (run_id, call_id)
+            )""",
+            "CREATE INDEX questions_status ON questions (status, expires_at)",
+            # An escalated run (escalate_on) and what a person did with it: status open |
+            # continued | closed.
+            """CREATE TABLE escalations (
+                id INTEGER PRIMARY KEY,
+                run_id TEXT NOT NULL REFERENCES runs(id),
+                stop_reason TEXT NOT NULL,
+                message TEXT NOT NULL DEFAULT '',
+                status TEXT NOT NULL,
+                decided_by TEXT,
+                decision_reason TEXT,
+                created_at TEXT NOT NULL,
+                decided_at TEXT
+            )""",
+            "CREATE INDEX escalations_run ON escalations (run_id, id)",
+            "CREATE INDEX escalations_status ON escalations (status)",
+            # More budget granted by a person to continue an escalated run; the effective
+            # limit is the spec's plus the grants, never past budgets.ceilings.
+            """CREATE TABLE budget_grants (
+                id INTEGER PRIMARY KEY,
+                run_id TEXT NOT NULL REFERENCES runs(id),
+                budget TEXT NOT NULL,
+                amount REAL NOT NULL,
+                granted_by TEXT NOT NULL,
+                reason TEXT NOT NULL DEFAULT '',
+                created_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX budget_grants_run ON budget_grants (run_id, id)",
+            # One notification to one channel about one event: status pending | sent | failed.
+            # (event_key, channel) is unique: the same event is never sent twice to a channel,
+            # whichever process saw it first. The channel is its URL with secrets masked.
+            """CREATE TABLE notifications (
+                id INTEGER PRIMARY KEY,
+                run_id TEXT NOT NULL REFERENCES runs(id),
+                event TEXT NOT NULL,
+                event_key TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                status TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                error TEXT,
+                created_at TEXT NOT NULL,
+                sent_at TEXT
+            )""",
+            "CREATE UNIQUE INDEX notifications_once ON notifications (event_key, channel)",
+            "CREATE INDEX notifications_run ON notifications (run_id, id)",
+            # Signed decision links sent in notifications: single use, bound to a call's
+            # arguments hash (or a question), expiring. The token itself is never stored,
+            # only its nonce.
+            """CREATE TABLE decision_links (
+                nonce TEXT PRIMARY KEY,
+                run_id TEXT NOT NULL REFERENCES runs(id),
+                call_id TEXT NOT NULL,
+                action TEXT NOT NULL,
+                arguments_sha256 TEXT NOT NULL DEFAULT '',
+                created_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                used_at TEXT,
+                used_by TEXT,
+                outcome TEXT
+            )""",
+            "CREATE INDEX decision_links_run ON decision_links (run_id)",
+            # Every refused use of a decision link (used twice, expired, other arguments, bad
+            # signature), for the record.
+            """CREATE TABLE decision_link_refusals (
+                id INTEGER PRIMARY KEY,
+                nonce TEXT,
+                run_id TEXT,
+                reason TEXT NOT NULL,
+                remote TEXT,
+                created_at TEXT NOT NULL
+            )""",
+            "ALTER TABLE runs ADD COLUMN escalated_from TEXT",
+        ],
+    ),
 ]
 
 

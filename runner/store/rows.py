@@ -25,7 +25,13 @@ from ..spec import Risk, TriggerKind
 
 #: Stop reasons after which ``agentrun resume`` may continue a run.
 RESUMABLE_STOPS = frozenset(
-    {StopReason.WAITING_APPROVAL, StopReason.INTERRUPTED, StopReason.CANCELLED}
+    {
+        StopReason.WAITING_APPROVAL,
+        StopReason.WAITING_INPUT,
+        StopReason.ESCALATED,
+        StopReason.INTERRUPTED,
+        StopReason.CANCELLED,
+    }
 )
 
 
@@ -81,6 +87,8 @@ class RunRow:
     spec_sha256: str
     pid: int | None
     hostname: str | None = None
+    escalated_from: str | None = None
+    """For an ``escalated`` run: the stop reason in ``escalate_on`` that escalated it."""
 
     @property
     def resumable(self) -> bool:
@@ -216,3 +224,76 @@ class StatsRow(TypedDict):
     output_tokens: int | None
     cost_usd: float | None
     priced_runs: int
+
+
+class CheckRunRow(TypedDict):
+    """One success check run after a final answer (``check_runs``); seconds taken."""
+
+    id: int
+    run_id: str
+    step: int
+    attempt: int
+    check_index: int
+    kind: str
+    name: str
+    passed: bool
+    output: str
+    duration_s: float
+    created_at: str
+
+
+class GuardDecisionRow(TypedDict):
+    """A guard's answer for one tool call (``guard_decisions``); ``failed``: counted as ask."""
+
+    id: int
+    run_id: str
+    call_id: str
+    tool: str
+    guard: str
+    decision: str
+    reason: str
+    failed: bool
+    duration_s: float
+    created_at: str
+
+
+class QuestionRow(TypedDict):
+    """A question to a person (``questions``): ``waiting``, ``answered``, ``timed_out``..."""
+
+    run_id: str
+    call_id: str
+    question: str
+    context: str
+    choices: list[str]
+    status: str
+    answer: str | None
+    answered_by: str | None
+    created_at: str
+    answered_at: str | None
+    expires_at: str | None
+
+
+class EscalationRow(TypedDict):
+    """An escalated run (``escalations``): ``open``, then ``continued`` or ``closed``."""
+
+    id: int
+    run_id: str
+    stop_reason: str
+    message: str
+    status: str
+    decided_by: str | None
+    decision_reason: str | None
+    created_at: str
+    decided_at: str | None
+
+
+class GrantRow(TypedDict):
+    """More budget a person granted a run (``budget_grants``); ``amount`` in the limit's unit."""
+
+    id: int
+    run_id: str
+    budget: str
+    amount: float
+    granted_by: str
+    reason: str
+    created_at: str

@@ -11,19 +11,23 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, assert_never, cast
+from typing import Any, ClassVar, cast
 
 from ..errors import StoreError
 from ..events import (
     ApprovalDecided,
     ApprovalRequested,
+    CheckRan,
     Event,
+    GuardDecided,
     Heartbeat,
     MessageAdded,
     ModelCalled,
+    QuestionAnswered,
+    QuestionAsked,
     RunFinished,
     RunNotice,
     RunResumed,
@@ -39,6 +43,7 @@ from ..spec import Risk
 from . import event_log, migrations
 from .export import export_events
 from .interface import HEARTBEAT_STALE_S, ResumeClaimed, RunAlreadyRecorded, RunStore
+from .oversight_sqlite import SQLiteOversight
 from .rows import (
     RESUMABLE_STOPS,
     ApprovalRow,
@@ -53,7 +58,7 @@ from .schedule_sqlite import SQLiteSchedule, iso, now_iso
 from .sealing import SealKey
 
 
-class SQLiteRunStore(SQLiteSchedule, RunStore):
+class SQLiteRunStore(SQLiteSchedule, SQLiteOversight, RunStore):
     """The SQLite run store (``RunStore(path)`` opens one).
 
     The database, its ``-wal`` and ``-shm`` files and the seal key are owner-only
@@ -104,6 +109,9 @@ class SQLiteRunStore(SQLiteSchedule, RunStore):
 
     # -- recording -------------------------------------------------------------------------
 
+    #: The writer of each event that writes no row another record refers to.
+    _writers: ClassVar[dict[type, Callable[[Any, Any], None]]] = {}
+
     def record(self, event: Event) -> None:
         """Write one loop event.
 
@@ -136,20 +144,12 @@ class SQLiteRunStore(SQLiteSchedule, RunStore):
         """Write ``event``'s rows, and its entry in the run event log when it has one."""
         row: int | None = None
         match event:
-            case RunStarted():
-                self._run_started(event)
-            case RunResumed():
-                self._run_resumed(event)
-            case MessageAdded():
-                self._message_added(event)
             case ModelCalled():
                 row = self._model_called(event)
             case ToolStarted():
                 row = self._tool_started(event)
             case ToolCalled():
                 row = self._tool_called(event)
-            case ApprovalRequested():
-                self._approval_requested(event)
             case ApprovalDecided():
                 self.decide(
                     event.run_id,
@@ -159,14 +159,8 @@ class SQLiteRunStore(SQLiteSchedule, RunStore):
                     event.by,
                     record_unasked=True,
                 )
-            case RunNotice():
-                self._run_notice(event)
-            case Heartbeat():
-                self._heartbeat(event)
-            case RunFinished():
-                self._run_finished(event)
             case _:
-                assert_never(event)
+                self._writers[type(event)](self, event)
         logged = event_log.entry(event, row)
         if logged is not None:
             event_log.append(self.db, event.run_id, logged[0], logged[1], now_iso())
@@ -444,16 +438,20 @@ class SQLiteRunStore(SQLiteSchedule, RunStore):
         self._results = {key: got for key, got in self._results.items() if key[0] != event.run_id}
         status = {
             StopReason.WAITING_APPROVAL: "waiting_approval",
+            StopReason.WAITING_INPUT: "waiting_input",
+            StopReason.ESCALATED: "escalated",
             StopReason.INTERRUPTED: "interrupted",
         }.get(event.stop_reason, "finished")
+        if event.stop_reason is StopReason.ESCALATED and event.escalated_from is not None:
+            self._open_escalation(event.run_id, str(event.escalated_from), event.message)
         if event.stop_reason not in RESUMABLE_STOPS:
             # Nothing can resume it any more: its sealed messages have no further use.
             self.db.execute("DELETE FROM sealed_messages WHERE run_id = ?", (event.run_id,))
         self.db.execute(
             """UPDATE runs SET status = ?, stop_reason = ?, final = ?, result_json = ?,
                message = ?, traceback = ?, steps = ?, tool_calls = ?, input_tokens = ?,
-               output_tokens = ?, cost_usd = ?, duration_s = ?, ended_at = ?, heartbeat_at = ?
-               WHERE id = ?""",
+               output_tokens = ?, cost_usd = ?, duration_s = ?, ended_at = ?, heartbeat_at = ?,
+               escalated_from = ? WHERE id = ?""",
             (
                 status,
                 str(event.stop_reason),
@@ -469,6 +467,7 @@ class SQLiteRunStore(SQLiteSchedule, RunStore):
                 event.duration_s,
                 now_iso(),
                 now_iso(),
+                None if event.escalated_from is None else str(event.escalated_from),
                 event.run_id,
             ),
         )
@@ -827,3 +826,20 @@ def _followed_at_once(event: Event) -> bool:
     if isinstance(event, ModelCalled | ToolCalled):
         return True
     return isinstance(event, MessageAdded) and event.message.get("role") == "assistant"
+
+
+SQLiteRunStore._writers.update(
+    {
+        RunStarted: SQLiteRunStore._run_started,
+        RunResumed: SQLiteRunStore._run_resumed,
+        MessageAdded: SQLiteRunStore._message_added,
+        ApprovalRequested: SQLiteRunStore._approval_requested,
+        CheckRan: SQLiteRunStore._check_ran,
+        GuardDecided: SQLiteRunStore._guard_decided,
+        QuestionAsked: SQLiteRunStore._question_asked,
+        QuestionAnswered: SQLiteRunStore._question_answered,
+        RunNotice: SQLiteRunStore._run_notice,
+        Heartbeat: SQLiteRunStore._heartbeat,
+        RunFinished: SQLiteRunStore._run_finished,
+    }
+)

@@ -1,0 +1,260 @@
+"""A run's oversight in SQLite: checks, guards, questions, escalations and budget grants.
+
+Split from :mod:`runner.store.sqlite` along a concept: the records of a run's oversight
+(did its work pass its ``checks``, what did its ``guards`` say, what did it ask a person,
+was it escalated, what more budget did a person grant), as opposed to what the loop did.
+The class is a part of :class:`runner.store.sqlite.SQLiteRunStore`, which holds the
+connection. Every change a person makes here is an entry of the run event log in the same
+transaction, so a daemon following the log (:mod:`runner.daemon.continuation`) sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any, cast
+
+from ..events import CheckRan, GuardDecided, QuestionAnswered, QuestionAsked
+from . import event_log
+from .rows import CheckRunRow, EscalationRow, GrantRow, GuardDecisionRow, QuestionRow
+from .schedule_sqlite import now_iso
+
+
+class SQLiteOversight:
+    """Checks, guard decisions, questions, escalations and grants, on the store's connection."""
+
+    db: sqlite3.Connection
+
+    # -- written by the loop, through record() ----------------------------------------------
+
+    def _check_ran(self, event: CheckRan) -> None:
+        self.db.execute(
+            """INSERT INTO check_runs (run_id, step, attempt, check_index, kind, name, passed,
+               output, duration_s, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                event.run_id,
+                event.step,
+                event.attempt,
+                event.index,
+                event.kind,
+                event.name,
+                int(event.passed),
+                event.output,
+                event.duration_s,
+                now_iso(),
+            ),
+        )
+
+    def _guard_decided(self, event: GuardDecided) -> None:
+        self.db.execute(
+            """INSERT INTO guard_decisions (run_id, call_id, tool, guard, decision, reason,
+               failed, duration_s, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                event.run_id,
+                event.call_id,
+                event.tool,
+                event.guard,
+                event.decision,
+                event.reason,
+                int(event.failed),
+                event.duration_s,
+                now_iso(),
+            ),
+        )
+
+    def _question_asked(self, event: QuestionAsked) -> None:
+        # Asked again on a resume (the same call): the first question stands.
+        self.db.execute(
+            """INSERT OR IGNORE INTO questions (run_id, call_id, question, context, choices_json,
+               status, created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'waiting', ?, ?)""",
+            (
+                event.run_id,
+                event.call_id,
+                event.question,
+                event.context,
+                json.dumps(event.choices),
+                now_iso(),
+                event.expires_at,
+            ),
+        )
+
+    def _question_answered(self, event: QuestionAnswered) -> None:
+        self._answer(event.run_id, event.call_id, event.answer, event.by, record_unasked=True)
+
+    # -- checks and guards ------------------------------------------------------------------
+
+    def check_runs(self, run_id: str) -> list[CheckRunRow]:
+        """The checks run for ``run_id``, in order."""
+        rows = self.db.execute("SELECT * FROM check_runs WHERE run_id = ? ORDER BY id", (run_id,))
+        return [cast(CheckRunRow, {**dict(r), "passed": bool(r["passed"])}) for r in rows]
+
+    def guard_decisions(self, run_id: str) -> list[GuardDecisionRow]:
+        """The guards' answers for ``run_id``'s tool calls, in order."""
+        rows = self.db.execute(
+            "SELECT * FROM guard_decisions WHERE run_id = ? ORDER BY id", (run_id,)
+        )
+        return [cast(GuardDecisionRow, {**dict(r), "failed": bool(r["failed"])}) for r in rows]
+
+    # -- questions --------------------------------------------------------------------------
+
+    def questions(
+        self, run_id: str | None = None, status: str | None = "waiting"
+    ) -> list[QuestionRow]:
+        """Questions to people, oldest first, optionally of one run and/or one status."""
+        query = "SELECT * FROM questions WHERE 1 = 1"
+        params: list[Any] = []
+        if run_id is not None:
+            query += " AND run_id = ?"
+            params.append(run_id)
+        if status is not None:
+            query += " AND status = ?"
+            params.append(status)
+        rows = self.db.execute(query + " ORDER BY created_at, rowid", params)
+        return [_question_row(r) for r in rows]
+
+    def question(self, run_id: str, call_id: str) -> QuestionRow | None:
+        """One question, or None."""
+        row = self.db.execute(
+            "SELECT * FROM questions WHERE run_id = ? AND call_id = ?", (run_id, call_id)
+        ).fetchone()
+        return None if row is None else _question_row(row)
+
+    def answer_question(self, run_id: str, call_id: str, answer: str, by: str = "cli") -> bool:
+        """Answer a waiting question; False when it is not waiting (answered, timed out, none).
+
+        The answer is a ``question_answered`` entry of the run event log, in the same
+        transaction.
+        """
+        return self._answer(run_id, call_id, answer, by, record_unasked=False)
+
+    def _answer(
+        self, run_id: str, call_id: str, answer: str, by: str, record_unasked: bool
+    ) -> bool:
+        now = now_iso()
+        own = not self.db.in_transaction
+        if own:
+            self.db.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = self.db.execute(
+                """UPDATE questions SET status = 'answered', answer = ?, answered_by = ?,
+                   answered_at = ? WHERE run_id = ? AND call_id = ? AND status = 'waiting'""",
+                (answer, by, now, run_id, call_id),
+            )
+            done = cursor.rowcount == 1
+            if not done and record_unasked:
+                self.db.execute(
+                    """INSERT OR IGNORE INTO questions (run_id, call_id, question, status, answer,
+                       answered_by, created_at, answered_at)
+                       VALUES (?, ?, '', 'answered', ?, ?, ?, ?)""",
+                    (run_id, call_id, answer, by, now, now),
+                )
+                done = True
+            if done:
+                data = {"call_id": call_id, "by": by}
+                event_log.append(self.db, run_id, "question_answered", data, now)
+        except BaseException:
+            if own:
+                self.db.rollback()
+            raise
+        if own:
+            self.db.commit()
+        return done
+
+    def expire_questions(self, now: str | None = None) -> list[QuestionRow]:
+        """Mark waiting questions past their ``expires_at`` as ``timed_out``; those rows.
+
+        Each is a ``question_timed_out`` entry of the run event log.
+        """
+        moment = now or now_iso()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self.db.execute(
+                """UPDATE questions SET status = 'timed_out', answered_at = ?
+                   WHERE status = 'waiting' AND expires_at IS NOT NULL AND expires_at <= ?
+                   RETURNING *""",
+                (moment, moment),
+            ).fetchall()
+            for row in rows:
+                data = {"call_id": row["call_id"]}
+                event_log.append(self.db, row["run_id"], "question_timed_out", data, moment)
+        except BaseException:
+            self.db.rollback()
+            raise
+        self.db.commit()
+        return [_question_row(r) for r in rows]
+
+    # -- escalations and grants -------------------------------------------------------------
+
+    def _open_escalation(self, run_id: str, stop_reason: str, message: str) -> None:
+        """Record run ``run_id`` as escalated by ``stop_reason`` (in the caller's transaction)."""
+        self.db.execute(
+            """INSERT INTO escalations (run_id, stop_reason, message, status, created_at)
+               VALUES (?, ?, ?, 'open', ?)""",
+            (run_id, stop_reason, message, now_iso()),
+        )
+
+    def escalations(
+        self, run_id: str | None = None, status: str | None = "open"
+    ) -> list[EscalationRow]:
+        """Escalations, oldest first, optionally of one run and/or one status."""
+        query = "SELECT * FROM escalations WHERE 1 = 1"
+        params: list[Any] = []
+        if run_id is not None:
+            query += " AND run_id = ?"
+            params.append(run_id)
+        if status is not None:
+            query += " AND status = ?"
+            params.append(status)
+        rows = self.db.execute(query + " ORDER BY id", params)
+        return [cast(EscalationRow, dict(r)) for r in rows]
+
+    def decide_escalation(
+        self,
+        run_id: str,
+        status: str,
+        by: str,
+        reason: str = "",
+        grants: dict[str, float] | None = None,
+    ) -> bool:
+        """Close (``closed``) or continue (``continued``) run ``run_id``'s open escalation.
+
+        ``grants`` (budget name → amount added) are recorded with the decision, in one
+        transaction, with an ``escalation_decided`` entry of the run event log. False when the
+        run has no open escalation (someone decided first).
+        """
+        now = now_iso()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = self.db.execute(
+                """UPDATE escalations SET status = ?, decided_by = ?, decision_reason = ?,
+                   decided_at = ? WHERE run_id = ? AND status = 'open'""",
+                (status, by, reason, now, run_id),
+            )
+            done = cursor.rowcount > 0
+            if done:
+                for budget, amount in (grants or {}).items():
+                    self.db.execute(
+                        """INSERT INTO budget_grants (run_id, budget, amount, granted_by, reason,
+                           created_at) VALUES (?, ?, ?, ?, ?, ?)""",
+                        (run_id, budget, amount, by, reason, now),
+                    )
+                data = {"status": status, "by": by, "reason": reason, "grants": grants or {}}
+                event_log.append(self.db, run_id, "escalation_decided", data, now)
+        except BaseException:
+            self.db.rollback()
+            raise
+        self.db.commit()
+        return done
+
+    def grants(self, run_id: str) -> list[GrantRow]:
+        """The budget grants of ``run_id``, oldest first."""
+        rows = self.db.execute(
+            "SELECT * FROM budget_grants WHERE run_id = ? ORDER BY id", (run_id,)
+        )
+        return [cast(GrantRow, dict(r)) for r in rows]
+
+
+def _question_row(row: sqlite3.Row) -> QuestionRow:
+    data = dict(row)
+    data["choices"] = json.loads(data.pop("choices_json") or "[]")
+    return cast(QuestionRow, data)
