@@ -3,6 +3,7 @@
 The model sends one command line (``argv``, a string). It is split into words the way
 ``shlex.split`` does (quotes group words; nothing is expanded) and the words are matched,
 word by word, against the spec's ``commands`` patterns; the raw string is never matched.
+(The grammar lives in :mod:`runner.spec.command_lines`, shared with success checks.)
 A pattern is itself split with ``shlex``; each of its words is an ``fnmatch`` glob for one
 word of the command (``*`` in a pattern word also matches ``/``), and a last pattern word
 that is exactly ``*`` matches any number of further words, none included. So
@@ -39,20 +40,34 @@ the patterns allow can still read and write whatever the user can. POSIX only.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import os
-import shlex
 import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from ..errors import SetupError, ToolError
 from ..spec import ShellToolSpec
+from ..spec.command_lines import (
+    CHAIN_OPERATORS,
+    allowed_commands,
+    matches,
+    parse_pattern,
+    split_command_line,
+)
 from ..spec.vocabulary import Risk
 from . import Tool
+
+__all__ = [
+    "CHAIN_OPERATORS",
+    "CommandResult",
+    "ShellTool",
+    "matches",
+    "parse_pattern",
+    "split_command_line",
+]
 
 #: Seconds between SIGTERM and SIGKILL for a command that timed out.
 KILL_GRACE = 2.0
@@ -60,176 +75,17 @@ KILL_GRACE = 2.0
 OUTPUT_GRACE = 2.0
 #: Bytes read from the output pipe at a time.
 _CHUNK = 65_536
-#: Control operators the interpreter may give meaning to (a newline is shown as ``\n``).
-CHAIN_OPERATORS = (";", "&&", "||", "|", "&", "\n")
-#: Characters after ``$`` that make a shell expand something.
-_EXPANDS_AFTER_DOLLAR = frozenset(
-    "({_?$!@*#0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
 
 
-def parse_pattern(pattern: str) -> tuple[str, ...]:
-    """The words of one ``commands`` pattern.
+class CommandResult(NamedTuple):
+    """How a command ended: its exit code and the text :meth:`ShellTool.run` returns.
 
-    Args:
-        pattern: a spec pattern such as ``"git log *"``.
-
-    Returns:
-        Its ``shlex`` words; a last word ``*`` means "any further words".
-
-    Raises:
-        SetupError: the pattern is empty or its quotes do not balance.
+    ``exit_code`` is negative when a signal killed it, None when it timed out (its process
+    group was killed); ``text`` is the header line and the output, cut to size.
     """
-    try:
-        words = tuple(shlex.split(pattern))
-    except ValueError as error:
-        raise SetupError(f"shell command pattern {pattern!r} cannot be parsed: {error}") from None
-    if not words:
-        raise SetupError("a shell command pattern is empty")
-    return words
 
-
-def matches(words: list[str], pattern: tuple[str, ...]) -> bool:
-    """Whether the command ``words`` are allowed by one parsed ``pattern``.
-
-    Each pattern word is an ``fnmatch`` glob (case-sensitive) for the word at the same
-    position; the model's words are plain strings, so a ``*`` the model writes matches only
-    a pattern glob that accepts a literal ``*``. A last pattern word ``*`` matches zero or
-    more further words.
-
-    Args:
-        words: the command's words, as parsed.
-        pattern: from :func:`parse_pattern`.
-
-    Returns:
-        True when every word is accounted for by the pattern.
-    """
-    open_ended = pattern[-1] == "*"
-    fixed = pattern[:-1] if open_ended else pattern
-    if len(words) < len(fixed) or (not open_ended and len(words) != len(fixed)):
-        return False
-    return all(fnmatch.fnmatchcase(word, glob) for word, glob in zip(words, fixed, strict=False))
-
-
-def split_command_line(line: str, interpreter: bool) -> tuple[list[list[str]], list[str]]:
-    """Split ``line`` into simple commands (``shlex`` words) and the operators between them.
-
-    Args:
-        line: the model's command line.
-        interpreter: whether a shell will run the rebuilt line (operators allowed) or the
-            words are executed directly (operators refused).
-
-    Returns:
-        ``(commands, operators)``: each command is a non-empty list of words;
-        ``operators[i]`` follows ``commands[i]`` (one of :data:`CHAIN_OPERATORS`), so there
-        are as many operators as commands, or one fewer when the line does not end with one.
-
-    Raises:
-        ToolError: shell syntax that is refused (see the module docstring), unbalanced
-            quotes, an empty command, or a NUL byte.
-    """
-    if "\x00" in line:
-        raise ToolError("the command contains a NUL byte")
-    texts, operators = _scan(line, interpreter)
-    if operators and not interpreter:
-        shown = "a newline" if operators[0] == "\n" else repr(operators[0])
-        raise ToolError(
-            f"there is no shell: the command is run directly, so {shown} cannot chain or pipe "
-            "commands; run one command per call (quote the character if an argument needs it)"
-        )
-    commands: list[list[str]] = []
-    for index, text in enumerate(texts):
-        try:
-            words = shlex.split(text)
-        except ValueError as error:
-            raise ToolError(f"cannot parse the command: {error} (check the quotes)") from None
-        if not words:
-            last = index == len(texts) - 1
-            if last and index > 0 and operators[-1] in (";", "&", "\n"):
-                continue
-            raise ToolError("the command line contains an empty command")
-        commands.append(words)
-    if not commands:
-        raise ToolError("the command is empty")
-    return commands, operators[: len(commands)]
-
-
-def _scan(line: str, interpreter: bool) -> tuple[list[str], list[str]]:
-    """Cut ``line`` at unquoted control operators, refusing what only a shell would run."""
-    texts: list[str] = []
-    operators: list[str] = []
-    current: list[str] = []
-    quote = ""
-    index, size = 0, len(line)
-    while index < size:
-        char = line[index]
-        following = line[index + 1 : index + 2]
-        if quote == "'":
-            current.append(char)
-            quote = "" if char == "'" else quote
-            index += 1
-            continue
-        if char == "\\":
-            current.append(line[index : index + 2])
-            index += 2
-            continue
-        if quote == '"':
-            if char == "`" or (char == "$" and following in _EXPANDS_AFTER_DOLLAR):
-                _refuse_expansion(char, following, interpreter)
-            quote = "" if char == '"' else quote
-            current.append(char)
-            index += 1
-            continue
-        if char in ";&|\n":
-            operator = char
-            if char in "&|" and following == char:
-                operator = char * 2
-            elif (char == "|" and following == "&") or (char == ";" and following == ";"):
-                raise ToolError(f"{char + following!r} is not allowed in a command")
-            texts.append("".join(current))
-            operators.append(operator)
-            current = []
-            index += len(operator)
-            continue
-        if char in "<>":
-            raise ToolError(
-                "redirections (< and >) are not allowed; the output is returned to you"
-                if interpreter
-                else "there is no shell: < and > do not redirect (the command's output is "
-                "returned to you); leave them out"
-            )
-        if char in "()":
-            raise ToolError(
-                "subshells and grouping with ( ) are not allowed"
-                if interpreter
-                else "there is no shell: ( and ) have no meaning here; quote them if they "
-                "are part of an argument"
-            )
-        if char == "`" or (char == "$" and following in _EXPANDS_AFTER_DOLLAR):
-            _refuse_expansion(char, following, interpreter)
-        if char in "'\"":
-            quote = char
-        current.append(char)
-        index += 1
-    if quote:
-        raise ToolError(f"cannot parse the command: no closing quotation ({quote})")
-    texts.append("".join(current))
-    return texts, operators
-
-
-def _refuse_expansion(char: str, following: str, interpreter: bool) -> None:
-    if char == "`" or following == "(":
-        what = "command substitution ($(...) or backticks)"
-        why = "the command inside could not be checked against the allowed commands"
-    else:
-        what = "variable expansion ($NAME, ${...})"
-        why = "write the value itself"
-    if interpreter:
-        raise ToolError(f"{what} is not allowed: {why}")
-    raise ToolError(
-        f"there is no shell: {what} is not performed, the text would be passed literally; "
-        + ("run that command in its own call" if "substitution" in what else why)
-    )
+    exit_code: int | None
+    text: str
 
 
 class _Capture:
@@ -433,13 +289,9 @@ class ShellTool(Tool):
             ToolError: refused syntax (see :func:`split_command_line`) or a command that
                 matches no pattern.
         """
-        commands, operators = split_command_line(line, self.interpreter is not None)
-        for words in commands:
-            if not any(matches(words, pattern) for pattern in self.patterns):
-                allowed = ", ".join(repr(p) for p in self.spec.commands)
-                raise ToolError(
-                    f"command {shlex.join(words)!r} is not allowed; allowed commands: {allowed}"
-                )
+        commands, operators = allowed_commands(
+            line, self.patterns, self.spec.commands, self.interpreter is not None
+        )
         if self.interpreter is None:
             return commands[0]
         parts: list[str] = []
@@ -484,7 +336,21 @@ class ShellTool(Tool):
             ToolError: a refused or disallowed command, a command that cannot be started,
                 or a timeout (the process group was killed; the partial output follows).
         """
-        argv = self.check(arguments["argv"])
+        result = self.execute(arguments["argv"])
+        if result.exit_code is None:
+            raise ToolError(result.text)
+        return result.text
+
+    def execute(self, line: str) -> CommandResult:
+        """Check and run the command line ``line``; how it ended (see :meth:`run`).
+
+        The same confinement as a call of the tool (patterns, cwd, environment, timeout,
+        process group); a success check's ``command`` runs through here.
+
+        Raises:
+            ToolError: a refused or disallowed command, or one that cannot be started.
+        """
+        argv = self.check(line)
         if not self.cwd.is_dir():
             raise ToolError(f"the working folder {str(self.cwd)!r} does not exist")
         try:
@@ -536,9 +402,7 @@ class ShellTool(Tool):
         budget = self.max_output - len(header.encode()) - len(incomplete.encode()) - 1
         body = capture.render(max(budget, 0)) if capture.total else "(no output)"
         text = _clip(f"{header}\n{body}{incomplete}", self.max_output)
-        if not finished:
-            raise ToolError(text)
-        return text
+        return CommandResult(code if finished else None, text)
 
 
 def _signal_name(number: int) -> str:
