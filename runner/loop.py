@@ -49,6 +49,7 @@ from .policy import Approver, UnattendedApprover
 from .redact import Redactor, secret_variables
 from .resume import RunState, pending_calls
 from .store import HEARTBEAT_S, new_run_id
+from .success_checks import SuccessChecks
 from .tool_calls import ToolCaller
 from .tools import ToolRegistry
 
@@ -117,6 +118,13 @@ class Run:
         self.step = resume.step if resume else 0
         self.cancel_reason = StopReason.CANCELLED
         self.output_retries = 0
+        self.success_checks = SuccessChecks(
+            agent.spec,
+            self.run_id,
+            self.emit,
+            failed_attempts=resume.failed_check_attempts if resume else 0,
+            remaining_time=self.budget.remaining_time,
+        )
         self.final: str | None = None
         self.result: Any = None
         self._task: asyncio.Task[Any] | None = None
@@ -260,7 +268,7 @@ class Run:
             reply = await self._call_model(tools)
             self.add_message(reply.as_message())
             if not reply.tool_calls:
-                done = self._final_answer(reply.content or "")
+                done = await self._final_answer(reply.content or "")
                 if done is not None:
                     return done
                 continue
@@ -302,14 +310,27 @@ class Run:
             cost = cost_usd(pricing, Usage(prompt, output)) or 0.0
         self.budget.check_before_model_call(tokens, cost)
 
-    def _final_answer(self, content: str) -> StopReason | None:
-        """Accept the final answer, or ask for a corrected one (``output.schema``)."""
+    async def _final_answer(self, content: str) -> StopReason | None:
+        """Accept the final answer, or ask for a corrected one (``output.schema``, then checks).
+
+        Raises:
+            ChecksFailed: the answer failed the spec's ``checks`` with no retry left (the
+                failure is in the conversation first; :mod:`runner.success_checks`).
+        """
         self.final = content
         self.result, correction = judge(content, self.agent.spec.output, self.output_retries)
-        if correction is None:
+        if correction is not None:
+            self.output_retries += 1
+            self.add_message(correction)
+            return None
+        verdict = await self.success_checks.judge(
+            content, self.step, self.agent.spec.max_check_retries
+        )
+        if verdict is None:
             return StopReason.COMPLETED
-        self.output_retries += 1
-        self.add_message(correction)
+        self.add_message(verdict.message)
+        if verdict.stop is not None:
+            raise verdict.stop
         return None
 
     async def _call_model(self, tools: list[dict[str, Any]]) -> ModelReply:

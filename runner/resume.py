@@ -37,6 +37,8 @@ class RunState:
         journal: call id → ``{"status", "result", "risk", "decision"}`` of calls that started.
         approvals: call id → the newest approval row (``status``, ``arguments_sha256``, ...).
         signatures: executed calls, for loop detection.
+        failed_check_attempts: final answers that failed the spec's ``checks`` so far (each
+            used one of ``max_check_retries``; :mod:`runner.success_checks`).
     """
 
     messages: list[dict[str, Any]]
@@ -46,6 +48,7 @@ class RunState:
     journal: dict[str, ToolCallRow] = field(default_factory=dict)
     approvals: dict[str, ApprovalRow] = field(default_factory=dict)
     signatures: list[str] = field(default_factory=list)
+    failed_check_attempts: int = 0
 
 
 #: Why a call that was running when its run stopped is asked for again.
@@ -95,6 +98,9 @@ def restore_state(store: RunStore, run_id: str) -> RunState:
         journal=journal,
         approvals=approvals,
         signatures=signatures,
+        failed_check_attempts=len(
+            {row["attempt"] for row in store.check_runs(run_id) if not row["passed"]}
+        ),
     )
 
 

@@ -18,7 +18,8 @@ Each check returns located :class:`~runner.errors.Diagnostic` objects:
 - the model and its fallbacks name a provider litellm knows (any prefix is accepted with an
   ``api_base``: an OpenAI-compatible endpoint) or an embedded local model that exists, and
   the local model is given no setting it would ignore (``api_key_env``, ``api_base``);
-- MCP servers only see environment variables from the spec's ``env`` allowlist.
+- MCP servers only see environment variables from the spec's ``env`` allowlist;
+- success ``checks``: :mod:`runner.spec.checks_success`.
 
 :func:`key_variable_warnings` is apart: it reads the environment, so it runs only when asked
 (``agentrun validate`` asks; a spec's validity never depends on the shell it is read in).
@@ -35,6 +36,7 @@ from typing import Any
 from ..errors import Diagnostic
 from ..triggers.globs import bracket_end
 from .builtin_tools import BY_KEY as BUILTIN_BY_KEY
+from .checks_success import schema_problem, success_check_problems
 from .prices import (
     KEY_VARIABLES,
     LOCAL_MODELS,
@@ -588,16 +590,7 @@ class _Checker:
 
     def _schema_error(self, error: Any) -> None:
         path = ("output", "schema", *error.path)
-        hint = ""
-        if error.path and error.path[-1] == "type" and isinstance(error.instance, str):
-            types = ["array", "boolean", "integer", "null", "number", "object", "string"]
-            message = f"{error.instance!r} is not a JSON Schema type ({', '.join(types)})"
-            close = difflib.get_close_matches(error.instance, types, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else ""
-        else:
-            message = " ".join(str(error.message).split())
-            if len(message) > 160:
-                message = message[:157] + "..."
+        message, hint = schema_problem(error)
         self.error(
             self.located.value_pos(path),
             f"output.schema is not a valid JSON Schema: {message}",
@@ -736,7 +729,7 @@ def semantic_checks(spec: AgentSpec, located: Located, file: str) -> list[Diagno
     checker.budgets()
     checker.model()
     checker.environment()
-    return checker.out
+    return checker.out + success_check_problems(spec, located, file)
 
 
 def _model_id_path(located: Located) -> tuple[Any, ...]:
