@@ -32,6 +32,7 @@ from typing import Any
 from .budgets import Budget, Deadline
 from .compiler import CompiledAgent
 from .errors import RunStop, SetupError
+from .escalation import NEVER_ESCALATED, escalation_message
 from .events import (
     Event,
     Heartbeat,
@@ -226,6 +227,13 @@ class Run:
             await self.model.aclose()  # its HTTP connections, in the loop that opened them
         self.emit(Heartbeat(self.run_id, self.budget.elapsed()))
         usage = self.budget.usage
+        escalated_from = None
+        if stop in spec.escalate_on and stop not in NEVER_ESCALATED:  # a person decides
+            escalated_from, stop = stop, StopReason.ESCALATED
+            used = replace(usage, elapsed_s=self.budget.elapsed())
+            message = escalation_message(
+                self.run_id, escalated_from, message, self.agent.spec, used, self.messages
+            )
         finished = RunFinished(
             run_id=self.run_id,
             stop_reason=stop,
@@ -239,6 +247,7 @@ class Run:
             message=message,
             traceback=trace,
             result=self.result,
+            escalated_from=escalated_from,
         )
         self.emit(finished)
         return self.redactor.event(finished)

@@ -2,8 +2,8 @@
 
 A run that waits for approval, whose process died, or that was cancelled continues from
 its record alone: the conversation (with the sealed, unredacted messages put back), the
-budget usage so far, the journal of tool calls that started, and the decisions recorded
-while it was paused. :func:`restore_state` builds that :class:`RunState`;
+budget usage so far, the journal of tool calls that started, and the decisions and answers
+recorded while it was paused. :func:`restore_state` builds that :class:`RunState`;
 :class:`runner.loop.Run` continues from it, first with :func:`pending_calls`.
 
 Two rules make a resume safe (docs/security.md): a call that completed is never run again
@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .budgets import Usage as BudgetUsage
+from .escalation import loop_reset_at
 from .events import EXECUTED_STATUSES
 from .models import ToolCallRequest
-from .store import ApprovalRow, RunStore, ToolCallRow
+from .store import ApprovalRow, QuestionRow, RunStore, ToolCallRow
 
 
 @dataclass
@@ -36,7 +37,8 @@ class RunState:
         active_s: run time so far in seconds (waits for approval excluded).
         journal: call id → ``{"status", "result", "risk", "decision"}`` of calls that started.
         approvals: call id → the newest approval row (``status``, ``arguments_sha256``, ...).
-        signatures: executed calls, for loop detection.
+        signatures: executed calls, for loop detection (only those after a person last
+            continued the run from a ``loop_detected`` escalation).
         failed_check_attempts: final answers that failed the spec's ``checks`` so far (each
             used one of ``max_check_retries``; :mod:`runner.success_checks`).
     """
@@ -48,6 +50,7 @@ class RunState:
     journal: dict[str, ToolCallRow] = field(default_factory=dict)
     approvals: dict[str, ApprovalRow] = field(default_factory=dict)
     signatures: list[str] = field(default_factory=list)
+    questions: dict[str, QuestionRow] = field(default_factory=dict)
     failed_check_attempts: int = 0
 
 
@@ -80,7 +83,11 @@ def restore_state(store: RunStore, run_id: str) -> RunState:
     journal = {row["call_id"]: row for row in tool_rows}  # the newest row of each call
     approvals = {row["call_id"]: row for row in store.approvals(run_id, status=None)}
     signatures = []
+    # A person who continued a loop_detected escalation let the repeats before it go.
+    reset_at = loop_reset_at(store, run_id)
     for row in executed:
+        if reset_at is not None and row["created_at"] <= reset_at:
+            continue
         try:
             canonical = json.dumps(json.loads(row["arguments"] or "{}"), sort_keys=True)
         except json.JSONDecodeError:
@@ -98,6 +105,7 @@ def restore_state(store: RunStore, run_id: str) -> RunState:
         journal=journal,
         approvals=approvals,
         signatures=signatures,
+        questions={row["call_id"]: row for row in store.questions(run_id, status=None)},
         failed_check_attempts=len(
             {row["attempt"] for row in store.check_runs(run_id) if not row["passed"]}
         ),

@@ -7,7 +7,15 @@ so ``agentrun --help`` and ``agentrun validate`` stay fast.
 
 from __future__ import annotations
 
-from . import console, daemon, records, running, specs  # noqa: F401  (registers the commands)
+from . import (  # noqa: F401  (registers the commands)
+    console,
+    daemon,
+    escalations,
+    people,
+    records,
+    running,
+    specs,
+)
 from .base import STOP_EXIT_CODES, cli, main
 
 __all__ = ["STOP_EXIT_CODES", "cli", "main"]

@@ -83,6 +83,12 @@ def _execute(
     progress = Progress(enabled=False if (as_json or quiet) else None).start()
     printer = ConsolePrinter(progress.echo)
     sinks: list[Sink] = [] if (as_json or quiet) else [printer.print, progress.event]
+    notifier = None
+    if agent.spec.notify:  # sent from a thread; the run never waits for it
+        from ..notify.inprocess import RunNotifier
+
+        notifier = RunNotifier(agent.spec, store.path.parent)
+        sinks.append(notifier.sink)
     try:
         # SIGTERM, SIGINT (Ctrl-C) and SIGHUP cancel the run: recorded, resumable, exit 6.
         finished = asyncio.run(
@@ -100,6 +106,8 @@ def _execute(
         progress.stop()
         _fail("interrupted", EXIT_TIMEOUT)
     progress.stop()
+    if notifier is not None:
+        notifier.finish()  # waits at most one send timeout; the exit code is the run's
     stop = finished.stop_reason
     if as_json:
         click.echo(
@@ -232,14 +240,33 @@ def deny(run_id: str, call_id: str | None, reason: str) -> None:
 @click.option(
     "--force", is_flag=True, help="Resume even though the spec file changed since the run started."
 )
-def resume(run_id: str, as_json: bool, quiet: bool, unattended: bool, force: bool) -> None:
-    """Continue a run that waits for approval, was interrupted or was cancelled.
+@click.option(
+    "--add",
+    "adds",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Continue an escalated run with more budget: max_steps=10, max_cost_usd=0.5, "
+    "max_duration=15m, ... (within budgets.ceilings); repeatable.",
+)
+@click.option("--reason", "-r", default="", help="Why it is continued (recorded with a grant).")
+def resume(
+    run_id: str,
+    as_json: bool,
+    quiet: bool,
+    unattended: bool,
+    force: bool,
+    adds: tuple[str, ...],
+    reason: str,
+) -> None:
+    """Continue a paused (approval, answer), escalated, interrupted or cancelled run.
 
     It goes on exactly where it stopped, with the arguments the model sent. Calls that
     completed are never run again; a call that was running when the process died runs again
     only if its tool is low risk, otherwise a person is asked again (an approval given
     before it ran does not count). Of two resumes of one run started together, one runs it
-    and the other says who holds it.
+    and the other says who holds it. An escalated run stopped by a budget (max_steps, ...)
+    or checks_failed goes on only with a grant of more (--add max_steps=10, within the
+    spec's budgets.ceilings); one escalated for another reason goes on without.
     """
     import hashlib
 
@@ -247,6 +274,7 @@ def resume(run_id: str, as_json: bool, quiet: bool, unattended: bool, force: boo
     from ..resume import restore_state
     from ..spec import load_spec
     from ..store import ResumeClaimed, RunStore
+    from .escalations import spec_for_resume
 
     store = RunStore.default()
     store.sweep_interrupted()
@@ -261,6 +289,16 @@ def resume(run_id: str, as_json: bool, quiet: bool, unattended: bool, force: boo
             f"agentrun approve {row.id} or agentrun deny {row.id} --reason TEXT",
             EXIT_WAITING,
         )
+    from ..decisions import waiting_questions  # marks questions past answer_timeout first
+
+    asked = waiting_questions(store, row.id)
+    if asked and (unattended or not (sys.stdin.isatty() and sys.stderr.isatty())):
+        calls = ", ".join(q["call_id"] for q in asked)
+        _fail(
+            f"run {row.id} still waits for an answer to its question ({calls}): "
+            f"agentrun answer {row.id} TEXT",
+            EXIT_WAITING,
+        )
     spec_path = Path(row.spec_path)
     if not spec_path.exists():
         raise UsageError(f"the spec of run {row.id} is gone: {spec_path}")
@@ -269,7 +307,7 @@ def resume(run_id: str, as_json: bool, quiet: bool, unattended: bool, force: boo
             f"{spec_path} changed since run {row.id} started; pass --force to resume with "
             "the new version"
         )
-    spec = load_spec(spec_path)
+    spec = spec_for_resume(store, row, load_spec(spec_path), adds, reason)
     agent = compile_agent(spec, json.loads(row.inputs_json))
     try:
         store.claim_for_resume(row.id)  # one atomic step: a second resume loses here

@@ -3,7 +3,8 @@
 A run of the daemon that waits for approval continues by itself once none of its calls
 waits any more, whoever decided them (``agentrun approve``, the API, the console, another
 process): :class:`PausedRuns` follows the run event log's ``approval_decided`` entries
-while any run waits, and hands the run to the planner (:meth:`Planner.continue_run`), which
+(and ``escalation_decided``: an escalated run a person continued) while any run waits,
+and hands the run to the planner (:meth:`Planner.continue_run`), which
 applies the concurrency policy. At start it also continues the runs found ``interrupted``
 whose spec says ``on_interrupt: resume``.
 """
@@ -65,7 +66,9 @@ class PausedRuns:
         """
         if not self.waiting:
             return
-        entries = self.store.events_since(self.seen, limit=1000, types=("approval_decided",))
+        entries = self.store.events_since(
+            self.seen, limit=1000, types=("approval_decided", "escalation_decided")
+        )
         if not entries:
             return
         self.seen = int(entries[-1]["id"])
@@ -78,6 +81,8 @@ class PausedRuns:
         """Continue one of the daemon's runs where it stopped, if it should continue now.
 
         A run waiting for approval continues once none of its calls waits any more; an
+        escalated run once a person continued it (with the budget granted; a closed one is
+        no longer resumable); an
         interrupted run only when the daemon starts (``restarting``) and its spec says
         ``on_interrupt: resume`` (a run interrupted while this daemon runs, by its worker's
         death, is left to ``agentrun resume``: continuing it at once could repeat a crash).
@@ -86,6 +91,7 @@ class PausedRuns:
         """
         if not row.resumable or row.stop_reason not in (
             StopReason.WAITING_APPROVAL,
+            StopReason.ESCALATED,
             StopReason.INTERRUPTED,
         ):
             self.waiting.discard(row.id)  # continued or ended some other way
@@ -95,6 +101,10 @@ class PausedRuns:
             return
         if row.stop_reason == StopReason.INTERRUPTED:
             if not restarting or agent.spec.on_interrupt != "resume":
+                return
+        elif row.stop_reason == StopReason.ESCALATED:
+            if self.store.escalations(row.id):
+                self.waiting.add(row.id)  # a person has not closed or continued it yet
                 return
         elif self.store.approvals(row.id):
             self.waiting.add(row.id)  # a call still waits for a person
@@ -107,11 +117,10 @@ class PausedRuns:
             log.warning("%s", message)
             self.store.record_notice("warning", message, agent=row.agent, at=self.clock())
             return
-        why = (
-            "its calls were decided"
-            if row.stop_reason == StopReason.WAITING_APPROVAL
-            else ("it was interrupted (on_interrupt: resume)")
-        )
+        why = {
+            StopReason.WAITING_APPROVAL: "its calls were decided",
+            StopReason.ESCALATED: "a person continued it",
+        }.get(row.stop_reason, "it was interrupted (on_interrupt: resume)")
         outcome = self.planner.continue_run(
             row.agent, row.id, row.trigger, json.loads(row.inputs_json)
         )

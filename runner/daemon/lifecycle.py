@@ -67,6 +67,7 @@ from ..store.rows import FireOutcome
 from .continuation import DECISION_POLL_S, PausedRuns
 from .control import ControlServer, DaemonError, socket_path
 from .executor import LocalExecutor, SpawnWorker, model_path
+from .notifying import DaemonNotifications, NotifySettings
 from .planner import Planner
 from .specs import Invalid, Loaded, Removed, SpecFolders, load_warnings
 from .state import AgentState, Fire, iso
@@ -138,6 +139,7 @@ class Daemon:
         spawn: starts one worker process (the default: ``python -m runner.daemon.worker``);
             tests pass a fake (:data:`runner.daemon.executor.SpawnWorker`).
         clock: the current time, timezone-aware (UTC); tests pass a fixed one.
+        notify: default notification channels, public URL, links' maximum age.
 
     The decisions are the :class:`~runner.daemon.planner.Planner`'s; this class owns the
     processes, the listeners and the event loop, and carries out what the planner asks
@@ -154,6 +156,7 @@ class Daemon:
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
         spawn: SpawnWorker | None = None,
         clock: Callable[[], datetime] = _now,
+        notify: NotifySettings | None = None,
     ) -> None:
         from ..store import SQLiteRunStore
 
@@ -176,6 +179,9 @@ class Daemon:
         self.started_at = clock()
         # The daemon's paused runs, continued once decided (or, at start, interrupted).
         self.paused = PausedRuns(self.store, self.planner, clock)
+        served = lambda: self.http.url if self.http is not None else None  # noqa: E731
+        agents = lambda: self.agents  # noqa: E731
+        self.notifications = DaemonNotifications(self.store, home, agents, served, notify)
         self._lock_file: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.control = ControlServer(
@@ -295,6 +301,7 @@ class Daemon:
         self.watching.join()
         with contextlib.suppress(FileNotFoundError):
             socket_path(self.home).unlink()
+        self.notifications.close()
         self.store.close()
         if self._lock_file is not None:
             self._lock_file.close()
@@ -362,6 +369,7 @@ class Daemon:
         self.rescan()
         # 4. Continue the paused runs whose calls were all decided while no daemon ran, and
         #    the interrupted ones whose spec says on_interrupt: resume.
+        self.notifications.take_over(self.store.last_event_id())
         self.paused.take_over()
 
     # -- effects the planner asks for --------------------------------------------------------
@@ -472,8 +480,11 @@ class Daemon:
             )
         detail = _first_line(row.message) if row is not None and row.message else ""
         log.info("run %s of %s ended: %s%s", run_id, name, outcome, f": {detail}" if detail else "")
-        if row is not None and row.stop_reason == StopReason.WAITING_APPROVAL:
-            self.paused.waiting.add(run_id)  # continued once its calls are decided
+        if row is not None and row.stop_reason in (
+            StopReason.WAITING_APPROVAL,
+            StopReason.ESCALATED,
+        ):
+            self.paused.waiting.add(run_id)  # continued once decided (calls, escalation)
         self.planner.run_ended(name, run_id, outcome)
 
     # -- main loop ---------------------------------------------------------------------------
@@ -485,6 +496,7 @@ class Daemon:
         self.reap()
         if not self.stopping:
             self.paused.follow()
+        self.notifications.follow()
         self.planner.due(self.clock())
         self.watching.due_watches(time.monotonic())
         if not self.stopping:
@@ -493,7 +505,7 @@ class Daemon:
     async def sleep_until_due(self) -> None:
         """Sleep until the next due fire, deadline or wake-up event."""
         delays = [IDLE_WAKE_S]
-        if self.paused.waiting:
+        if self.paused.waiting or self.notifications.waiting:
             delays.append(DECISION_POLL_S)
         next_slot = self.planner.next_due()
         if next_slot is not None:

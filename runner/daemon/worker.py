@@ -156,6 +156,7 @@ def _warm(runner: asyncio.Runner, path: str = LITELLM) -> Any:
 
 async def _run(job: dict[str, Any], store: Any) -> str:
     from ..compiler import compile_agent
+    from ..escalation import applied
     from ..events import StopReason
     from ..loop import Run
     from ..models import LiteLLMModel
@@ -164,6 +165,8 @@ async def _run(job: dict[str, Any], store: Any) -> str:
 
     source = job.get("spec_source")
     spec = load_spec(job["spec_path"], source.encode("utf-8") if source is not None else None)
+    if job.get("resume"):  # a continued escalated run goes on with the budget granted it
+        spec = applied(spec, store, job["run_id"])
     agent = compile_agent(spec, job.get("inputs") or {})
     factory = _model_factory()
     state = None

@@ -36,6 +36,9 @@ from typing import Any
 from ..errors import Diagnostic
 from ..triggers.globs import bracket_end
 from .builtin_tools import BY_KEY as BUILTIN_BY_KEY
+from .checks_escalation import escalation_checks
+from .checks_guards import guard_checks
+from .checks_notify import notify_checks
 from .checks_success import schema_problem, success_check_problems
 from .prices import (
     KEY_VARIABLES,
@@ -729,7 +732,13 @@ def semantic_checks(spec: AgentSpec, located: Located, file: str) -> list[Diagno
     checker.budgets()
     checker.model()
     checker.environment()
-    return checker.out + success_check_problems(spec, located, file)
+    return (
+        checker.out
+        + escalation_checks(spec, located, file)
+        + success_check_problems(spec, located, file)
+        + guard_checks(spec, located, file)
+        + notify_checks(spec, located, file)
+    )
 
 
 def _model_id_path(located: Located) -> tuple[Any, ...]:

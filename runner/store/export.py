@@ -68,8 +68,11 @@ def tool_call_event(run_id: str, tool_call: ToolCallRow) -> dict[str, Any]:
 
 
 def run_finished_event(run: RunRow) -> dict[str, Any]:
-    """The ``run_finished`` event of an ended ``run``: its stop reason, answer and totals."""
-    return {
+    """The ``run_finished`` event of an ended ``run``: its stop reason, answer and totals.
+
+    An escalated run's also says which stop reason escalated it (``escalated_from``).
+    """
+    event = {
         "type": "run_finished",
         "run_id": run.id,
         "at": run.ended_at,
@@ -85,6 +88,9 @@ def run_finished_event(run: RunRow) -> dict[str, Any]:
         "duration_s": run.duration_s,
         "traceback": run.traceback,
     }
+    if run.stop_reason == "escalated" and run.escalated_from is not None:
+        event["escalated_from"] = run.escalated_from
+    return event
 
 
 def export_events(

@@ -219,8 +219,10 @@ class SQLiteOversight:
         """Close (``closed``) or continue (``continued``) run ``run_id``'s open escalation.
 
         ``grants`` (budget name → amount added) are recorded with the decision, in one
-        transaction, with an ``escalation_decided`` entry of the run event log. False when the
-        run has no open escalation (someone decided first).
+        transaction, with an ``escalation_decided`` entry of the run event log. Closing also
+        gives the run back the stop reason that escalated it (status ``finished``: no longer
+        resumable) and drops its sealed messages. False when the run has no open escalation
+        (someone decided first).
         """
         now = now_iso()
         self.db.execute("BEGIN IMMEDIATE")
@@ -231,6 +233,14 @@ class SQLiteOversight:
                 (status, by, reason, now, run_id),
             )
             done = cursor.rowcount > 0
+            if done and status == "closed":
+                # Closed: the run ends with the reason that escalated it, for good.
+                self.db.execute(
+                    """UPDATE runs SET status = 'finished', stop_reason = escalated_from
+                       WHERE id = ? AND stop_reason = 'escalated' AND escalated_from IS NOT NULL""",
+                    (run_id,),
+                )
+                self.db.execute("DELETE FROM sealed_messages WHERE run_id = ?", (run_id,))
             if done:
                 for budget, amount in (grants or {}).items():
                     self.db.execute(

@@ -43,6 +43,7 @@ from ..spec import Risk
 from . import event_log, migrations
 from .export import export_events
 from .interface import HEARTBEAT_STALE_S, ResumeClaimed, RunAlreadyRecorded, RunStore
+from .notify_sqlite import SQLiteNotifications
 from .oversight_sqlite import SQLiteOversight
 from .rows import (
     RESUMABLE_STOPS,
@@ -58,7 +59,7 @@ from .schedule_sqlite import SQLiteSchedule, iso, now_iso
 from .sealing import SealKey
 
 
-class SQLiteRunStore(SQLiteSchedule, SQLiteOversight, RunStore):
+class SQLiteRunStore(SQLiteSchedule, SQLiteOversight, SQLiteNotifications, RunStore):
     """The SQLite run store (``RunStore(path)`` opens one).
 
     The database, its ``-wal`` and ``-shm`` files and the seal key are owner-only
@@ -757,7 +758,7 @@ class SQLiteRunStore(SQLiteSchedule, SQLiteOversight, RunStore):
         return [self._run_row(row) for row in rows]
 
     def paused_runs(self, triggers: Collection[str]) -> list[RunRow]:
-        """Runs started by one of ``triggers`` that wait for approval or were interrupted.
+        """Runs started by one of ``triggers`` that wait for a person or were interrupted.
 
         Oldest first; what a starting daemon may continue by itself.
         """
@@ -767,7 +768,8 @@ class SQLiteRunStore(SQLiteSchedule, SQLiteOversight, RunStore):
         marks = ",".join("?" * len(wanted))
         rows = self.db.execute(
             f"""SELECT * FROM runs WHERE status != 'running' AND trigger IN ({marks})
-                AND stop_reason IN ('waiting_approval', 'interrupted') ORDER BY id""",
+                AND stop_reason IN ('waiting_approval', 'interrupted', 'escalated')
+                ORDER BY id""",
             wanted,
         )
         return [self._run_row(row) for row in rows]
