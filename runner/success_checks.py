@@ -140,7 +140,7 @@ class SuccessChecks:
         self.failed_attempts += 1
         stop = None
         if retries_used >= max_retries:
-            names = ", ".join(repr(r.check.label) for r in failed)
+            names = "; ".join(r.check.label for r in failed)
             stop = ChecksFailed(
                 f"the work failed its checks after {retries_used} "
                 f"{'retry' if retries_used == 1 else 'retries'} (max_check_retries "

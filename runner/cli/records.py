@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +13,9 @@ from .base import (
     _short,
     cli,
 )
+
+if TYPE_CHECKING:
+    from ..store import CheckRunRow
 
 #: What ``runs --status`` filters on: a stop reason, or ``running`` for runs not ended.
 RUN_STATUSES = ["running", *(str(reason) for reason in StopReason)]
@@ -120,6 +124,8 @@ def runs_show(run_id: str) -> None:
                     + (f": {_short(reason, 100)}" if reason else "")
                 )
             click.echo(f"    → {_short(tool['result'], 160)}")
+    for line in _check_run_lines(store.check_runs(row.id)):
+        click.echo(line)
     click.echo(
         f"stop reason: {row.stop_reason or row.status} · {_count(row.steps, 'step')} · "
         f"{_count(row.tool_calls, 'tool call')} · "
@@ -171,3 +177,24 @@ def runs_stats(since: str | None) -> None:
             f"{row['day']:<10}  {row['agent'][:20]:<20} {row['stop_reason']:<18} "
             f"{row['runs']:>5} {tokens:>9} {cost:>10}"
         )
+
+
+def _check_run_lines(rows: list[CheckRunRow]) -> list[str]:
+    """``runs show``'s lines for the success checks: attempt, check, verdict, first line.
+
+    For a command the first line is its exit code, so the first line of its output follows.
+    """
+    if not rows:
+        return []
+    lines = ["checks:"]
+    for row in rows:
+        said = row["output"].splitlines() or [""]
+        first = said[0]
+        if row["kind"] == "command" and len(said) > 1:
+            first = f"{first} · {said[1]}"
+        verdict = "passed" if row["passed"] else "failed"
+        lines.append(
+            f"  attempt {row['attempt']} (step {row['step']}): {row['name']} "
+            f"[{row['kind']}] {verdict}, {row['duration_s']:.2f} s: {_short(first, 120)}"
+        )
+    return lines
