@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import fnmatch
 import shlex
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -149,8 +151,35 @@ class ApprovalRequest:
     done: str = ""
 
 
+@dataclass
+class Question:
+    """A question the model asks a person (the ``ask_human`` tool).
+
+    ``choices`` empty means a free-text answer; ``expires_at`` (UTC ISO-8601) is when the
+    wait ends with stop reason ``answer_timeout``, None for no limit.
+    """
+
+    run_id: str
+    call_id: str
+    question: str
+    context: str = ""
+    choices: list[str] = field(default_factory=list)
+    expires_at: str | None = None
+
+    def seconds_left(self) -> float | None:
+        """Seconds until :attr:`expires_at` (0 when past), or None without a limit."""
+        if self.expires_at is None:
+            return None
+        from datetime import UTC, datetime
+
+        left = datetime.fromisoformat(self.expires_at) - datetime.now(UTC)
+        return max(left.total_seconds(), 0.0)
+
+
 class Approver(Protocol):
-    """Answers "ask" decisions. Raises :class:`~runner.errors.RunStop` to end the run.
+    """Answers "ask" decisions and the model's questions (``ask_human``).
+
+    Either raises :class:`~runner.errors.RunStop` to end (or pause) the run.
 
     Attributes:
         name: who decided, recorded with each decision (``terminal``, ``unattended:deny``).
@@ -160,6 +189,16 @@ class Approver(Protocol):
 
     async def request(self, request: ApprovalRequest) -> Approval:
         """Approve or deny ``request``."""
+        ...
+
+    async def answer(self, question: Question) -> str:
+        """The answer to ``question``, as text.
+
+        Raises:
+            RunStop: :class:`~runner.errors.WaitingInput` to pause the run until a person
+                answers elsewhere, :class:`~runner.errors.AnswerTimeout` when nobody
+                answered by ``question.expires_at``, or another stop that ends the run.
+        """
         ...
 
 
@@ -189,6 +228,32 @@ class UnattendedApprover:
         raise ApprovalRequired(
             f"tool call {request.tool} needs an approval and nobody is attached "
             f"(unattended: {self.mode})"
+        )
+
+    async def answer(self, question: Question) -> str:
+        """Per ``unattended``: say nobody can answer (``deny``), pause (``queue``), or end.
+
+        Raises:
+            WaitingInput: ``queue``: the run pauses until ``agentrun answer`` (or the API,
+                or the console) answers and the run is resumed.
+            ApprovalRequired: ``fail``: the run ends, its message says a question needed
+                an answer.
+        """
+        from .errors import ApprovalRequired, WaitingInput
+
+        if self.mode == "deny":
+            return (
+                "nobody is attached to answer questions (unattended: deny); "
+                "go on without an answer, or say in your final answer what you need"
+            )
+        if self.mode == "queue":
+            raise WaitingInput(
+                f"a question waits for an answer: agentrun answer {question.run_id} "
+                f"{question.call_id} TEXT; then agentrun resume {question.run_id}"
+            )
+        raise ApprovalRequired(
+            f"the model asked a question that needed an answer and nobody is attached "
+            f"(unattended: {self.mode}): {question.question!r}"
         )
 
 
@@ -257,3 +322,118 @@ class TerminalApprover:
             reason = click.prompt("  reason (sent to the model)", default="", err=True)
             return Approval(False, reason)
         return Approval(True, "approved at the terminal", for_run=answer == "a")
+
+    async def answer(self, question: Question) -> str:
+        """Show the question and read the answer (a choice's number or text, or free text).
+
+        The run's clock is stopped by the loop while this waits, as for approvals.
+
+        Raises:
+            AnswerTimeout: nobody answered by ``question.expires_at``.
+        """
+        import asyncio
+
+        from .errors import AnswerTimeout
+
+        left = question.seconds_left()
+        try:
+            async with asyncio.timeout(left):
+                return await _prompt_in_thread(lambda stop: self._ask_question(question, stop))
+        except TimeoutError:
+            raise AnswerTimeout(
+                f"nobody answered the question of call {question.call_id} by "
+                f"{question.expires_at} (the ask_human tool's answer_timeout)"
+            ) from None
+
+    def _ask_question(self, question: Question, stop: threading.Event) -> str:
+        import click
+
+        click.echo("", err=True)
+        click.echo("  question from the model:", err=True)
+        for line in question.question.strip().splitlines()[:40]:
+            click.echo(f"    {line}", err=True)
+        if question.context.strip():
+            click.echo("  context:", err=True)
+            for line in question.context.strip().splitlines()[:40]:
+                click.echo(f"    {line}", err=True)
+        if question.expires_at is not None:
+            click.echo(f"  answer by {question.expires_at[:19].replace('T', ' ')} UTC", err=True)
+        if not question.choices:
+            while True:
+                text = _read_line("  your answer: ", stop)
+                if text:
+                    return text
+        for number, choice in enumerate(question.choices, 1):
+            click.echo(f"    [{number}] {choice}", err=True)
+        while True:
+            picked = _read_line("  your choice (number or text): ", stop)
+            if picked.isdigit() and 1 <= int(picked) <= len(question.choices):
+                return question.choices[int(picked) - 1]
+            if picked in question.choices:
+                return picked
+            click.echo(f"  {picked!r} is not one of the choices", err=True)
+
+
+def _read_line(prompt: str, stop: threading.Event) -> str:
+    """Show ``prompt`` on stderr and read one line from stdin, stripped.
+
+    Waits with ``select`` in short slices rather than blocking in ``readline``, so that once
+    ``stop`` is set (the wait timed out or the run was cancelled) the reading thread ends
+    instead of holding stdin's lock while the interpreter shuts down.
+
+    Raises:
+        click.Abort: end of input, or ``stop`` was set.
+    """
+    import select
+    import sys
+
+    import click
+
+    click.echo(prompt, nl=False, err=True)
+    while not stop.is_set():
+        ready, _, _ = select.select([sys.stdin], [], [], 0.2)
+        if ready:
+            line = sys.stdin.readline()
+            if not line:
+                raise click.Abort()
+            return line.strip()
+    raise click.Abort()
+
+
+async def _prompt_in_thread(ask: Callable[[threading.Event], str]) -> str:
+    """``ask(stop)`` (a blocking prompt) on a daemon thread; its result, awaited.
+
+    The event loop keeps running meanwhile. When the wait ends without an answer (a
+    timeout, the run cancelled) ``stop`` is set, and ``ask`` ends its read
+    (:func:`_read_line`).
+    """
+    import asyncio
+    import contextlib
+
+    loop = asyncio.get_running_loop()
+    stop = threading.Event()
+    answer: asyncio.Future[str] = loop.create_future()
+
+    def settle(text: str | None, error: BaseException | None) -> None:
+        if answer.done():
+            return
+        if error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(text or "")
+
+    def work() -> None:
+        text: str | None = None
+        failure: BaseException | None = None
+        try:
+            text = ask(stop)
+        except BaseException as error:  # click.Abort on end of input, for one
+            failure = error
+        with contextlib.suppress(RuntimeError):  # the run ended meanwhile: loop closed
+            loop.call_soon_threadsafe(settle, text, failure)
+
+    threading.Thread(target=work, name="agentrun-question-prompt", daemon=True).start()
+    try:
+        return await answer
+    finally:
+        stop.set()

@@ -6,6 +6,8 @@
     unknown tool / bad JSON / arguments that fail the schema → refused, told to the model
     arguments put in canonical form (paths resolved, URLs normalised), once
     loop detection: a warning appended to the result, then stop with loop_detected
+    ask_human → a question to a person (never an approval; a deny rule refuses it), its
+        answer recorded and returned: see ToolCaller._ask_human
     policy: allow | ask | deny | propose; a call that may have partly happened asks again
     ask → recorded decision, "approve for the run", or the approver (the run's clock stops)
     budget.check_before_tool_call()                 # max_tool_calls, max_duration
@@ -29,21 +31,25 @@ from typing import Any, Literal
 
 from .budgets import Budget
 from .compiler import CompiledAgent
-from .errors import LoopDetected, ToolArgumentError, ToolError
+from .errors import AnswerTimeout, LoopDetected, ToolArgumentError, ToolError
 from .events import (
     ApprovalDecided,
     ApprovalRequested,
     Event,
+    QuestionAnswered,
+    QuestionAsked,
     ToolCalled,
     ToolCallStatus,
     ToolStarted,
 )
+from .guards import Guards, strictest
 from .models import ToolCallRequest
-from .policy import Approval, ApprovalRequest, Approver, Decision
+from .policy import Approval, ApprovalRequest, Approver, Decision, Question
 from .redact import Redactor
 from .resume import IN_FLIGHT_NOTE, RunState
 from .spec import Risk
 from .tools import Tool
+from .tools.ask_human import AskHuman
 
 
 def truncate(text: str, limit: int) -> str:
@@ -177,6 +183,7 @@ class ToolCaller:
         self.approved_tools: set[str] = set()
         self.proposed: list[ToolCallRequest] = []
         self.would_refuse: dict[str, str] = {}
+        self.guards = Guards(run_id, agent.spec, agent.goal, budget, redactor, emit)
 
     async def call(
         self, call: ToolCallRequest, reason: str, step: int, cut_off: bool = False
@@ -215,6 +222,8 @@ class ToolCaller:
             if cut_off and not _is_json(call.arguments):
                 message = self._cut_off_message(tool.name)
             return outcome("allow", ToolCallStatus.REFUSED, f"error: {message}", message)
+        if isinstance(tool, AskHuman):  # a question to a person: answered, never executed
+            return await self._ask_human(outcome, tool, arguments)
         in_flight_since = str(journal["created_at"]) if journal is not None else None
         warning = "" if in_flight_since else self._loop_check(tool.name, arguments)
         risk = outcome.risk = tool.risk_for(arguments)
@@ -223,8 +232,13 @@ class ToolCaller:
             decision = Decision.ASK  # it may have partly happened: only a person may rerun it
         else:
             in_flight_since = None
+        guard_note = ""
+        if journal is None and decision in (Decision.ALLOW, Decision.ASK):
+            decision, guard_note, refused = await self._guard(outcome, tool, arguments, decision)
+            if refused is not None:
+                return refused
         refused = await self._refusal(
-            outcome, tool, arguments, risk, decision, reason, in_flight_since
+            outcome, tool, arguments, risk, decision, reason, in_flight_since, guard_note
         )
         if refused is not None:
             return refused
@@ -258,6 +272,30 @@ class ToolCaller:
             "in the spec)"
         )
 
+    async def _guard(
+        self, outcome: _Outcome, tool: Tool, arguments: dict[str, Any], decision: Decision
+    ) -> tuple[Decision, str, str | None]:
+        """The guards' review (:mod:`runner.guards`): ``(decision, note, refused text)``.
+
+        The decision is only ever tightened (allow → ask or deny, ask → deny). A call that
+        already has an approval on record (a resumed run: the guards reviewed it before the
+        run paused for that approval) is not shown to them again: it asks, and the recorded
+        decision, bound to the arguments' hash, answers it.
+        """
+        call = outcome.call
+        if self.resumed is not None and call.id in self.resumed.approvals:
+            return strictest([decision, Decision.ASK]), "", None
+        recent = self.signatures[:-1]  # the current call's signature is the last one
+        verdict = await self.guards.review(
+            call.id, tool.rule_name, arguments, outcome.risk or Risk.HIGH, decision, recent
+        )
+        if verdict.decision is not Decision.DENY:
+            return verdict.decision, verdict.note, None
+        names = ", ".join(answer.guard for answer in verdict.by)
+        text = f"error: a guard refused this call of {tool.name}: {verdict.note}; try another way"
+        refused = outcome("deny", ToolCallStatus.REFUSED, text, f"denied by guard {names}")
+        return verdict.decision, verdict.note, refused
+
     async def _refusal(
         self,
         outcome: _Outcome,
@@ -267,8 +305,12 @@ class ToolCaller:
         decision: Decision,
         reason: str,
         in_flight_since: str | None,
+        guard_note: str = "",
     ) -> str | None:
-        """The recorded text of a call that does not run (proposed, denied), else None."""
+        """The recorded text of a call that does not run (proposed, denied), else None.
+
+        ``guard_note``: why a guard sent the call to ask (shown to the approver).
+        """
         if decision is Decision.PROPOSE:
             self.proposed.append(outcome.call)
             refused = tool.refusal(arguments)
@@ -292,7 +334,7 @@ class ToolCaller:
             )
         if decision is Decision.ASK:
             approval = await self._ask(
-                outcome.call, tool.name, arguments, risk, reason, in_flight_since
+                outcome.call, tool.name, arguments, risk, reason, in_flight_since, guard_note
             )
             if not approval.approved:
                 text = f"error: a person denied this call of {tool.name}"
@@ -359,6 +401,7 @@ class ToolCaller:
         risk: Risk,
         reason: str,
         in_flight_since: str | None = None,
+        guard_note: str = "",
     ) -> Approval:
         """Get a decision for one call.
 
@@ -370,8 +413,11 @@ class ToolCaller:
         A call that was running when the run stopped (``in_flight_since``: when it last
         started, UTC ISO-8601) may have partly happened: only a decision asked for after that
         start applies to it, so an approval given before it ran asks again, always.
+
+        ``guard_note`` (why a guard sent the call to ask) is shown to the approver, and such
+        a call always reaches it: "approved for the rest of the run" does not answer a guard.
         """
-        note = IN_FLIGHT_NOTE if in_flight_since is not None else ""
+        note = IN_FLIGHT_NOTE if in_flight_since is not None else guard_note
         # Bound to the canonical arguments (paths resolved, URLs normalised): a decision
         # applies to the target it was given for, whatever the spelling, and to no other
         # (a symlink pointed elsewhere since then asks again).
@@ -413,6 +459,65 @@ class ToolCaller:
         if approval.approved and approval.for_run:
             self.approved_tools.add(tool_name)
         return approval
+
+    async def _ask_human(self, outcome: _Outcome, tool: AskHuman, arguments: dict[str, Any]) -> str:
+        """Ask a person the model's question (``ask_human``); the answer is the result.
+
+        Only a ``deny`` rule refuses it: it never asks for an approval, whatever the
+        autonomy level (``suggest`` included: a question proposes no action). A resumed
+        run first looks at the question recorded for this call: answered (by ``agentrun
+        answer``, the API or the console while the run was paused) → that answer, without
+        asking again; timed out, or past its ``expires_at`` → the run ends; still waiting
+        → asked again through the approver (the record keeps the first question and its
+        deadline: one question per call).
+
+        Raises:
+            AnswerTimeout: the question's ``answer_timeout`` passed without an answer.
+            RunStop: the approver pauses the run (``WaitingInput``) or ends it.
+        """
+        call = outcome.call
+        decision = self.agent.policy.decide(tool.rule_name, tool.risk, arguments)
+        if decision is Decision.DENY:
+            return outcome(
+                "deny",
+                ToolCallStatus.REFUSED,
+                f"error: the policy denies this call of {tool.name}; try another way",
+                "denied by a rule",
+            )
+        question = Question(
+            self.run_id,
+            call.id,
+            str(arguments["question"]),
+            str(arguments.get("context") or ""),
+            [str(choice) for choice in arguments.get("choices") or []],
+            tool.expires_at(),
+        )
+        recorded = self.resumed.questions.get(call.id) if self.resumed else None
+        if recorded is not None:
+            if recorded["status"] == "answered":
+                return outcome("allow", ToolCallStatus.OK, str(recorded["answer"]))
+            question.expires_at = recorded["expires_at"]
+            left = question.seconds_left()
+            if recorded["status"] == "timed_out" or left == 0.0:
+                raise AnswerTimeout(
+                    f"nobody answered the question of call {call.id} by "
+                    f"{recorded['expires_at']} (the ask_human tool's answer_timeout)"
+                )
+        else:
+            self.emit(
+                QuestionAsked(
+                    self.run_id,
+                    call.id,
+                    question.question,
+                    question.context,
+                    list(question.choices),
+                    question.expires_at,
+                )
+            )
+        with self.waiting_for_a_person():
+            answer = await self.approver.answer(question)
+        self.emit(QuestionAnswered(self.run_id, call.id, answer, self.approver.name))
+        return outcome("allow", ToolCallStatus.OK, answer)
 
     def _loop_check(self, name: str, arguments: dict[str, Any]) -> str:
         """Record the call's signature; a warning to append, or raise :class:`LoopDetected`."""

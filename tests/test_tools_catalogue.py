@@ -27,6 +27,7 @@ tools:
   edit_file: {paths: [data]}
   shell: {commands: ["ls *"]}
   http_request: {hosts: [example.com]}
+  ask_human: {answer_timeout: 1h}
 """
 
 
@@ -70,4 +71,5 @@ def test_a_spec_risk_overrides_the_catalogue_default(tmp_path: Path) -> None:
         "edit_file": "high",
         "shell": "low",
         "http_request": "low",
+        "ask_human": "low",  # it has no risk option: asking acts on nothing
     }

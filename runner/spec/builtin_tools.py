@@ -48,6 +48,7 @@ CATALOGUE: tuple[BuiltinTool, ...] = (
     BuiltinTool("edit_file", ("path", "old", "new"), Risk.MEDIUM),
     BuiltinTool("shell", ("argv",), Risk.HIGH),
     BuiltinTool("http_request", ("url", "method", "headers", "body"), Risk.MEDIUM),
+    BuiltinTool("ask_human", ("question", "context", "choices"), Risk.LOW),
 )
 
 #: The built-in tools' keys, in catalogue order.

@@ -1,8 +1,9 @@
 """The factories of the built-in tools, keyed by the names in :mod:`runner.spec.builtin_tools`.
 
 Each factory builds one tool from the spec and the tool's options under ``tools:`` (a
-:class:`~runner.spec.FileToolSpec`, :class:`~runner.spec.ShellToolSpec` or
-:class:`~runner.spec.HttpToolSpec`), with the spec's ``risk`` override applied. A factory
+:class:`~runner.spec.FileToolSpec`, :class:`~runner.spec.ShellToolSpec`,
+:class:`~runner.spec.HttpToolSpec` or :class:`~runner.spec.types.AskHumanToolSpec`), with the
+spec's ``risk`` override applied. A factory
 imports its tool's module when it is called, so that compiling a spec without ``shell`` or
 ``http_request`` imports neither (``httpx`` stays off the start-up path). The compiler
 (:func:`runner.compiler.build_tools`) calls them in catalogue order;
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..spec import AgentSpec, FileToolSpec, HttpToolSpec, ShellToolSpec
+from ..spec.types import AskHumanToolSpec
 from . import Tool
 
 if TYPE_CHECKING:
@@ -75,6 +77,12 @@ def _http_request(spec: AgentSpec, options: HttpToolSpec) -> Tool:
     return HttpTool(options, spec.budgets.tool_timeout)
 
 
+def _ask_human(spec: AgentSpec, options: AskHumanToolSpec) -> Tool:
+    from .ask_human import AskHuman
+
+    return AskHuman(options.answer_timeout)
+
+
 #: Built-in tool name (a key of :data:`runner.spec.builtin_tools.BY_KEY`) → its factory.
 FACTORIES: dict[str, Factory] = {
     "read_file": _read_file,
@@ -83,4 +91,5 @@ FACTORIES: dict[str, Factory] = {
     "edit_file": _edit_file,
     "shell": _shell,
     "http_request": _http_request,
+    "ask_human": _ask_human,
 }
