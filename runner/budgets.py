@@ -142,6 +142,33 @@ class Budget:
             self.usage.cost_usd += cost_usd
         self.usage.elapsed_s = self.elapsed()
 
+    def check_tokens_and_cost(self, estimated_tokens: int, estimated_cost: float) -> None:
+        """Refuse a model call that is not a step (a guard's) if it could cross a limit.
+
+        Args:
+            estimated_tokens: its prompt tokens plus its maximum output tokens.
+            estimated_cost: USD it could cost at most.
+
+        Raises:
+            BudgetExhausted: naming ``max_tokens`` or ``max_cost_usd``.
+        """
+        limits = self.limits
+        tokens = self.usage.tokens + estimated_tokens
+        if limits.max_tokens is not None and tokens > limits.max_tokens:
+            raise BudgetExhausted(StopReason.MAX_TOKENS, tokens, limits.max_tokens)
+        cost = self.usage.cost_usd + estimated_cost
+        if limits.max_cost_usd is not None and cost > limits.max_cost_usd:
+            raise BudgetExhausted(StopReason.MAX_COST_USD, cost, limits.max_cost_usd)
+
+    def charge_tokens(self, input_tokens: int, output_tokens: int, cost_usd: float | None) -> None:
+        """Record a model call that is not a step (a guard's): tokens and USD, no step."""
+        self.usage.input_tokens += input_tokens
+        self.usage.output_tokens += output_tokens
+        if cost_usd is None:
+            self.usage.cost_known = False
+        else:
+            self.usage.cost_usd += cost_usd
+
     def check_before_tool_call(self) -> None:
         """Refuse the next tool call if it would cross ``max_tool_calls`` or ``max_duration``.
 
