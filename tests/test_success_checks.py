@@ -347,3 +347,59 @@ def test_a_spec_without_checks_has_no_check_runs(tmp_path: Path) -> None:
     finished, ran = execute(spec, ScriptedModel([text("Done.")]), store)
     assert finished.stop_reason is StopReason.COMPLETED and ran == []
     assert store.check_runs(finished.run_id) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# what people see: explain, the API
+
+
+def test_explain_shows_the_checks_and_the_retries(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_spec(
+        tmp_path,
+        spec_text(
+            """
+            checks:
+              - {name: result is 42, command: python check.py, timeout: 90s}
+              - {file: result.txt, matches: '^42$'}
+              - {answer_schema: {type: object, required: [fixed]}}
+            max_check_retries: 4
+            """
+        ),
+    )
+    code, out, err = invoke(["explain", str(path)], capsys)
+    assert code == 0, err
+    assert (
+        "checks after the final answer (max_check_retries 4, then stop reason checks_failed)" in out
+    )
+    assert "  1. command: python check.py (timeout 90s)  [result is 42]" in out
+    assert "  2. file: result.txt matches '^42$'" in out
+    assert '  3. answer_schema: {"type": "object", "required": ["fixed"]}' in out
+
+
+def test_the_api_lists_a_runs_check_runs(tmp_path: Path) -> None:
+    from tests.test_web_api import start_console
+
+    home = tmp_path / "home"
+    home.mkdir()
+    spec = make(tmp_path, COMMAND_CHECK, "max_check_retries: 1\n")
+    store = RunStore(home / "runs.db")
+    try:
+        finished, _ = execute(spec, ScriptedModel([text("Done.")], repeat_last=True), store)
+    finally:
+        store.close()
+    console = start_console(home)
+    try:
+        with console.client() as client:
+            answer = client.get(f"/api/v1/runs/{finished.run_id}")
+    finally:
+        console.stop()
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["stop_reason"] == "checks_failed"
+    assert [(c["attempt"], c["index"], c["kind"], c["passed"]) for c in body["checks"]] == [
+        (1, 0, "command", False),
+        (2, 0, "command", False),
+    ]
+    assert "FAIL: expected 42" in body["checks"][0]["output"]

@@ -14,6 +14,7 @@ from .base import (
     EXIT_OK,
     EXIT_USAGE,
     _count,
+    _short,
     cli,
 )
 
@@ -188,6 +189,7 @@ def explain(spec_file: Path) -> None:
         patterns = getattr(spec.rules, kind)
         if patterns:
             click.echo(f"rules.{kind}: {', '.join(patterns)}")
+    _explain_checks(spec)
     budgets = spec.budgets
     parts = [f"max_steps {budgets.max_steps}"]
     units = {"max_cost_usd": " USD", "max_duration": "s"}
@@ -204,6 +206,28 @@ def explain(spec_file: Path) -> None:
         if spec.triggers
         else "triggers: none (agentrun run only)"
     )
+
+
+def _explain_checks(spec: AgentSpec) -> None:
+    """``explain``'s success checks, in the order they run, and ``max_check_retries``."""
+    if not spec.checks:
+        return
+    retries = spec.max_check_retries
+    click.echo(
+        f"checks after the final answer (max_check_retries {retries}, then stop reason "
+        "checks_failed):"
+    )
+    for check in spec.checks:
+        if check.command is not None:
+            what = f"{check.command} (timeout {check.timeout:g}s)"
+        elif check.file is not None:
+            what = check.file + (f" matches {check.matches!r}" if check.matches else " exists")
+        elif check.answer_matches is not None:
+            what = repr(check.answer_matches)
+        else:
+            what = _short(json.dumps(check.answer_schema), 100)
+        named = f"  [{check.name}]" if check.name else ""
+        click.echo(f"  {check.index + 1}. {check.kind}: {what}{named}")
 
 
 def _explain_tools(spec: AgentSpec, spec_file: Path) -> None:
@@ -223,6 +247,7 @@ def _explain_tools(spec: AgentSpec, spec_file: Path) -> None:
             decision = policy.decide_statically(tool.name, tool.risk)
             word = DECISION_WORDS[decision]
             click.echo(f"  {tool.name:<14} risk {tool.risk:<6} {word}")
+            _explain_guards(spec, tool.rule_name)
     elif not (spec.tools.builtin_names() or spec.tools.functions or spec.tools.mcp):
         click.echo("tools: none")
     for server, options in spec.tools.mcp.items():
@@ -231,6 +256,29 @@ def _explain_tools(spec: AgentSpec, spec_file: Path) -> None:
             f"  MCP server {server}: allows {', '.join(options.allow)} ({trusted}); "
             f"see `agentrun tools {spec_file}`"
         )
+        _explain_guards(spec, f"{server}.*")
+
+
+def _explain_guards(spec: AgentSpec, tool_name: str) -> None:
+    """``explain``'s guards of one tool (``SERVER.*``: any tool of that MCP server)."""
+    from fnmatch import fnmatchcase
+
+    for guard in spec.guards:
+        if tool_name.endswith(".*"):
+            server = tool_name[:-2]
+            shown = any(fnmatchcase(server, glob.split(".", 1)[0]) for glob in guard.tools)
+        else:
+            shown = any(fnmatchcase(tool_name, glob) for glob in guard.tools)
+        if shown:
+            how = (
+                f"command {guard.command}"
+                if guard.command is not None
+                else f"prompt to {guard.model or spec.model.id}"
+            )
+            click.echo(
+                f"      guard {guard.label}: {how} (timeout {guard.timeout:g}s; can only "
+                "tighten: allow -> ask or deny)"
+            )
 
 
 def _explain_triggers(spec: AgentSpec) -> None:

@@ -66,6 +66,20 @@ class RunSummary(BaseModel):
     ended_at: str | None = Field(description="UTC, ISO 8601; null while it runs.")
 
 
+class CheckRunOut(BaseModel):
+    """One success check run after a final answer."""
+
+    attempt: int = Field(description="Which final answer it checked, from 1.")
+    step: int = Field(description="The step (model call) that gave that answer.")
+    index: int = Field(description="The check's place in the spec's `checks`, from 0.")
+    kind: str = Field(description="command, file, answer_matches or answer_schema.")
+    name: str = Field(description="The check's name, or what it checks.")
+    passed: bool
+    output: str = Field(description="What the model was told (a command's output), cut.")
+    duration_s: float = Field(description="Seconds.")
+    created_at: str = Field(description="UTC, ISO 8601.")
+
+
 class RunDetail(RunSummary):
     """One run with its goal, inputs, answer and message."""
 
@@ -77,6 +91,10 @@ class RunDetail(RunSummary):
     traceback: str | None = Field(description="An internal error's traceback, or null.")
     spec_path: str
     resumable: bool = Field(description="Whether `agentrun resume` may continue it.")
+    checks: list[CheckRunOut] = Field(
+        default_factory=list,
+        description="Its success checks run so far (`checks:` in the spec), in order.",
+    )
 
 
 class RunPage(BaseModel):
@@ -295,7 +313,12 @@ def list_runs(
 def get_run(state: State, run_id: str) -> dict[str, Any]:
     """One run, by its id or a unique prefix of it."""
     state.sweep()
-    return run_detail(_run(state, run_id))
+    row = _run(state, run_id)
+    checks = state.read(lambda store: store.check_runs(row.id))
+    return {
+        **run_detail(row),
+        "checks": [{**check, "index": check["check_index"]} for check in checks],
+    }
 
 
 def run_detail(row: RunRow) -> dict[str, Any]:
