@@ -7,10 +7,12 @@ status) and its webhook route passed to
 :func:`create_app`, so that this package never imports the daemon.
 
 Every request is authenticated by :class:`AuthMiddleware` (see :mod:`runner.web.auth`)
-except ``/login`` and the requests the caller names public (POSTs to the daemon's webhook
-paths, which keep their HMAC): an API client with ``Authorization: Bearer TOKEN``, a
-browser with the session cookie (and, for a state-changing request, the CSRF token). Errors
-are JSON, ``{"error": "<message>"}``, with the status code that fits.
+except ``/login``, the signed decision links (``/d/``: the token is the credential,
+:mod:`runner.web.link_pages`) and the requests the caller names public (POSTs to the
+daemon's webhook paths, which keep their HMAC): an API client with
+``Authorization: Bearer TOKEN``, a browser with the session cookie (and, for a
+state-changing request, the CSRF token). Errors are JSON, ``{"error": "<message>"}``,
+with the status code that fits.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..store import SQLiteRunStore
-from . import api, daemon_api, pages
+from . import api, daemon_api, escalations, link_pages, pages, questions
 from .auth import (
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -46,6 +48,7 @@ from .auth import (
     new_csrf_token,
 )
 from .feed import POLL_INTERVAL_S, EventFeed
+from .links import LINK_PREFIX, MAX_LINK_AGE_S, DecisionLinks
 from .operations import DaemonOperations
 from .state import WebState
 
@@ -126,6 +129,8 @@ def create_app(
     app.state.feed = feed
     app.state.daemon = daemon
     app.state.on_decision = on_decision
+    # A link's own expiry is on record (decision_links.expires_at); the signature's cap.
+    app.state.links = DecisionLinks(home, MAX_LINK_AGE_S)
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -136,14 +141,20 @@ def create_app(
     app.openapi = openapi  # type: ignore[method-assign]
     app.router.routes[:0] = list(first_routes)
     app.include_router(api.router)
+    app.include_router(escalations.router)
+    app.include_router(escalations.pages_router)
+    app.include_router(questions.router)
+    app.include_router(questions.pages_router)
     app.include_router(pages.router)
     app.include_router(daemon_api.router)
+    app.include_router(link_pages.router)
     for router in routers:
         app.include_router(router)
     app.add_middleware(
         AuthMiddleware,
         credential=credential,
-        public_paths=(LOGIN_PATH, *public_paths),
+        # A decision link is its own credential (runner.web.link_pages); nothing else is.
+        public_paths=(LOGIN_PATH, LINK_PREFIX, *public_paths),
         public_posts=public_posts,
     )
     app.add_middleware(SecurityHeadersMiddleware)

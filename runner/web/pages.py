@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -45,6 +45,9 @@ from .api import (
     principal,
 )
 from .auth import CSRF_COOKIE, CSRF_FIELD, Principal
+from .escalations import escalation_view, outcome_message
+from .questions import ANSWER_OUTCOMES, waiting_cards
+from .forms import read_form
 from .operations import DaemonOperations, Refused
 from .state import WebState
 
@@ -56,8 +59,6 @@ STATIC = {
     "htmx-2.0.11.min.js": "text/javascript",
     "htmx-ext-sse-2.2.4.min.js": "text/javascript",
 }
-#: The largest form body read, in bytes.
-MAX_FORM_BYTES = 1 << 20
 #: Seconds a "Run now" waits for its run to begin before showing the runs list instead.
 START_WAIT_S = 5.0
 #: Runs one page of the list shows.
@@ -75,11 +76,22 @@ TIMELINE_EVENTS = (
     "tool_started",
     "approval_requested",
     "approval_decided",
+    "question_asked",
+    "question_answered",
     "tool_call",
     "notice",
+    "escalation_decided",
     "run_finished",
 )
-QUEUE_EVENTS = ("approval_requested", "approval_decided", "run_resumed", "run_finished")
+QUEUE_EVENTS = (
+    "approval_requested",
+    "approval_decided",
+    "question_asked",
+    "question_answered",
+    "question_timed_out",
+    "run_resumed",
+    "run_finished",
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -347,13 +359,25 @@ def _run_context(state: State, run_id: str) -> dict[str, Any]:
         "inputs": _pretty(row.inputs_json),
         "result": _pretty(row.result_json) if row.result_json else None,
         "pending": pending,
+        "escalated": state.read(lambda store: escalation_view(store, row)),
+        "questions": waiting_cards(state, row.id),
     }
 
 
 @router.get("/runs/{run_id}")
-def run_page(request: Request, state: State, run_id: str) -> Response:
-    """One run: its totals, budgets, timeline, stop reason and answer; live while it runs."""
-    return _page(request, "run.html", **_run_context(state, run_id))
+def run_page(request: Request, state: State, run_id: str, escalation: str = "") -> Response:
+    """One run: its totals, budgets, timeline, stop reason and answer; live while it runs.
+
+    ``escalation`` is the outcome of a continue or close form (the redirect's), shown once.
+    """
+    message, refused = outcome_message(escalation, run_id)
+    return _page(
+        request,
+        "run.html",
+        escalation_message=message,
+        escalation_refused=refused,
+        **_run_context(state, run_id),
+    )
 
 
 @router.get("/parts/runs/{run_id}")
@@ -382,7 +406,11 @@ def _queue_context(state: State) -> dict[str, Any]:
         return approvals
 
     last_event_id = state.read(lambda store: store.last_event_id())  # as for the runs
-    return {"approvals": state.read(read), "last_event_id": last_event_id}
+    return {
+        "approvals": state.read(read),
+        "questions": waiting_cards(state),  # ask_human questions, answered on the same page
+        "last_event_id": last_event_id,
+    }
 
 
 #: What the page says after a decision, by the ``outcome`` the redirect carries.
@@ -395,6 +423,7 @@ OUTCOMES = {
     Refusal.NO_CALL.value: "Refused: run {run} never asked about a call {call}.",
     Refusal.NO_RUN.value: "Refused: there is no run {run}.",
     Refusal.NOTHING_PENDING.value: "Refused: run {run} has nothing pending.",
+    **ANSWER_OUTCOMES,
 }
 
 
@@ -404,7 +433,7 @@ def approvals_page(
 ) -> Response:
     """The approval queue across runs, with what a person needs to decide; live."""
     message = OUTCOMES[outcome].format(run=run, call=call) if outcome in OUTCOMES else ""
-    refused = outcome not in ("", "approved", "denied")
+    refused = outcome not in ("", "approved", "denied", "answer_recorded")
     return _page(
         request, "approvals.html", message=message, refused=refused, **_queue_context(state)
     )
@@ -417,18 +446,8 @@ def approvals_part(request: Request, state: State) -> Response:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """The fields of a URL-encoded form body (the first value of each), at most 1 MiB read.
-
-    Parsed here rather than by FastAPI's ``Form``, which needs python-multipart: the pages'
-    forms are never multipart.
-    """
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise HTTPException(413, f"a form of more than {MAX_FORM_BYTES} bytes")
-    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-    return {name: values[0] for name, values in fields.items()}
+    """The fields of a URL-encoded form body (:func:`runner.web.forms.read_form`)."""
+    return await read_form(request)
 
 
 @router.post("/approvals/{run_id}/{call_id}")
