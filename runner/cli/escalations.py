@@ -50,8 +50,12 @@ def runs_close(run_id: str, reason: str) -> None:
     )
 
 
-def spec_for_resume(store: Any, row: Any, spec: Any, adds: tuple[str, ...], reason: str) -> Any:
-    """The spec a resume of ``row`` runs with: its grants applied, ``adds`` recorded first.
+def spec_for_resume(
+    store: Any, row: Any, spec: Any, adds: tuple[str, ...], reason: str
+) -> tuple[Any, bool]:
+    """The spec a resume of ``row`` runs with (its grants applied), and whether it decided.
+
+    The second is True when this call continued an open escalation (``adds`` recorded).
 
     An escalated run with an open escalation is continued here (``continue_escalated``,
     by ``cli``) with the grants in ``adds`` (``NAME=VALUE``); a plain resume continues one
@@ -77,4 +81,4 @@ def spec_for_resume(store: Any, row: Any, spec: Any, adds: tuple[str, ...], reas
             f"--add is a grant to an escalated run waiting for a person, and run {row.id} is "
             f"{row.stop_reason or row.status}; see `agentrun escalations`"
         )
-    return applied(spec, store, row.id)
+    return applied(spec, store, row.id), waiting

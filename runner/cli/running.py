@@ -266,7 +266,8 @@ def resume(
     before it ran does not count). Of two resumes of one run started together, one runs it
     and the other says who holds it. An escalated run stopped by a budget (max_steps, ...)
     or checks_failed goes on only with a grant of more (--add max_steps=10, within the
-    spec's budgets.ceilings); one escalated for another reason goes on without.
+    spec's budgets.ceilings); one escalated for another reason goes on without. A running
+    daemon continues its own escalated run by itself once the grant is recorded.
     """
     import hashlib
 
@@ -307,7 +308,10 @@ def resume(
             f"{spec_path} changed since run {row.id} started; pass --force to resume with "
             "the new version"
         )
-    spec = spec_for_resume(store, row, load_spec(spec_path), adds, reason)
+    spec, continued = spec_for_resume(store, row, load_spec(spec_path), adds, reason)
+    if continued and _continued_by_a_daemon(row.trigger):
+        click.echo(f"continued run {row.id}; the daemon continues the run")
+        return
     agent = compile_agent(spec, json.loads(row.inputs_json))
     try:
         store.claim_for_resume(row.id)  # one atomic step: a second resume loses here
