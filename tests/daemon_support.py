@@ -19,6 +19,14 @@ def model(spec: Any) -> FunctionModel:
         names = {t["function"]["name"] for t in tools}
         if not done and goal.startswith("write") and "write_file" in names:
             return call("write_file", {"path": "inbox/reply.txt", "content": goal})
+        if goal.startswith("ask") and "ask_human" in names:
+            # ask a person (choices after "ask:", separated by "|"), then say what came back
+            results = [m["content"] for m in messages if m["role"] == "tool"]
+            if not results:
+                choices = goal.partition("ask:")[2].split("|") if "ask:" in goal else []
+                asked = {"question": "Which one?", "context": goal}
+                return call("ask_human", {**asked, **({"choices": choices} if choices else {})})
+            return text(f"the person said: {results[-1]}")
         if not done and goal.startswith("sleep") and "nap" in names:
             return call("nap", {"seconds": 30})
         if goal.startswith("write then hold") and "hold" in names:

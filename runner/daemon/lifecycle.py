@@ -482,9 +482,10 @@ class Daemon:
         log.info("run %s of %s ended: %s%s", run_id, name, outcome, f": {detail}" if detail else "")
         if row is not None and row.stop_reason in (
             StopReason.WAITING_APPROVAL,
+            StopReason.WAITING_INPUT,
             StopReason.ESCALATED,
         ):
-            self.paused.waiting.add(run_id)  # continued once decided (calls, escalation)
+            self.paused.waiting.add(run_id)  # continued once decided (calls, answer, escalation)
         self.planner.run_ended(name, run_id, outcome)
 
     # -- main loop ---------------------------------------------------------------------------

@@ -46,9 +46,9 @@ from .api import (
 )
 from .auth import CSRF_COOKIE, CSRF_FIELD, Principal
 from .escalations import escalation_view, outcome_message
-from .questions import ANSWER_OUTCOMES, waiting_cards
 from .forms import read_form
 from .operations import DaemonOperations, Refused
+from .questions import ANSWER_OUTCOMES, waiting_cards
 from .state import WebState
 
 HERE = Path(__file__).parent
