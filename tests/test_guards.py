@@ -12,17 +12,19 @@ from typing import Any
 
 import pytest
 
+from runner.budgets import Budget
 from runner.compiler import compile_agent
 from runner.events import StopReason
-from runner.guards import GUARD_INSTRUCTION, GuardFailed, parse_answer, strictest
+from runner.guards import GUARD_INSTRUCTION, GuardFailed, Guards, parse_answer, strictest
 from runner.loop import run_agent
 from runner.policy import Approval, ApprovalRequest, Decision
 from runner.processes import process_alive
+from runner.redact import Redactor
 from runner.resume import restore_state
-from runner.spec import Pricing, check_spec, load_spec
+from runner.spec import Pricing, Risk, check_spec, load_spec
 from runner.store import RunStore
 from runner.testing import FakeOpenAIServer, ScriptedModel, call, text
-from tests.helpers import write_spec
+from tests.helpers import invoke, write_spec
 
 PYTHON = shlex.quote(sys.executable)
 
@@ -539,3 +541,70 @@ def test_a_glob_that_names_no_tool_is_a_warning(tmp_path: Path) -> None:
     assert len(unmatched) == 1, problems
     assert "'read_fle'" in unmatched[0] and "warning" in unmatched[0]
     assert "did you mean 'read_file'?" in unmatched[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# the CLI: explain and runs show
+
+
+def test_explain_shows_each_tools_guards(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = guard_script(tmp_path, "allow", answering("allow", "fine"))
+    setup(
+        tmp_path,
+        f"""
+        - {{name: reads, tools: ["read_*"], command: '{command}', timeout: 5s}}
+        - {{name: judge, tools: [list_dir], prompt: Be careful.}}
+        """,
+    )
+    code, out, _ = invoke(["explain", str(tmp_path / "agent.yaml")], capsys)
+    assert code == 0, out
+    lines = out.splitlines()
+    read_at = next(i for i, line in enumerate(lines) if line.strip().startswith("read_file"))
+    list_at = next(i for i, line in enumerate(lines) if line.strip().startswith("list_dir"))
+    assert lines[read_at + 1].strip().startswith(f"guard reads: command {command} (timeout 5s")
+    assert lines[list_at + 1].strip().startswith("guard judge: prompt to openai/scripted")
+    assert sum("guard " in line for line in lines) == 2
+
+
+def test_runs_show_lists_guard_decisions_under_their_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    command = guard_script(tmp_path, "deny", answering("deny", "no reading today"))
+    agent, store = setup(
+        tmp_path, f"- {{name: stop reads, tools: [read_file], command: '{command}'}}"
+    )
+    finished = run(agent, store, read_then_done())
+    monkeypatch.setenv("AGENTRUN_HOME", str(tmp_path / "home"))
+    code, out, _ = invoke(["runs", "show", finished.run_id], capsys)
+    assert code == 0, out
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("read_file"))
+    assert lines[at + 1].strip() == "guard stop reads: deny: no reading today"
+
+
+@pytest.mark.parametrize(
+    ("argv", "decision"),
+    [
+        ("git log -n 3", "allow"),
+        ("git push origin v1.4.0", "allow"),
+        ("git push --force origin v1.4.0", "deny"),
+        ("git push origin +main", "deny"),
+        ("git push origin main", "ask"),
+    ],
+)
+def test_the_guard_in_the_docs_does_what_they_say(tmp_path: Path, argv: str, decision: str) -> None:
+    page = (Path(__file__).parent.parent / "docs" / "concepts" / "autonomy.md").read_text()
+    section = page.split("## Guards", 1)[1]
+    script = section.split("```python\n", 1)[1].split("```", 1)[0]
+    command = guard_script(tmp_path, "pushes", script)
+    agent, _ = setup(tmp_path, f"- {{tools: [read_file], command: '{command}'}}")
+    events: list[Any] = []
+    guards = Guards("run", agent.spec, "go", Budget(agent.spec.budgets), Redactor(), events.append)
+    verdict = asyncio.run(
+        guards.review("call", "read_file", {"argv": argv}, Risk.HIGH, Decision.ALLOW)
+    )
+    assert str(verdict.decision) == decision, verdict.answers
+    assert not verdict.answers[0].failed
+    assert [event.decision for event in events] == [decision]  # one GuardDecided

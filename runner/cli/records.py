@@ -101,6 +101,13 @@ def runs_show(run_id: str) -> None:
         for approval in store.approvals(row.id, status=None)
         if approval["decided_by"]
     }
+    guarded: dict[str, list[str]] = {}
+    for answer in store.guard_decisions(row.id):
+        failed = " (guard failed: counts as ask)" if answer["failed"] else ""
+        guarded.setdefault(answer["call_id"], []).append(
+            f"    guard {answer['guard']}: {answer['decision']}{failed}: "
+            f"{_short(answer['reason'], 100)}"
+        )
     for call in store.model_calls(row.id):
         call_cost = "" if call["cost_usd"] is None else f", ${call['cost_usd']:.6f}"
         click.echo(
@@ -115,6 +122,8 @@ def runs_show(run_id: str) -> None:
                 f"[{tool['decision']}/{tool['status']}, "
                 f"{tool['duration_s']:.2f} s]"
             )
+            for line in guarded.get(tool["call_id"], []):
+                click.echo(line)
             decision = decisions.get(tool["call_id"])
             if decision is not None:
                 reason = decision["decision_reason"]

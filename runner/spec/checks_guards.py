@@ -54,7 +54,7 @@ def _guard(
         pos = located.key_pos((*path, key)) if key else located.value_pos(path)
         out.append(located.diagnostic(file, pos, message, hint, severity))
 
-    label = guard.label
+    label = f"guard {guard.name!r}" if guard.name else guard.label
     if guard.command is None and guard.prompt is None:
         error("", f"{label} has neither 'command' nor 'prompt'", "give it exactly one of them")
     elif guard.command is not None and guard.prompt is not None:
