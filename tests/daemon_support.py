@@ -23,7 +23,8 @@ def model(spec: Any) -> FunctionModel:
             # ask a person (choices after "ask:", separated by "|"), then say what came back
             results = [m["content"] for m in messages if m["role"] == "tool"]
             if not results:
-                choices = goal.partition("ask:")[2].split("|") if "ask:" in goal else []
+                listed = goal.partition("ask:")[2]
+                choices = [c.strip() for c in listed.split("|")] if listed else []
                 asked = {"question": "Which one?", "context": goal}
                 return call("ask_human", {**asked, **({"choices": choices} if choices else {})})
             return text(f"the person said: {results[-1]}")
