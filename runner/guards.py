@@ -52,6 +52,7 @@ from .errors import BudgetExhausted, ModelError, SetupError
 from .events import Event, GuardDecided
 from .models import Model, Usage, cost_usd
 from .policy import Decision
+from .processes import confined_environment
 from .redact import Redactor
 from .spec import AgentSpec, ModelSpec, Risk
 from .spec.types import GuardSpec
@@ -449,16 +450,6 @@ class Guards:
         if reply.tool_calls:
             raise GuardFailed("its model asked for a tool instead of answering")
         return parse_answer(reply.content or "", fenced=True)
-
-
-def confined_environment(env_allow: Sequence[str]) -> dict[str, str]:
-    """``PATH`` plus the allowlisted variables that are set (the ``shell`` tool's rule)."""
-    env = {"PATH": os.environ.get("PATH", os.defpath)}
-    for name in env_allow:
-        value = os.environ.get(name)
-        if value is not None:
-            env[name] = value
-    return env
 
 
 def _messages(guard: GuardSpec, payload: dict[str, Any]) -> list[dict[str, Any]]:

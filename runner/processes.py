@@ -1,8 +1,23 @@
-"""Process helpers shared by the run store, the daemon and the MCP client."""
+"""Process helpers shared by the store, the daemon, the MCP client, the shell tool, guards."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+
+
+def confined_environment(env_allow: Iterable[str]) -> dict[str, str]:
+    """``PATH`` plus the variables named in ``env_allow`` that are set, from ``os.environ``.
+
+    The environment of a command started on an agent's behalf (the ``shell`` tool, a
+    ``command`` guard): nothing else of agentrun's own environment leaks into it.
+    """
+    env = {"PATH": os.environ.get("PATH", os.defpath)}
+    for name in env_allow:
+        value = os.environ.get(name)
+        if value is not None:
+            env[name] = value
+    return env
 
 
 def process_alive(pid: int) -> bool:

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from ..errors import SetupError, ToolError
+from ..processes import confined_environment
 from ..spec import ShellToolSpec
 from ..spec.command_lines import (
     CHAIN_OPERATORS,
@@ -314,12 +315,7 @@ class ShellTool(Tool):
 
     def environment(self) -> dict[str, str]:
         """``PATH`` plus the allowlisted variables that are set, from ``os.environ``."""
-        env = {"PATH": os.environ.get("PATH", os.defpath)}
-        for name in self.env_allow:
-            value = os.environ.get(name)
-            if value is not None:
-                env[name] = value
-        return env
+        return confined_environment(self.env_allow)
 
     def run(self, arguments: dict[str, Any]) -> str:
         """Check and run the command; enforces :attr:`timeout_s` itself.
