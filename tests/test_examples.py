@@ -616,6 +616,68 @@ def test_incident_helper_runs(tmp_path: Path) -> None:
     assert finished.tool_calls == 0  # nothing was executed
 
 
+def fix_failing_test_copy(tmp_path: Path) -> Path:
+    """A copy of the fix-failing-test fixture (the example edits it; the original stays)."""
+    folder = tmp_path / "project"
+    shutil.copytree(AGENTS / "fixtures" / "fix-failing-test", folder)
+    return folder
+
+
+BUGGY_LINE = "    return round(discounted * (1 + vat) * (1 - discount), 2)"
+FIXED_LINE = "    return round(discounted * (1 + vat), 2)"
+
+
+def test_fix_failing_test_runs(tmp_path: Path) -> None:
+    project = fix_failing_test_copy(tmp_path)
+    original = (AGENTS / "fixtures" / "fix-failing-test" / "pricing.py").read_text()
+    spec = load("fix-failing-test", workdir=project)
+    store = RunStore(tmp_path / "runs.db")
+    model = ScriptedModel(
+        [
+            call("read_file", {"path": "pricing.py"}),
+            call("shell", {"argv": "python -m unittest -v"}),
+            call("edit_file", {"path": "test_pricing.py", "old": "108.0", "new": "97.2"}),
+            text("FIXED: the test expected the wrong total."),  # the checks still fail
+            call("edit_file", {"path": "pricing.py", "old": BUGGY_LINE, "new": FIXED_LINE}),
+            call("shell", {"argv": "python -m unittest -v"}),
+            text("FIXED: total() took the discount off twice."),
+        ]
+    )
+    finished = execute(compile_agent(spec), model, store)
+    assert finished.stop_reason is StopReason.COMPLETED, finished.message
+    read, first_run, cheat, edit, second_run = tool_rows(store, finished)
+    assert "discounted * (1 + vat) * (1 - discount)" in read["result"]
+    assert first_run["decision"] == "allow" and "FAILED (failures=1)" in first_run["result"]
+    assert cheat["status"] == "error" and "outside the allowed paths" in cheat["result"]
+    assert edit["status"] == "ok" and "OK" in second_run["result"]
+    # The first answer failed the test suite: the model was told, with the output.
+    told = model.requests[4][0][-1]["content"]
+    assert "the test suite passes" in told and "AssertionError: 97.2 != 108.0" in told
+    checks = [(r["attempt"], r["name"], r["passed"]) for r in store.check_runs(finished.run_id)]
+    assert checks == [
+        (1, "the test suite passes", False),
+        (1, "the answer says what was fixed", True),
+        (2, "the test suite passes", True),
+        (2, "the answer says what was fixed", True),
+    ]
+    assert (project / "pricing.py").read_text().count(FIXED_LINE) == 1
+    assert (AGENTS / "fixtures" / "fix-failing-test" / "pricing.py").read_text() == original
+
+
+def test_fix_failing_test_escalates_when_its_checks_keep_failing(tmp_path: Path) -> None:
+    spec = load("fix-failing-test", workdir=fix_failing_test_copy(tmp_path))
+    store = RunStore(tmp_path / "runs.db")
+    model = ScriptedModel([text("FIXED: nothing to do.")], repeat_last=True)
+    finished = execute(compile_agent(spec), model, store)
+    # checks_failed is in its escalate_on: a person decides (exit code 5), not just an end.
+    assert finished.stop_reason is StopReason.ESCALATED, finished.message
+    assert finished.escalated_from is StopReason.CHECKS_FAILED
+    assert STOP_EXIT_CODES[str(finished.stop_reason)] == 5
+    assert len(model.requests) == spec.max_check_retries + 1 == 3
+    failed = [r["attempt"] for r in store.check_runs(finished.run_id) if not r["passed"]]
+    assert failed == [1, 2, 3]
+
+
 # ---------------------------------------------------------------------------------------------
 # the watch and webhook examples in a real daemon
 
