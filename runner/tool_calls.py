@@ -464,7 +464,8 @@ class ToolCaller:
         """Ask a person the model's question (``ask_human``); the answer is the result.
 
         Only a ``deny`` rule refuses it: it never asks for an approval, whatever the
-        autonomy level (``suggest`` included: a question proposes no action). A resumed
+        autonomy level (``suggest`` included: a question proposes no action). It counts
+        as a tool call (``max_tool_calls``), charged once it has its answer. A resumed
         run first looks at the question recorded for this call: answered (by ``agentrun
         answer``, the API or the console while the run was paused) → that answer, without
         asking again; timed out, or past its ``expires_at`` → the run ends; still waiting
@@ -473,6 +474,7 @@ class ToolCaller:
 
         Raises:
             AnswerTimeout: the question's ``answer_timeout`` passed without an answer.
+            BudgetExhausted: ``max_tool_calls`` or ``max_duration`` leaves no room for it.
             RunStop: the approver pauses the run (``WaitingInput``) or ends it.
         """
         call = outcome.call
@@ -493,9 +495,10 @@ class ToolCaller:
             tool.expires_at(),
         )
         recorded = self.resumed.questions.get(call.id) if self.resumed else None
+        if recorded is not None and recorded["status"] == "answered":
+            self.budget.charge_tool_call()
+            return outcome("allow", ToolCallStatus.OK, str(recorded["answer"]))
         if recorded is not None:
-            if recorded["status"] == "answered":
-                return outcome("allow", ToolCallStatus.OK, str(recorded["answer"]))
             question.expires_at = recorded["expires_at"]
             left = question.seconds_left()
             if recorded["status"] == "timed_out" or left == 0.0:
@@ -503,7 +506,8 @@ class ToolCaller:
                     f"nobody answered the question of call {call.id} by "
                     f"{recorded['expires_at']} (the ask_human tool's answer_timeout)"
                 )
-        else:
+        self.budget.check_before_tool_call()  # a question counts as a tool call
+        if recorded is None:
             self.emit(
                 QuestionAsked(
                     self.run_id,
@@ -517,6 +521,7 @@ class ToolCaller:
         with self.waiting_for_a_person():
             answer = await self.approver.answer(question)
         self.emit(QuestionAnswered(self.run_id, call.id, answer, self.approver.name))
+        self.budget.charge_tool_call()
         return outcome("allow", ToolCallStatus.OK, answer)
 
     def _loop_check(self, name: str, arguments: dict[str, Any]) -> str:

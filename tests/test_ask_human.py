@@ -161,6 +161,7 @@ def test_queue_pauses_then_the_answer_is_the_result_without_asking_again(tmp_pat
         "stable",
         "cli",
     )
+    assert finished.tool_calls == 1  # a question counts as a tool call, once
     [tool_call] = store.tool_calls(paused.run_id)
     assert (tool_call["tool"], tool_call["status"], tool_call["result"]) == (
         "ask_human",
@@ -394,3 +395,21 @@ def test_terminal_answer_timeout_ends_the_run(tmp_path: Path, env: dict[str, str
     assert len(server.requests) == 1
     [row] = RunStore(tmp_path / "home" / "runs.db").runs()
     assert row.stop_reason == "answer_timeout"
+
+
+def test_a_question_counts_against_max_tool_calls(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    spec = asker_spec(tmp_path, extra="budgets: {max_tool_calls: 1}")
+    finished, _ = run_in_process(
+        spec,
+        [call("ask_human", {"question": "One?"}), call("ask_human", {"question": "Two?"})],
+        store,
+    )
+    assert finished.stop_reason == StopReason.WAITING_INPUT
+    answer(store, finished.run_id, None, "yes", by="cli")
+    again, model = run_in_process(
+        spec, [call("ask_human", {"question": "Two?"})], store, finished.run_id
+    )
+    assert again.stop_reason == StopReason.MAX_TOOL_CALLS
+    assert tool_results(model.requests[0][0]) == ["yes"]
+    assert [q["question"] for q in store.questions(status=None)] == ["One?"]  # never asked
