@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -90,6 +91,35 @@ def daemon() -> None:
 @click.option(
     "--grace", default=30.0, show_default=True, help="Seconds running runs get to finish on stop."
 )
+@click.option(
+    "--notify",
+    "notify_urls",
+    multiple=True,
+    metavar="URL",
+    help="A default notification channel for every agent: an Apprise URL, secrets as "
+    "${NAME} from the environment; repeatable (docs/concepts/notifications.md).",
+)
+@click.option(
+    "--notify-events",
+    default="approval_waiting,question_waiting,run_escalated,run_failed",
+    show_default=True,
+    metavar="LIST",
+    help="The events the --notify channels hear of, comma-separated (also: run_completed).",
+)
+@click.option(
+    "--public-url",
+    default=None,
+    metavar="URL",
+    help="The console's URL as people reach it (behind a proxy), for links in notifications; "
+    "default: the --http address.",
+)
+@click.option(
+    "--link-max-age",
+    default="24h",
+    show_default=True,
+    metavar="DURATION",
+    help="How long a decision link in a notification works (30m, 24h).",
+)
 def daemon_start(
     dirs: tuple[Path, ...],
     log_format: str,
@@ -100,6 +130,10 @@ def daemon_start(
     webhook_host: str,
     poll: bool,
     grace: float,
+    notify_urls: tuple[str, ...],
+    notify_events: str,
+    public_url: str | None,
+    link_max_age: str,
 ) -> None:
     """Run the daemon in the foreground on the specs in DIRS (default: agents/).
 
@@ -130,11 +164,40 @@ def daemon_start(
             f"--http {shown} would accept connections from other machines; pass "
             "--allow-remote to allow it, and put TLS in front (docs/operations/systemd.md)"
         )
+    notify = _notify_settings(notify_urls, notify_events, public_url, link_max_age)
     configure_logging(log_format)
     server = Daemon(
-        folders, _home(), pool_size=workers, http=http, poll=poll, shutdown_grace_s=grace
+        folders,
+        _home(),
+        pool_size=workers,
+        http=http,
+        poll=poll,
+        shutdown_grace_s=grace,
+        notify=notify,
     )
     asyncio.run(server.run())
+
+
+def _notify_settings(urls: tuple[str, ...], events: str, public: str | None, age: str) -> Any:
+    """The daemon's :class:`~runner.daemon.notifying.NotifySettings` from its options.
+
+    Raises:
+        UsageError: a bad channel, event, public URL or duration (the message says which).
+    """
+    from ..daemon.notifying import NotifySettings
+    from ..notify.channels import daemon_channels
+    from ..spec import parse_duration
+    from ..web.links import MAX_LINK_AGE_S
+
+    if public is not None and not public.startswith(("http://", "https://")):
+        raise UsageError(f"--public-url {public!r} is not an http:// or https:// URL")
+    try:
+        max_age = float(parse_duration(age))
+    except ValueError as error:
+        raise UsageError(f"--link-max-age {age!r}: {error}") from None
+    if not 0 < max_age <= MAX_LINK_AGE_S:
+        raise UsageError(f"--link-max-age {age!r} must be more than 0 and at most 720h")
+    return NotifySettings(daemon_channels(urls, events) if urls else (), public, max_age)
 
 
 @daemon.command("status")

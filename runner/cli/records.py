@@ -146,6 +146,15 @@ def runs_show(run_id: str) -> None:
         click.echo(f"final answer:\n{row.final}")
     if row.traceback:
         click.echo(f"traceback:\n{row.traceback}")
+    sent = store.notifications(row.id)
+    if sent:
+        click.echo("notifications:")
+    for note in sent:  # the channel is stored with its secrets masked
+        error = f": {_short(note['error'], 120)}" if note["error"] else ""
+        click.echo(
+            f"  {note['event']} → {_short(note['channel'], 70)}: {note['status']} "
+            f"({_count(note['attempts'], 'attempt')}){error}"
+        )
 
 
 @runs.command("export")

@@ -14,15 +14,16 @@ from __future__ import annotations
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import StopReason, StoreError
 from ..events import Event
 from .rows import (
     ApprovalRow,
     CheckRunRow,
+    DecisionLinkRow,
     EscalationRow,
     FireOutcome,
     FireRow,
@@ -30,12 +31,15 @@ from .rows import (
     GuardDecisionRow,
     ModelCallRow,
     NoticeRow,
+    NotificationRow,
     QuestionRow,
     RunRow,
     StatsRow,
     ToolCallRow,
     ToolCallTiming,
 )
+
+_T = TypeVar("_T")
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 #: Seconds between a running run's heartbeats.
@@ -396,3 +400,53 @@ class RunStore(ABC):
         self, agent: str, tools: Collection[str], since: datetime
     ) -> list[ToolCallTiming]:
         """Calls of ``tools`` by the agent's runs that started at or after ``since``."""
+
+    # -- notifications and decision links (runner.store.notify_sqlite) ---------------------
+
+    @abstractmethod
+    def claim_notification(
+        self, run_id: str, event: str, event_key: str, channel: str
+    ) -> int | None:
+        """Claim sending ``event_key`` to ``channel`` (masked); the row's id, None if taken."""
+
+    @abstractmethod
+    def notification_attempted(
+        self, notification_id: int, status: str, attempts: int, error: str | None
+    ) -> None:
+        """Record an attempt: ``pending`` (more follow), ``sent`` or ``failed`` (the last)."""
+
+    @abstractmethod
+    def notifications(self, run_id: str | None = None) -> list[NotificationRow]:
+        """Notifications, oldest first, of one run or of all."""
+
+    @abstractmethod
+    def add_decision_link(
+        self,
+        nonce: str,
+        run_id: str,
+        call_id: str,
+        action: str,
+        arguments_sha256: str,
+        expires_at: str,
+    ) -> None:
+        """Record a decision link minted for a notification (its nonce, never the token)."""
+
+    @abstractmethod
+    def decision_link(self, nonce: str) -> DecisionLinkRow | None:
+        """The decision link with ``nonce``, or None."""
+
+    @abstractmethod
+    def use_decision_link(
+        self, nonce: str, by: str, decide: Callable[[], tuple[_T, str]]
+    ) -> tuple[_T, str] | None:
+        """Mark link ``nonce`` used and run ``decide`` in one transaction; None if used."""
+
+    @abstractmethod
+    def refuse_decision_link(
+        self, nonce: str | None, run_id: str | None, reason: str, remote: str | None
+    ) -> None:
+        """Record a refused use of a decision link."""
+
+    @abstractmethod
+    def decision_link_refusals(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Refused uses of decision links, oldest first, of one run or of all."""

@@ -163,10 +163,13 @@ class SQLiteOversight:
     def expire_questions(self, now: str | None = None) -> list[QuestionRow]:
         """Mark waiting questions past their ``expires_at`` as ``timed_out``; those rows.
 
-        Each is a ``question_timed_out`` entry of the run event log.
+        Each is a ``question_timed_out`` entry of the run event log. In a transaction already
+        open (a decision link's use: :meth:`use_decision_link`) it joins it.
         """
         moment = now or now_iso()
-        self.db.execute("BEGIN IMMEDIATE")
+        own = not self.db.in_transaction
+        if own:
+            self.db.execute("BEGIN IMMEDIATE")
         try:
             rows = self.db.execute(
                 """UPDATE questions SET status = 'timed_out', answered_at = ?
@@ -178,9 +181,11 @@ class SQLiteOversight:
                 data = {"call_id": row["call_id"]}
                 event_log.append(self.db, row["run_id"], "question_timed_out", data, moment)
         except BaseException:
-            self.db.rollback()
+            if own:
+                self.db.rollback()
             raise
-        self.db.commit()
+        if own:
+            self.db.commit()
         return [_question_row(r) for r in rows]
 
     # -- escalations and grants -------------------------------------------------------------

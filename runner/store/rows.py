@@ -297,3 +297,40 @@ class GrantRow(TypedDict):
     granted_by: str
     reason: str
     created_at: str
+
+
+class NotificationRow(TypedDict):
+    """One notification to one channel (``notifications``): ``pending``, ``sent``, ``failed``.
+
+    ``channel`` is the channel's URL with its secrets masked; ``attempts`` counts sends tried;
+    ``error`` is the last failure's text (secrets masked), None once sent.
+    """
+
+    id: int
+    run_id: str
+    event: str
+    event_key: str
+    channel: str
+    status: str
+    attempts: int
+    error: str | None
+    created_at: str
+    sent_at: str | None
+
+
+class DecisionLinkRow(TypedDict):
+    """A signed decision link sent in a notification (``decision_links``), by its nonce.
+
+    ``action`` is ``approve``, ``deny`` or ``answer``; ``used_at`` is set once, by its one use.
+    """
+
+    nonce: str
+    run_id: str
+    call_id: str
+    action: str
+    arguments_sha256: str
+    created_at: str
+    expires_at: str
+    used_at: str | None
+    used_by: str | None
+    outcome: str | None
