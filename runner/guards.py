@@ -116,7 +116,8 @@ class GuardVerdict:
     Attributes:
         decision: the strictest of the policy's decision and every guard's answer.
         answers: each guard's answer, in spec order.
-        by: the answers that set ``decision`` when a guard tightened it; empty otherwise.
+        by: the answers that gave ``decision`` when it is ask or deny (their reasons go to
+            the approver or the model); empty when it is allow.
     """
 
     decision: Decision
@@ -280,7 +281,7 @@ class Guards:
                 )
             )
         final = strictest([decision, *(a.decision for a in answers)])
-        by = tuple(a for a in answers if a.decision is final) if final is not decision else ()
+        by = tuple(a for a in answers if a.decision is final) if final is not Decision.ALLOW else ()
         return GuardVerdict(final, tuple(answers), by)
 
     def _payload(
@@ -432,7 +433,8 @@ class Guards:
         """One model call for a prompt guard, charged to the run's budget; its answer.
 
         Raises:
-            GuardFailed: the model cannot be reached, or its reply is not an answer.
+            GuardFailed: the model cannot be reached or fails in any way, or its reply is
+                not an answer.
         """
         try:
             if model.prepare_is_quick:
@@ -442,6 +444,8 @@ class Guards:
             reply = await model.complete(_messages(guard, payload), [], None)
         except (ModelError, SetupError) as error:
             raise GuardFailed(f"its model call failed: {error}") from None
+        except Exception as error:  # a provider's surprise: still only an ask, never a crash
+            raise GuardFailed(f"its model call failed: {type(error).__name__}: {error}") from None
         finally:
             await model.aclose()
         self.budget.charge_tokens(

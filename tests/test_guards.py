@@ -172,6 +172,17 @@ def test_a_guard_answering_ask_turns_an_allow_into_an_approval_request(tmp_path:
     assert (recorded["decision"], recorded["status"]) == ("ask", "ok")
 
 
+def test_a_guards_ask_on_a_call_that_asks_anyway_shows_its_reason(tmp_path: Path) -> None:
+    command = guard_script(tmp_path, "ask", answering("ask", "the file is large"))
+    agent, store = setup(
+        tmp_path, f"- {{tools: [read_file], command: '{command}'}}", autonomy="approve-all"
+    )
+    approver = Recording(approve=True)
+    run(agent, store, read_then_done(), approver)
+    (request,) = approver.requests
+    assert request.note == "guard 'guard 1': the file is large"
+
+
 def test_a_hanging_guard_asks_and_its_processes_are_gone(tmp_path: Path) -> None:
     pids = tmp_path / "pids.txt"
     command = guard_script(
