@@ -130,6 +130,9 @@ def test_max_steps_escalates_then_a_grant_continues_where_it_stopped(
         "nearly there",
     )
     assert store.escalations(row.id, status=None)[0]["status"] == "continued"
+    shown = cli(["runs", "show", row.id], env).stdout
+    assert "escalations:\n  max_steps at " in shown and ": continued by cli at " in shown
+    assert "  granted max_steps +3 by cli at " in shown and shown.count("nearly there") == 2
     # The conversation went on exactly where it stopped: the earlier messages intact, the
     # last call's result (and the budget note that followed it) added once, and no
     # completed call ran again.
@@ -378,3 +381,30 @@ def test_spec_checks_of_escalate_on_and_ceilings(tmp_path: Path) -> None:
         ("warning", 9, "escalate_on lists 'max_cost_usd' but budgets.max_cost_usd is not set"),
         ("warning", 7, "max_tool_calls is set but the spec declares no tools"),
     }
+
+
+def test_a_checks_failed_escalation_continues_with_one_more_retry(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = """
+    checks:
+      - answer_matches: '^OK'
+    max_check_retries: 0
+    budgets: {ceilings: {max_check_retries: 2}}
+    escalate_on: [checks_failed]
+    """
+    with FakeOpenAIServer([text("Not sure."), text("OK: read it.")]) as server:
+        code, _err = run_quietly(reader_spec(tmp_path, server.api_base, extra), capsys)
+        assert code == 5
+        store = store_of(tmp_path)
+        [row] = store.runs()
+        assert (row.stop_reason, row.escalated_from) == ("escalated", "checks_failed")
+        assert f"agentrun resume {row.id} --add max_check_retries=2" in row.message
+        code, out, err = invoke(["resume", row.id, "--add", "max_check_retries=1", "-q"], capsys)
+        assert code == 0, err
+        assert out.strip() == "OK: read it."
+    # The model was told what failed, in the conversation it continued.
+    told = server.requests[1]["messages"][-1]
+    assert told["role"] == "user" and "Not sure." not in told["content"]
+    assert "answer_matches" in told["content"] or "^OK" in told["content"]
+    assert store.run(row.id).stop_reason == "completed"  # type: ignore[union-attr]

@@ -35,6 +35,28 @@ def escalations() -> None:
     )
 
 
+def show_escalations(store: Any, run_id: str) -> None:
+    """``agentrun runs show``'s lines on a run's escalations and the grants made to it."""
+    found = store.escalations(run_id, status=None)
+    if not found:
+        return
+    click.echo("escalations:")
+    for row in found:
+        decided = (
+            f" by {row['decided_by']} at {(row['decided_at'] or '')[:19]}"
+            + (f": {_short(row['decision_reason'], 100)}" if row["decision_reason"] else "")
+            if row["decided_by"]
+            else ""
+        )
+        click.echo(f"  {row['stop_reason']} at {row['created_at'][:19]}: {row['status']}{decided}")
+    for grant in store.grants(run_id):
+        click.echo(
+            f"  granted {grant['budget']} +{grant['amount']:g} by {grant['granted_by']} "
+            f"at {grant['created_at'][:19]}"
+            + (f": {_short(grant['reason'], 100)}" if grant["reason"] else "")
+        )
+
+
 @runs.command("close")
 @click.argument("run_id", metavar="RUN")
 @click.option("--reason", "-r", default="", help="Why it is closed (recorded).")

@@ -146,6 +146,9 @@ def runs_show(run_id: str) -> None:
         click.echo(f"final answer:\n{row.final}")
     if row.traceback:
         click.echo(f"traceback:\n{row.traceback}")
+    from .escalations import show_escalations
+
+    show_escalations(store, row.id)
     sent = store.notifications(row.id)
     if sent:
         click.echo("notifications:")

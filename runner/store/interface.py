@@ -384,7 +384,10 @@ class RunStore(ABC):
 
     @abstractmethod
     def paused_runs(self, triggers: Collection[str]) -> list[RunRow]:
-        """Runs started by one of ``triggers`` waiting for approval or interrupted; oldest first."""
+        """Runs started by one of ``triggers`` that wait for a person or were interrupted.
+
+        Oldest first; waiting for a person: for an approval, or escalated.
+        """
 
     @abstractmethod
     def end_run_left_running(
