@@ -5,7 +5,9 @@ and (later) the console's buttons all call :func:`decide`, so they find the run,
 the same way and record the decision with the same store call; they differ only in who
 they record as its maker (``by``: ``cli``, ``api:console@127.0.0.1``, ...). An escalated
 run is continued or closed the same way, by :func:`continue_escalated` and
-:func:`close_escalated`.
+:func:`close_escalated`, and a question the model asked a person (``ask_human``) is answered
+by :func:`answer` (``agentrun answer``, ``POST /api/v1/runs/{run}/questions/{call}/answer``,
+the console's answer form).
 """
 
 from __future__ import annotations

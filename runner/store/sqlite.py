@@ -768,8 +768,7 @@ class SQLiteRunStore(SQLiteSchedule, SQLiteOversight, SQLiteNotifications, RunSt
         marks = ",".join("?" * len(wanted))
         rows = self.db.execute(
             f"""SELECT * FROM runs WHERE status != 'running' AND trigger IN ({marks})
-                AND stop_reason IN ('waiting_approval', 'waiting_input', 'interrupted',
-                                    'escalated')
+                AND stop_reason IN ('waiting_approval', 'waiting_input', 'interrupted', 'escalated')
                 ORDER BY id""",
             wanted,
         )
