@@ -319,6 +319,11 @@ def test_pause_answer_from_another_process_and_resume(tmp_path: Path, env: dict[
         resumed = cli(["resume", row.id], env)
         assert resumed.returncode == 0, resumed.stderr
         assert resumed.stdout.strip() == "Released."
+        shown = cli(["runs", "show", row.id], env)
+        assert (
+            "question call_" in shown.stdout
+            and "Which branch should I release from? [answered by cli: stable]" in shown.stdout
+        ), shown.stdout
     assert len(server.requests) == 2  # the question was not asked of the model again
     last = server.requests[1]["messages"][-1]
     assert (last["role"], last["content"]) == ("tool", "stable")

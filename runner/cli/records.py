@@ -135,6 +135,13 @@ def runs_show(run_id: str) -> None:
             click.echo(f"    → {_short(tool['result'], 160)}")
     for line in _check_run_lines(store.check_runs(row.id)):
         click.echo(line)
+    for question in store.questions(row.id, status=None):  # ask_human
+        by = f" by {question['answered_by']}" if question["answered_by"] else ""
+        said = f": {_short(question['answer'], 100)}" if question["answer"] else ""
+        click.echo(
+            f"question {question['call_id']}: {_short(question['question'], 100)} "
+            f"[{question['status']}{by}{said}]"
+        )
     click.echo(
         f"stop reason: {row.stop_reason or row.status} · {_count(row.steps, 'step')} · "
         f"{_count(row.tool_calls, 'tool call')} · "
