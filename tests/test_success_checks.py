@@ -403,3 +403,31 @@ def test_the_api_lists_a_runs_check_runs(tmp_path: Path) -> None:
         (2, 0, "command", False),
     ]
     assert "FAIL: expected 42" in body["checks"][0]["output"]
+
+
+def test_a_grant_of_check_retries_gives_exactly_that_many_more(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTRUN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FAKE_API_KEY", "sk-test-not-a-real-key")
+    (tmp_path / "check.py").write_text(CHECK_SCRIPT)
+    extra = """
+    max_check_retries: 1
+    escalate_on: [checks_failed]
+    budgets:
+      ceilings: {max_check_retries: 4}
+    """
+    with FakeOpenAIServer([text("All done.")], repeat_last=True) as server:
+        model = f'{{id: openai/fake, api_base: "{server.api_base}", api_key_env: FAKE_API_KEY}}'
+        path = write_spec(tmp_path, spec_text(COMMAND_CHECK, extra, model))
+        code, _, err = invoke(["run", str(path)], capsys)
+        assert code == 5, err  # escalated: a person decides
+        assert len(server.requests) == 2
+        store = RunStore(tmp_path / "home" / "runs.db")
+        [row] = store.runs()
+        code, _, err = invoke(["resume", row.id, "--add", "max_check_retries=2"], capsys)
+        assert code == 5, err  # failed again after the two granted retries: escalated again
+        assert len(server.requests) == 4
+        # The continued run began with the last failure in its conversation.
+        assert "attempt 2" in server.requests[2]["messages"][-1]["content"]
+    assert [r["attempt"] for r in store.check_runs(row.id)] == [1, 2, 3, 4]
