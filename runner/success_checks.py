@@ -149,7 +149,11 @@ class SuccessChecks:
         return ChecksVerdict(failure_message(failed, attempt, len(results)), failed, stop)
 
     async def run_check(self, check: CheckSpec, answer: str) -> CheckResult:
-        """Run one check on ``answer`` (see the module docstring for each kind)."""
+        """Run one check on ``answer`` (see the module docstring for each kind).
+
+        The output is cut to ``budgets.max_tool_output`` bytes (a command's by the shell
+        tool itself, which keeps its beginning and its end).
+        """
         started = time.monotonic()
         if check.command is not None:
             passed, output = await self._command(check, check.command)
@@ -161,6 +165,7 @@ class SuccessChecks:
             passed, output = _answer_schema(answer, check.answer_schema)
         else:
             raise SetupError(f"check {check.index + 1} sets no command, file or answer test")
+        output = cut(output, self.spec.budgets.max_tool_output)
         return CheckResult(check, passed, output, time.monotonic() - started)
 
     async def _command(self, check: CheckSpec, line: str) -> tuple[bool, str]:
@@ -204,6 +209,16 @@ class SuccessChecks:
         if re.search(pattern, text, re.MULTILINE):
             return True, f"file {path!r} matches {pattern!r}"
         return False, f"file {path!r} ({len(text)} characters) has no match for {pattern!r}"
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` UTF-8 bytes (``budgets.max_tool_output``), a note if cut."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    note = f"\n[check output cut: {len(data)} bytes, showing the first part]"
+    room = max(limit - len(note.encode("utf-8")), 0)
+    return data[:room].decode("utf-8", errors="ignore") + note
 
 
 def _answer_matches(answer: str, pattern: str) -> tuple[bool, str]:

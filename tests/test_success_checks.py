@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import textwrap
 from pathlib import Path
@@ -431,3 +432,26 @@ def test_a_grant_of_check_retries_gives_exactly_that_many_more(
         # The continued run began with the last failure in its conversation.
         assert "attempt 2" in server.requests[2]["messages"][-1]["content"]
     assert [r["attempt"] for r in store.check_runs(row.id)] == [1, 2, 3, 4]
+
+
+def test_a_check_output_is_cut_to_max_tool_output(tmp_path: Path) -> None:
+    spec = load_spec(
+        write_spec(
+            tmp_path,
+            """
+            version: 1
+            name: big
+            model: openai/scripted
+            goal: Nothing.
+            budgets: {max_tool_output: 1024}
+            checks:
+              - answer_schema: {type: array}
+            """,
+        )
+    )
+    answer = json.dumps({f"key{i}": "x" * 50 for i in range(200)})
+    result = asyncio.run(SuccessChecks(spec, "r", lambda e: None).run_check(spec.checks[0], answer))
+    assert not result.passed
+    assert len(result.output.encode()) <= 1024
+    assert result.output.endswith("bytes, showing the first part]")
+    assert result.output.startswith("the answer does not satisfy the JSON Schema: ")
