@@ -219,8 +219,9 @@ def test_the_daemon_sends_a_link_that_approves_and_continues_the_run(
               write_file: {{paths: [inbox]}}
             triggers:
               - manual: true
+            env: [WEBHOOK_SECRET]
             notify:
-              - url: json://127.0.0.1:{receiver.port}/agentrun
+              - url: json://agentrun:${{WEBHOOK_SECRET}}@127.0.0.1:{receiver.port}/agentrun
                 events: [approval_waiting, run_completed]
             """,
             name="writer.yaml",
@@ -256,6 +257,16 @@ def test_the_daemon_sends_a_link_that_approves_and_continues_the_run(
         wait_for(lambda: len(receiver.requests) == 2, "the run_completed message", WAIT_S)
         events = [n["event"] for n in store.notifications(run_id)]
         assert sorted(events) == ["approval_waiting", "run_completed"]
+        # The channel's secret (from the daemon's environment) reached the receiver only.
+        secret = daemon.env["WEBHOOK_SECRET"]
+        assert all("authorization" in {k.lower() for k in r["headers"]} for r in receiver.requests)
+        assert daemon.stop() == 0
+        logged = Path(daemon.log.name).read_text()
+        assert f"notification approval_waiting of run {run_id} sent to json://agentrun:" in logged
+        assert secret not in logged
+        store.close()
+        stored = b"".join(p.read_bytes() for p in home.iterdir() if p.name.startswith("runs.db"))
+        assert secret.encode() not in stored
     finally:
         receiver.close()
 

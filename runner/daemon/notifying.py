@@ -67,6 +67,12 @@ class DaemonNotifications:
     ) -> None:
         from ..web.links import DEFAULT_LINK_MAX_AGE_S, DecisionLinks
 
+        # The daemon's log (set up by configure_logging) shows deliveries and failures too.
+        notify_log = logging.getLogger("agentrun.notify")
+        if log.handlers and not notify_log.handlers:
+            notify_log.handlers[:] = log.handlers
+            notify_log.setLevel(log.level)
+            notify_log.propagate = False
         self.agents = agents
         self.settings = settings or NotifySettings()
         self.defaults = self.settings.channels
