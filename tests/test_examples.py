@@ -335,6 +335,35 @@ def test_inbox_triage_runs(tmp_path: Path) -> None:
     assert [r["status"] for r in tool_rows(store, done)] == ["ok", "ok"]
 
 
+def test_inbox_triage_asks_a_person_when_unsure_of_the_urgency(tmp_path: Path) -> None:
+    from runner.decisions import answer
+
+    mailbox = tmp_path / "mailbox"
+    shutil.copytree(AGENTS / "fixtures" / "mailbox", mailbox)
+    message = "inbox/2026-03-02-export-crash.md"
+    agent = compile_agent(load("inbox-triage", workdir=mailbox), {"changed_paths": [message]})
+    store = RunStore(tmp_path / "runs.db")
+    urgency = {"question": "How urgent is the export crash?", "choices": ["low", "normal", "high"]}
+    paused = execute(
+        agent,
+        ScriptedModel([call("read_file", {"path": message}), call("ask_human", urgency)]),
+        store,
+    )
+    assert paused.stop_reason is StopReason.WAITING_INPUT
+    assert STOP_EXIT_CODES[str(paused.stop_reason)] == 5
+    [question] = store.questions(paused.run_id)
+    assert question["choices"] == ["low", "normal", "high"] and question["expires_at"]
+    answer(store, paused.run_id, None, "high", by="test")  # agentrun answer RUN high
+    model = ScriptedModel([text("Triaged: high urgency.")])
+    done = resume(agent, model, store, paused.run_id)
+    assert done.stop_reason is StopReason.COMPLETED, done.message
+    assert model.requests[0][0][-1] == {
+        "role": "tool",
+        "tool_call_id": question["call_id"],
+        "content": "high",
+    }
+
+
 def test_release_notes_runs(tmp_path: Path) -> None:
     repo = git_repo(tmp_path / "repo")
     shutil.copy(AGENTS / "fixtures" / "release-notes" / "CHANGELOG.md", repo / "CHANGELOG.md")
