@@ -394,8 +394,14 @@ def test_the_api_lists_a_runs_check_runs(tmp_path: Path) -> None:
     try:
         with console.client() as client:
             answer = client.get(f"/api/v1/runs/{finished.run_id}")
+            page = client.get(f"/runs/{finished.run_id}")
     finally:
         console.stop()
+    # The console's run page shows each check run in the timeline, with its output.
+    assert page.status_code == 200, page.text
+    assert page.text.count("<b>Check failed</b>: result is 42") == 2
+    assert "attempt 2, step 2" in page.text
+    assert "FAIL: expected 42 in result.txt, found None" in page.text
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["stop_reason"] == "checks_failed"

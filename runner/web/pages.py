@@ -79,6 +79,7 @@ TIMELINE_EVENTS = (
     "question_asked",
     "question_answered",
     "tool_call",
+    "check_run",
     "notice",
     "escalation_decided",
     "run_finished",
@@ -361,6 +362,9 @@ def _run_context(state: State, run_id: str) -> dict[str, Any]:
         "pending": pending,
         "escalated": state.read(lambda store: escalation_view(store, row)),
         "questions": waiting_cards(state, row.id),
+        "check_outputs": state.read(
+            lambda store: {(c["attempt"], c["check_index"]): c for c in store.check_runs(row.id)}
+        ),
     }
 
 
