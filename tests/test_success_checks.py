@@ -461,3 +461,37 @@ def test_a_check_output_is_cut_to_max_tool_output(tmp_path: Path) -> None:
     assert len(result.output.encode()) <= 1024
     assert result.output.endswith("bytes, showing the first part]")
     assert result.output.startswith("the answer does not satisfy the JSON Schema: ")
+
+
+def test_a_secret_a_check_prints_is_not_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHECK_TOKEN", "tok-9f8e7d6c5b4a")
+    (tmp_path / "leak.py").write_text(
+        "import os, sys\nprint('token is', os.environ['CHECK_TOKEN'])\nsys.exit(1)\n"
+    )
+    spec = load_spec(
+        write_spec(
+            tmp_path,
+            """
+            version: 1
+            name: leaky
+            model: openai/scripted
+            goal: Nothing.
+            env: [CHECK_TOKEN]
+            tools:
+              shell: {commands: [python leak.py]}
+            checks:
+              - command: python leak.py
+            max_check_retries: 0
+            """,
+        )
+    )
+    store = RunStore(tmp_path / "runs.db")
+    finished, ran = execute(spec, ScriptedModel([text("Done.")]), store)
+    assert finished.stop_reason is StopReason.CHECKS_FAILED
+    assert "tok-9f8e7d6c5b4a" not in ran[0].output  # what every sink receives
+    [row] = store.check_runs(finished.run_id)
+    assert "token is" in row["output"] and "tok-9f8e7d6c5b4a" not in row["output"]
+    assert "tok-9f8e7d6c5b4a" not in json.dumps(store.messages(finished.run_id))
+    assert "tok-9f8e7d6c5b4a" not in json.dumps(store.export(finished.run_id))
