@@ -418,3 +418,21 @@ def test_a_question_counts_against_max_tool_calls(tmp_path: Path) -> None:
     assert again.stop_reason == StopReason.MAX_TOOL_CALLS
     assert tool_results(model.requests[0][0]) == ["yes"]
     assert [q["question"] for q in store.questions(status=None)] == ["One?"]  # never asked
+
+
+def test_tools_and_explain_say_it_asks_a_person_unless_denied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import invoke
+
+    spec = asker_spec(tmp_path).read_text()
+    spec = spec.replace("autonomy: approve-writes", "autonomy: suggest")
+    path = write_spec(tmp_path, spec, name="suggest.yaml")
+    code, out, err = invoke(["tools", str(path)], capsys)
+    assert code == 0, err
+    assert "ask_human" in out and "asks a person" in out
+    code, out, err = invoke(["explain", str(path)], capsys)
+    assert code == 0 and "asks a person" in out, err
+    denied = write_spec(tmp_path, spec + "rules: {deny: [ask_human]}\n", name="denied.yaml")
+    code, out, err = invoke(["tools", str(denied)], capsys)
+    assert code == 0 and "denied" in out and "asks a person" not in out, err

@@ -24,6 +24,21 @@ if TYPE_CHECKING:
 #: How `explain` and `tools` say a policy decision.
 DECISION_WORDS = {"allow": "runs", "ask": "asks", "deny": "denied", "propose": "proposed only"}
 
+
+def _decision_word(policy: Any, tool: Any) -> str:
+    """What the policy does with ``tool``'s calls, in a word, for ``explain`` and ``tools``.
+
+    ``ask_human`` never asks for an approval and is asked under ``suggest`` too: it "asks a
+    person" unless a ``deny`` rule removes it.
+    """
+    from ..tools.ask_human import AskHuman
+
+    decision = policy.decide_statically(tool.rule_name, tool.risk)
+    if isinstance(tool, AskHuman) and decision != "deny":
+        return "asks a person"
+    return DECISION_WORDS[decision]
+
+
 # ---------------------------------------------------------------------------------------------
 # validate, schema, init, explain
 
@@ -244,8 +259,7 @@ def _explain_tools(spec: AgentSpec, spec_file: Path) -> None:
     if tools:
         click.echo("tools offered to the model:")
         for tool in tools:
-            decision = policy.decide_statically(tool.name, tool.risk)
-            word = DECISION_WORDS[decision]
+            word = _decision_word(policy, tool)
             click.echo(f"  {tool.name:<14} risk {tool.risk:<6} {word}")
             _explain_guards(spec, tool.rule_name)
     elif not (spec.tools.builtin_names() or spec.tools.functions or spec.tools.mcp):
@@ -340,8 +354,7 @@ def tools(spec_file: Path) -> None:
     click.echo(f"autonomy {spec.autonomy}: {_count(len(listed), 'tool')} offered to the model")
     click.echo(f"{'TOOL':<32} {'RISK':<7} {'DECISION':<14} SOURCE")
     for tool in listed:
-        rule_name = tool.rule_name
-        decision = policy.decide_statically(rule_name, tool.risk)
-        click.echo(f"{tool.name:<32} {tool.risk:<7} {DECISION_WORDS[decision]:<14} {tool.source}")
+        word = _decision_word(policy, tool)
+        click.echo(f"{tool.name:<32} {tool.risk:<7} {word:<14} {tool.source}")
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
