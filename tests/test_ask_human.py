@@ -436,3 +436,23 @@ def test_tools_and_explain_say_it_asks_a_person_unless_denied(
     denied = write_spec(tmp_path, spec + "rules: {deny: [ask_human]}\n", name="denied.yaml")
     code, out, err = invoke(["tools", str(denied)], capsys)
     assert code == 0 and "denied" in out and "asks a person" not in out, err
+
+
+def test_resume_at_a_terminal_asks_the_waiting_question_there(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    script = [call("ask_human", QUESTION), text("Releasing from main.")]
+    with FakeOpenAIServer(script) as server:
+        spec = asker_spec(tmp_path, model=fake_model(server.api_base))
+        paused = cli(["run", str(spec), "--unattended"], env)
+        assert paused.returncode == 5, paused.stderr
+        store = RunStore(tmp_path / "home" / "runs.db")
+        [row] = store.runs()
+        terminal = Terminal(["resume", row.id], env)
+        terminal.expect("Which branch should I release from?")
+        terminal.expect("your choice")
+        terminal.send("main")
+        assert terminal.finish() == 0, terminal.seen
+    assert server.requests[1]["messages"][-1]["content"] == "main"
+    [question] = store.questions(status=None)  # asked once, answered at the terminal
+    assert (question["answer"], question["answered_by"]) == ("main", "terminal")
