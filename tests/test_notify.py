@@ -19,8 +19,9 @@ from runner.compiler import compile_agent
 from runner.errors import StopReason
 from runner.loop import run_agent
 from runner.notify.channels import Channel, ChannelError, daemon_channels, parse_events
-from runner.notify.delivery import Sender
+from runner.notify.delivery import ATTEMPTS, Sender
 from runner.notify.follower import FAILED_STOPS, NotifyFollower, run_event
+from runner.notify.inprocess import RunNotifier
 from runner.spec import load_spec
 from runner.store import RunStore
 from runner.testing import FakeOpenAIServer, ScriptedModel, call, text
@@ -162,27 +163,40 @@ def follower_for(
     return NotifyFollower(store, sender, lambda agent: channels, lambda: None, run_id=run_id)
 
 
+def ended(store: RunStore, run_id: str, count: int) -> list[Any] | None:
+    """The run's notifications once ``count`` of them exist and none is pending any more."""
+    rows = store.notifications(run_id)
+    done = len(rows) == count and all(r["status"] != "pending" for r in rows)
+    return list(rows) if done else None
+
+
 def test_a_receiver_that_is_down_or_hangs_changes_nothing_of_the_run_and_is_recorded(
     tmp_path: Path,
 ) -> None:
     home = tmp_path / "home"
     hanging = HangingReceiver()
     try:
-        channels = [
-            Channel(f"json://127.0.0.1:{down_port()}/down", ("run_completed",)),
-            Channel(f"json://127.0.0.1:{hanging.port}/hangs", ("run_completed",)),
-        ]
-        sender = Sender(home / "runs.db", timeout_s=0.5, attempts=2, backoff_s=0.05)
+        spec = load_spec(
+            write_spec(
+                tmp_path,
+                "version: 1\nname: quick\nmodel: openai/scripted\ngoal: go\n"
+                "tools:\n  list_dir: {paths: [.]}\nnotify:\n"
+                f"  - url: json://127.0.0.1:{down_port()}/down\n    events: [run_completed]\n"
+                f"  - url: json://127.0.0.1:{hanging.port}/hangs\n    events: [run_completed]\n",
+                name="quick.yaml",
+            )
+        )
         store = RunStore(home / "runs.db")
-        follower = follower_for(store, sender, channels)
-        follower.start_at(store.last_event_id())
-        _, store, finished = _run(tmp_path, home, ScriptedModel([text("done")]))
+        # agentrun run's own notifier, as its sink: the same code the command runs.
+        notifier = RunNotifier(spec, home, environ={}, timeout_s=0.5)
+        model = ScriptedModel([call("list_dir", {"path": "."}), text("done")])
+        finished = asyncio.run(
+            run_agent(compile_agent(spec), model=model, store=store, sinks=[notifier.sink])
+        )
         assert finished.stop_reason is StopReason.COMPLETED
-        follower.store = store
-        follower.follow()  # returns at once: the sends are the sender's threads'
-        assert sender.wait(WAIT_S)
-        rows = store.notifications(finished.run_id)
-        assert [(r["status"], r["attempts"]) for r in rows] == [("failed", 2), ("failed", 2)]
+        rows = wait_for(lambda: ended(store, finished.run_id, 2), "both deliveries to end", WAIT_S)
+        notifier.finish()
+        assert [(r["status"], r["attempts"]) for r in rows] == [("failed", ATTEMPTS)] * 2
         assert all(r["error"] for r in rows)
         log = store.events_since(0, run_id=finished.run_id)
         ended = next(e["id"] for e in log if e["type"] == "run_finished")
@@ -190,7 +204,6 @@ def test_a_receiver_that_is_down_or_hangs_changes_nothing_of_the_run_and_is_reco
         # The run's end was recorded before any delivery was final: it never waited for one.
         assert len(failures) == 2 and all(e["id"] > ended for e in failures)
         assert store.run(finished.run_id).stop_reason == "completed"
-        sender.close()
     finally:
         hanging.close()
 
