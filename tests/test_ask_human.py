@@ -456,3 +456,22 @@ def test_resume_at_a_terminal_asks_the_waiting_question_there(
     assert server.requests[1]["messages"][-1]["content"] == "main"
     [question] = store.questions(status=None)  # asked once, answered at the terminal
     assert (question["answer"], question["answered_by"]) == ("main", "terminal")
+
+
+def test_the_status_line_steps_aside_while_a_question_is_asked() -> None:
+    import io
+
+    from runner.cli.progress import ERASE_LINE, Progress
+    from runner.events import QuestionAnswered, QuestionAsked, RunStarted
+
+    stream = io.StringIO()
+    progress = Progress(stream, enabled=True, clock=lambda: 0.0)
+    progress.event(RunStarted("R", "a", "openai/gpt-4o", "", "", {}, "goal"))
+    progress.event(QuestionAsked("R", "c1", "Which one?"))
+    asked = stream.getvalue()
+    assert asked.endswith(ERASE_LINE)
+    progress.set("waiting for openai/gpt-4o (step 2)")
+    assert stream.getvalue() == asked  # nothing drawn over the prompt
+    progress.event(QuestionAnswered("R", "c1", "this one"))
+    assert stream.getvalue().endswith("⋯ waiting for openai/gpt-4o (step 2) · 0.0 s")
+    progress.stop()

@@ -4,7 +4,7 @@
 terminal (nothing otherwise: a log file or a pipe gets the event lines only). The line says
 what the run is doing from the events it emits (starting the model, which covers loading
 it and its first call; waiting for the model at step N; running a tool; it steps aside
-while an approval is asked) and the seconds it has been at it,
+while an approval or a question to a person is asked) and the seconds it has been at it,
 redrawn in place every :data:`REFRESH_S` seconds by a daemon thread; every other line
 printed through :meth:`Progress.echo` clears it first and redraws it after, so the two never
 mix. As pip's and cargo's progress lines: a carriage return and an erase of the line
@@ -59,6 +59,8 @@ class Progress:
             ApprovalDecided,
             ApprovalRequested,
             ModelCalled,
+            QuestionAnswered,
+            QuestionAsked,
             RunFinished,
             RunResumed,
             RunStarted,
@@ -80,9 +82,9 @@ class Progress:
                 self.set(f"running {tool}")
             case ToolCalled():
                 self.waiting_for_model()
-            case ApprovalRequested():
+            case ApprovalRequested() | QuestionAsked():
                 self.pause()
-            case ApprovalDecided():
+            case ApprovalDecided() | QuestionAnswered():
                 self.resume()
             case RunFinished():
                 self.stop()
