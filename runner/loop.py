@@ -7,7 +7,8 @@
         budget.check_before_model_call(estimate)   # max_steps, max_tokens, max_cost_usd, time
         reply = model.complete(messages, tools)    # retries and fallbacks inside the model
         budget.charge_model_call(reply.usage)
-        no tool calls → final_answer: output.schema (retry with the errors) → completed
+        no tool calls → final_answer: output.schema (retry with the errors), then the
+            spec's checks (success_checks: retry with the failures) → completed
         each tool call → tool_calls.ToolCaller: parse → decide → approve → execute → result
 
 A resumed run (:mod:`runner.resume`) first finishes the calls its last reply left pending.
