@@ -163,7 +163,7 @@ def follower_for(
     return NotifyFollower(store, sender, lambda agent: channels, lambda: None, run_id=run_id)
 
 
-def ended(store: RunStore, run_id: str, count: int) -> list[Any] | None:
+def ended_deliveries(store: RunStore, run_id: str, count: int) -> list[Any] | None:
     """The run's notifications once ``count`` of them exist and none is pending any more."""
     rows = store.notifications(run_id)
     done = len(rows) == count and all(r["status"] != "pending" for r in rows)
@@ -194,7 +194,9 @@ def test_a_receiver_that_is_down_or_hangs_changes_nothing_of_the_run_and_is_reco
             run_agent(compile_agent(spec), model=model, store=store, sinks=[notifier.sink])
         )
         assert finished.stop_reason is StopReason.COMPLETED
-        rows = wait_for(lambda: ended(store, finished.run_id, 2), "both deliveries to end", WAIT_S)
+        rows = wait_for(
+            lambda: ended_deliveries(store, finished.run_id, 2), "both deliveries to end", WAIT_S
+        )
         notifier.finish()
         assert [(r["status"], r["attempts"]) for r in rows] == [("failed", ATTEMPTS)] * 2
         assert all(r["error"] for r in rows)
