@@ -17,10 +17,11 @@ import pytest
 
 from runner.compiler import compile_agent
 from runner.errors import StopReason
+from runner.events import ApprovalRequested
 from runner.loop import run_agent
 from runner.notify.channels import Channel, ChannelError, daemon_channels, parse_events
 from runner.notify.delivery import ATTEMPTS, Sender
-from runner.notify.follower import FAILED_STOPS, NotifyFollower, run_event
+from runner.notify.follower import APPROVAL_GRACE_S, FAILED_STOPS, NotifyFollower, run_event
 from runner.notify.inprocess import RunNotifier
 from runner.spec import load_spec
 from runner.store import RunStore
@@ -323,3 +324,52 @@ def test_the_cli_run_lists_notifications_in_runs_show(tmp_path: Path, http: Http
     assert shown.returncode == 0, shown.stderr
     assert "notifications:" in shown.stdout
     assert "run_completed" in shown.stdout and "sent" in shown.stdout
+
+
+def test_approval_waiting_is_sent_for_a_call_that_waits_and_never_for_one_decided_at_once(
+    tmp_path: Path, http: HttpReceiver
+) -> None:
+    home = tmp_path / "home"
+    (tmp_path / "out").mkdir()
+    channel = Channel(f"json://127.0.0.1:{http.port}/asks", ("approval_waiting",))
+    spec = load_spec(
+        write_spec(
+            tmp_path,
+            "version: 1\nname: asker\nmodel: openai/scripted\ngoal: write\n"
+            "autonomy: approve-writes\nunattended: deny\n"
+            "tools:\n  write_file: {paths: [out]}\n",
+            name="asker.yaml",
+        )
+    )
+    store = RunStore(home / "runs.db")
+    model = ScriptedModel([call("write_file", {"path": "out/a", "content": "x"}), text("ok")])
+    denied = asyncio.run(run_agent(compile_agent(spec), model=model, store=store))
+    now = [0.0]
+    sender = Sender(home / "runs.db")
+    follower = NotifyFollower(
+        store, sender, lambda agent: [channel], lambda: None, monotonic=lambda: now[0]
+    )
+    follower.follow()
+    now[0] += 60
+    follower.follow()
+    assert sender.wait(WAIT_S)
+    assert store.notifications(denied.run_id) == []  # `unattended: deny` decided at once
+
+    # A call still pending while its run goes on (a person at the terminal): after a second.
+    arguments = json.dumps({"path": "out/b", "content": "y"})
+    store.record(
+        ApprovalRequested(
+            denied.run_id, "late-1", "write_file", arguments, "f" * 64, "medium", "asks"
+        )
+    )
+    follower.follow()
+    assert sender.wait(WAIT_S)
+    assert store.notifications(denied.run_id) == []  # not yet: it may be answered at once
+    now[0] += APPROVAL_GRACE_S
+    follower.follow()
+    assert sender.wait(WAIT_S)
+    [row] = store.notifications(denied.run_id)
+    assert (row["event"], row["status"]) == ("approval_waiting", "sent")
+    [body] = http.json_bodies("/asks")
+    assert "out/b" in body["message"]
+    sender.close()
