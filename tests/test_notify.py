@@ -373,3 +373,26 @@ def test_approval_waiting_is_sent_for_a_call_that_waits_and_never_for_one_decide
     [body] = http.json_bodies("/asks")
     assert "out/b" in body["message"]
     sender.close()
+
+
+def test_an_escalated_run_is_notified_with_what_escalated_it(
+    tmp_path: Path, http: HttpReceiver
+) -> None:
+    home = tmp_path / "home"
+    channel = Channel(f"json://127.0.0.1:{http.port}/escalated", ("run_escalated", "run_failed"))
+    _, store, finished = _run(
+        tmp_path,
+        home,
+        ScriptedModel([call("list_dir", {"path": "."})], repeat_last=True),
+        "budgets: {max_steps: 2}\nescalate_on: [max_steps]\n",
+    )
+    assert finished.stop_reason is StopReason.ESCALATED
+    sender = Sender(home / "runs.db")
+    follower_for(store, sender, [channel]).follow()
+    assert sender.wait(WAIT_S)
+    [body] = http.json_bodies("/escalated")
+    assert body["title"] == "[agentrun] quick: run escalated (max_steps)"
+    assert f"agentrun resume {finished.run_id} --add max_steps=N" in body["message"]
+    [row] = store.notifications(finished.run_id)
+    assert (row["event"], row["status"]) == ("run_escalated", "sent")  # not also run_failed
+    sender.close()

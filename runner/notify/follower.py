@@ -236,10 +236,6 @@ class NotifyFollower:
         channels = self._channels(agent, event)
         if not channels:
             return
-        if event == "run_escalated" and "escalated_from" not in entry:
-            row = self.store.run(run_id)
-            escalated_from = getattr(row, "escalated_from", None) if row else None
-            entry = {**entry, "escalated_from": escalated_from}
         message = messages.run_ended(event, agent, entry, self._links(run_id))
         key = f"{event}:{run_id}:{entry['id']}"
         for channel in channels:
