@@ -19,6 +19,7 @@ A ``max_check_retries`` with no checks is a warning: it has nothing to count.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from pathlib import PurePosixPath
 from typing import Any
@@ -97,8 +98,7 @@ def _check_problems(
     if "timeout" in raw and kind != "command":
         error(
             ("timeout",),
-            f"'timeout' only applies to command checks, and {shown} is {a_kind}; "
-            "remove 'timeout'",
+            f"'timeout' only applies to command checks, and {shown} is {a_kind}; remove 'timeout'",
             key=True,
         )
     for key in ("matches", "answer_matches"):
@@ -152,7 +152,7 @@ def _command_problems(
                 f"{shown} runs a command, but the spec has no shell tool: check commands "
                 "run under its allowed commands",
                 "declare tools.shell with a commands pattern that allows it, for example "
-                f"'commands: [{check.command!r}]'",
+                f"tools: {{shell: {{commands: [{json.dumps(check.command)}]}}}}",
             )
         ]
     try:
