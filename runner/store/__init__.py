@@ -8,6 +8,8 @@ The only package that holds SQL. Everything else calls the typed methods of the
     sqlite.py      SQLiteRunStore: the default implementation, one file under AGENTRUN_HOME
     schedule_sqlite.py  its part for the daemon's fires and cron cursors
     oversight_sqlite.py its part for checks, guards, questions, escalations, budget grants
+    notify_sqlite.py    its part for notifications and decision links
+    queries_sqlite.py   its part that reads runs back: lists, lookups, stats, the export
     migrations.py  the SQLite schema as named, ordered migrations, applied on every open
     export.py      one run as the JSONL export's events, from its rows (any backend)
     event_log.py   the append-only run event log a live view follows (SSE ids)

@@ -41,25 +41,22 @@ from ..paths import PRIVATE_FILE_MODE, private_dir, private_file, tighten
 from ..processes import process_alive
 from ..spec import Risk
 from . import event_log, migrations
-from .export import export_events
 from .interface import HEARTBEAT_STALE_S, ResumeClaimed, RunAlreadyRecorded, RunStore
 from .notify_sqlite import SQLiteNotifications
 from .oversight_sqlite import SQLiteOversight
+from .queries_sqlite import SQLiteQueries, tool_call_row
 from .rows import (
     RESUMABLE_STOPS,
     ApprovalRow,
-    ModelCallRow,
     NoticeRow,
     RunRow,
-    StatsRow,
     ToolCallRow,
-    ToolCallTiming,
 )
 from .schedule_sqlite import SQLiteSchedule, iso, now_iso
 from .sealing import SealKey
 
 
-class SQLiteRunStore(SQLiteSchedule, SQLiteOversight, SQLiteNotifications, RunStore):
+class SQLiteRunStore(SQLiteQueries, SQLiteSchedule, SQLiteOversight, SQLiteNotifications, RunStore):
     """The SQLite run store (``RunStore(path)`` opens one).
 
     The database, its ``-wal`` and ``-shm`` files and the seal key are owner-only
@@ -593,7 +590,7 @@ class SQLiteRunStore(SQLiteSchedule, SQLiteOversight, SQLiteNotifications, RunSt
             "SELECT * FROM tool_calls WHERE run_id = ? AND call_id = ? ORDER BY id DESC LIMIT 1",
             (run_id, call_id),
         ).fetchone()
-        return _tool_call_row(row) if row else None
+        return tool_call_row(row) if row else None
 
     def active_seconds(self, run_id: str) -> float:
         """Run time recorded so far (waits for approval excluded), in seconds."""
@@ -629,109 +626,6 @@ class SQLiteRunStore(SQLiteSchedule, SQLiteOversight, SQLiteNotifications, RunSt
             )
         return found
 
-    # -- queries ---------------------------------------------------------------------------
-
-    def _run_row(self, row: sqlite3.Row) -> RunRow:
-        columns = {name: row[name] for name in RunRow.__dataclass_fields__}
-        stop = columns["stop_reason"]
-        return RunRow(**columns | {"stop_reason": None if stop is None else StopReason(stop)})
-
-    def runs(
-        self,
-        limit: int = 20,
-        agent: str | None = None,
-        status: str | None = None,
-        since: str | None = None,
-        before_id: str | None = None,
-    ) -> list[RunRow]:
-        """The most recent runs, newest first.
-
-        Args:
-            limit: most rows returned.
-            agent: only this agent's runs.
-            status: only runs with this stop reason (or ``running``).
-            since: only runs started at or after this UTC ISO-8601 instant.
-            before_id: only runs whose id sorts before it: the next page after a page whose
-                last run it is (keyset paging: run ids are ULIDs, in order of their start).
-        """
-        query = "SELECT * FROM runs WHERE 1 = 1"
-        params: list[Any] = []
-        if agent:
-            query += " AND agent = ?"
-            params.append(agent)
-        if status == "running":
-            query += " AND status = 'running'"  # a running run has no stop reason yet
-        elif status:
-            query += " AND stop_reason = ?"
-            params.append(status)
-        if since:
-            query += " AND started_at >= ?"
-            params.append(since)
-        if before_id:
-            query += " AND id < ?"
-            params.append(before_id)
-        query += " ORDER BY id DESC LIMIT ?"
-        params.append(limit)
-        return [self._run_row(row) for row in self.db.execute(query, params)]
-
-    def stats(self, since: str | None = None) -> list[StatsRow]:
-        """Runs, stop reasons, tokens and USD per agent and per UTC day, newest day first."""
-        query = """SELECT agent, substr(started_at, 1, 10) AS day, count(*) AS runs,
-                   coalesce(stop_reason, status) AS stop_reason,
-                   sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-                   sum(cost_usd) AS cost_usd, count(cost_usd) AS priced_runs
-                   FROM runs {where}
-                   GROUP BY agent, day, coalesce(stop_reason, status)
-                   ORDER BY day DESC, agent, stop_reason"""
-        params: list[Any] = []
-        where = ""
-        if since:
-            where = "WHERE started_at >= ?"
-            params.append(since)
-        return [
-            cast(StatsRow, dict(row)) for row in self.db.execute(query.format(where=where), params)
-        ]
-
-    def export(self, run_id: str) -> list[dict[str, Any]]:
-        """One run as a list of events, in order (:func:`runner.store.export.export_events`).
-
-        Each event has ``type`` (``run_started``, ``model_call``, ``tool_call``,
-        ``run_finished``), ``run_id``, ``at`` (UTC ISO-8601) and the event's fields.
-        """
-        row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if row is None:
-            return []
-        return export_events(self._run_row(row), self.model_calls(run_id), self.tool_calls(run_id))
-
-    def run(self, run_id: str) -> RunRow | None:
-        """One run by id, or by a unique prefix of its id (None when none or several)."""
-        rows = self.runs_by_prefix(run_id, limit=2)
-        return rows[0] if len(rows) == 1 else None
-
-    def runs_by_prefix(self, prefix: str, limit: int = 2) -> list[RunRow]:
-        """Runs whose id starts with ``prefix`` (any case), newest first, at most ``limit``.
-
-        ``%`` and ``_`` in ``prefix`` are matched as themselves, not as wildcards.
-        """
-        pattern = prefix.upper().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = self.db.execute(
-            "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT ?",
-            (pattern + "%", limit),
-        )
-        return [self._run_row(row) for row in rows]
-
-    def model_calls(self, run_id: str) -> list[ModelCallRow]:
-        """The model calls of a run, in step order."""
-        rows = self.db.execute(
-            "SELECT * FROM model_calls WHERE run_id = ? ORDER BY step, id", (run_id,)
-        )
-        return [cast(ModelCallRow, dict(row)) for row in rows]
-
-    def tool_calls(self, run_id: str) -> list[ToolCallRow]:
-        """The tool calls of a run, in order."""
-        rows = self.db.execute("SELECT * FROM tool_calls WHERE run_id = ? ORDER BY id", (run_id,))
-        return [_tool_call_row(row) for row in rows]
-
     # -- the daemon's own records ----------------------------------------------------------
 
     def record_notice(
@@ -743,37 +637,6 @@ class SQLiteRunStore(SQLiteSchedule, SQLiteOversight, SQLiteNotifications, RunSt
             (now_iso() if at is None else iso(at), level, agent, message),
         )
 
-    def last_ended_run(self, agent: str) -> RunRow | None:
-        """The agent's run that ended most recently (by ``ended_at``), or None."""
-        row = self.db.execute(
-            """SELECT * FROM runs WHERE agent = ? AND status != 'running'
-               AND ended_at IS NOT NULL ORDER BY ended_at DESC, id DESC LIMIT 1""",
-            (agent,),
-        ).fetchone()
-        return None if row is None else self._run_row(row)
-
-    def running_runs(self) -> list[RunRow]:
-        """Runs recorded ``running``."""
-        rows = self.db.execute("SELECT * FROM runs WHERE status = 'running'")
-        return [self._run_row(row) for row in rows]
-
-    def paused_runs(self, triggers: Collection[str]) -> list[RunRow]:
-        """Runs started by one of ``triggers`` that wait for a person or were interrupted.
-
-        Oldest first; what a starting daemon may continue by itself.
-        """
-        wanted = tuple(triggers)
-        if not wanted:
-            return []
-        marks = ",".join("?" * len(wanted))
-        rows = self.db.execute(
-            f"""SELECT * FROM runs WHERE status != 'running' AND trigger IN ({marks})
-                AND stop_reason IN ('waiting_approval', 'waiting_input', 'interrupted', 'escalated')
-                ORDER BY id""",
-            wanted,
-        )
-        return [self._run_row(row) for row in rows]
-
     def end_run_left_running(
         self, run_id: str, status: str, stop_reason: StopReason, message: str
     ) -> None:
@@ -783,37 +646,6 @@ class SQLiteRunStore(SQLiteSchedule, SQLiteOversight, SQLiteNotifications, RunSt
                WHERE id = ? AND status = 'running'""",
             (status, stop_reason, message, run_id),
         )
-
-    def recent_tool_calls(
-        self, agent: str, tools: Collection[str], since: datetime
-    ) -> list[ToolCallTiming]:
-        """Calls of ``tools`` by the agent's runs that started at or after ``since``."""
-        names = sorted(tools)
-        rows = self.db.execute(
-            f"""SELECT t.run_id, t.tool, t.arguments, t.created_at, t.duration_s
-               FROM tool_calls t JOIN runs r ON r.id = t.run_id
-               WHERE r.agent = ? AND t.tool IN ({", ".join("?" * len(names))})
-               AND t.created_at >= ?""",
-            (agent, *names, iso(since)),
-        )
-        return [
-            ToolCallTiming(
-                run_id=row["run_id"],
-                tool=row["tool"],
-                arguments=row["arguments"],
-                started_at=datetime.fromisoformat(row["created_at"]),
-                duration_s=float(row["duration_s"] or 0),
-            )
-            for row in rows
-        ]
-
-
-def _tool_call_row(row: sqlite3.Row) -> ToolCallRow:
-    """A ``tool_calls`` row, its status and risk as their enums (risk ``""``: no such tool)."""
-    call = cast(ToolCallRow, dict(row))
-    call["status"] = ToolCallStatus(call["status"])
-    call["risk"] = Risk(call["risk"]) if call["risk"] else ""
-    return call
 
 
 def _approval_row(row: sqlite3.Row) -> ApprovalRow:
