@@ -134,12 +134,7 @@ class Budget:
     ) -> None:
         """Record one model call's actual usage (one step)."""
         self.usage.steps += 1
-        self.usage.input_tokens += input_tokens
-        self.usage.output_tokens += output_tokens
-        if cost_usd is None:
-            self.usage.cost_known = False
-        else:
-            self.usage.cost_usd += cost_usd
+        self.charge_tokens(input_tokens, output_tokens, cost_usd)
         self.usage.elapsed_s = self.elapsed()
 
     def check_tokens_and_cost(self, estimated_tokens: int, estimated_cost: float) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable
@@ -11,6 +13,21 @@ from typing import Any
 import pytest
 
 from runner.spec import AgentSpec, load_spec
+
+#: The repository's root: where ``python -m runner`` finds the package (as tests/conftest.py).
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``agentrun ARGS`` as a separate process (``python -m runner``), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def write_spec(folder: Path, body: str, name: str = "agent.yaml") -> Path:

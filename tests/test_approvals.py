@@ -23,6 +23,7 @@ from runner.store import RunStore
 from runner.testing import FakeOpenAIServer, ScriptedModel, call, text
 from runner.tools import Tool, ToolRegistry
 from tests.conftest import ROOT
+from tests.helpers import run_cli as cli
 from tests.helpers import write_spec
 
 LEVELS = ["suggest", "approve-all", "approve-writes", "approve-risky", "autonomous"]
@@ -121,17 +122,6 @@ def test_a_call_the_spec_does_not_allow_never_executes(
 
 # ---------------------------------------------------------------------------------------------
 # pause and resume across processes
-
-
-def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runner", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def writer_spec(folder: Path, api_base: str, unattended: str = "queue") -> Path:

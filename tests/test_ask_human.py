@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from runner.spec import load_spec
 from runner.store import RunStore
 from runner.testing import FakeOpenAIServer, ScriptedModel, call, text
 from runner.tools.ask_human import AskHuman
-from tests.conftest import ROOT
+from tests.helpers import run_cli as cli
 from tests.helpers import wait_for, write_spec
 from tests.test_approvals import Terminal
 
@@ -62,17 +60,6 @@ def asker_spec(
 
 def fake_model(api_base: str) -> str:
     return f'{{id: openai/fake, api_base: "{api_base}", api_key_env: FAKE_API_KEY}}'
-
-
-def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runner", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 @pytest.fixture

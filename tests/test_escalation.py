@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -28,19 +26,8 @@ from runner.events import RunFinished, RunStarted
 from runner.spec import check_spec, load_spec
 from runner.store import RunStore
 from runner.testing import FakeOpenAIServer, call, text
-from tests.conftest import ROOT
 from tests.helpers import invoke, write_spec
-
-
-def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runner", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+from tests.helpers import run_cli as cli
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ import asyncio
 import base64
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ from runner.notify.inprocess import RunNotifier
 from runner.spec import load_spec
 from runner.store import RunStore
 from runner.testing import FakeOpenAIServer, ScriptedModel, call, text
-from tests.conftest import ROOT
+from tests.helpers import run_cli as cli
 from tests.helpers import wait_for, write_spec
 from tests.receivers import HangingReceiver, HttpReceiver, SmtpReceiver, down_port
 from tests.test_daemon import WAIT_S
@@ -46,17 +44,6 @@ def smtp() -> Iterator[SmtpReceiver]:
     receiver = SmtpReceiver()
     yield receiver
     receiver.close()
-
-
-def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runner", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def writer_spec(folder: Path, api_base: str, notify: str) -> Path:

@@ -101,15 +101,7 @@ class SQLiteOversight:
         self, run_id: str | None = None, status: str | None = "waiting"
     ) -> list[QuestionRow]:
         """Questions to people, oldest first, optionally of one run and/or one status."""
-        query = "SELECT * FROM questions WHERE 1 = 1"
-        params: list[Any] = []
-        if run_id is not None:
-            query += " AND run_id = ?"
-            params.append(run_id)
-        if status is not None:
-            query += " AND status = ?"
-            params.append(status)
-        rows = self.db.execute(query + " ORDER BY created_at, rowid", params)
+        rows = of_run_and_status(self.db, "questions", run_id, status, "created_at, rowid")
         return [_question_row(r) for r in rows]
 
     def question(self, run_id: str, call_id: str) -> QuestionRow | None:
@@ -202,15 +194,7 @@ class SQLiteOversight:
         self, run_id: str | None = None, status: str | None = "open"
     ) -> list[EscalationRow]:
         """Escalations, oldest first, optionally of one run and/or one status."""
-        query = "SELECT * FROM escalations WHERE 1 = 1"
-        params: list[Any] = []
-        if run_id is not None:
-            query += " AND run_id = ?"
-            params.append(run_id)
-        if status is not None:
-            query += " AND status = ?"
-            params.append(status)
-        rows = self.db.execute(query + " ORDER BY id", params)
+        rows = of_run_and_status(self.db, "escalations", run_id, status, "id")
         return [cast(EscalationRow, dict(r)) for r in rows]
 
     def decide_escalation(
@@ -273,3 +257,22 @@ def _question_row(row: sqlite3.Row) -> QuestionRow:
     data = dict(row)
     data["choices"] = json.loads(data.pop("choices_json") or "[]")
     return cast(QuestionRow, data)
+
+
+def of_run_and_status(
+    db: sqlite3.Connection, table: str, run_id: str | None, status: str | None, order: str
+) -> list[sqlite3.Row]:
+    """Rows of ``table`` of one run and/or one status when given, in ``order``.
+
+    ``table`` (``approvals``, ``questions``, ``escalations``) and ``order`` are literals of
+    the store's code, never input.
+    """
+    query = f"SELECT * FROM {table} WHERE 1 = 1"
+    params: list[Any] = []
+    if run_id is not None:
+        query += " AND run_id = ?"
+        params.append(run_id)
+    if status is not None:
+        query += " AND status = ?"
+        params.append(status)
+    return db.execute(f"{query} ORDER BY {order}", params).fetchall()

@@ -43,7 +43,7 @@ from ..spec import Risk
 from . import event_log, migrations
 from .interface import HEARTBEAT_STALE_S, ResumeClaimed, RunAlreadyRecorded, RunStore
 from .notify_sqlite import SQLiteNotifications
-from .oversight_sqlite import SQLiteOversight
+from .oversight_sqlite import SQLiteOversight, of_run_and_status
 from .queries_sqlite import SQLiteQueries, tool_call_row
 from .rows import (
     RESUMABLE_STOPS,
@@ -546,15 +546,8 @@ class SQLiteRunStore(SQLiteQueries, SQLiteSchedule, SQLiteOversight, SQLiteNotif
         self, run_id: str | None = None, status: str | None = "pending"
     ) -> list[ApprovalRow]:
         """Approval requests, oldest first, optionally for one run and/or one status."""
-        query = "SELECT * FROM approvals WHERE 1 = 1"
-        params: list[Any] = []
-        if run_id is not None:
-            query += " AND run_id = ?"
-            params.append(run_id)
-        if status is not None:
-            query += " AND status = ?"
-            params.append(status)
-        return [_approval_row(row) for row in self.db.execute(query + " ORDER BY id", params)]
+        rows = of_run_and_status(self.db, "approvals", run_id, status, "id")
+        return [_approval_row(row) for row in rows]
 
     def latest_approval(self, run_id: str, call_id: str) -> ApprovalRow | None:
         """The newest approval row of one call, or None."""
