@@ -383,3 +383,51 @@ def test_an_escalated_run_is_notified_with_what_escalated_it(
     [row] = store.notifications(finished.run_id)
     assert (row["event"], row["status"]) == ("run_escalated", "sent")  # not also run_failed
     sender.close()
+
+
+def _paused_daemon_run(store: RunStore, run_id: str, stop: StopReason) -> None:
+    """Record a manual run of agent ``quick`` that stopped with ``stop``, as a worker would."""
+    from runner.events import QuestionAsked, RunFinished, RunStarted
+    from runner.spec import Risk
+
+    store.record(
+        RunStarted(run_id, "quick", "openai/scripted", "quick.yaml", "0", {}, "go", "manual")
+    )
+    if stop is StopReason.WAITING_APPROVAL:
+        store.record(
+            ApprovalRequested(run_id, "c1", "write_file", "{}", "d1", Risk.MEDIUM, "to write")
+        )
+    if stop is StopReason.WAITING_INPUT:
+        store.record(QuestionAsked(run_id, "q1", "Which one?"))
+    store.record(RunFinished(run_id, stop, None, 1, 0, 0, 0, None, 0.1))
+
+
+def test_a_starting_daemon_notifies_runs_that_began_waiting_while_none_ran(
+    tmp_path: Path, http: HttpReceiver
+) -> None:
+    from runner.daemon.notifying import DaemonNotifications, NotifySettings
+    from runner.store import new_run_id
+
+    home = tmp_path / "home"
+    store = RunStore(home / "runs.db")
+    events = ("approval_waiting", "question_waiting", "run_completed")
+    channel = Channel(f"json://127.0.0.1:{http.port}/start", events, "daemon")
+    # While no daemon ran: one run paused on an approval, one on a question answered since,
+    # and one completed (its end was the last daemon's to notify, or a terminal's).
+    waiting, answered, completed = new_run_id(), new_run_id(), new_run_id()
+    _paused_daemon_run(store, waiting, StopReason.WAITING_APPROVAL)
+    _paused_daemon_run(store, answered, StopReason.WAITING_INPUT)
+    store.answer_question(answered, "q1", "this one")
+    _paused_daemon_run(store, completed, StopReason.COMPLETED)
+    notifications = DaemonNotifications(
+        store, home, lambda: {}, lambda: None, NotifySettings(channels=(channel,))
+    )
+    try:
+        notifications.take_over(store.last_event_id())
+        notifications.follow()
+        sent = wait_for(lambda: http.json_bodies("/start") or None, "the notification", WAIT_S)
+        notifications.follow()  # a second look sends nothing more
+    finally:
+        notifications.close()
+    assert len(sent) == 1 and waiting in json.dumps(sent[0])
+    assert [r["event"] for r in store.notifications()] == ["approval_waiting"]

@@ -14,20 +14,27 @@ daemon serves (``--http``); without either, messages carry no links.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import StopReason
 from ..notify.channels import Channel
 from ..notify.delivery import SEND_TIMEOUT_S, Sender
 from ..notify.follower import NotifyFollower
+from .continuation import DAEMON_TRIGGERS
 
 if TYPE_CHECKING:
     from ..store import RunStore
     from .state import AgentState
 
 log = logging.getLogger("agentrun.daemon")
+
+#: The stop reasons of a run that waits for a person (what a notification asks them to do).
+WAITING_FOR_A_PERSON = frozenset(
+    {StopReason.WAITING_APPROVAL, StopReason.WAITING_INPUT, StopReason.ESCALATED}
+)
 
 
 @dataclass(frozen=True)
@@ -95,9 +102,26 @@ class DaemonNotifications:
         ]
         return [*own, *self.defaults]
 
-    def take_over(self, event_id: int) -> None:
-        """At start: follow from ``event_id`` (events before it were the last daemon's)."""
+    def take_over(self, event_id: int, waiting: Iterable[str] | None = None) -> None:
+        """At start: follow from ``event_id``, after another look at the runs still waiting.
+
+        Entries before ``event_id`` were the last daemon's to notify; but a run that paused
+        (for an approval, a question, or escalated) while no daemon ran, or just before one
+        was killed, may never have been notified: its own entries are handled again
+        (:meth:`~runner.notify.follower.NotifyFollower.replay`). A notification already sent
+        is not sent twice, and a call decided or a question answered meanwhile is not sent.
+
+        Args:
+            event_id: the run event log's last id when the daemon starts.
+            waiting: ids of runs that wait for a person now; default: the daemon's runs
+                that do (stop reason ``waiting_approval``, ``waiting_input``, ``escalated``).
+        """
+        if waiting is None:
+            rows = self.follower.store.paused_runs(DAEMON_TRIGGERS)
+            waiting = [row.id for row in rows if row.stop_reason in WAITING_FOR_A_PERSON]
         self.follower.start_at(event_id)
+        for run_id in waiting:
+            self.follower.replay(run_id, event_id)
 
     def follow(self) -> None:
         """Send what the run event log's new entries call for (never raises)."""

@@ -132,6 +132,26 @@ class NotifyFollower:
         """Look only at entries after ``event_id`` (the log's last id when following starts)."""
         self.seen = event_id
 
+    def replay(self, run_id: str, upto: int) -> None:
+        """Handle run ``run_id``'s entries up to id ``upto`` again (a run that still waits).
+
+        What was sent already is not sent twice (the notifications table's unique
+        ``(event_key, channel)``); a call decided or a question answered since is skipped.
+        """
+        after = 0
+        while True:
+            entries = self.store.events_since(after, run_id=run_id, limit=500, types=FOLLOWED_TYPES)
+            for entry in entries:
+                after = int(entry["id"])
+                if after > upto:
+                    return
+                try:
+                    self._entry(entry)
+                except Exception as error:  # a notification never breaks what follows the log
+                    log.error("notification for entry %s skipped: %s", entry["id"], error)
+            if len(entries) < 500:
+                return
+
     def follow(self) -> None:
         """Send what the entries since the last look, and the calls still waiting, call for."""
         while True:
@@ -215,6 +235,9 @@ class NotifyFollower:
         if not channels:
             return
         run_id, call_id = str(entry["run_id"]), str(entry["call_id"])
+        asked = self.store.question(run_id, call_id)
+        if asked is not None and asked["status"] != "waiting":
+            return  # answered (or timed out) before anyone was told: nobody waits
         links = self._links(run_id)
         if links.run and self.links is not None:
             links.answer = self._link(run_id, call_id, "answer", "")
