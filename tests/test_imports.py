@@ -84,11 +84,23 @@ def test_validate_imports_only_what_the_specs_need() -> None:
     assert imported_after(["validate", never], ("croniter",)) == ["croniter"]
 
 
-#: The HTTP stack: only `agentrun console` (and, later, the daemon's server) loads it.
-WEB = ("fastapi", "uvicorn", "starlette", "runner.web")
+#: The HTTP stack: only `agentrun console` (and, later, the daemon's server) loads it; and
+#: notifications (Apprise takes about 0.4 s to import, and the links' signer), only when a
+#: spec's `notify:` or the daemon's `--notify` sends something.
+WEB = (
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "runner.web",
+    "apprise",
+    "itsdangerous",
+    "runner.notify",
+)
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["console", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["run", "--help"], ["console", "--help"], ["validate", "agents/"]]
+)
 def test_the_web_stack_stays_off_the_cli_path(argv: list[str]) -> None:
     assert imported_after(argv, WEB) == []
 
