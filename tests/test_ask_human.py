@@ -385,8 +385,13 @@ def test_terminal_answer_timeout_ends_the_run(tmp_path: Path, env: dict[str, str
         assert terminal.finish() == 6, terminal.seen
     assert "[answer_timeout]" in terminal.seen
     assert len(server.requests) == 1
-    [row] = RunStore(tmp_path / "home" / "runs.db").runs()
+    store = RunStore(tmp_path / "home" / "runs.db")
+    [row] = store.runs()
     assert row.stop_reason == "answer_timeout"
+    # The question is over with its run: no list offers it, nobody can answer it.
+    assert [q["status"] for q in store.questions(row.id, status=None)] == ["timed_out"]
+    refused = cli(["answer", row.id, "v2.1.0"], env)
+    assert refused.returncode != 0 and "v2.1.0" not in refused.stdout
 
 
 def test_a_question_counts_against_max_tool_calls(tmp_path: Path) -> None:

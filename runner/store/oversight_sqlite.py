@@ -180,6 +180,18 @@ class SQLiteOversight:
             self.db.commit()
         return [_question_row(r) for r in rows]
 
+    def _time_out_questions(self, run_id: str) -> None:
+        """Mark ``run_id``'s waiting questions ``timed_out`` (its run ended ``answer_timeout``).
+
+        In the caller's transaction, with no log entry: the run's ``run_finished`` says it,
+        and nobody may answer a question of a run that cannot continue.
+        """
+        self.db.execute(
+            """UPDATE questions SET status = 'timed_out', answered_at = ?
+               WHERE run_id = ? AND status = 'waiting'""",
+            (now_iso(), run_id),
+        )
+
     # -- escalations and grants -------------------------------------------------------------
 
     def _open_escalation(self, run_id: str, stop_reason: str, message: str) -> None:

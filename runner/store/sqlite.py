@@ -442,6 +442,8 @@ class SQLiteRunStore(SQLiteQueries, SQLiteSchedule, SQLiteOversight, SQLiteNotif
         }.get(event.stop_reason, "finished")
         if event.stop_reason is StopReason.ESCALATED and event.escalated_from is not None:
             self._open_escalation(event.run_id, str(event.escalated_from), event.message)
+        if event.stop_reason is StopReason.ANSWER_TIMEOUT:
+            self._time_out_questions(event.run_id)
         if event.stop_reason not in RESUMABLE_STOPS:
             # Nothing can resume it any more: its sealed messages have no further use.
             self.db.execute("DELETE FROM sealed_messages WHERE run_id = ?", (event.run_id,))
