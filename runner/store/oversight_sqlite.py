@@ -27,6 +27,18 @@ class SQLiteOversight:
 
     # -- written by the loop, through record() ----------------------------------------------
 
+    def _oversight(self, event: CheckRan | GuardDecided | QuestionAsked | QuestionAnswered) -> None:
+        """Write one of the loop's oversight events (the store's ``record`` hands them here)."""
+        match event:
+            case CheckRan():
+                self._check_ran(event)
+            case GuardDecided():
+                self._guard_decided(event)
+            case QuestionAsked():
+                self._question_asked(event)
+            case QuestionAnswered():
+                self._question_answered(event)
+
     def _check_ran(self, event: CheckRan) -> None:
         self.db.execute(
             """INSERT INTO check_runs (run_id, step, attempt, check_index, kind, name, passed,

@@ -11,10 +11,10 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, assert_never, cast
 
 from ..errors import StoreError
 from ..events import (
@@ -107,9 +107,6 @@ class SQLiteRunStore(SQLiteQueries, SQLiteSchedule, SQLiteOversight, SQLiteNotif
 
     # -- recording -------------------------------------------------------------------------
 
-    #: The writer of each event that writes no row another record refers to.
-    _writers: ClassVar[dict[type, Callable[[Any, Any], None]]] = {}
-
     def record(self, event: Event) -> None:
         """Write one loop event.
 
@@ -157,8 +154,24 @@ class SQLiteRunStore(SQLiteQueries, SQLiteSchedule, SQLiteOversight, SQLiteNotif
                     event.by,
                     record_unasked=True,
                 )
+            case RunStarted():
+                self._run_started(event)
+            case RunResumed():
+                self._run_resumed(event)
+            case MessageAdded():
+                self._message_added(event)
+            case ApprovalRequested():
+                self._approval_requested(event)
+            case CheckRan() | GuardDecided() | QuestionAsked() | QuestionAnswered():
+                self._oversight(event)
+            case RunNotice():
+                self._run_notice(event)
+            case Heartbeat():
+                self._heartbeat(event)
+            case RunFinished():
+                self._run_finished(event)
             case _:
-                self._writers[type(event)](self, event)
+                assert_never(event)
         logged = event_log.entry(event, row)
         if logged is not None:
             event_log.append(self.db, event.run_id, logged[0], logged[1], now_iso())
@@ -655,20 +668,3 @@ def _followed_at_once(event: Event) -> bool:
     if isinstance(event, ModelCalled | ToolCalled):
         return True
     return isinstance(event, MessageAdded) and event.message.get("role") == "assistant"
-
-
-SQLiteRunStore._writers.update(
-    {
-        RunStarted: SQLiteRunStore._run_started,
-        RunResumed: SQLiteRunStore._run_resumed,
-        MessageAdded: SQLiteRunStore._message_added,
-        ApprovalRequested: SQLiteRunStore._approval_requested,
-        CheckRan: SQLiteRunStore._check_ran,
-        GuardDecided: SQLiteRunStore._guard_decided,
-        QuestionAsked: SQLiteRunStore._question_asked,
-        QuestionAnswered: SQLiteRunStore._question_answered,
-        RunNotice: SQLiteRunStore._run_notice,
-        Heartbeat: SQLiteRunStore._heartbeat,
-        RunFinished: SQLiteRunStore._run_finished,
-    }
-)
