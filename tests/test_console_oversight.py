@@ -56,3 +56,6 @@ def test_the_run_page_shows_guard_answers_escalation_decisions_and_notifications
     assert "<b>Notification sent</b>: run_escalated to <code>json://127.0.0.1/hook</code>" in text
     assert "<b>Notification failed</b>: run_escalated to <code>ntfy://ntfy.sh/****</code>" in text
     assert "3 attempts" in text and "connection refused" in text
+    # A live page fetches its timeline again when any of them is recorded.
+    live = text.split('hx-trigger="', 1)[1].split('"', 1)[0]
+    assert all(kind in live for kind in ("guard_decided", "escalation_decided", "notification"))

@@ -78,10 +78,13 @@ TIMELINE_EVENTS = (
     "approval_decided",
     "question_asked",
     "question_answered",
+    "question_timed_out",
+    "guard_decided",
     "tool_call",
     "check_run",
     "notice",
     "escalation_decided",
+    "notification",
     "run_finished",
 )
 QUEUE_EVENTS = (
@@ -449,11 +452,6 @@ def approvals_part(request: Request, state: State) -> Response:
     return _page(request, "_queue.html", **_queue_context(state))
 
 
-async def _form(request: Request) -> dict[str, str]:
-    """The fields of a URL-encoded form body (:func:`runner.web.forms.read_form`)."""
-    return await read_form(request)
-
-
 @router.post("/approvals/{run_id}/{call_id}")
 async def decide_page(
     request: Request,
@@ -471,7 +469,7 @@ async def decide_page(
     The form's ``decision`` is ``approve`` or ``deny``; its ``reason`` goes to the record
     (and, for a denial, to the model).
     """
-    form = await _form(request)
+    form = await read_form(request)
     decision = form.get("decision")
     if decision not in ("approve", "deny"):
         raise HTTPException(422, f"decision {decision!r} is neither 'approve' nor 'deny'")
@@ -544,7 +542,7 @@ async def run_now(request: Request, name: str) -> Response:
     daemon = _daemon(request)
     if daemon is None:
         return _agents(request, "no daemon is running: start agentrun daemon", name, 409)
-    form = await _form(request)
+    form = await read_form(request)
     inputs = {
         field.removeprefix(INPUT_FIELD): value
         for field, value in form.items()
