@@ -431,3 +431,31 @@ def test_a_starting_daemon_notifies_runs_that_began_waiting_while_none_ran(
         notifications.close()
     assert len(sent) == 1 and waiting in json.dumps(sent[0])
     assert [r["event"] for r in store.notifications()] == ["approval_waiting"]
+
+
+def test_a_send_still_hanging_when_the_sender_closes_does_not_hold_the_process_open(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    from runner.notify.messages import Message
+    from runner.store import new_run_id
+
+    home = tmp_path / "home"
+    store = RunStore(home / "runs.db")
+    run_id = new_run_id()
+    _paused_daemon_run(store, run_id, StopReason.COMPLETED)
+    hanging = HangingReceiver()
+    sender = Sender(home / "runs.db", environ={}, timeout_s=30.0)
+    try:
+        channel = Channel(f"json://127.0.0.1:{hanging.port}/hangs", ("run_completed",))
+        sender.submit(run_id, "run_completed", "k", channel, Message("t", "b"))
+        wait_for(lambda: hanging.held or None, "the send to connect", WAIT_S)
+        sender.close(wait_s=0)
+        sending = [t for t in threading.enumerate() if t.name.startswith("agentrun-notify")]
+        # The send still hangs; the interpreter joins only non-daemon threads at exit, so
+        # `agentrun run` ends without waiting for it (the delivery stays pending).
+        assert sending and not [t for t in sending if not t.daemon]
+        assert [r["status"] for r in store.notifications(run_id)] == ["pending"]
+    finally:
+        hanging.close()
