@@ -153,22 +153,28 @@ async def use(request: Request, token: str) -> Response:
     reason = (form.get("reason") or [""])[0].strip()
     text = (form.get("answer") or [""])[0].strip()
 
-    def use_once(store: RunStore) -> str:
+    def use_once(store: RunStore) -> tuple[LinkClaims, str]:
         claims, _ = _check(store, links, token)
         by = f"link:{claims.nonce[:8]}"
         if claims.action == "answer" and not text:
             raise _Refused("bad_form", claims)
 
-        def make() -> tuple[str, str]:
+        def make() -> tuple[LinkClaims, str]:
+            # Inside the transaction that marks the link used: the call may have been asked
+            # again with other arguments since the check above.
+            if claims.action != "answer":
+                approval = store.latest_approval(claims.run_id, claims.call_id)
+                if approval is not None and approval["arguments_sha256"] != claims.arguments_sha256:
+                    raise _Refused("other_arguments", claims)
             if claims.action == "answer":
                 from ..decisions import answer
 
                 answer(store, claims.run_id, claims.call_id, text, by)
-                return claims.run_id, "answered"
+                return claims, "answered"
             approved = claims.action == "approve"
             why = reason or ("approved" if approved else "denied") + " with a decision link"
             decide(store, claims.run_id, claims.call_id, approved, why, by)
-            return claims.run_id, "approved" if approved else "denied"
+            return claims, "approved" if approved else "denied"
 
         try:
             done = store.use_decision_link(claims.nonce, by, make)
@@ -178,13 +184,12 @@ async def use(request: Request, token: str) -> Response:
             raise _Refused("bad_form" if not_decided else "decided", claims) from None
         if done is None:
             raise _Refused("used", claims)
-        return done[1]
+        return done
 
     try:
-        outcome = await run_in_threadpool(state.read, use_once)
+        claims, outcome = await run_in_threadpool(state.read, use_once)
     except _Refused as refused:
         return await run_in_threadpool(_refuse, request, state, refused)
-    claims = links.verify(token)
     on_decision = request.app.state.on_decision
     if on_decision is not None:
         on_decision(claims.run_id)
