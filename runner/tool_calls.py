@@ -5,9 +5,9 @@
     completed before a resume  → its recorded result, never run again
     unknown tool / bad JSON / arguments that fail the schema → refused, told to the model
     arguments put in canonical form (paths resolved, URLs normalised), once
-    loop detection: a warning appended to the result, then stop with loop_detected
     ask_human → a question to a person (never an approval; a deny rule refuses it), its
         answer recorded and returned: see ToolCaller._ask_human
+    loop detection: a warning appended to the result, then stop with loop_detected
     policy: allow | ask | deny | propose; a call that may have partly happened asks again
     ask → recorded decision, "approve for the run", or the approver (the run's clock stops)
     budget.check_before_tool_call()                 # max_tool_calls, max_duration
@@ -278,12 +278,14 @@ class ToolCaller:
         """The guards' review (:mod:`runner.guards`): ``(decision, note, refused text)``.
 
         The decision is only ever tightened (allow → ask or deny, ask → deny). A call that
-        already has an approval on record (a resumed run: the guards reviewed it before the
+        already has a decision on record (a resumed run: the guards reviewed it before the
         run paused for that approval) is not shown to them again: it asks, and the recorded
-        decision, bound to the arguments' hash, answers it.
+        decision, bound to the arguments' hash, answers it. One still pending is shown again,
+        so the person asked still sees why a guard asks.
         """
         call = outcome.call
-        if self.resumed is not None and call.id in self.resumed.approvals:
+        recorded = self.resumed.approvals.get(call.id) if self.resumed else None
+        if recorded is not None and recorded["status"] in ("approved", "denied"):
             return strictest([decision, Decision.ASK]), "", None
         recent = self.signatures[:-1]  # the current call's signature is the last one
         verdict = await self.guards.review(
@@ -486,26 +488,28 @@ class ToolCaller:
                 f"error: the policy denies this call of {tool.name}; try another way",
                 "denied by a rule",
             )
+        recorded = self.resumed.questions.get(call.id) if self.resumed else None
         question = Question(
             self.run_id,
             call.id,
             str(arguments["question"]),
             str(arguments.get("context") or ""),
             [str(choice) for choice in arguments.get("choices") or []],
-            tool.expires_at(),
+            recorded["expires_at"] if recorded is not None else tool.expires_at(),
         )
-        recorded = self.resumed.questions.get(call.id) if self.resumed else None
         if recorded is not None and recorded["status"] == "answered":
             self.budget.charge_tool_call()
             return outcome("allow", ToolCallStatus.OK, str(recorded["answer"]))
-        if recorded is not None:
-            question.expires_at = recorded["expires_at"]
-            left = question.seconds_left()
-            if recorded["status"] == "timed_out" or left == 0.0:
-                raise AnswerTimeout(
-                    f"nobody answered the question of call {call.id} by "
-                    f"{recorded['expires_at']} (the ask_human tool's answer_timeout)"
-                )
+        if recorded is not None and (
+            recorded["status"] == "timed_out" or question.seconds_left() == 0.0
+        ):
+            raise AnswerTimeout(
+                f"nobody answered the question of call {call.id} by "
+                f"{recorded['expires_at']} (the ask_human tool's answer_timeout)"
+            )
+        # The same question again and again (unattended: deny answers it alike each time)
+        # is a loop like any other call's.
+        warning = "" if recorded is not None else self._loop_check(tool.name, arguments)
         self.budget.check_before_tool_call()  # a question counts as a tool call
         if recorded is None:
             self.emit(
@@ -522,7 +526,7 @@ class ToolCaller:
             answer = await self.approver.answer(question)
         self.emit(QuestionAnswered(self.run_id, call.id, answer, self.approver.name))
         self.budget.charge_tool_call()
-        return outcome("allow", ToolCallStatus.OK, answer)
+        return outcome("allow", ToolCallStatus.OK, answer + warning)
 
     def _loop_check(self, name: str, arguments: dict[str, Any]) -> str:
         """Record the call's signature; a warning to append, or raise :class:`LoopDetected`."""

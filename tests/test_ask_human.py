@@ -467,3 +467,18 @@ def test_the_status_line_steps_aside_while_a_question_is_asked() -> None:
     progress.event(QuestionAnswered("R", "c1", "this one"))
     assert stream.getvalue().endswith("⋯ waiting for openai/gpt-4o (step 2) · 0.0 s")
     progress.stop()
+
+
+def test_the_same_question_asked_again_and_again_is_a_loop(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    same = call("ask_human", {"question": "Which release?"})
+    finished, model = run_in_process(
+        asker_spec(
+            tmp_path, unattended="deny", extra="loop_detection: {warn_after: 2, stop_after: 3}"
+        ),
+        [same, same, same, text("never reached")],
+        store,
+    )
+    assert finished.stop_reason == StopReason.LOOP_DETECTED
+    # The second answer carried the loop warning, as any repeated call's result does.
+    assert "repeats 2 times" in tool_results(model.requests[-1][0])[-1]

@@ -371,6 +371,48 @@ def test_on_resume_a_guards_ask_approved_by_a_person_runs_without_asking_the_gua
     assert len(store.guard_decisions(first.run_id)) == 1
 
 
+def test_a_run_resumed_before_anyone_decided_asks_again_with_the_guards_reason(
+    tmp_path: Path,
+) -> None:
+    command = guard_script(
+        tmp_path, "ask", 'print(\'{"decision": "ask", "reason": "a person should look"}\')\n'
+    )
+    agent, store = setup(
+        tmp_path, f"- {{tools: [read_file], command: '{command}'}}", unattended="queue"
+    )
+    first = run(agent, store, ScriptedModel([call("read_file", {"path": "data/a.txt"})]))
+    assert first.stop_reason is StopReason.WAITING_APPROVAL
+    state = restore_state(store, first.run_id)  # nobody decided: the approval is pending
+    from runner.policy import Approval
+
+    class Person:
+        """Resumed at a terminal: whoever decides sees the request."""
+
+        name = "terminal"
+
+        def __init__(self) -> None:
+            self.notes: list[str] = []
+
+        async def request(self, request: Any) -> Approval:
+            self.notes.append(request.note)
+            return Approval(False, "not now")
+
+    person = Person()
+    again = asyncio.run(
+        run_agent(
+            agent,
+            ScriptedModel([text("ok")]),
+            store=store,
+            run_id=first.run_id,
+            resume=state,
+            approver=person,  # type: ignore[arg-type]
+        )
+    )
+    assert again.stop_reason is StopReason.COMPLETED
+    # The person asked after the resume still reads why a guard asks.
+    assert person.notes == ["guard 'guard 1': a person should look"]
+
+
 # ---------------------------------------------------------------------------------------------
 # prompt guards, through a real OpenAI-compatible HTTP server
 
