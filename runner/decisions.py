@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import SpecError, StopReason, UsageError
-from .escalation import NEEDS_GRANT, GrantRefused, check_grants, grant_amount
+from .escalation import GrantRefused, check_grants, grant_amount
+from .spec.checks_escalation import NEEDS_GRANT
 from .store import EscalationRow, QuestionRow, RunRow, RunStore
 
 if TYPE_CHECKING:
@@ -298,7 +299,7 @@ def continue_escalated(
     except GrantRefused as error:
         raise DecisionRefused(f"run {run.id}: {error}", Refusal.GRANT_REFUSED) from None
     if not store.decide_escalation(run.id, "continued", by, reason, grants=amounts):
-        open_escalation(store, run.id)  # raises DECIDED: someone decided first
+        raise _decided_first(store, run)
     return EscalationDecided(run, escalation, amounts, limits)
 
 
@@ -313,8 +314,17 @@ def close_escalated(store: RunStore, run_id: str, reason: str, by: str) -> Escal
     """
     run, escalation = open_escalation(store, run_id)
     if not store.decide_escalation(run.id, "closed", by, reason):
-        open_escalation(store, run.id)  # raises DECIDED: someone decided first
+        raise _decided_first(store, run)
     return EscalationDecided(run, escalation, {}, {})
+
+
+def _decided_first(store: RunStore, run: RunRow) -> DecisionRefused:
+    """The refusal of a decision that lost to another person's on the same escalation."""
+    records = store.escalations(run.id, status=None)
+    last = records[-1] if records else None
+    who = f" by {last['decided_by']}" if last is not None and last["decided_by"] else ""
+    status = last["status"] if last is not None else "decided"
+    return DecisionRefused(f"run {run.id}: its escalation was {status}{who} first", Refusal.DECIDED)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import StopReason, UsageError
 from .spec import parse_duration, replace
+from .spec.checks_escalation import NEEDS_GRANT, limit_of
 
 if TYPE_CHECKING:
     from .budgets import Usage
@@ -40,16 +41,6 @@ GRANTABLE = (
 )
 #: The limits counted in whole units (the others: USD and seconds).
 _WHOLE = frozenset({"max_steps", "max_tool_calls", "max_tokens", "max_check_retries"})
-#: The limit an escalation stopped by this reason needs raised before it can go on: without
-#: a grant of it the continued run would stop again at once.
-NEEDS_GRANT = {
-    StopReason.MAX_STEPS: "max_steps",
-    StopReason.MAX_TOOL_CALLS: "max_tool_calls",
-    StopReason.MAX_TOKENS: "max_tokens",
-    StopReason.MAX_COST_USD: "max_cost_usd",
-    StopReason.MAX_DURATION: "max_duration",
-    StopReason.CHECKS_FAILED: "max_check_retries",
-}
 #: Stop reasons that are never escalated: the run did not stop, or already waits for a person.
 NEVER_ESCALATED = frozenset(
     {
@@ -138,14 +129,6 @@ def parse_grants(flags: Iterable[str]) -> dict[str, float]:
     return grants
 
 
-def limit_of(spec: AgentSpec, name: str) -> float | None:
-    """The spec's own value of limit ``name`` (None: the spec sets no such limit)."""
-    if name == "max_check_retries":
-        return float(spec.max_check_retries)
-    value = getattr(spec.budgets, name)
-    return None if value is None else float(value)
-
-
 def granted_totals(grants: Iterable[GrantRow]) -> dict[str, float]:
     """Limit name → the sum of the recorded grants of it."""
     totals: dict[str, float] = {}
@@ -222,7 +205,7 @@ def effective_spec(spec: AgentSpec, grants: Iterable[GrantRow]) -> AgentSpec:
         return spec
     budgets: dict[str, Any] = {}
     for name, amount in totals.items():
-        if name == "max_check_retries" or name not in GRANTABLE:
+        if name == "max_check_retries":  # read from the spec's own key, below
             continue
         base = getattr(spec.budgets, name)
         if base is not None:

@@ -395,3 +395,29 @@ def test_a_checks_failed_escalation_continues_with_one_more_retry(
     assert told["role"] == "user" and "Not sure." not in told["content"]
     assert "answer_matches" in told["content"] or "^OK" in told["content"]
     assert store.run(row.id).stop_reason == "completed"  # type: ignore[union-attr]
+
+
+def test_a_decision_that_loses_the_race_is_refused_never_reported_as_made(
+    tmp_path: Path,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with FakeOpenAIServer(TWO_READS) as server:
+        code, _err = run_quietly(reader_spec(tmp_path, server.api_base, MAX_STEPS), capsys)
+    assert code == 5
+    store = store_of(tmp_path)
+    run_id = store.runs()[0].id
+    real = store.decide_escalation
+
+    def alice_first(*args: Any, **kwargs: Any) -> bool:
+        # Between the check and the write, another person closes it.
+        real(run_id, "closed", "alice", "mine")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "decide_escalation", alice_first)
+    with pytest.raises(DecisionRefused) as lost:
+        close_escalated(store, run_id, "", "api")
+    assert lost.value.refusal is Refusal.DECIDED and "closed by alice first" in str(lost.value)
+    [record] = store.escalations(run_id, status=None)
+    assert (record["status"], record["decided_by"]) == ("closed", "alice")

@@ -12,23 +12,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..errors import StopReason
+
 if TYPE_CHECKING:
     from ..errors import Diagnostic
     from .types import AgentSpec
     from .yamlpos import Located
 
-#: The limit a stop reason in ``escalate_on`` exhausted (what a grant would raise).
-ESCALATED_LIMITS = {
-    "max_steps": "max_steps",
-    "max_tool_calls": "max_tool_calls",
-    "max_tokens": "max_tokens",
-    "max_cost_usd": "max_cost_usd",
-    "max_duration": "max_duration",
-    "checks_failed": "max_check_retries",
+#: The limit an escalation stopped by this reason needs raised before it can go on: without
+#: a grant of it the continued run would stop again at once (:mod:`runner.escalation`).
+NEEDS_GRANT: dict[str, str] = {
+    StopReason.MAX_STEPS: "max_steps",
+    StopReason.MAX_TOOL_CALLS: "max_tool_calls",
+    StopReason.MAX_TOKENS: "max_tokens",
+    StopReason.MAX_COST_USD: "max_cost_usd",
+    StopReason.MAX_DURATION: "max_duration",
+    StopReason.CHECKS_FAILED: "max_check_retries",
 }
 
 
-def _limit(spec: AgentSpec, name: str) -> float | None:
+def limit_of(spec: AgentSpec, name: str) -> float | None:
+    """The spec's own value of limit ``name`` (None: the spec sets no such limit)."""
     if name == "max_check_retries":
         return float(spec.max_check_retries)
     value = getattr(spec.budgets, name)
@@ -39,11 +43,11 @@ def escalation_checks(spec: AgentSpec, located: Located, file: str) -> list[Diag
     """The problems of ``escalate_on`` and ``budgets.ceilings`` (see the module doc)."""
     out: list[Diagnostic] = []
     ceilings = spec.budgets.ceilings
-    for name in ESCALATED_LIMITS.values():
+    for name in NEEDS_GRANT.values():
         ceiling = getattr(ceilings, name)
         if ceiling is None:
             continue
-        limit = _limit(spec, name)
+        limit = limit_of(spec, name)
         pos = located.value_pos(("budgets", "ceilings", name))
         where = "max_check_retries" if name == "max_check_retries" else f"budgets.{name}"
         if limit is None:
@@ -69,12 +73,12 @@ def escalation_checks(spec: AgentSpec, located: Located, file: str) -> list[Diag
                 )
             )
     for index, reason in enumerate(spec.escalate_on):
-        limit_name = ESCALATED_LIMITS.get(reason)
+        limit_name = NEEDS_GRANT.get(reason)
         if limit_name is None:
             continue
         name = limit_name
         pos = located.value_pos(("escalate_on", index))
-        if _limit(spec, name) is None:
+        if limit_of(spec, name) is None:
             out.append(
                 located.diagnostic(
                     file,

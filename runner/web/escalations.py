@@ -15,7 +15,7 @@ or amount (or a budget stop continued without raising its limit), 403 a grant th
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
@@ -277,8 +277,9 @@ OUTCOMES = {
     Refusal.NO_RUN.value: "Refused: there is no run {run}.",
     Refusal.SPEC_CHANGED.value: "Refused: the run's spec file is gone or changed since it "
     "started; continue it with: agentrun resume {run} --force --add NAME=VALUE",
-    Refusal.GRANT_INVALID.value: "Refused: give a whole, positive amount for the limit that "
-    "stopped the run.",
+    Refusal.GRANT_INVALID.value: "Refused: give a positive amount (whole steps, tool calls, "
+    "tokens or retries; USD such as 0.5; a duration such as 15m) for the limit that stopped "
+    "the run.",
     Refusal.GRANT_REFUSED.value: "Refused: a grant over the ceiling is refused; see the most "
     "that can still be granted.",
 }
@@ -293,7 +294,7 @@ def outcome_message(outcome: str, run_id: str) -> tuple[str, bool]:
 
 def _back(run_id: str, outcome: str) -> Response:
     query = urlencode({"escalation": outcome})
-    return RedirectResponse(f"/runs/{run_id}?{query}#escalation", status_code=303)
+    return RedirectResponse(f"/runs/{quote(run_id, safe='')}?{query}#escalation", status_code=303)
 
 
 @pages_router.post("/runs/{run_id}/continue")
