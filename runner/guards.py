@@ -35,12 +35,9 @@ on stdin that may block it; here a hook can never loosen what the policy decided
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import re
 import shlex
-import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,7 +49,7 @@ from .errors import BudgetExhausted, ModelError, SetupError
 from .events import Event, GuardDecided
 from .models import Model, Usage, cost_usd
 from .policy import Decision
-from .processes import confined_environment
+from .processes import confined_environment, kill_group
 from .redact import Redactor
 from .spec import AgentSpec, ModelSpec, Risk
 from .spec.types import GuardSpec
@@ -415,7 +412,7 @@ class Guards:
         finally:
             # Its group goes, whatever happened (a timeout cancels communicate() here):
             # nothing a guard started outlives the call.
-            _kill_group(process.pid)
+            kill_group(process.pid)
             if process.returncode is None:
                 await process.wait()
         code = process.returncode or 0
@@ -471,11 +468,6 @@ def _failed(guard: GuardSpec, why: str, duration_s: float) -> GuardAnswer:
         True,
         duration_s,
     )
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 def _cut(text: str, limit: int) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from collections.abc import Iterable
 
 
@@ -37,3 +39,9 @@ def process_alive(pid: int) -> bool:
             return stat.read().rpartition(")")[2].split()[0] != "Z"
     except (OSError, IndexError):
         return True  # no /proc (not Linux): kill(0) is all we know
+
+
+def kill_group(pgid: int) -> None:
+    """Send SIGKILL to process group ``pgid``; nothing when it is gone or not ours."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

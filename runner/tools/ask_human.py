@@ -5,7 +5,8 @@ records a :class:`~runner.events.QuestionAsked`, and gets the answer from the ru
 (:meth:`runner.policy.Approver.answer`: the terminal, or the spec's ``unattended`` rule,
 which may pause the run until ``agentrun answer``, the API or the console answers). The
 answer, as text, is the call's result. This module holds what the model sees (the name,
-the description and the JSON Schema of the arguments) and how the arguments become a
+the description and the JSON Schema of the arguments) and the question's deadline;
+:meth:`runner.tool_calls.ToolCaller._ask_human` turns the arguments into a
 :class:`~runner.policy.Question`.
 
 The tool's risk is ``low``: asking acts on nothing. It never needs an approval, whatever
@@ -52,8 +53,8 @@ class AskHuman(Tool):
     """Ask a person; the answer is the result. Built from ``tools.ask_human`` in the spec.
 
     Args:
-        answer_timeout: the longest wait for an answer, in seconds, or None for no limit
-            (then the run stops with stop reason ``answer_timeout``).
+        answer_timeout: the longest wait for an answer, in seconds, or None for no limit.
+            When it passes, the run stops with stop reason ``answer_timeout``.
     """
 
     name = "ask_human"

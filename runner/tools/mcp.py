@@ -48,7 +48,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -56,7 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from ..errors import SetupError, ToolError
-from ..processes import process_alive
+from ..processes import kill_group, process_alive
 from ..spec.vocabulary import Risk
 from . import Tool
 
@@ -102,8 +101,7 @@ def _kill_live_groups() -> None:
 
 
 def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+    kill_group(pgid)
     _LIVE_GROUPS.discard(pgid)
 
 
