@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import json
@@ -71,7 +72,12 @@ class HangingReceiver:
 
     def close(self) -> None:
         self.stopped = True
+        # shutdown() wakes the accept() under way (close() alone leaves the port listening
+        # while the thread is blocked in it, and a connection accepted then is never closed).
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        self.thread.join()
         for conn in self.held:
             conn.close()
 

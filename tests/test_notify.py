@@ -446,7 +446,7 @@ def test_a_send_still_hanging_when_the_sender_closes_does_not_hold_the_process_o
     run_id = new_run_id()
     _paused_daemon_run(store, run_id, StopReason.COMPLETED)
     hanging = HangingReceiver()
-    sender = Sender(home / "runs.db", environ={}, timeout_s=30.0)
+    sender = Sender(home / "runs.db", environ={}, timeout_s=30.0, attempts=1)
     try:
         channel = Channel(f"json://127.0.0.1:{hanging.port}/hangs", ("run_completed",))
         sender.submit(run_id, "run_completed", "k", channel, Message("t", "b"))
@@ -458,4 +458,6 @@ def test_a_send_still_hanging_when_the_sender_closes_does_not_hold_the_process_o
         assert sending and not [t for t in sending if not t.daemon]
         assert [r["status"] for r in store.notifications(run_id)] == ["pending"]
     finally:
-        hanging.close()
+        hanging.close()  # the send fails at once, with no attempt left: its thread ends
+    wait_for(lambda: not any(t.is_alive() for t in sending) or None, "the send to end", WAIT_S)
+    assert [r["status"] for r in store.notifications(run_id)] == ["failed"]
