@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from services import postgres_server, postgres_url, redis_server, redis_url
+
+__all__ = ["postgres_server", "postgres_url", "redis_server", "redis_url"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +36,14 @@ def agentrun_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "agentrun-home"
     monkeypatch.setenv("AGENTRUN_HOME", str(home))
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "AGENTRUN_DEBUG"):
+    for name in (
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "GEMINI_API_KEY",
+        "AGENTRUN_DEBUG",
+        "AGENTRUN_STORE",
+        "AGENTRUN_BROKER",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
     return home

@@ -144,15 +144,16 @@ def console(address: str, allow_remote: bool, no_browser: bool) -> None:
         )
     import uvicorn
 
-    from ..paths import store_path
+    from ..store.location import redacted, store_location
     from ..web.app import create_app
 
     sock = _listen(host, port)
-    app = create_app(store_path(), home())
+    location = store_location()
+    app = create_app(location, home())
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{bound}/login?token={app.state.web.credential.token}"
-    click.echo(f"agentrun console: serving the API over {store_path()} (Ctrl-C stops)")
+    click.echo(f"agentrun console: serving the API over {redacted(location)} (Ctrl-C stops)")
     click.echo("open this link to log in (the token is in AGENTRUN_HOME/console.token):")
     click.echo(f"    {url}")
     click.echo(f"API: http://{shown}:{bound}/api/v1/ (reference: docs/reference/api.md)")

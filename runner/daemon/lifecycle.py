@@ -158,12 +158,12 @@ class Daemon:
         clock: Callable[[], datetime] = _now,
         notify: NotifySettings | None = None,
     ) -> None:
-        from ..store import SQLiteRunStore
+        from ..store.location import open_store, store_location
 
         self.home = home
         self.clock = clock
         self.shutdown_grace_s = shutdown_grace_s
-        self.store: RunStore = SQLiteRunStore(home / "runs.db")
+        self.store: RunStore = open_store(store_location(home))
         self.executor = LocalExecutor(home, pool_size, on_change=self.wake_up, spawn=spawn)
         self.planner = Planner(self.store, clock, self.dispatch, self.cancel)
         self.specs = SpecFolders(dirs)

@@ -23,6 +23,7 @@ from ..errors import StopReason
 from ..notify.channels import Channel
 from ..notify.delivery import SEND_TIMEOUT_S, Sender
 from ..notify.follower import NotifyFollower
+from ..store.location import store_location
 from .continuation import DAEMON_TRIGGERS
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class DaemonNotifications:
         self.settings = settings or NotifySettings()
         self.defaults = self.settings.channels
         public = self.settings.public_url
-        self.sender = Sender(home / "runs.db")
+        self.sender = Sender(store_location(home))
         self.follower = NotifyFollower(
             store,
             self.sender,

@@ -18,7 +18,6 @@ import queue
 import threading
 import warnings
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .channels import Channel, ChannelError, mask
@@ -26,6 +25,7 @@ from .messages import Message
 
 if TYPE_CHECKING:
     from ..store import RunStore
+    from ..store.location import StoreLocation
 
 log = logging.getLogger("agentrun.notify")
 
@@ -49,23 +49,24 @@ class Sender:
     """Sends notifications off the caller's path and records them in the run store.
 
     Args:
-        store_path: the SQLite run store; the sender opens its own connection (used by its
-            threads, one at a time).
+        store_path: the run store's location (:mod:`runner.store.location`); the sender
+            opens its own connection (used by its threads, one at a time).
         environ: where ``${NAME}`` values come from (default: the process environment).
         timeout_s: seconds each attempt may wait to connect and for each read.
         attempts: attempts per notification.
         backoff_s: seconds before the second attempt, doubled each time after.
-        open_store: opens the store (tests pass their own); default ``SQLiteRunStore``.
+        open_store: opens the store (tests pass their own); default
+            :func:`runner.store.location.open_store`.
     """
 
     def __init__(
         self,
-        store_path: Path,
+        store_path: StoreLocation,
         environ: Mapping[str, str] | None = None,
         timeout_s: float = SEND_TIMEOUT_S,
         attempts: int = ATTEMPTS,
         backoff_s: float = BACKOFF_S,
-        open_store: Callable[[Path], RunStore] | None = None,
+        open_store: Callable[[StoreLocation], RunStore] | None = None,
     ) -> None:
         self.store_path = store_path
         self.environ = os.environ if environ is None else environ
@@ -141,9 +142,9 @@ class Sender:
                 if self._open_store is not None:
                     self._store = self._open_store(self.store_path)
                 else:
-                    from ..store import SQLiteRunStore
+                    from ..store.location import open_store
 
-                    self._store = SQLiteRunStore(self.store_path)
+                    self._store = open_store(self.store_path)
             return action(self._store)
 
     def _deliver(

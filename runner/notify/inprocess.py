@@ -65,15 +65,16 @@ class RunNotifier:
         environ: Mapping[str, str] | None = None,
         timeout_s: float = SEND_TIMEOUT_S,
     ) -> None:
-        from ..store import SQLiteRunStore
+        from ..store.location import open_store, store_location
         from ..web.links import DecisionLinks
 
         self.channels = [Channel(c.url, tuple(c.events), "spec") for c in spec.notify]
         self.home = home
         self.environ = os.environ if environ is None else environ
         self.timeout_s = timeout_s
-        self.store = SQLiteRunStore(home / "runs.db")
-        self.sender = Sender(home / "runs.db", environ=self.environ, timeout_s=timeout_s)
+        location = store_location(home)
+        self.store = open_store(location)
+        self.sender = Sender(location, environ=self.environ, timeout_s=timeout_s)
         self.follower = NotifyFollower(
             self.store,
             self.sender,

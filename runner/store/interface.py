@@ -134,11 +134,16 @@ class RunStore(ABC):
 
     @classmethod
     def default(cls) -> RunStore:
-        """The store in ``AGENTRUN_HOME`` (``runs.db``, see :mod:`runner.paths`)."""
-        from ..paths import store_path
-        from .sqlite import SQLiteRunStore
+        """The store ``AGENTRUN_STORE`` names, else ``runs.db`` in ``AGENTRUN_HOME``.
 
-        return SQLiteRunStore(store_path())
+        See :mod:`runner.store.location`.
+
+        Raises:
+            StoreError: a bad ``AGENTRUN_STORE``, or a store that cannot be opened.
+        """
+        from .location import open_store, store_location
+
+        return open_store(store_location())
 
     @abstractmethod
     def close(self) -> None:

@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..store import SQLiteRunStore
+from ..store.location import StoreLocation, open_store
 from . import api, daemon_api, escalations, link_pages, pages, questions
 from .auth import (
     CSRF_COOKIE,
@@ -59,7 +59,7 @@ MAX_FORM_BYTES = 1 << 20
 
 
 def create_app(
-    store_path: Path,
+    store_path: StoreLocation,
     home: Path,
     *,
     routers: Sequence[APIRouter] = (),
@@ -73,7 +73,7 @@ def create_app(
     """The app over the run store at ``store_path``, its token kept in ``home``.
 
     Args:
-        store_path: the SQLite run store (``AGENTRUN_HOME/runs.db``).
+        store_path: the run store's location (:mod:`runner.store.location`).
         home: the agentrun home; the login token is ``home/console.token``, made ``0600``
             when missing.
         routers: more routes (the daemon's), authenticated like the API's.
@@ -94,7 +94,7 @@ def create_app(
         OSError: the token file cannot be read or written.
     """
     credential = load_token(home / "console.token")
-    store = SQLiteRunStore(store_path)
+    store = open_store(store_path)
     state = WebState(store, credential)
 
     def read_log(after_id: int, run_id: str | None, limit: int) -> list[Any]:
