@@ -4,6 +4,8 @@ Read in this order:
 
 - :mod:`~runner.daemon.lifecycle` -- :class:`Daemon`: the lock, signals, main loop and
   shutdown; it wires the parts below together and carries out what the planner decides.
+- :mod:`~runner.daemon.requests` -- its answers to requests: status, the agent list,
+  manual fires and cancels (the control socket's and the API's).
 - :mod:`~runner.daemon.planner` -- the decisions (install triggers, due cron slots,
   catch-up, concurrency, recovery), with the clock and the store passed in and no I/O.
 - :mod:`~runner.daemon.continuation` -- paused runs continued once decided, and
