@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from ..errors import StopReason, StoreError
 from ..events import Event
+from .leases import Lease
 from .rows import (
     ApprovalRow,
     CheckRunRow,
@@ -458,3 +459,22 @@ class RunStore(ABC):
     @abstractmethod
     def decision_link_refusals(self, run_id: str | None = None) -> list[dict[str, Any]]:
         """Refused uses of decision links, oldest first, of one run or of all."""
+
+    # -- leases (runner/store/leases.py: portable SQL, the database's clock) ------------------
+
+    @abstractmethod
+    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> Lease | None:
+        """Take lease ``name`` for ``ttl_s`` seconds when free or expired, or renew it when
+        ``holder`` holds it, atomically; the lease if ``holder`` holds it now, else None.
+
+        Raises:
+            ValueError: ``ttl_s`` is not positive.
+        """
+
+    @abstractmethod
+    def release_lease(self, name: str, holder: str) -> bool:
+        """Let lease ``name`` expire now if ``holder`` holds it; True if it did."""
+
+    @abstractmethod
+    def lease(self, name: str) -> Lease | None:
+        """Lease ``name`` (held or expired), or None if never taken."""

@@ -330,6 +330,22 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE runs ADD COLUMN escalated_from TEXT",
         ],
     ),
+    (
+        "0010_leases",
+        [
+            # A named lease (runner/store/leases.py): the daemons' leadership. term is the
+            # fencing token, +1 at each change of holder; acquired and expires are seconds
+            # since the Unix epoch on the database's clock (DOUBLE PRECISION: a 4-byte REAL
+            # cannot hold them to the millisecond).
+            """CREATE TABLE leases (
+                name TEXT PRIMARY KEY,
+                holder TEXT NOT NULL,
+                term BIGINT NOT NULL,
+                acquired DOUBLE PRECISION NOT NULL,
+                expires DOUBLE PRECISION NOT NULL
+            )""",
+        ],
+    ),
 ]
 
 

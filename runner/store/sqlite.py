@@ -52,11 +52,14 @@ from .rows import (
     RunRow,
     ToolCallRow,
 )
+from .leases import StoreLeases
 from .schedule_sqlite import SQLiteSchedule, iso, now_iso
 from .sealing import SealKey
 
 
-class SQLiteRunStore(SQLiteQueries, SQLiteSchedule, SQLiteOversight, SQLiteNotifications, RunStore):
+class SQLiteRunStore(
+    SQLiteQueries, SQLiteSchedule, SQLiteOversight, SQLiteNotifications, StoreLeases, RunStore
+):
     """The SQLite run store (``RunStore(path)`` opens one).
 
     The database, its ``-wal`` and ``-shm`` files and the seal key are owner-only
