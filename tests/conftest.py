@@ -10,8 +10,16 @@ from typing import Any
 
 import pytest
 from services import postgres_server, postgres_url, redis_server, redis_url
+from store_backends import store, store_location
 
-__all__ = ["postgres_server", "postgres_url", "redis_server", "redis_url"]
+__all__ = [
+    "postgres_server",
+    "postgres_url",
+    "redis_server",
+    "redis_url",
+    "store",
+    "store_location",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,6 @@
-"""The run event log: every visible change of a run, in order, as the export shows it."""
+"""The run event log: every visible change of a run, in order, as the export shows it (on
+both backends; tests/test_store_postgres.py shows ids become visible in order under
+concurrent writers)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from runner.events import RunStarted, StopReason
 from runner.loop import run_agent
 from runner.spec import load_spec
 from runner.store import RunStore, SQLiteRunStore
+from runner.store.location import StoreLocation, open_store
 from runner.testing import ScriptedModel, call
 from tests.helpers import write_spec
 
@@ -46,8 +49,7 @@ def writer_run(folder: Path, store: RunStore) -> str:
     return finished.run_id
 
 
-def test_a_run_is_logged_in_order_as_the_export_shows_it(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.db")
+def test_a_run_is_logged_in_order_as_the_export_shows_it(tmp_path: Path, store: RunStore) -> None:
     run_id = writer_run(tmp_path, store)
     events = store.events_since(0)
     assert [e["type"] for e in events] == [
@@ -75,14 +77,13 @@ def test_a_run_is_logged_in_order_as_the_export_shows_it(tmp_path: Path) -> None
 
 
 def test_a_decision_is_logged_with_who_made_it_and_the_log_resumes_after_an_id(
-    tmp_path: Path,
+    tmp_path: Path, store_location: StoreLocation, store: RunStore
 ) -> None:
-    store = RunStore(tmp_path / "runs.db")
     run_id = writer_run(tmp_path, store)
     seen = store.last_event_id()
     [pending] = store.approvals(run_id)
     # another process decides (the CLI, the API): its own connection
-    other = RunStore(tmp_path / "runs.db")
+    other = open_store(store_location)
     assert other.decide(run_id, pending["call_id"], False, "not now", by="api:ops@127.0.0.1") == 1
     other.close()
     [decided] = store.events_since(seen)
@@ -99,8 +100,7 @@ def test_a_decision_is_logged_with_who_made_it_and_the_log_resumes_after_an_id(
     assert store.events_since(decided["id"]) == []
 
 
-def test_the_log_of_one_run_and_a_limit(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.db")
+def test_the_log_of_one_run_and_a_limit(tmp_path: Path, store: RunStore) -> None:
     first = writer_run(tmp_path / "a", store)
     second = writer_run(tmp_path / "b", store)
     mine = store.events_since(0, run_id=second)

@@ -1,5 +1,6 @@
 """The RunStore interface: what ``RunStore(path)`` opens, and the daemon's typed records
-(fires, cron cursors, notices, runs left running), each written and read back."""
+(fires, cron cursors, notices, runs left running), each written and read back, on both
+backends (the ``store`` fixture: tests/store_backends.py)."""
 
 from __future__ import annotations
 
@@ -21,20 +22,13 @@ SLOT = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
 NOW = datetime(2026, 3, 29, 2, 0, 0, 123000, tzinfo=UTC)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> SQLiteRunStore:
-    opened = RunStore(tmp_path / "runs.db")
-    assert isinstance(opened, SQLiteRunStore)
-    return opened
-
-
 def test_run_store_opens_the_sqlite_store(tmp_path: Path) -> None:
     assert type(RunStore(tmp_path / "a.db")) is SQLiteRunStore
     assert type(SQLiteRunStore(tmp_path / "b.db")) is SQLiteRunStore
     assert type(RunStore.default()) is SQLiteRunStore
 
 
-def test_a_fire_is_recorded_once_per_slot_and_per_key(store: SQLiteRunStore) -> None:
+def test_a_fire_is_recorded_once_per_slot_and_per_key(store: RunStore) -> None:
     slot = FireRow("a", "cron", 0, "R1", "started", "cron", slot=SLOT, created_at=NOW)
     assert store.record_fire(slot)
     assert not store.record_fire(FireRow("a", "cron", 0, "R2", "started", slot=SLOT))
@@ -49,7 +43,7 @@ def test_a_fire_is_recorded_once_per_slot_and_per_key(store: SQLiteRunStore) -> 
     assert store.fire_by_key("b", "k") is None
 
 
-def test_fires_whose_runs_never_began_and_their_outcomes(store: SQLiteRunStore) -> None:
+def test_fires_whose_runs_never_began_and_their_outcomes(store: RunStore) -> None:
     for run_id, outcome in [("R1", "started"), ("R2", "queued"), ("R3", "skipped")]:
         store.record_fire(FireRow("a", "manual", 0, run_id, outcome, created_at=NOW))
     store.record(RunStarted("R1", "a", "m", "p", "sha", {}, "goal", "manual"))
@@ -60,7 +54,7 @@ def test_fires_whose_runs_never_began_and_their_outcomes(store: SQLiteRunStore) 
     assert fire is not None and (fire.outcome, fire.reason) == ("cancelled", "replaced")
 
 
-def test_cron_cursors_and_notices(store: SQLiteRunStore) -> None:
+def test_cron_cursors_and_notices(store: RunStore) -> None:
     assert store.cron_cursor("a", "0:* * * * *:UTC") is None
     store.set_cron_cursor("a", "0:* * * * *:UTC", NOW)
     store.set_cron_cursor("a", "0:* * * * *:UTC", NOW + timedelta(minutes=1))
@@ -76,7 +70,7 @@ def test_cron_cursors_and_notices(store: SQLiteRunStore) -> None:
     assert (warning["level"], warning["agent"], warning["run_id"]) == ("warning", "a", None)
 
 
-def test_a_run_left_running_is_ended_once(store: SQLiteRunStore) -> None:
+def test_a_run_left_running_is_ended_once(store: RunStore) -> None:
     store.record(RunStarted("R1", "a", "m", "p", "sha", {}, "goal", "cron"))
     assert [run.id for run in store.running_runs()] == ["R1"]
     store.end_run_left_running("R1", "interrupted", StopReason.INTERRUPTED, "its worker exited")
@@ -91,13 +85,13 @@ def test_a_run_left_running_is_ended_once(store: SQLiteRunStore) -> None:
     assert store.running_runs() == []
 
 
-def test_a_taken_run_id_is_refused_with_a_store_error(store: SQLiteRunStore) -> None:
+def test_a_taken_run_id_is_refused_with_a_store_error(store: RunStore) -> None:
     store.record(RunStarted("R1", "a", "m", "p", "sha", {}, "goal", "cron"))
     with pytest.raises(RunAlreadyRecorded, match="R1"):
         store.record(RunStarted("R1", "a", "m", "p", "sha", {}, "goal", "cron"))
 
 
-def test_recent_tool_calls_of_an_agent(store: SQLiteRunStore) -> None:
+def test_recent_tool_calls_of_an_agent(store: RunStore) -> None:
     store.record(RunStarted("R1", "a", "m", "p", "sha", {}, "goal", "watch"))
     store.record(RunStarted("R2", "b", "m", "p", "sha", {}, "goal", "watch"))
     for run_id, call_id, tool in [("R1", "c1", "write_file"), ("R1", "c2", "shell")]:
@@ -120,7 +114,7 @@ def test_recent_tool_calls_of_an_agent(store: SQLiteRunStore) -> None:
     assert store.recent_tool_calls("a", ("write_file",), datetime.now(UTC) + timedelta(1)) == []
 
 
-def test_runs_page_by_keyset_and_prefixes_match_literally(store: SQLiteRunStore) -> None:
+def test_runs_page_by_keyset_and_prefixes_match_literally(store: RunStore) -> None:
     ids = [f"01ABC{n:021d}" for n in range(5)]
     for run_id in ids:
         store.record(RunStarted(run_id, "a", "m", "p", "sha", {}, "goal"))
@@ -138,7 +132,7 @@ def test_runs_page_by_keyset_and_prefixes_match_literally(store: SQLiteRunStore)
 
 
 def test_a_decision_without_a_request_is_recorded_only_when_asked(
-    store: SQLiteRunStore,
+    store: RunStore,
 ) -> None:
     store.record(RunStarted("R1", "a", "m", "p", "sha", {}, "goal"))
     assert store.decide("R1", "call_x", True, by="api:console@127.0.0.1") == 0

@@ -3,7 +3,8 @@
 A live view (the console, the API's Server-Sent Events stream) follows this log instead of
 rereading every table: ``SELECT ... WHERE id > ?`` from the last id it saw, which is also
 what a client that reconnects sends back (SSE's ``Last-Event-ID``). Ids only grow and are
-never reused (``AUTOINCREMENT``).
+never reused (SQLite's ``AUTOINCREMENT``, a PostgreSQL identity), and become visible in
+order (see :func:`append`).
 
 One entry per change a person watching would want to see::
 
@@ -27,7 +28,6 @@ cannot disagree. Only :mod:`runner.store` calls this module.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -45,6 +45,7 @@ from ..events import (
     ToolCalled,
     ToolStarted,
 )
+from .database import Database
 from .export import model_call_event, run_finished_event, run_started_event, tool_call_event
 from .rows import ModelCallRow, RunRow, ToolCallRow
 
@@ -124,21 +125,28 @@ def entry(event: Event, row: int | None) -> tuple[str, dict[str, Any]] | None:
             return None
 
 
-def append(db: sqlite3.Connection, run_id: str, kind: str, data: dict[str, Any], at: str) -> None:
-    """Add one entry (in the caller's transaction)."""
+def append(db: Database, run_id: str, kind: str, data: dict[str, Any], at: str) -> None:
+    """Add one entry, in the caller's transaction (which must be open: see below).
+
+    Ids become visible in order because every transaction that appends holds the store's
+    write lock from its ``BEGIN`` to its commit (SQLite: one writer at a time; PostgreSQL:
+    :mod:`runner.store.postgres`'s transaction-scoped advisory lock). Outside a transaction a
+    PostgreSQL insert would take an id while a transaction that took a smaller one has not
+    committed yet, and a follower reading past the larger id would skip the smaller forever.
+    """
     db.execute(
         "INSERT INTO run_events (run_id, type, at, data_json) VALUES (?, ?, ?, ?)",
         (run_id, kind, at, json.dumps(data)),
     )
 
 
-def last_id(db: sqlite3.Connection) -> int:
+def last_id(db: Database) -> int:
     """The newest entry's id; 0 when the log is empty."""
     return int(db.execute("SELECT coalesce(max(id), 0) FROM run_events").fetchone()[0])
 
 
 def read(
-    db: sqlite3.Connection,
+    db: Database,
     run_row: Any,
     after_id: int = 0,
     run_id: str | None = None,
@@ -193,7 +201,7 @@ def read(
     return events
 
 
-def _refs(entries: list[sqlite3.Row], datas: list[dict[str, Any]], kind: str) -> set[int]:
+def _refs(entries: list[Any], datas: list[dict[str, Any]], kind: str) -> set[int]:
     return {
         int(data["row"])
         for logged, data in zip(entries, datas, strict=True)
@@ -201,7 +209,7 @@ def _refs(entries: list[sqlite3.Row], datas: list[dict[str, Any]], kind: str) ->
     }
 
 
-def _rows(db: sqlite3.Connection, table: str, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+def _rows(db: Database, table: str, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     wanted = tuple(ids)
     if not wanted:
         return {}

@@ -6,7 +6,10 @@ exactly what the model said: a ``write_file`` whose content holds a token writes
 not ``[REDACTED]``. So the exact form of each message that redaction changed is *sealed*:
 encrypted with AES-256-GCM (``cryptography``), a 96-bit random nonce per message, and the
 run id and message number as associated data (a sealed row moved to another run or place
-does not open). The 256-bit key lives in ``seal.key`` beside the database, ``0600``.
+does not open). The 256-bit key lives in ``seal.key`` beside the database, ``0600``; a
+PostgreSQL store, which several machines share, reads it from ``AGENTRUN_SEAL_KEY_FILE``
+(default ``AGENTRUN_HOME/seal.key``), and every machine that resumes runs needs the same one
+(:mod:`runner.store.postgres`).
 
 Why encrypted, when the key sits in the same folder: the database is the file people copy,
 back up, attach to a bug report or move to another store; a copy of ``runs.db`` alone
@@ -32,11 +35,15 @@ class SealKey:
     """The key in ``path``, created on first use (``0600``).
 
     Args:
-        path: the key file (``seal.key`` beside the run store).
+        path: the key file (``seal.key`` beside a SQLite store; for PostgreSQL,
+            ``AGENTRUN_SEAL_KEY_FILE`` or ``AGENTRUN_HOME/seal.key``: see
+            :mod:`runner.store.postgres`).
+        hint: what to do when a sealed message does not open, added to the error.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, hint: str = "") -> None:
         self.path = path
+        self.hint = hint
         self._key: bytes | None = None
 
     def _load(self, create: bool) -> bytes:
@@ -45,8 +52,8 @@ class SealKey:
         if not create and not self.path.exists():
             raise StoreError(
                 f"cannot open sealed messages: their key {str(self.path)!r} is missing "
-                "(the run store was moved without it); the run cannot be resumed with "
-                "its exact arguments"
+                f"({self.hint or 'the run store was moved without it'}); the run cannot be "
+                "resumed with its exact arguments"
             )
         try:
             descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE_MODE)
@@ -88,4 +95,5 @@ class SealKey:
             raise StoreError(
                 f"a sealed message ({context.decode()}) does not open with the key "
                 f"{str(self.path)!r}: the key was replaced or the row was changed"
+                + (f"; {self.hint}" if self.hint else "")
             ) from None

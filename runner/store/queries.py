@@ -1,30 +1,30 @@
-"""Reading runs back from SQLite: lists, lookups, stats, the export, the daemon's queries.
+"""Reading runs back (both backends): lists, lookups, stats, the export, the daemon's queries.
 
-Split from :mod:`runner.store.sqlite` along what it does: the queries that read finished and
+Split from :mod:`runner.store.recording` along what it does: the queries that read finished and
 running records, as opposed to recording a run as it happens. The class is a part of
-:class:`runner.store.sqlite.SQLiteRunStore`, which holds the connection.
+:class:`runner.store.recording.SQLRunStore`, which holds the connection.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any, cast
 
 from ..events import StopReason, ToolCallStatus
 from ..spec import Risk
+from .database import Database
 from .export import export_events
 from .rows import ModelCallRow, RunRow, StatsRow, ToolCallRow, ToolCallTiming
-from .schedule_sqlite import iso
+from .schedule import iso
 
 
-class SQLiteQueries:
+class RunQueries:
     """Queries over the runs, model calls and tool calls, on the store's connection."""
 
-    db: sqlite3.Connection
+    db: Database
 
-    def _run_row(self, row: sqlite3.Row) -> RunRow:
+    def _run_row(self, row: Any) -> RunRow:
         columns = {name: row[name] for name in RunRow.__dataclass_fields__}
         stop = columns["stop_reason"]
         return RunRow(**columns | {"stop_reason": None if stop is None else StopReason(stop)})
@@ -71,7 +71,8 @@ class SQLiteQueries:
         """Runs, stop reasons, tokens and USD per agent and per UTC day, newest day first."""
         query = """SELECT agent, substr(started_at, 1, 10) AS day, count(*) AS runs,
                    coalesce(stop_reason, status) AS stop_reason,
-                   sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+                   CAST(sum(input_tokens) AS BIGINT) AS input_tokens,
+                   CAST(sum(output_tokens) AS BIGINT) AS output_tokens,
                    sum(cost_usd) AS cost_usd, count(cost_usd) AS priced_runs
                    FROM runs {where}
                    GROUP BY agent, day, coalesce(stop_reason, status)
@@ -182,7 +183,7 @@ class SQLiteQueries:
         ]
 
 
-def tool_call_row(row: sqlite3.Row) -> ToolCallRow:
+def tool_call_row(row: Any) -> ToolCallRow:
     """A ``tool_calls`` row, its status and risk as their enums (risk ``""``: no such tool)."""
     call = cast(ToolCallRow, dict(row))
     call["status"] = ToolCallStatus(call["status"])

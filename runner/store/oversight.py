@@ -1,29 +1,30 @@
-"""A run's oversight in SQLite: checks, guards, questions, escalations and budget grants.
+"""A run's oversight records: checks, guards, questions, escalations and budget grants.
 
-Split from :mod:`runner.store.sqlite` along a concept: the records of a run's oversight
+Split from :mod:`runner.store.recording` along a concept: the records of a run's oversight
 (did its work pass its ``checks``, what did its ``guards`` say, what did it ask a person,
 was it escalated, what more budget did a person grant), as opposed to what the loop did.
-The class is a part of :class:`runner.store.sqlite.SQLiteRunStore`, which holds the
-connection. Every change a person makes here is an entry of the run event log in the same
-transaction, so a daemon following the log (:mod:`runner.daemon.continuation`) sees it.
+The class is a part of :class:`runner.store.recording.SQLRunStore`, which holds the
+connection (SQLite or PostgreSQL). Every change a person makes here is an entry of the run
+event log in the same transaction, so a daemon following the log
+(:mod:`runner.daemon.continuation`) sees it.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any, cast
 
 from ..events import CheckRan, GuardDecided, QuestionAnswered, QuestionAsked
 from . import event_log
+from .database import Database
 from .rows import CheckRunRow, EscalationRow, GrantRow, GuardDecisionRow, QuestionRow
-from .schedule_sqlite import now_iso
+from .schedule import now_iso
 
 
-class SQLiteOversight:
+class OversightRecords:
     """Checks, guard decisions, questions, escalations and grants, on the store's connection."""
 
-    db: sqlite3.Connection
+    db: Database
 
     # -- written by the loop, through record() ----------------------------------------------
 
@@ -77,8 +78,9 @@ class SQLiteOversight:
     def _question_asked(self, event: QuestionAsked) -> None:
         # Asked again on a resume (the same call): the first question stands.
         self.db.execute(
-            """INSERT OR IGNORE INTO questions (run_id, call_id, question, context, choices_json,
-               status, created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'waiting', ?, ?)""",
+            """INSERT INTO questions (run_id, call_id, question, context, choices_json,
+               status, created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'waiting', ?, ?)
+               ON CONFLICT DO NOTHING""",
             (
                 event.run_id,
                 event.call_id,
@@ -113,7 +115,9 @@ class SQLiteOversight:
         self, run_id: str | None = None, status: str | None = "waiting"
     ) -> list[QuestionRow]:
         """Questions to people, oldest first, optionally of one run and/or one status."""
-        rows = of_run_and_status(self.db, "questions", run_id, status, "created_at, rowid")
+        rows = of_run_and_status(
+            self.db, "questions", run_id, status, "created_at, run_id, call_id"
+        )
         return [_question_row(r) for r in rows]
 
     def question(self, run_id: str, call_id: str) -> QuestionRow | None:
@@ -147,9 +151,9 @@ class SQLiteOversight:
             done = cursor.rowcount == 1
             if not done and record_unasked:
                 self.db.execute(
-                    """INSERT OR IGNORE INTO questions (run_id, call_id, question, status, answer,
+                    """INSERT INTO questions (run_id, call_id, question, status, answer,
                        answered_by, created_at, answered_at)
-                       VALUES (?, ?, '', 'answered', ?, ?, ?, ?)""",
+                       VALUES (?, ?, '', 'answered', ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
                     (run_id, call_id, answer, by, now, now),
                 )
                 done = True
@@ -277,15 +281,15 @@ class SQLiteOversight:
         return [cast(GrantRow, dict(r)) for r in rows]
 
 
-def _question_row(row: sqlite3.Row) -> QuestionRow:
+def _question_row(row: Any) -> QuestionRow:
     data = dict(row)
     data["choices"] = json.loads(data.pop("choices_json") or "[]")
     return cast(QuestionRow, data)
 
 
 def of_run_and_status(
-    db: sqlite3.Connection, table: str, run_id: str | None, status: str | None, order: str
-) -> list[sqlite3.Row]:
+    db: Database, table: str, run_id: str | None, status: str | None, order: str
+) -> list[Any]:
     """Rows of ``table`` of one run and/or one status when given, in ``order``.
 
     ``table`` (``approvals``, ``questions``, ``escalations``) and ``order`` are literals of

@@ -1,18 +1,19 @@
-"""The daemon's scheduling records in SQLite: trigger fires and cron cursors.
+"""The daemon's scheduling records: trigger fires and cron cursors (both backends).
 
-Split from :mod:`runner.store.sqlite` along what they record: not what a run did, but what
+Split from :mod:`runner.store.recording` along what they record: not what a run did, but what
 the daemon decided to run and when (``fires`` keeps a slot or an idempotency key from firing
 twice; ``cron_cursors`` says up to which slot a cron trigger was handled). The class is a
-part of :class:`runner.store.sqlite.SQLiteRunStore`, which holds the connection.
+part of :class:`runner.store.recording.SQLRunStore`, which holds the connection.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import UTC, datetime
+from typing import Any
 
 from ..spec import TriggerKind
+from .database import Database
 from .rows import FireOutcome, FireRow
 
 
@@ -26,10 +27,10 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
-class SQLiteSchedule:
+class ScheduleRecords:
     """Fires and cron cursors, on the connection of the store it is part of."""
 
-    db: sqlite3.Connection
+    db: Database
 
     def record_fire(self, fire: FireRow) -> bool:
         """Write a fire's row; False when its slot or idempotency key was already recorded.
@@ -37,9 +38,9 @@ class SQLiteSchedule:
         The ``fires`` table's unique indexes make the check and the write one statement.
         """
         cursor = self.db.execute(
-            """INSERT OR IGNORE INTO fires (agent, trigger, trigger_index, slot, run_id, outcome,
+            """INSERT INTO fires (agent, trigger, trigger_index, slot, run_id, outcome,
                reason, idempotency_key, inputs_json, created_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
             (
                 fire.agent,
                 fire.trigger,
@@ -95,12 +96,13 @@ class SQLiteSchedule:
     def set_cron_cursor(self, agent: str, trigger_key: str, cursor: datetime) -> None:
         """Persist that every slot of a cron trigger at or before ``cursor`` was handled."""
         self.db.execute(
-            "INSERT OR REPLACE INTO cron_cursors (agent, trigger_key, cursor) VALUES (?, ?, ?)",
+            """INSERT INTO cron_cursors (agent, trigger_key, cursor) VALUES (?, ?, ?)
+               ON CONFLICT (agent, trigger_key) DO UPDATE SET cursor = excluded.cursor""",
             (agent, trigger_key, iso(cursor)),
         )
 
 
-def _fire_row(row: sqlite3.Row) -> FireRow:
+def _fire_row(row: Any) -> FireRow:
     """A ``fires`` row, typed."""
     return FireRow(
         agent=row["agent"],

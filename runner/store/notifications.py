@@ -1,11 +1,11 @@
-"""Notifications and signed decision links in SQLite: who was told what, and the links' uses.
+"""Notifications and signed decision links: who was told what, and the links' uses.
 
-Split from :mod:`runner.store.sqlite` along a concept: what agentrun sent people about a
+Split from :mod:`runner.store.recording` along a concept: what agentrun sent people about a
 run (:mod:`runner.notify`) and the single-use links those messages carry
 (:mod:`runner.web.links`), as opposed to what the run did. The class is a part of
-:class:`runner.store.sqlite.SQLiteRunStore`, which holds the connection.
+:class:`runner.store.recording.SQLRunStore`, which holds the connection.
 
-A notification is claimed before it is sent (``INSERT OR IGNORE`` on the unique
+A notification is claimed before it is sent (``INSERT ... ON CONFLICT DO NOTHING`` on the unique
 ``(event_key, channel)``): whichever process claims it sends it, and no other does. Its end
 (``sent`` or ``failed``) is a ``notification`` entry of the run event log, in the same
 transaction. A link's one use is marked in the transaction of the decision it makes.
@@ -13,21 +13,21 @@ transaction. A link's one use is marked in the transaction of the decision it ma
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from . import event_log
+from .database import Database
 from .rows import DecisionLinkRow, NotificationRow
-from .schedule_sqlite import now_iso
+from .schedule import now_iso
 
 T = TypeVar("T")
 
 
-class SQLiteNotifications:
+class NotificationRecords:
     """Notifications, decision links and their refusals, on the store's connection."""
 
-    db: sqlite3.Connection
+    db: Database
 
     # -- notifications ----------------------------------------------------------------------
 
@@ -39,12 +39,13 @@ class SQLiteNotifications:
         None when any process claimed it before (the row exists): that process sends it.
         ``channel`` must already have its secrets masked. The row starts ``pending``.
         """
-        cursor = self.db.execute(
-            """INSERT OR IGNORE INTO notifications (run_id, event, event_key, channel, status,
-               attempts, created_at) VALUES (?, ?, ?, ?, 'pending', 0, ?)""",
+        rows = self.db.execute(
+            """INSERT INTO notifications (run_id, event, event_key, channel, status,
+               attempts, created_at) VALUES (?, ?, ?, ?, 'pending', 0, ?)
+               ON CONFLICT DO NOTHING RETURNING id""",
             (run_id, event, event_key, channel, now_iso()),
-        )
-        return cursor.lastrowid if cursor.rowcount == 1 else None
+        ).fetchall()
+        return int(rows[0][0]) if rows else None
 
     def notification_attempted(
         self, notification_id: int, status: str, attempts: int, error: str | None
