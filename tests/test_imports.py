@@ -23,7 +23,7 @@ print("HEAVY=" + ",".join(heavy))
 """
 
 
-HEAVY = ("litellm", "llama_cpp", "cyllama", "openai", "httpx", "mcp", "watchdog")
+HEAVY = ("litellm", "llama_cpp", "cyllama", "openai", "httpx", "mcp", "watchdog", "psycopg")
 
 
 def imported_after(argv: list[str], modules: tuple[str, ...] = HEAVY) -> list[str]:
@@ -133,3 +133,23 @@ def test_importing_runner_does_not_import_the_web_stack() -> None:
         check=True,
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_run_with_the_sqlite_store_does_not_import_psycopg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg only when a PostgreSQL store is opened (AGENTRUN_STORE=postgresql://...)."""
+    from runner.testing import FakeOpenAIServer, text
+
+    with FakeOpenAIServer([text("done")]) as server:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(
+            "version: 1\nname: plain\n"
+            f'model: {{id: openai/fake, api_base: "{server.api_base}", api_key_env: FAKE_KEY}}\n'
+            "goal: Say done.\n",
+            encoding="utf-8",
+        )
+        monkeypatch.setenv("FAKE_KEY", "sk-fake-000000")
+        assert imported_after(["run", "-q", str(spec)], ("psycopg",)) == []
+        assert len(server.requests) == 1
+    assert imported_after(["runs"], ("psycopg", "runner.store.postgres")) == []

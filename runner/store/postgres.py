@@ -183,6 +183,8 @@ class PostgresConnection:
                     f"the connection to the run store {self.name!r} was lost in the middle "
                     "of a transaction, which was rolled back; it must be ended first"
                 )
+            if connection is not None:
+                connection.close()
             connection = self._connect()
         return connection
 
