@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (registers the commands)
     records,
     running,
     specs,
+    store,
 )
 from .base import STOP_EXIT_CODES, cli, main
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -267,6 +267,34 @@ class PostgresConnection:
                 return
             connection.execute("ROLLBACK")
 
+    def copy_rows(self, table: str, columns: list[str], rows: Iterable[tuple[Any, ...]]) -> None:
+        """Load ``rows`` into ``table`` with PostgreSQL's COPY (``agentrun store copy``).
+
+        ``table`` and ``columns`` are names read from the source store's schema, quoted here.
+        """
+        names = ", ".join(f'"{column}"' for column in columns)
+        with (
+            self._lock,
+            self._live().cursor() as cursor,
+            cursor.copy(f'COPY "{table}" ({names}) FROM STDIN') as copying,
+        ):
+            for row in rows:
+                copying.write_row(row)
+
+    def is_identity(self, table: str, column: str) -> bool:
+        """Whether ``table.column`` takes its values from a sequence (an identity column)."""
+        found = self.execute("SELECT pg_get_serial_sequence(?, ?)", (table, column)).fetchone()
+        return found is not None and found[0] is not None
+
+    def move_sequence_past(self, table: str, column: str, at_least: int = 0) -> None:
+        """Make ``table.column``'s next value exceed its largest one and ``at_least``."""
+        self.execute(
+            f"""SELECT setval(pg_get_serial_sequence(?, ?),
+                   GREATEST(coalesce(max("{column}"), 0), ?, 1),
+                   GREATEST(coalesce(max("{column}"), 0), ?) > 0) FROM "{table}" """,
+            (table, column, at_least, at_least),
+        )
+
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
@@ -312,7 +340,7 @@ class PostgresRunStore(SQLRunStore):
         self.postgres = PostgresConnection(url)
         self.db = self.postgres
         try:
-            migrate_postgres(self.postgres)
+            self.migrations_applied = migrate_postgres(self.postgres)
         except psycopg.Error as error:
             self.postgres.close()
             raise StoreError(

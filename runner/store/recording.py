@@ -75,6 +75,8 @@ class SQLRunStore(
     seal_key: SealKey
     #: The driver's exceptions for a violated unique or foreign key.
     integrity_errors: tuple[type[Exception], ...]
+    #: The names of the migrations this process applied when it opened the store.
+    migrations_applied: list[str]
 
     def _start(self) -> None:
         """The per-process state of recording (calls under way, results just written)."""

@@ -55,7 +55,7 @@ class SQLiteRunStore(SQLRunStore):
             self.sqlite.execute("PRAGMA journal_mode=WAL")
             self.sqlite.execute("PRAGMA synchronous=NORMAL")
             self.sqlite.execute("PRAGMA foreign_keys=ON")
-            migrations.migrate(self.sqlite)
+            self.migrations_applied = migrations.migrate(self.sqlite)
         except sqlite3.Error as error:
             raise StoreError(f"cannot open the run store {str(path)!r}: {error}") from error
 
