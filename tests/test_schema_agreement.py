@@ -153,7 +153,7 @@ def _fields_given_schema_default(cls: type[SpecClass]) -> set[str]:
 def test_schema_defaults_are_found() -> None:
     found = {f"{cls.__name__}.{name}" for cls in SPEC_CLASSES for name in schema_defaults(cls)}
     assert {"AgentSpec.autonomy", "BudgetsSpec.tool_timeout", "WatchSpec.patterns"} <= found
-    assert len(found) == 27
+    assert len(found) == 29
 
 
 @pytest.mark.parametrize("cls", SPEC_CLASSES, ids=lambda cls: cls.__name__)
@@ -216,6 +216,7 @@ triggers:
   - cron: "0 6 * * *"
   - watch: {paths: [inbox]}
   - webhook: {secret_env: HOOK_SECRET}
+  - queue: {stream: tickets}
 """
 
 

@@ -221,6 +221,7 @@ def explain(spec_file: Path) -> None:
         if spec.triggers
         else "triggers: none (agentrun run only)"
     )
+    click.echo(f"executor queue: {spec.executor.queue} (used by agentrun daemon --executor celery)")
 
 
 def _explain_checks(spec: AgentSpec) -> None:
@@ -317,6 +318,17 @@ def _explain_triggers(spec: AgentSpec) -> None:
             click.echo(
                 f"trigger watch {', '.join(trigger.watch.paths)} "
                 f"({', '.join(trigger.watch.patterns)})"
+            )
+        elif trigger.kind == TriggerKind.QUEUE and trigger.queue:
+            from ..store.location import redacted
+
+            queue = trigger.queue
+            where = redacted(queue.url) if queue.url else "AGENTRUN_QUEUE_URL or AGENTRUN_BROKER"
+            mapped = ", ".join(f"{k} <- {v}" for k, v in queue.inputs.items()) or "none"
+            click.echo(
+                f"trigger queue: stream {queue.stream!r}, group {queue.group_of(spec.name)!r} "
+                f"on {where}; payload {f'field {queue.field!r}' if queue.field else 'the fields'}"
+                f", inputs {mapped}"
             )
         else:
             click.echo(f"trigger {trigger.kind}")

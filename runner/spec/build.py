@@ -18,6 +18,7 @@ from .types import (
     BudgetsSpec,
     CeilingsSpec,
     CheckSpec,
+    ExecutorSpec,
     FileToolSpec,
     FunctionToolSpec,
     GuardSpec,
@@ -29,6 +30,7 @@ from .types import (
     NotifyChannelSpec,
     OutputSpec,
     Pricing,
+    QueueSpec,
     RulesSpec,
     ShellToolSpec,
     ToolsSpec,
@@ -214,15 +216,26 @@ def _webhook(data: dict[str, Any]) -> WebhookSpec:
     )
 
 
+def _queue(data: dict[str, Any]) -> QueueSpec:
+    return QueueSpec(
+        stream=data["stream"],
+        inputs=dict(data.get("inputs") or {}),
+        **_given(data, "group", "url", "field"),
+        **_given_durations(data, "claim_after"),
+    )
+
+
 def _trigger(index: int, data: dict[str, Any]) -> TriggerSpec:
     kinds = [k for k in TRIGGER_KINDS if k in data]
     watch = data.get("watch")
     webhook = data.get("webhook")
+    queue = data.get("queue")
     return TriggerSpec(
         kind=kinds[0] if kinds else None,  # None: no kind, which the checks report
         index=index,
         watch=None if watch is None else _watch(watch),
         webhook=None if webhook is None else _webhook(webhook),
+        queue=None if queue is None else _queue(queue),
         **_given(data, "cron", "timezone", "catchup", "catchup_max", "manual"),
     )
 
@@ -261,6 +274,7 @@ def build_spec(data: dict[str, Any], path: Path, source: bytes) -> AgentSpec:
             **_given(data.get("loop_detection") or {}, "warn_after", "stop_after")
         ),
         output=OutputSpec(**_given(data.get("output") or {}, "schema", "max_retries")),
+        executor=ExecutorSpec(**_given(data.get("executor") or {}, "queue")),
         checks=tuple(_check(i, c) for i, c in enumerate(data.get("checks") or [])),
         notify=tuple(
             NotifyChannelSpec(url=c["url"], events=_tuple(c["events"]))

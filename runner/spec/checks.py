@@ -11,7 +11,8 @@ Each check returns located :class:`~runner.errors.Diagnostic` objects:
   enums have values, ``required`` agrees with ``default``;
 - triggers: exactly one kind each, cron expressions valid (the bad field is pointed at) and
   able to fire, IANA time zones valid, cron-only keys only on cron triggers, glob patterns
-  sane, debounce within the maximum wait;
+  sane, debounce within the maximum wait; webhook and queue triggers:
+  :mod:`runner.spec.checks_triggers`;
 - rules name tools the spec declares, and arguments those tools have;
 - budgets can be enforced: a ``max_cost_usd`` needs a known price for the model
   (:mod:`runner.spec.prices`);
@@ -40,6 +41,7 @@ from .checks_escalation import escalation_checks
 from .checks_guards import guard_checks
 from .checks_notify import notify_checks
 from .checks_success import schema_problem, success_check_problems
+from .checks_triggers import trigger_payload_checks
 from .prices import (
     KEY_VARIABLES,
     LOCAL_MODELS,
@@ -304,7 +306,8 @@ class _Checker:
                     where,
                     f"trigger {trigger.index + 1} "
                     + (f"sets {' and '.join(map(repr, kinds))}" if kinds else "has no kind"),
-                    "each trigger needs exactly one of 'cron', 'watch', 'manual', 'webhook'",
+                    "each trigger needs exactly one of "
+                    + ", ".join(repr(str(k)) for k in TRIGGER_KINDS),
                 )
                 continue
             for key in ("timezone", "catchup", "catchup_max"):
@@ -319,14 +322,6 @@ class _Checker:
                 self._cron(trigger.cron or "", trigger.timezone, path, raw)
             if trigger.watch is not None:
                 self._watch(trigger.watch, path, raw)
-            if trigger.webhook is not None:
-                for name in trigger.webhook.inputs:
-                    if name not in self.spec.inputs:
-                        self.error(
-                            self.located.key_pos((*path, "webhook", "inputs", name)),
-                            f"webhook maps payload to {name!r}, which is not a declared input",
-                            f"declare {name!r} under 'inputs'",
-                        )
             if trigger.kind == TriggerKind.MANUAL and trigger.manual is False:
                 self.warning(
                     self.located.value_pos((*path, "manual")),
@@ -738,6 +733,7 @@ def semantic_checks(spec: AgentSpec, located: Located, file: str) -> list[Diagno
         + success_check_problems(spec, located, file)
         + guard_checks(spec, located, file)
         + notify_checks(spec, located, file)
+        + trigger_payload_checks(spec, located, file)
     )
 
 

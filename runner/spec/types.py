@@ -274,6 +274,17 @@ class LoopDetectionSpec(SpecType):
     stop_after: int = SCHEMA_DEFAULT
 
 
+class ExecutorSpec(SpecType):
+    """Where the daemon runs the agent's runs: the Celery ``queue`` (default ``agentrun``).
+
+    Only the Celery executor (:mod:`runner.daemon.celery_executor`) reads it; the local
+    executor runs every agent on the daemon's machine.
+    """
+
+    SCHEMA_POINTER: ClassVar[str] = "#/properties/executor"
+    queue: str = SCHEMA_DEFAULT
+
+
 class OutputSpec(SpecType):
     """Structured output: a JSON Schema for the final answer and how often to retry."""
 
@@ -372,8 +383,29 @@ class WebhookSpec(SpecType):
     max_body: int = SCHEMA_DEFAULT
 
 
+class QueueSpec(SpecType):
+    """A queue trigger: a Redis stream read in a consumer group; ``claim_after`` in seconds.
+
+    ``group`` None means ``agentrun.<agent name>`` (:meth:`group_of`); ``url`` None means
+    ``AGENTRUN_QUEUE_URL``, else ``AGENTRUN_BROKER``; ``field`` None means the entry's
+    fields themselves are the payload.
+    """
+
+    SCHEMA_POINTER: ClassVar[str] = "#/$defs/trigger/properties/queue"
+    stream: str
+    group: str | None = None
+    url: str | None = None
+    inputs: dict[str, str] = field(default_factory=dict)
+    claim_after: float = SCHEMA_DEFAULT
+    field: str | None = None  # last: the name ``field`` is the factory above it
+
+    def group_of(self, agent: str) -> str:
+        """The consumer group's name for agent ``agent``: ``group``, or ``agentrun.<agent>``."""
+        return self.group or f"agentrun.{agent}"
+
+
 class TriggerSpec(SpecType):
-    """One trigger; ``kind`` says which of ``cron``/``watch``/``manual``/``webhook`` is set.
+    """One trigger; ``kind`` says which of ``cron``, ``watch``, ... ``queue`` is set.
 
     ``kind`` is None only in a spec the checks refuse (a trigger that sets none of them).
     """
@@ -389,6 +421,7 @@ class TriggerSpec(SpecType):
     watch: WatchSpec | None = None
     manual: bool | None = None
     webhook: WebhookSpec | None = None
+    queue: QueueSpec | None = None
 
 
 class AgentSpec(SpecType):
@@ -427,4 +460,5 @@ class AgentSpec(SpecType):
     triggers: tuple[TriggerSpec, ...] = ()
     concurrency: str = SCHEMA_DEFAULT
     on_interrupt: str = SCHEMA_DEFAULT
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     env: tuple[str, ...] = ()

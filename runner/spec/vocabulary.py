@@ -54,3 +54,5 @@ class TriggerKind(StrEnum):
     """``agentrun trigger`` or the control API."""
     WEBHOOK = "webhook"
     """A signed HTTP request to the daemon."""
+    QUEUE = "queue"
+    """A message of a Redis stream, read in a consumer group."""

@@ -255,8 +255,13 @@ def _check_text(text: str) -> None:
         ) from None
 
 
-def inputs_from_payload(mapping: Mapping[str, str], payload: Any) -> dict[str, Any]:
-    """The run's inputs taken from a webhook payload, as the spec's ``webhook.inputs`` maps them.
+def inputs_from_payload(
+    mapping: Mapping[str, str], payload: Any, trigger: str = "webhook"
+) -> dict[str, Any]:
+    """The run's inputs taken from a payload, as the spec's ``webhook.inputs`` maps them.
+
+    A queue trigger's ``queue.inputs`` maps a message's payload the same way (``trigger``
+    names the kind in the messages: ``webhook`` or ``queue``).
 
     ``mapping`` is input name -> dotted path into the parsed JSON body: ``issue.title``
     walks objects by key, ``issue.labels.0.name`` indexes lists from 0. Values are returned
@@ -272,32 +277,32 @@ def inputs_from_payload(mapping: Mapping[str, str], payload: Any) -> dict[str, A
     for name, path in mapping.items():
         parts = path.split(".")
         if not path or any(part == "" for part in parts):
-            raise PayloadPathError(f"webhook input {name!r}: {path!r} is not a dotted path")
+            raise PayloadPathError(f"{trigger} input {name!r}: {path!r} is not a dotted path")
         value = payload
         for depth, part in enumerate(parts):
             where = ".".join(parts[:depth]) or "the payload"
             if isinstance(value, Mapping):
                 if part not in value:
                     raise PayloadPathError(
-                        f"webhook input {name!r}: payload has no {path!r}: {where} has no "
+                        f"{trigger} input {name!r}: payload has no {path!r}: {where} has no "
                         f"key {part!r}" + _keys_hint(part, value)
                     )
                 value = value[part]
             elif isinstance(value, list):
                 if not (part.isascii() and part.isdigit()):
                     raise PayloadPathError(
-                        f"webhook input {name!r}: {where} is a list; {part!r} must be an "
+                        f"{trigger} input {name!r}: {where} is a list; {part!r} must be an "
                         "index like 0"
                     )
                 if int(part) >= len(value):
                     raise PayloadPathError(
-                        f"webhook input {name!r}: payload has no {path!r}: {where} has "
+                        f"{trigger} input {name!r}: payload has no {path!r}: {where} has "
                         f"{len(value)} item(s), so there is no index {part}"
                     )
                 value = value[int(part)]
             else:
                 raise PayloadPathError(
-                    f"webhook input {name!r}: payload has no {path!r}: {where} is "
+                    f"{trigger} input {name!r}: payload has no {path!r}: {where} is "
                     f"{type(value).__name__} {value!r}, not an object or a list"
                 )
         inputs[name] = value
