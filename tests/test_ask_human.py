@@ -99,8 +99,9 @@ def test_the_tool_offers_question_context_and_choices_and_is_low_risk(tmp_path: 
     assert AskHuman(None).expires_at() is None
 
 
-def test_arguments_that_fail_the_schema_go_back_to_the_model(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.db")
+def test_arguments_that_fail_the_schema_go_back_to_the_model(
+    tmp_path: Path, store: RunStore
+) -> None:
     finished, model = run_in_process(
         asker_spec(tmp_path),
         [call("ask_human", {"context": "no question"}), text("ok")],
@@ -116,8 +117,9 @@ def test_arguments_that_fail_the_schema_go_back_to_the_model(tmp_path: Path) -> 
 # pause, answer, resume (in this process, through the store)
 
 
-def test_queue_pauses_then_the_answer_is_the_result_without_asking_again(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.db")
+def test_queue_pauses_then_the_answer_is_the_result_without_asking_again(
+    tmp_path: Path, store: RunStore
+) -> None:
     spec = asker_spec(tmp_path, ask_human="{answer_timeout: 1h}")
     paused, _ = run_in_process(spec, [call("ask_human", QUESTION)], store)
     assert paused.stop_reason == StopReason.WAITING_INPUT
@@ -159,8 +161,7 @@ def test_queue_pauses_then_the_answer_is_the_result_without_asking_again(tmp_pat
     assert log.count("question_asked") == 1 and log.count("question_answered") == 1
 
 
-def test_answers_are_refused_clearly(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.db")
+def test_answers_are_refused_clearly(tmp_path: Path, store: RunStore) -> None:
     spec = asker_spec(tmp_path)
     paused, _ = run_in_process(spec, [call("ask_human", QUESTION)], store)
     [asked] = store.questions()
@@ -183,8 +184,9 @@ def test_answers_are_refused_clearly(tmp_path: Path) -> None:
     assert refusal(paused.run_id, None, "stable")[0] is Refusal.NO_QUESTION
 
 
-def test_a_question_past_its_timeout_ends_the_run_with_answer_timeout(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.db")
+def test_a_question_past_its_timeout_ends_the_run_with_answer_timeout(
+    tmp_path: Path, store: RunStore
+) -> None:
     spec = asker_spec(tmp_path, ask_human="{answer_timeout: 1s}")
     paused, _ = run_in_process(spec, [call("ask_human", {"question": "Go?"})], store)
     [asked] = store.questions()
@@ -199,8 +201,9 @@ def test_a_question_past_its_timeout_ends_the_run_with_answer_timeout(tmp_path: 
     assert "answer_timeout" in finished.message
 
 
-def test_resume_after_the_deadline_ends_it_even_before_anything_marked_it(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.db")
+def test_resume_after_the_deadline_ends_it_even_before_anything_marked_it(
+    tmp_path: Path, store: RunStore
+) -> None:
     spec = asker_spec(tmp_path, ask_human="{answer_timeout: 1s}")
     paused, _ = run_in_process(spec, [call("ask_human", {"question": "Go?"})], store)
     [asked] = store.questions()
@@ -215,8 +218,7 @@ def test_resume_after_the_deadline_ends_it_even_before_anything_marked_it(tmp_pa
 # unattended, rules, autonomy
 
 
-def test_unattended_deny_tells_the_model_nobody_can_answer(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.db")
+def test_unattended_deny_tells_the_model_nobody_can_answer(tmp_path: Path, store: RunStore) -> None:
     finished, model = run_in_process(
         asker_spec(tmp_path, unattended="deny"),
         [call("ask_human", QUESTION), text("Released from main, nobody to ask.")],
@@ -229,8 +231,9 @@ def test_unattended_deny_tells_the_model_nobody_can_answer(tmp_path: Path) -> No
     assert (row["status"], row["answered_by"]) == ("answered", "unattended:deny")
 
 
-def test_unattended_fail_ends_the_run_saying_a_question_needed_an_answer(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.db")
+def test_unattended_fail_ends_the_run_saying_a_question_needed_an_answer(
+    tmp_path: Path, store: RunStore
+) -> None:
     finished, _ = run_in_process(
         asker_spec(tmp_path, unattended="fail"), [call("ask_human", QUESTION)], store
     )
@@ -239,8 +242,9 @@ def test_unattended_fail_ends_the_run_saying_a_question_needed_an_answer(tmp_pat
     assert waiting_questions(store) == []  # its run ended: nothing waits for an answer
 
 
-def test_a_deny_rule_refuses_it_and_no_autonomy_level_makes_it_ask(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.db")
+def test_a_deny_rule_refuses_it_and_no_autonomy_level_makes_it_ask(
+    tmp_path: Path, store: RunStore
+) -> None:
     denied, model = run_in_process(
         asker_spec(tmp_path, extra="rules: {deny: [ask_human]}"),
         [call("ask_human", QUESTION), text("fine")],
@@ -394,8 +398,7 @@ def test_terminal_answer_timeout_ends_the_run(tmp_path: Path, env: dict[str, str
     assert refused.returncode != 0 and "v2.1.0" not in refused.stdout
 
 
-def test_a_question_counts_against_max_tool_calls(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.db")
+def test_a_question_counts_against_max_tool_calls(tmp_path: Path, store: RunStore) -> None:
     spec = asker_spec(tmp_path, extra="budgets: {max_tool_calls: 1}")
     finished, _ = run_in_process(
         spec,
@@ -469,8 +472,7 @@ def test_the_status_line_steps_aside_while_a_question_is_asked() -> None:
     progress.stop()
 
 
-def test_the_same_question_asked_again_and_again_is_a_loop(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.db")
+def test_the_same_question_asked_again_and_again_is_a_loop(tmp_path: Path, store: RunStore) -> None:
     same = call("ask_human", {"question": "Which release?"})
     finished, model = run_in_process(
         asker_spec(

@@ -188,9 +188,10 @@ class ExplodingModel(ScriptedModel):
         raise RuntimeError("boom in our own code")
 
 
-def test_internal_error_ends_the_run_with_a_recorded_traceback(tmp_path: Path) -> None:
+def test_internal_error_ends_the_run_with_a_recorded_traceback(
+    tmp_path: Path, store: RunStore
+) -> None:
     spec = make_spec(tmp_path)
-    store = RunStore(tmp_path / "runs.db")
     finished = asyncio.run(run_agent(compile_agent(spec), ExplodingModel([]), store=store))
     assert finished.stop_reason is StopReason.ERROR
     assert "RuntimeError: boom in our own code" in finished.message
@@ -199,9 +200,8 @@ def test_internal_error_ends_the_run_with_a_recorded_traceback(tmp_path: Path) -
     assert row.traceback is not None and "boom in our own code" in row.traceback
 
 
-def test_exactly_one_stop_reason_is_recorded(tmp_path: Path) -> None:
+def test_exactly_one_stop_reason_is_recorded(tmp_path: Path, store: RunStore) -> None:
     spec = make_spec(tmp_path, "budgets:\n  max_steps: 2\n")
-    store = RunStore(tmp_path / "runs.db")
     model = ScriptedModel([call("list_dir", {"path": "data"})], repeat_last=True)
     finished = asyncio.run(run_agent(compile_agent(spec), model, store=store))
     rows = store.db.execute("SELECT stop_reason, status FROM runs").fetchall()
@@ -210,11 +210,10 @@ def test_exactly_one_stop_reason_is_recorded(tmp_path: Path) -> None:
     assert [t["tool"] for t in store.tool_calls(finished.run_id)] == ["list_dir", "list_dir"]
 
 
-def test_everything_is_recorded_in_the_store(tmp_path: Path) -> None:
+def test_everything_is_recorded_in_the_store(tmp_path: Path, store: RunStore) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "n.txt").write_text("hello")
     spec = make_spec(tmp_path)
-    store = RunStore(tmp_path / "runs.db")
     model = ScriptedModel([call("read_file", {"path": "data/n.txt"}), text("It says hello.")])
     finished = asyncio.run(run_agent(compile_agent(spec), model, store=store))
     row = store.run(finished.run_id)
@@ -337,7 +336,7 @@ def test_only_calls_that_may_change_something_are_journaled_before_they_run(
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
     probe = f'  functions:\n    probe: {{function: "tests.store_probe:probe", risk: {risk}}}\n'
     spec = make_spec(tmp_path, probe + "autonomy: autonomous\n")
-    store = RunStore(tmp_path / "runs.db")
+    store = RunStore(tmp_path / "runs.db")  # the probe reads this SQLite file
     model = ScriptedModel([call("probe", {"note": "n"}), text("done")])
     finished = asyncio.run(run_agent(compile_agent(spec), model, store=store))
     assert finished.stop_reason is StopReason.COMPLETED
@@ -349,10 +348,11 @@ def test_only_calls_that_may_change_something_are_journaled_before_they_run(
     assert row["created_at"] <= seen["started"]  # the row is dated when the call started
 
 
-def test_a_low_risk_call_cut_short_leaves_nothing_pending_in_the_store(tmp_path: Path) -> None:
+def test_a_low_risk_call_cut_short_leaves_nothing_pending_in_the_store(
+    tmp_path: Path, store: RunStore
+) -> None:
     """A run interrupted during a low-risk call never records its result: the call has no
     row (a resume runs it again), and the store forgets it when the run ends."""
-    store = RunStore(tmp_path / "runs.db")
     store.record(RunStarted("r1", "a", "m", "p", "sha", {}, "goal", "manual"))
     store.record(ToolStarted("r1", 1, "c1", "list_dir", "{}", "allow", "low"))
     store.record(

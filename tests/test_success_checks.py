@@ -80,9 +80,9 @@ checks:
 
 def test_a_failed_command_check_goes_back_to_the_model_which_fixes_its_work(
     tmp_path: Path,
+    store: RunStore,
 ) -> None:
     spec = make(tmp_path, COMMAND_CHECK)
-    store = RunStore(tmp_path / "runs.db")
     model = ScriptedModel(
         [
             call("write_file", {"path": "result.txt", "content": "41"}),
@@ -111,9 +111,10 @@ def test_a_failed_command_check_goes_back_to_the_model_which_fixes_its_work(
     assert all(r["duration_s"] >= 0 for r in rows)
 
 
-def test_checks_that_never_pass_stop_after_exactly_max_check_retries(tmp_path: Path) -> None:
+def test_checks_that_never_pass_stop_after_exactly_max_check_retries(
+    tmp_path: Path, store: RunStore
+) -> None:
     spec = make(tmp_path, COMMAND_CHECK, "max_check_retries: 3\n")
-    store = RunStore(tmp_path / "runs.db")
     model = ScriptedModel([text("Done.")], repeat_last=True)
     finished, ran = execute(spec, model, store)
     assert finished.stop_reason is StopReason.CHECKS_FAILED
@@ -127,10 +128,10 @@ def test_checks_that_never_pass_stop_after_exactly_max_check_retries(tmp_path: P
     assert "FAIL: expected 42" in last["content"]
 
 
-def test_no_retry_at_all_with_max_check_retries_zero(tmp_path: Path) -> None:
+def test_no_retry_at_all_with_max_check_retries_zero(tmp_path: Path, store: RunStore) -> None:
     spec = make(tmp_path, COMMAND_CHECK, "max_check_retries: 0\n")
     model = ScriptedModel([text("Done.")], repeat_last=True)
-    finished, ran = execute(spec, model, RunStore(tmp_path / "runs.db"))
+    finished, ran = execute(spec, model, store)
     assert finished.stop_reason is StopReason.CHECKS_FAILED
     assert len(model.requests) == 1 and len(ran) == 1
 
@@ -160,13 +161,12 @@ def test_the_cli_exits_7_when_the_checks_fail(
     assert "FAIL: expected 42" in out
 
 
-def test_a_resumed_run_keeps_its_count_of_failed_checks(tmp_path: Path) -> None:
+def test_a_resumed_run_keeps_its_count_of_failed_checks(tmp_path: Path, store: RunStore) -> None:
     spec = make(
         tmp_path,
         COMMAND_CHECK,
         "max_check_retries: 2\nunattended: queue\nrules: {ask: [write_file]}\n",
     )
-    store = RunStore(tmp_path / "runs.db")
     first = ScriptedModel(
         [text("Done."), call("write_file", {"path": "result.txt", "content": "40"})]
     )
@@ -188,14 +188,12 @@ def test_a_resumed_run_keeps_its_count_of_failed_checks(tmp_path: Path) -> None:
     assert "found '40'" in later.requests[1][0][-1]["content"]
 
 
-def test_a_check_command_that_hangs_times_out_and_fails(tmp_path: Path) -> None:
+def test_a_check_command_that_hangs_times_out_and_fails(tmp_path: Path, store: RunStore) -> None:
     (tmp_path / "hang.py").write_text(
         "import time\nprint('waiting', flush=True)\ntime.sleep(600)\n"
     )
     spec = make(tmp_path, "checks:\n  - {command: python hang.py, timeout: 1s}\n")
-    finished, ran = execute(
-        spec, ScriptedModel([text("Done.")], repeat_last=True), RunStore(tmp_path / "runs.db")
-    )
+    finished, ran = execute(spec, ScriptedModel([text("Done.")], repeat_last=True), store)
     assert finished.stop_reason is StopReason.CHECKS_FAILED
     assert not any(e.passed for e in ran)
     assert "timed out after 1 s" in ran[0].output and "waiting" in ran[0].output
@@ -289,7 +287,7 @@ def test_each_kind_of_check(
     assert said in judge_one(tmp_path, check, answer)[1]
 
 
-def test_all_checks_run_and_every_failure_is_told_at_once(tmp_path: Path) -> None:
+def test_all_checks_run_and_every_failure_is_told_at_once(tmp_path: Path, store: RunStore) -> None:
     spec = make(
         tmp_path,
         """
@@ -301,7 +299,7 @@ def test_all_checks_run_and_every_failure_is_told_at_once(tmp_path: Path) -> Non
         """,
     )
     model = ScriptedModel([text("Done.")])
-    finished, ran = execute(spec, model, RunStore(tmp_path / "runs.db"))
+    finished, ran = execute(spec, model, store)
     assert finished.stop_reason is StopReason.CHECKS_FAILED
     assert [(e.index, e.kind, e.passed) for e in ran] == [
         (0, "command", False),
@@ -314,14 +312,14 @@ def test_all_checks_run_and_every_failure_is_told_at_once(tmp_path: Path) -> Non
     )
 
 
-def test_checks_run_after_output_schema_is_satisfied(tmp_path: Path) -> None:
+def test_checks_run_after_output_schema_is_satisfied(tmp_path: Path, store: RunStore) -> None:
     spec = make(
         tmp_path,
         "checks:\n  - {answer_matches: 'true'}\n",
         "output:\n  schema: {type: object, required: [fixed]}\n",
     )
     model = ScriptedModel([text("not json"), text('{"fixed": true}')])
-    finished, ran = execute(spec, model, RunStore(tmp_path / "runs.db"))
+    finished, ran = execute(spec, model, store)
     assert finished.stop_reason is StopReason.COMPLETED, finished.message
     assert [e.attempt for e in ran] == [1]  # the answer that broke the schema was not checked
     assert finished.result == {"fixed": True}
@@ -342,9 +340,8 @@ def test_a_check_command_outside_the_allowed_patterns_is_a_spec_error(tmp_path: 
     assert "python check.py" in problem.message
 
 
-def test_a_spec_without_checks_has_no_check_runs(tmp_path: Path) -> None:
+def test_a_spec_without_checks_has_no_check_runs(tmp_path: Path, store: RunStore) -> None:
     spec = load_spec(write_spec(tmp_path, spec_text("")))
-    store = RunStore(tmp_path / "runs.db")
     finished, ran = execute(spec, ScriptedModel([text("Done.")]), store)
     assert finished.stop_reason is StopReason.COMPLETED and ran == []
     assert store.check_runs(finished.run_id) == []
@@ -464,7 +461,7 @@ def test_a_check_output_is_cut_to_max_tool_output(tmp_path: Path) -> None:
 
 
 def test_a_secret_a_check_prints_is_not_recorded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, store: RunStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CHECK_TOKEN", "tok-9f8e7d6c5b4a")
     (tmp_path / "leak.py").write_text(
@@ -487,7 +484,6 @@ def test_a_secret_a_check_prints_is_not_recorded(
             """,
         )
     )
-    store = RunStore(tmp_path / "runs.db")
     finished, ran = execute(spec, ScriptedModel([text("Done.")]), store)
     assert finished.stop_reason is StopReason.CHECKS_FAILED
     assert "tok-9f8e7d6c5b4a" not in ran[0].output  # what every sink receives

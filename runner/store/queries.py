@@ -109,7 +109,9 @@ class RunQueries:
         """
         pattern = prefix.upper().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = self.db.execute(
-            "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT ?",
+            # upper(id): LIKE ignores ASCII case in SQLite but not in PostgreSQL; this reads
+            # the same in both (SQLite's LIKE on a BINARY column uses no index either way).
+            "SELECT * FROM runs WHERE upper(id) LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT ?",
             (pattern + "%", limit),
         )
         return [self._run_row(row) for row in rows]
