@@ -1,9 +1,12 @@
 """The :class:`RunStore` interface: every write and query the rest of agentrun makes.
 
 Callers hold a :class:`RunStore` and call its methods; only the implementations in
-:mod:`runner.store` write SQL. ``RunStore(path)`` and :meth:`RunStore.default` open the
-default implementation, :class:`runner.store.sqlite.SQLiteRunStore` (as ``Path(...)`` gives
-a ``PosixPath``), so a second backend is a second subclass, not a change to any caller.
+:mod:`runner.store` write SQL. ``RunStore(path)`` opens the default implementation,
+:class:`runner.store.sqlite.SQLiteRunStore` (as ``Path(...)`` gives a ``PosixPath``);
+:meth:`RunStore.default` the store ``AGENTRUN_STORE`` names, SQLite or
+:class:`runner.store.postgres.PostgresRunStore`: a second backend is a second subclass
+(both share their SQL: :class:`runner.store.recording.SQLRunStore`), not a change to any
+caller.
 
 Run ids are ULIDs (:func:`new_run_id`): 26 Crockford base-32 characters that sort by
 creation time. Timestamps are UTC ISO-8601.
@@ -117,8 +120,9 @@ class RunAlreadyRecorded(StoreError):
 class RunStore(ABC):
     """The record of every run, and the daemon's own state (fires, cron cursors, notices).
 
-    Implementations: :class:`runner.store.sqlite.SQLiteRunStore` (the default). ``RunStore(
-    path)`` opens that one on the database file ``path``.
+    Implementations: :class:`runner.store.sqlite.SQLiteRunStore` (the default) and
+    :class:`runner.store.postgres.PostgresRunStore`. ``RunStore(path)`` opens the first on
+    the database file ``path``; :func:`runner.store.location.open_store` either.
 
     Raises:
         StoreError: from any method, when the store cannot be opened, migrated or read.

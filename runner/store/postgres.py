@@ -230,8 +230,8 @@ class PostgresConnection:
         self._lost_transaction = False  # whatever was lost is abandoned
         connection = self._live()
         try:
-            connection.execute("BEGIN")
-            return connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            # One round trip (no parameters: the simple query protocol takes both).
+            return connection.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK:d})")
         except psycopg.OperationalError as error:
             if connection.broken or connection.closed:
                 raise self._lost(error, in_transaction=False) from None
