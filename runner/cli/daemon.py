@@ -227,6 +227,8 @@ def daemon_status(as_json: bool) -> None:
                 click.echo(f"  watch {', '.join(trigger['paths'])}")
             elif trigger["kind"] == "webhook":
                 click.echo(f"  webhook {trigger['path']}")
+            elif trigger["kind"] == "queue":
+                click.echo(f"  queue {_queue_line(trigger)}")
             else:
                 click.echo(f"  {trigger['kind']}")
         if agent["running"]:
@@ -236,6 +238,16 @@ def daemon_status(as_json: bool) -> None:
         click.echo(f"  last: {agent['last'] or '-'}")
     for error in answer["errors"]:
         click.echo(f"spec error: {error}", err=True)
+
+
+def _queue_line(trigger: dict[str, Any]) -> str:
+    """A queue trigger in ``daemon status``: stream, group, and how its consumer fares."""
+    line = f"stream {trigger['stream']!r} group {trigger['group']!r}"
+    if not trigger.get("consuming"):
+        return line + ": not consuming"
+    if trigger.get("connected"):
+        return line + f" on {trigger['url']}: consuming, {trigger['acked']} acknowledged"
+    return line + f" on {trigger['url'] or '?'}: not connected: {trigger['error'] or '-'}"
 
 
 @daemon.command("stop")

@@ -67,6 +67,7 @@ from .control import ControlServer, DaemonError, socket_path
 from .executor import LocalExecutor, SpawnWorker, model_path
 from .notifying import DaemonNotifications, NotifySettings
 from .planner import Planner
+from .queueing import QueueConsumers, consumer_name
 from .requests import DaemonRequests
 from .specs import Invalid, Loaded, Removed, SpecFolders, load_warnings
 from .state import AgentState, Fire
@@ -195,6 +196,14 @@ class Daemon(DaemonRequests):
         )
         self.http_address = http
         self.http: Any = None  # the HttpServer, once started
+        self.queues = QueueConsumers(
+            consumer_name(home),
+            agents=lambda: self.agents,
+            fire=self.planner.fire,
+            record_failed=lambda fire, why: self.planner.record_fire(fire, FireOutcome.FAILED, why),
+            record_notice=self.store.record_notice,
+            stopping=lambda: self.stopping,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -233,6 +242,7 @@ class Daemon(DaemonRequests):
             self.take_over()  # after the watcher starts, so no edit falls between the two
             if self.http_address is not None:
                 await self.start_http(*self.http_address)
+            self.queues.start(loop)  # queue triggers' consumers (Redis streams)
             await self.control.start()  # last: the socket appearing means the daemon is up
             log.info(
                 "daemon started: %d agents from %s; control socket %s",
@@ -272,6 +282,7 @@ class Daemon(DaemonRequests):
     async def shutdown(self) -> None:
         """Stop watchers and servers; let runs finish, then interrupt them; release the lock."""
         self.watching.stop()
+        self.queues.stop()
         for listener in (self.http, self.control):
             if listener is not None:
                 with contextlib.suppress(Exception):
@@ -291,6 +302,7 @@ class Daemon(DaemonRequests):
         for task in self.starting.values():
             task.cancel()  # their fires stay recorded as started: the next daemon recovers them
         self.watching.join()
+        self.queues.join()
         with contextlib.suppress(FileNotFoundError):
             socket_path(self.home).unlink()
         self.notifications.close()
@@ -322,6 +334,7 @@ class Daemon(DaemonRequests):
                         self.remove_agent(old)
                     agent = self.planner.install(spec, path, mtime, source)
                     self.watching.watch_agent(agent)
+                    self.queues.consume_agent(agent)
                     log.info(
                         "loaded agent %s from %s (%d triggers)",
                         spec.name,
@@ -337,6 +350,7 @@ class Daemon(DaemonRequests):
         """Stop scheduling an agent (its running runs go on)."""
         self.planner.remove(name)
         self.watching.unwatch_agent(name)
+        self.queues.remove_agent(name)
 
     # -- restart safety ----------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..store import RunStore
     from .executor import LocalExecutor
     from .planner import Planner
+    from .queueing import QueueConsumers
     from .specs import SpecFolders
 
 #: How many of the latest notices the API's daemon status shows.
@@ -42,6 +43,7 @@ class DaemonRequests:
     http: Any
     starting: dict[str, Any]
     cancelled: dict[str, str]
+    queues: QueueConsumers
 
     @property
     def agents(self) -> dict[str, AgentState]:
@@ -233,6 +235,8 @@ class DaemonRequests:
                     entry["paths"] = list(trigger.watch.paths)
                 elif trigger.kind == TriggerKind.WEBHOOK and trigger.webhook:
                     entry["path"] = trigger.webhook.path or f"/hooks/{agent.name}"
+                elif trigger.kind == TriggerKind.QUEUE and trigger.queue:
+                    entry.update(self.queues.status(agent.name, trigger))
                 triggers.append(entry)
             agents.append(
                 {
