@@ -246,8 +246,11 @@ def test_the_seal_key_is_read_from_agentrun_seal_key_file(
 def test_agentrun_run_and_runs_against_a_postgresql_store(
     tmp_path: Path, postgres_url: str
 ) -> None:
+    """The run (with a notification channel, sent from the same store) and its reading."""
     from runner.testing import FakeOpenAIServer, call, text
+    from tests.receivers import HttpReceiver
 
+    receiver = HttpReceiver()
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "a.txt").write_text("hello from a file")
     with FakeOpenAIServer([call("read_file", {"path": "data/a.txt"}), text("done")]) as server:
@@ -255,7 +258,8 @@ def test_agentrun_run_and_runs_against_a_postgresql_store(
         spec.write_text(
             "version: 1\nname: reader\n"
             f'model: {{id: openai/fake, api_base: "{server.api_base}", api_key_env: FAKE_KEY}}\n'
-            "goal: Read data/a.txt.\ntools: {read_file: {paths: [data]}}\n",
+            "goal: Read data/a.txt.\ntools: {read_file: {paths: [data]}}\n"
+            f'notify: [{{url: "json://127.0.0.1:{receiver.port}/hook", events: [run_completed]}}]\n',
             encoding="utf-8",
         )
         url = with_password(postgres_url)
@@ -285,5 +289,39 @@ def test_agentrun_run_and_runs_against_a_postgresql_store(
     ]
     assert "hello from a file" in events[2]["result"]
     assert events[-1]["stop_reason"] == "completed"
+    [body] = receiver.json_bodies("/hook")
+    assert run_id[:8] in json.dumps(body)
+    receiver.close()
+    with psycopg.connect(postgres_url) as connection:
+        [(status,)] = connection.execute("SELECT status FROM notifications").fetchall()
+    assert status == "sent"
     for output in (ran, listed, shown, exported):
         assert urlsplit(url).password not in output.stdout + output.stderr
+
+
+def test_a_daemon_serves_its_api_from_the_postgresql_store(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from tests.test_daemon import DaemonProcess, free_port
+
+    home, agents = tmp_path / "home", tmp_path / "agents"
+    home.mkdir()
+    agents.mkdir()
+    recorded = open_store(postgres_url)
+    recorded.record(RunStarted("01RECORDEDELSEWHERE0000000", "a", "m", "p", "sha", {}, "goal"))
+    recorded.close()
+    monkeypatch.setenv("AGENTRUN_STORE", with_password(postgres_url))
+    port = free_port()
+    daemon = DaemonProcess(agents, home, "--http", f"127.0.0.1:{port}")
+    try:
+        token = (home / "console.token").read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
+            listed = client.get("/api/v1/runs").json()
+        assert [run["id"] for run in listed["runs"]] == ["01RECORDEDELSEWHERE0000000"]
+        assert not (home / "runs.db").exists()  # no SQLite file beside it
+    finally:
+        daemon.stop()
+    assert PASSWORD not in Path(daemon.log.name).read_text()

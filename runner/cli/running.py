@@ -87,7 +87,7 @@ def _execute(
     if agent.spec.notify:  # sent from a thread; the run never waits for it
         from ..notify.inprocess import RunNotifier
 
-        notifier = RunNotifier(agent.spec, store.path.parent)
+        notifier = RunNotifier(agent.spec, _home_of(store))
         sinks.append(notifier.sink)
     try:
         # SIGTERM, SIGINT (Ctrl-C) and SIGHUP cancel the run: recorded, resumable, exit 6.
@@ -152,6 +152,14 @@ def _execute(
 
 # ---------------------------------------------------------------------------------------------
 # approvals, approve, deny, resume
+
+
+def _home_of(store: Any) -> Path:
+    """The AGENTRUN_HOME of a run's store: a SQLite file's folder, else AGENTRUN_HOME."""
+    from ..paths import home
+    from ..store.sqlite import SQLiteRunStore
+
+    return store.path.parent if isinstance(store, SQLiteRunStore) else home()
 
 
 def _find_run(store: Any, run_id: str) -> Any:

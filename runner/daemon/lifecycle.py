@@ -535,6 +535,7 @@ class Daemon(DaemonRequests):
         Raises:
             SetupError: the address cannot be bound.
         """
+        from ..store.location import store_location
         from ..web.app import create_app
         from .http import HttpServer, WebhookRoute, Webhooks
 
@@ -546,7 +547,7 @@ class Daemon(DaemonRequests):
             stopping=lambda: self.stopping,
         )
         app = create_app(
-            self.home / "runs.db",
+            store_location(self.home),  # the daemon's own store: AGENTRUN_STORE or runs.db
             self.home,
             daemon=self,
             first_routes=[WebhookRoute(webhooks)],
