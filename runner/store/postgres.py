@@ -41,6 +41,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -169,8 +170,6 @@ class PostgresConnection:
     def scrub(self, error: BaseException) -> str:
         """The error's text, one line, without the URL's password should it appear."""
         text = " ".join(str(error).split())
-        from urllib.parse import urlsplit
-
         password = urlsplit(self.url).password
         return text.replace(password, "***") if password else text
 
@@ -235,13 +234,14 @@ class PostgresConnection:
         except psycopg.OperationalError as error:
             if connection.broken or connection.closed:
                 raise self._lost(error, in_transaction=False) from None
-            raise
+            raise StoreError(f"the run store {self.name!r}: {self.scrub(error)}") from None
 
     def commit(self) -> None:
         """Commit the open transaction (releasing :data:`WRITE_LOCK`).
 
         Raises:
-            StoreError: the connection was lost: the transaction is rolled back.
+            StoreError: the connection was lost before the commit (the transaction is rolled
+                back) or during it (whether it committed is unknown), or the server refused.
         """
         with self._lock:
             if self._lost_transaction:
@@ -255,8 +255,9 @@ class PostgresConnection:
                 connection.execute("COMMIT")
             except psycopg.OperationalError as error:
                 if connection.broken or connection.closed:
+                    # Whether the server committed before the connection went is unknown.
                     raise self._lost(error, in_transaction=False) from None
-                raise
+                raise StoreError(f"the run store {self.name!r}: {self.scrub(error)}") from None
 
     def rollback(self) -> None:
         """Roll the open transaction back (nothing to do when the connection was lost)."""
