@@ -325,3 +325,20 @@ def test_a_daemon_serves_its_api_from_the_postgresql_store(
     finally:
         daemon.stop()
     assert PASSWORD not in Path(daemon.log.name).read_text()
+
+
+def test_a_row_and_its_log_entry_land_together_in_postgresql(postgres_url: str) -> None:
+    store = open_store(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(
+            """CREATE FUNCTION refuse() RETURNS trigger AS $$
+               BEGIN RAISE EXCEPTION 'log refused'; END $$ LANGUAGE plpgsql"""
+        )
+        admin.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON run_events FOR EACH ROW "
+            "EXECUTE FUNCTION refuse()"
+        )
+    with pytest.raises(psycopg.Error, match="log refused"):
+        store.record(RunStarted("R1", "a", "m", "p", "sha", {}, "goal"))
+    assert store.run("R1") is None  # not a run without its entry
+    store.close()
