@@ -153,3 +153,43 @@ def test_a_run_with_the_sqlite_store_does_not_import_psycopg(
         assert imported_after(["run", "-q", str(spec)], ("psycopg",)) == []
         assert len(server.requests) == 1
     assert imported_after(["runs"], ("psycopg", "runner.store.postgres")) == []
+
+
+QUEUE_SPEC = """\
+version: 1
+name: triage
+model: openai/test-double
+inputs:
+  title: {type: string}
+goal: "triage {{ title }}"
+triggers:
+  - queue: {stream: tickets, url: "redis://127.0.0.1:9/0", inputs: {title: title}}
+"""
+
+
+def test_redis_is_imported_only_by_a_queue_trigger_s_consumer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """validate and explain of a spec with a queue trigger import no redis or tenacity, and
+    neither does a daemon that loaded it: its consumer thread does, once it starts."""
+    queue_modules = ("redis", "tenacity", "runner.daemon.queueing", "runner.triggers.queue")
+    folder = tmp_path / "agents"
+    folder.mkdir()
+    (folder / "triage.yaml").write_text(QUEUE_SPEC, encoding="utf-8")
+    spec = str(folder / "triage.yaml")
+    assert imported_after(["validate", spec], queue_modules) == []
+    assert imported_after(["explain", spec], queue_modules) == []
+    probe = (
+        "import sys; from pathlib import Path; from runner.daemon.lifecycle import Daemon;"
+        f"d = Daemon([Path({str(folder)!r})], Path({str(tmp_path / 'home')!r})); d.rescan();"
+        "print(sorted(d.queues.watched), [m for m in ('redis', 'tenacity') if m in sys.modules])"
+    )
+    monkeypatch.setenv("AGENTRUN_HOME", str(tmp_path / "home"))
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    assert result.stdout.strip() == "['triage'] []", result.stderr
