@@ -6,7 +6,8 @@
     cron (heap of next fire instants) ─┐
     file-watch (watchdog → filter → debounce) ─┤
     manual (control socket) ─┤──▶ fire ──▶ concurrency policy ──▶ warm worker process ──▶ run store
-    webhook (HMAC-verified HTTP) ─┘       API (POST /api/v1/agents/{name}/runs) ─┘
+    webhook (HMAC-verified HTTP) ─┤       API (POST /api/v1/agents/{name}/runs) ─┘
+    queue (Redis stream consumer threads, runner.daemon.queueing) ─┘
 
 With ``--http HOST:PORT`` the daemon serves one HTTP server in its event loop
 (:class:`runner.daemon.http.HttpServer`): the webhooks, the JSON API of :mod:`runner.web`

@@ -28,6 +28,9 @@ One module per concept; every name is re-exported here, so ``from runner.trigger
 - :mod:`runner.triggers.webhook` -- :func:`verify_signature` (GitHub's
   ``X-Hub-Signature-256``), :class:`ReplayGuard` (GitHub's ``X-GitHub-Delivery``),
   :func:`inputs_from_payload`.
+- :mod:`runner.triggers.queue` -- ``fire_key`` (a Redis stream entry's idempotency key, from
+  the stream and the entry id), ``payload_of`` and ``queue_url``, imported from that module
+  (not re-exported here); the consumer itself is the daemon's (:mod:`runner.daemon.queueing`).
 
 Importing this package imports none of its submodules: each name is imported from its
 submodule on first use (PEP 562 ``__getattr__``), so ``agentrun validate`` pays for the cron
