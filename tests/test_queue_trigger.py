@@ -365,3 +365,25 @@ def _up(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+def test_a_removed_agent_stops_consuming_and_a_reloaded_one_resumes_where_it_stopped(
+    tmp_path: Path, redis_url: str, harnesses: list[Harness]
+) -> None:
+    harness = Harness(tmp_path, queue_spec(tmp_path, redis_url))
+    harnesses.append(harness)
+    client = redis.Redis.from_url(redis_url)
+    harness.start()
+    wait_for(lambda: client.exists(STREAM), "the group")
+    [thread] = harness.consumers.threads["triage"]
+    harness.in_loop(lambda: harness.consumers.remove_agent("triage"))
+    harness.consumers.join()
+    assert not thread.is_alive()
+    client.xadd(STREAM, body("while nobody reads"))
+    status = harness.in_loop(
+        lambda: harness.consumers.status("triage", harness.agent.spec.triggers[0])
+    )
+    assert status["consuming"] is False and harness.dispatched == []
+    harness.in_loop(lambda: harness.consumers.consume_agent(harness.agent))
+    wait_for(lambda: harness.dispatched, "the entry added meanwhile, fired")
+    assert harness.dispatched[0].inputs["title"] == "while nobody reads"

@@ -151,6 +151,9 @@ class StreamConsumer(threading.Thread):
                 return
             try:
                 self.consume(client)
+                # Returned without a stop: the loop refused a fire (the agent is going or
+                # its spec changed); the entry stays pending. Wait before reading again.
+                self.stopped.wait(BLOCK_S)
             except Exception as error:  # a lost connection, or the store failing in the loop
                 self.state.connected = False
                 self.state.error = f"{type(error).__name__}: {error}"
