@@ -193,3 +193,47 @@ def test_redis_is_imported_only_by_a_queue_trigger_s_consumer(
         check=True,
     )
     assert result.stdout.strip() == "['triage'] []", result.stderr
+
+
+#: The Celery executor's stack: only `agentrun worker` and `agentrun daemon --executor celery`.
+CELERY = ("celery", "kombu", "billiard", "redis", "runner.daemon.celery_worker")
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["run", "--help"], ["worker", "--help"], ["daemon", "--help"]]
+)
+def test_the_celery_stack_stays_off_the_cli_path(argv: list[str]) -> None:
+    assert imported_after(argv, CELERY) == []
+
+
+def test_a_run_and_a_local_daemon_do_not_import_celery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runner.testing import FakeOpenAIServer, text
+
+    with FakeOpenAIServer([text("done")]) as server:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(
+            "version: 1\nname: plain\n"
+            f'model: {{id: openai/fake, api_base: "{server.api_base}", api_key_env: FAKE_KEY}}\n'
+            "goal: Say done.\n",
+            encoding="utf-8",
+        )
+        monkeypatch.setenv("FAKE_KEY", "sk-fake-000000")
+        assert imported_after(["run", "-q", str(spec)], CELERY) == []
+    # The daemon's own modules with the local executor (the Celery executor's module is
+    # imported, its libraries only when it is made).
+    probe = (
+        "import sys, asyncio; from pathlib import Path; from runner.daemon.lifecycle import Daemon;"
+        f"d = Daemon([Path({str(tmp_path)!r})], Path({str(tmp_path / 'home')!r}));"
+        "print(type(d.executor).__name__, [m for m in {!r} if m in sys.modules])"
+    )
+    monkeypatch.setenv("AGENTRUN_HOME", str(tmp_path / "home"))
+    result = subprocess.run(
+        [sys.executable, "-c", probe.format(CELERY[:3])],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    assert result.stdout.strip() == "LocalExecutor []", result.stderr

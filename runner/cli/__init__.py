@@ -16,6 +16,7 @@ from . import (  # noqa: F401  (registers the commands)
     running,
     specs,
     store,
+    worker,
 )
 from .base import STOP_EXIT_CODES, cli, main
 

@@ -114,6 +114,21 @@ def daemon() -> None:
     "default: the --http address.",
 )
 @click.option(
+    "--executor",
+    type=click.Choice(["local", "celery"]),
+    default="local",
+    show_default=True,
+    help="Where runs execute: warm worker processes on this machine, or Celery tasks for "
+    "`agentrun worker` processes anywhere (broker: --broker or AGENTRUN_BROKER).",
+)
+@click.option(
+    "--broker",
+    default=None,
+    metavar="URL",
+    help="The Redis broker of --executor celery, e.g. redis://127.0.0.1:6379/0; "
+    "default: AGENTRUN_BROKER.",
+)
+@click.option(
     "--link-max-age",
     default="24h",
     show_default=True,
@@ -134,6 +149,8 @@ def daemon_start(
     notify_events: str,
     public_url: str | None,
     link_max_age: str,
+    executor: str,
+    broker: str | None,
 ) -> None:
     """Run the daemon in the foreground on the specs in DIRS (default: agents/).
 
@@ -174,6 +191,8 @@ def daemon_start(
         poll=poll,
         shutdown_grace_s=grace,
         notify=notify,
+        executor=executor,
+        broker=broker,
     )
     asyncio.run(server.run())
 
@@ -214,6 +233,13 @@ def daemon_status(as_json: bool) -> None:
         f"daemon pid {answer['pid']}, up since {answer['started']}, "
         f"{answer['workers_idle']} warm workers"
     )
+    if answer.get("executor") == "celery":
+        workers = answer.get("workers") or []
+        click.echo(f"executor celery: {len(workers)} workers seen")
+        for seen in workers:
+            active = ", ".join(seen["active"]) or "idle"
+            queues = ", ".join(seen["queues"])
+            click.echo(f"  worker {seen['hostname']} (queues {queues}): {active}")
     if answer.get("url"):
         click.echo(f"serving HTTP on {answer['url']} (webhooks, API, console: agentrun console)")
     for agent in answer["agents"]:

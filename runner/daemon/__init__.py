@@ -19,6 +19,9 @@ Read in this order:
 - :mod:`~runner.daemon.executor` -- where runs execute: the pool of warm worker processes.
 - :mod:`~runner.daemon.worker` -- the worker process's entry point
   (``python -m runner.daemon.worker``).
+- :mod:`~runner.daemon.celery_executor` -- where runs execute past one machine: one Celery
+  task per run (``--executor celery``), with :mod:`~runner.daemon.celery_app` (the app both
+  sides share) and :mod:`~runner.daemon.celery_worker` (``agentrun worker``).
 
 This package imports nothing when imported itself: the CLI's control client
 (:mod:`runner.daemon.control`) stays light, and ``agentrun validate`` never loads the daemon.

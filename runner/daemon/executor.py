@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -190,6 +191,8 @@ class Worker:
 class LocalExecutor:
     """Runs jobs in warm worker processes on this machine.
 
+    The spec's ``executor.queue`` is not used here: every agent runs on this machine.
+
     Args:
         home: AGENTRUN_HOME (worker stderr goes to ``logs/workers.log`` there).
         pool_size: idle workers kept warm for each model path in use (:meth:`use_paths`).
@@ -208,6 +211,10 @@ class LocalExecutor:
         paths: the model paths kept warm (``pool_size`` idle workers each).
         spawning_by_path, waiting_by_path: :attr:`spawning` and :attr:`waiting` by path.
     """
+
+    #: Runs end with the daemon's shutdown (finished, or interrupted after the grace).
+    runs_outlive_daemon = False
+    name = "local"
 
     def __init__(
         self,
@@ -231,6 +238,11 @@ class LocalExecutor:
         self.closed = False
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def workers(self) -> list[dict[str, Any]]:
+        """This machine, as ``daemon status`` shows the Celery executor's workers."""
+        return [{"hostname": socket.gethostname(), "queues": [], "active": sorted(self.running)}]
 
     @property
     def spawning(self) -> int:

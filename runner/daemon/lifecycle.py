@@ -63,6 +63,7 @@ from ..errors import StopReason
 from ..paths import private_dir, private_file
 from ..processes import process_alive
 from ..store.rows import FireOutcome
+from .celery_executor import CeleryExecutor
 from .continuation import DECISION_POLL_S, PausedRuns
 from .control import ControlServer, DaemonError, socket_path
 from .executor import LocalExecutor, SpawnWorker, model_path
@@ -139,6 +140,11 @@ class Daemon(DaemonRequests):
             tests pass a fake (:data:`runner.daemon.executor.SpawnWorker`).
         clock: the current time, timezone-aware (UTC); tests pass a fixed one.
         notify: default notification channels, public URL, links' maximum age.
+        executor: where runs execute: ``local`` (warm worker processes here) or ``celery``
+            (tasks on ``broker`` for ``agentrun worker`` processes anywhere:
+            :mod:`runner.daemon.celery_executor`; raises SetupError when the broker is
+            unset or cannot be reached).
+        broker: the Celery executor's Redis URL; default ``AGENTRUN_BROKER``.
 
     The decisions are the :class:`~runner.daemon.planner.Planner`'s; this class owns the
     processes, the listeners and the event loop, and carries out what the planner asks
@@ -156,6 +162,8 @@ class Daemon(DaemonRequests):
         spawn: SpawnWorker | None = None,
         clock: Callable[[], datetime] = _now,
         notify: NotifySettings | None = None,
+        executor: str = "local",
+        broker: str | None = None,
     ) -> None:
         from ..store.location import open_store, store_location
 
@@ -163,7 +171,11 @@ class Daemon(DaemonRequests):
         self.clock = clock
         self.shutdown_grace_s = shutdown_grace_s
         self.store: RunStore = open_store(store_location(home))
-        self.executor = LocalExecutor(home, pool_size, on_change=self.wake_up, spawn=spawn)
+        self.executor: LocalExecutor | CeleryExecutor = (
+            CeleryExecutor(self.store, broker, on_change=self.wake_up)
+            if executor == "celery"
+            else LocalExecutor(home, pool_size, on_change=self.wake_up, spawn=spawn)
+        )
         self.planner = Planner(self.store, clock, self.dispatch, self.cancel)
         self.specs = SpecFolders(dirs)
         # Runs whose workers outlived the previous daemon: run id -> (agent, pid).
@@ -288,15 +300,17 @@ class Daemon(DaemonRequests):
             if listener is not None:
                 with contextlib.suppress(Exception):
                     await listener.close()
+        # Runs on Celery workers go on without the daemon: neither waited for nor interrupted.
+        local = not self.executor.runs_outlive_daemon
         deadline = time.monotonic() + self.shutdown_grace_s
-        while self.executor.running and time.monotonic() < deadline:
+        while local and self.executor.running and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
             self.reap()
-        for run_id in list(self.executor.running):
+        for run_id in list(self.executor.running) if local else []:
             log.info("interrupting run %s (resume it with: agentrun resume %s)", run_id, run_id)
             self.executor.interrupt(run_id)
         deadline = time.monotonic() + 10
-        while self.executor.running and time.monotonic() < deadline:
+        while local and self.executor.running and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
             self.reap()
         await self.executor.aclose()
@@ -369,10 +383,15 @@ class Daemon(DaemonRequests):
            recorded fires were read, so it is never recovered (dispatched a second time) as
            well.
         """
+        adopted: dict[str, str] = {}
         for row in self.store.running_runs():
-            self.orphans[row.id] = (row.agent, int(row.pid or 0))
+            adopted[row.id] = row.agent
+            if isinstance(self.executor, CeleryExecutor):  # its row says when it ends
+                self.executor.adopt(row.id, row.agent)
+            else:
+                self.orphans[row.id] = (row.agent, int(row.pid or 0))
             log.info("adopted run %s of %s (pid %s)", row.id, row.agent, row.pid)
-        self.planner.take_over({run_id: name for run_id, (name, _) in self.orphans.items()})
+        self.planner.take_over(adopted)
         self.rescan()
         # 4. Continue the paused runs whose calls were all decided while no daemon ran, and
         #    the interrupted ones whose spec says on_interrupt: resume.
@@ -400,6 +419,7 @@ class Daemon(DaemonRequests):
             "inputs": fire.inputs,
             "trigger": fire.trigger,
             "resume": fire.resume,
+            "queue": agent.spec.executor.queue,  # the Celery executor's; the local one ignores it
         }
         path = model_path(agent.spec)
         await self.executor.start(job, agent.name, agent.spec.budgets.max_duration, path)
@@ -480,8 +500,9 @@ class Daemon(DaemonRequests):
             row = self.store.run(run_id)
         lost = "lost" if cancelled is None else "cancelled"
         outcome = (row.stop_reason or row.status) if row else lost
-        if row is None and cancelled is None:
+        if row is None and cancelled is None and code is not None:
             # The worker died before recording the run (a spec that no longer compiles).
+            # (A Celery worker records the fire failed itself, with its error: code None.)
             self.planner.set_outcome(
                 run_id, FireOutcome.FAILED, f"the worker exited (code {code}) before the run began"
             )

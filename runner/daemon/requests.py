@@ -21,6 +21,7 @@ from .state import AgentState, Fire, iso
 
 if TYPE_CHECKING:
     from ..store import RunStore
+    from .celery_executor import CeleryExecutor
     from .executor import LocalExecutor
     from .planner import Planner
     from .queueing import QueueConsumers
@@ -35,7 +36,7 @@ class DaemonRequests:
 
     store: RunStore
     planner: Planner
-    executor: LocalExecutor
+    executor: LocalExecutor | CeleryExecutor
     specs: SpecFolders
     clock: Callable[[], datetime]
     started_at: datetime
@@ -254,6 +255,9 @@ class DaemonRequests:
             "url": self.http.url if self.http is not None else None,
             "agents": agents,
             "errors": self.specs.error_messages(),
+            # Where runs execute: local, or celery with the workers its last inspect saw.
+            "executor": self.executor.name,
+            "workers": self.executor.workers,
             "workers_idle": len([w for w in self.executor.idle if w.ready.is_set()]),
             "workers_idle_by_path": {
                 path: len([w for w in self.executor.idle if w.ready.is_set() and w.path == path])

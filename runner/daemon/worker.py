@@ -42,7 +42,8 @@ from typing import Any
 from .executor import DIRECT, LITELLM
 
 
-def _model_factory() -> Any:
+def model_factory() -> Any:
+    """The callable ``AGENTRUN_MODEL_FACTORY`` names (``module:callable``), or None."""
     target = os.environ.get("AGENTRUN_MODEL_FACTORY")
     if not target:
         return None
@@ -133,7 +134,24 @@ def _warm_model_path(runner: asyncio.Runner, path: str) -> None:
 
 def _warm(runner: asyncio.Runner, path: str = LITELLM) -> Any:
     """Pay every import and first-use cost of ``path`` before the job arrives; the open store."""
-    if _model_factory() is None:
+    from ..store import RunStore
+
+    warm_imports(runner, path)
+    store = RunStore.default()
+    # Move everything imported so far out of the garbage collector's reach: collections
+    # during the run then walk only the run's own objects (measured in bench/overhead.py).
+    gc.collect()
+    gc.freeze()
+    return store
+
+
+def warm_imports(runner: asyncio.Runner, path: str = LITELLM) -> None:
+    """Import what a run of ``path`` needs, and make its model path's first call in ``runner``.
+
+    The Celery worker (:mod:`runner.daemon.celery_worker`) calls it too: once in its main
+    process before the pool forks, then in each pool process for the call's loop.
+    """
+    if model_factory() is None:
         _warm_model_path(runner, path)
     import croniter  # noqa: F401  (spec checks of cron triggers)
     import jinja2.meta
@@ -142,16 +160,9 @@ def _warm(runner: asyncio.Runner, path: str = LITELLM) -> Any:
     from .. import compiler, loop, spec  # noqa: F401
     from ..spec import build, checks, templates, yamlpos  # noqa: F401
     from ..spec.validation import validator
-    from ..store import RunStore
     from ..tools import builtin, functions, http, shell  # noqa: F401
 
     validator()  # the spec schema, compiled once
-    store = RunStore.default()
-    # Move everything imported so far out of the garbage collector's reach: collections
-    # during the run then walk only the run's own objects (measured in bench/overhead.py).
-    gc.collect()
-    gc.freeze()
-    return store
 
 
 async def _run(job: dict[str, Any], store: Any) -> str:
@@ -168,10 +179,10 @@ async def _run(job: dict[str, Any], store: Any) -> str:
     if job.get("resume"):  # a continued escalated run goes on with the budget granted it
         spec = applied(spec, store, job["run_id"])
     agent = compile_agent(spec, job.get("inputs") or {})
-    factory = _model_factory()
+    factory = model_factory()
     state = None
     if job.get("resume"):
-        state = _claim(store, job["run_id"])
+        state = claim_run(store, job["run_id"])
         if state is None:
             return "duplicate"
     run = Run(
@@ -196,7 +207,7 @@ async def _run(job: dict[str, Any], store: Any) -> str:
     return str(finished.stop_reason)
 
 
-def _claim(store: Any, run_id: str) -> Any:
+def claim_run(store: Any, run_id: str) -> Any:
     """Claim a paused or interrupted run and rebuild where it stopped; None if it is taken.
 
     The claim is the same atomic step as ``agentrun resume``'s: of two processes continuing
