@@ -129,6 +129,17 @@ def daemon() -> None:
     "default: AGENTRUN_BROKER.",
 )
 @click.option(
+    "--lease-ttl",
+    "lease_ttl",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="How long the leadership lease lasts unless renewed (every third of it). Daemons "
+    "sharing one store (AGENTRUN_STORE): one leads, the others take over within "
+    "SECONDS * 4/3 of its death (docs/operations/deployment.md).",
+)
+@click.option(
     "--link-max-age",
     default="24h",
     show_default=True,
@@ -149,6 +160,7 @@ def daemon_start(
     notify_events: str,
     public_url: str | None,
     link_max_age: str,
+    lease_ttl: float,
     executor: str,
     broker: str | None,
 ) -> None:
@@ -193,6 +205,7 @@ def daemon_start(
         notify=notify,
         executor=executor,
         broker=broker,
+        lease_ttl_s=lease_ttl,
     )
     asyncio.run(server.run())
 
@@ -233,6 +246,7 @@ def daemon_status(as_json: bool) -> None:
         f"daemon pid {answer['pid']}, up since {answer['started']}, "
         f"{answer['workers_idle']} warm workers"
     )
+    click.echo(_leadership_line(answer))
     if answer.get("executor") == "celery":
         workers = answer.get("workers") or []
         click.echo(f"executor celery: {len(workers)} workers seen")
@@ -264,6 +278,23 @@ def daemon_status(as_json: bool) -> None:
         click.echo(f"  last: {agent['last'] or '-'}")
     for error in answer["errors"]:
         click.echo(f"spec error: {error}", err=True)
+
+
+def _leadership_line(answer: dict[str, Any]) -> str:
+    """This daemon's role and the leadership lease, for ``daemon status``."""
+    lease = answer.get("lease")
+    if lease is None:
+        return f"{answer['role']}: no daemon has held the leadership lease yet"
+    if not lease["held"]:
+        return (
+            f"{answer['role']}: the leadership lease is free (last held by {lease['holder']}, "
+            f"term {lease['term']}, expired {lease['expires']})"
+        )
+    who = "this daemon" if lease["holder"] == answer["holder"] else lease["holder"]
+    return (
+        f"{answer['role']}: leader {who}, lease term {lease['term']}, expires "
+        f"{lease['expires']} (in {lease['remaining_s']:.1f} s; TTL {answer['lease_ttl_s']:g} s)"
+    )
 
 
 def _queue_line(trigger: dict[str, Any]) -> str:

@@ -17,6 +17,10 @@ with the daemon's operations (this class implements
 Guarantees, and how:
 
 - **One daemon per AGENTRUN_HOME**: an exclusive ``flock`` on ``daemon.lock``.
+- **One leader among daemons sharing a store** (``AGENTRUN_STORE``): a lease in the store
+  (:mod:`runner.daemon.leadership`). Only the leader plans, watches, continues and starts
+  runs; a standby records the manual and webhook fires it receives, which the leader starts
+  within :data:`PICK_UP_S`, and takes over when the leader's lease runs out.
 - **No slot run twice**: a cron slot's run id derives from (agent, trigger, instant)
   (:func:`runner.triggers.slot_run_id`), and every slot is one row of the ``fires`` table
   under a unique index, written before its run starts; a restarted daemon that reconsiders
@@ -53,6 +57,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -62,11 +67,12 @@ from typing import TYPE_CHECKING, Any
 from ..errors import StopReason
 from ..paths import private_dir, private_file
 from ..processes import process_alive
-from ..store.rows import FireOutcome
+from ..store.rows import FireOutcome, RunRow
 from .celery_executor import CeleryExecutor
 from .continuation import DECISION_POLL_S, PausedRuns
 from .control import ControlServer, DaemonError, socket_path
 from .executor import LocalExecutor, SpawnWorker, model_path
+from .leadership import DEFAULT_LEASE_TTL_S, DaemonLeadership, Leadership, holder_name
 from .notifying import DaemonNotifications, NotifySettings
 from .planner import Planner
 from .queueing import QueueConsumers, consumer_name
@@ -84,6 +90,9 @@ log = logging.getLogger("agentrun.daemon")
 SHUTDOWN_GRACE_S = 30.0
 #: Longest the main loop sleeps when nothing is due, in seconds.
 IDLE_WAKE_S = 30.0
+#: Longest the leader's loop sleeps, in seconds, before it starts the fires standby daemons
+#: recorded (:meth:`runner.daemon.planner.Planner.pick_up`).
+PICK_UP_S = 1.0
 
 
 def lock_path(home: Path) -> Path:
@@ -125,7 +134,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class Daemon(DaemonRequests):
+class Daemon(DaemonRequests, DaemonLeadership):
     """Keeps agents running on their triggers.
 
     Args:
@@ -145,6 +154,9 @@ class Daemon(DaemonRequests):
             :mod:`runner.daemon.celery_executor`; raises SetupError when the broker is
             unset or cannot be reached).
         broker: the Celery executor's Redis URL; default ``AGENTRUN_BROKER``.
+        lease_ttl_s: seconds the leadership lease lasts unless renewed (renewed every
+            third); daemons sharing a store take over within ``lease_ttl_s * 4 / 3`` of the
+            leader's death (:mod:`runner.daemon.leadership`).
 
     The decisions are the :class:`~runner.daemon.planner.Planner`'s; this class owns the
     processes, the listeners and the event loop, and carries out what the planner asks
@@ -164,6 +176,7 @@ class Daemon(DaemonRequests):
         notify: NotifySettings | None = None,
         executor: str = "local",
         broker: str | None = None,
+        lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
     ) -> None:
         from ..store.location import open_store, store_location
 
@@ -177,6 +190,10 @@ class Daemon(DaemonRequests):
             else LocalExecutor(home, pool_size, on_change=self.wake_up, spawn=spawn)
         )
         self.planner = Planner(self.store, clock, self.dispatch, self.cancel)
+        # One daemon of those sharing the store leads (runner/daemon/leadership.py).
+        self.leadership = Leadership(self.store, holder_name(home), lease_ttl_s)
+        self.leadership.turn()  # lead from the start if no other daemon does
+        self.next_sweep = 0.0
         self.specs = SpecFolders(dirs)
         # Runs whose workers outlived the previous daemon: run id -> (agent, pid).
         self.orphans: dict[str, tuple[str, int]] = {}
@@ -203,16 +220,17 @@ class Daemon(DaemonRequests):
             poll,
             specs_changed=self.specs_changed,
             wake=self.wake_up,
-            fire=self.planner.fire,
+            fire=self.fire,
             recent_writes=self.store.recent_tool_calls,
-            stopping=lambda: self.stopping,
+            # A standby drops its file events: the leader's watchers fire.
+            stopping=lambda: self.stopping or not self.leadership.leading(),
         )
         self.http_address = http
         self.http: Any = None  # the HttpServer, once started
         self.queues = QueueConsumers(
             consumer_name(home),
             agents=lambda: self.agents,
-            fire=self.planner.fire,
+            fire=self.fire,
             record_failed=lambda fire, why: self.planner.record_fire(fire, FireOutcome.FAILED, why),
             record_notice=self.store.record_notice,
             stopping=lambda: self.stopping,
@@ -250,7 +268,10 @@ class Daemon(DaemonRequests):
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         try:
-            self.store.sweep_interrupted()
+            self.leadership.turn()  # again, if the attempt made on creation is due again
+            if self.leadership.leading():
+                self.store.sweep_interrupted()
+                self.next_sweep = time.monotonic() + self.leadership.ttl_s
             self.watching.start_spec_watcher(loop)
             self.take_over()  # after the watcher starts, so no edit falls between the two
             if self.http_address is not None:
@@ -258,7 +279,9 @@ class Daemon(DaemonRequests):
             self.queues.start(loop)  # queue triggers' consumers (Redis streams)
             await self.control.start()  # last: the socket appearing means the daemon is up
             log.info(
-                "daemon started: %d agents from %s; control socket %s",
+                "daemon started (%s, lease holder %s): %d agents from %s; control socket %s",
+                "leader" if self.leadership.leading() else "standby",
+                self.leadership.holder,
                 len(self.agents),
                 ", ".join(map(str, self.specs.dirs)),
                 socket_path(self.home),
@@ -306,6 +329,7 @@ class Daemon(DaemonRequests):
         while local and self.executor.running and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
             self.reap()
+            self.hold_lease()
         for run_id in list(self.executor.running) if local else []:
             log.info("interrupting run %s (resume it with: agentrun resume %s)", run_id, run_id)
             self.executor.interrupt(run_id)
@@ -313,9 +337,11 @@ class Daemon(DaemonRequests):
         while local and self.executor.running and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
             self.reap()
+            self.hold_lease()
         await self.executor.aclose()
         for task in self.starting.values():
             task.cancel()  # their fires stay recorded as started: the next daemon recovers them
+        self.leadership.release()  # a standby leads from its next attempt
         self.watching.join()
         self.queues.join()
         with contextlib.suppress(FileNotFoundError):
@@ -382,21 +408,40 @@ class Daemon(DaemonRequests):
            catch-up fire sees the recovered runs, and is itself recorded only after the
            recorded fires were read, so it is never recovered (dispatched a second time) as
            well.
+
+        A standby (another daemon sharing the store leads) only loads the specs; it does all
+        of this when it takes the lease (:meth:`become_leader`).
         """
-        adopted: dict[str, str] = {}
-        for row in self.store.running_runs():
-            adopted[row.id] = row.agent
-            if isinstance(self.executor, CeleryExecutor):  # its row says when it ends
-                self.executor.adopt(row.id, row.agent)
-            else:
-                self.orphans[row.id] = (row.agent, int(row.pid or 0))
-            log.info("adopted run %s of %s (pid %s)", row.id, row.agent, row.pid)
-        self.planner.take_over(adopted)
+        if self.leadership.leading():
+            self.planner.take_over(self.adopt_running())
+        else:
+            self.planner.leading = False
         self.rescan()
-        # 4. Continue the paused runs whose calls were all decided while no daemon ran, and
-        #    the interrupted ones whose spec says on_interrupt: resume.
-        self.notifications.take_over(self.store.last_event_id())
-        self.paused.take_over()
+        if self.planner.leading:
+            # 4. Continue the paused runs whose calls were all decided while no daemon ran,
+            #    and the interrupted ones whose spec says on_interrupt: resume.
+            self.notifications.take_over(self.store.last_event_id())
+            self.paused.take_over()
+
+    def adopt(self, row: RunRow) -> bool:
+        """Watch a run a previous daemon left running; False if it cannot be watched here.
+
+        A Celery run is watched through its row; a local worker by its pid, on this machine
+        only: another machine's is ended by a sweep once its heartbeat is stale.
+        """
+        if isinstance(self.executor, CeleryExecutor):  # its row says when it ends
+            self.executor.adopt(row.id, row.agent)
+        elif row.hostname in (None, socket.gethostname()):
+            self.orphans[row.id] = (row.agent, int(row.pid or 0))
+        else:
+            return False
+        log.info("adopted run %s of %s (pid %s)", row.id, row.agent, row.pid)
+        return True
+
+    def reinstalled(self, agent: AgentState) -> None:
+        """An agent installed again by a new leader: its watchers and consumers follow."""
+        self.watching.watch_agent(agent)
+        self.queues.consume_agent(agent)
 
     # -- effects the planner asks for --------------------------------------------------------
 
@@ -423,9 +468,12 @@ class Daemon(DaemonRequests):
         }
         path = model_path(agent.spec)
         await self.executor.start(job, agent.name, agent.spec.budgets.max_duration, path)
-        log.info(
-            "started run %s of %s (%s, %s worker)", fire.run_id, agent.name, fire.trigger, path
+        where = (
+            f"queue {agent.spec.executor.queue}"
+            if isinstance(self.executor, CeleryExecutor)
+            else f"{path} worker"
         )
+        log.info("started run %s of %s (%s, %s)", fire.run_id, agent.name, fire.trigger, where)
 
     def handed_over(self, run_id: str, task: asyncio.Task[None]) -> None:
         """A start task ended: the run has a worker, was withdrawn, or could not start."""
@@ -519,26 +567,36 @@ class Daemon(DaemonRequests):
     # -- main loop ---------------------------------------------------------------------------
 
     async def tick(self) -> None:
-        """One pass: reload specs, reap runs, fire due crons and watches, refill the pool."""
+        """One pass: the lease, specs, ended runs; and as the leader, what is due.
+
+        As the leader: start what standbys recorded, fire due crons and watches, refill the
+        pool.
+        """
+        self.lead()  # first: a leader whose lease ran out does nothing below
         if self.rescan_needed:
             self.rescan()
         self.reap()
-        if not self.stopping:
+        leading = self.leadership.leading()
+        if leading and not self.stopping:
             self.paused.follow()
-        self.notifications.follow()
-        self.planner.due(self.clock())
-        self.watching.due_watches(time.monotonic())
-        if not self.stopping:
+            self.planner.pick_up()
+        if leading:
+            self.notifications.follow()
+            self.planner.due(self.clock())
+        self.watching.due_watches(time.monotonic())  # a standby's bursts are dropped
+        if leading and not self.stopping:
             self.executor.refill()
 
     async def sleep_until_due(self) -> None:
         """Sleep until the next due fire, deadline or wake-up event."""
-        delays = [IDLE_WAKE_S]
+        delays = [IDLE_WAKE_S, self.leadership.until_next_s()]
         if self.paused.waiting or self.notifications.waiting:
             delays.append(DECISION_POLL_S)
         next_slot = self.planner.next_due()
-        if next_slot is not None:
-            delays.append((next_slot - self.clock()).total_seconds())
+        if self.leadership.leading():
+            delays.append(PICK_UP_S)
+            if next_slot is not None:
+                delays.append((next_slot - self.clock()).total_seconds())
         deadline = self.watching.next_deadline()
         if deadline is not None:
             delays.append(deadline - time.monotonic())
@@ -564,7 +622,7 @@ class Daemon(DaemonRequests):
         loop = asyncio.get_running_loop()
         webhooks = Webhooks(
             agents=lambda: self.planner.agents,
-            fire=self.planner.fire,
+            fire=self.fire,
             record_notice=self.store.record_notice,
             stopping=lambda: self.stopping,
         )

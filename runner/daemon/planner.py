@@ -65,6 +65,8 @@ class Planner:
         agents: agent name -> its state.
         heap: ``(instant, generation, agent, trigger index)`` of every cron trigger's next slot.
         stopping: once True, nothing new starts (due slots are still recorded as handled).
+        leading: whether this daemon leads (:mod:`runner.daemon.leadership`); a standby
+            installs agents but catches up, recovers and starts nothing.
         adopted: run id -> agent name of runs whose workers outlived a previous daemon.
         recorded: agent name -> fires a previous daemon recorded whose runs never began.
     """
@@ -84,6 +86,7 @@ class Planner:
         self.heap: list[tuple[datetime, int, str, int]] = []
         self.generation = 0
         self.stopping = False
+        self.leading = True
         self.adopted: dict[str, str] = {}
         self.recorded: dict[str, list[Fire]] = {}
 
@@ -98,9 +101,13 @@ class Planner:
         recorded, so a catch-up fire recorded during install is never recovered as well.
         """
         self.adopted = dict(adopted)
-        self.recorded = {}
+        self.recorded = self.unstarted()
+
+    def unstarted(self) -> dict[str, list[Fire]]:
+        """Agent name -> the fires recorded started or queued whose runs never began."""
+        recorded: dict[str, list[Fire]] = {}
         for row in self.store.unstarted_fires():
-            self.recorded.setdefault(row.agent, []).append(
+            recorded.setdefault(row.agent, []).append(
                 Fire(
                     row.agent,
                     row.trigger,
@@ -111,6 +118,46 @@ class Planner:
                     row.idempotency_key,
                 )
             )
+        return recorded
+
+    def pick_up(self) -> None:
+        """Start the fires standby daemons recorded (and any other the store has unstarted).
+
+        A standby records the manual and webhook fires it receives as ``queued``
+        (:meth:`record_received`); the leader calls this every turn of its loop and applies
+        each agent's concurrency policy to them as to recovered fires (:meth:`recover`).
+        Fires of agents this daemon has not loaded wait until it does.
+        """
+        if self.stopping or not self.leading:
+            return
+        for name, fires in self.unstarted().items():
+            agent = self.agents.get(name)
+            if agent is not None:
+                self.recover(agent, fires, "recorded by a standby daemon")
+
+    def record_received(self, fire: Fire, holder: str) -> FireOutcome:
+        """A standby's fire: recorded ``queued`` for the leader to start (:meth:`pick_up`).
+
+        Returns ``queued``, or ``duplicate`` when its idempotency key (a manual trigger's
+        key, a webhook's delivery id) or slot was already recorded, by any daemon.
+        """
+        reason = f"received by the standby daemon {holder}; the leader starts it"
+        if not self.record_fire(fire, FireOutcome.QUEUED, reason):
+            return FireOutcome.DUPLICATE
+        log.info(
+            "recorded %s fire of %s as run %s for the leader", fire.trigger, fire.agent, fire.run_id
+        )
+        return FireOutcome.QUEUED
+
+    def step_down(self) -> None:
+        """This daemon no longer leads: it starts nothing, and forgets the fires that wait.
+
+        Its waiting fires stay recorded as ``queued`` in the store, where the new leader
+        finds them; its running runs go on and are still collected when they end.
+        """
+        self.leading = False
+        for agent in self.agents.values():
+            agent.queued = []
 
     # -- agents ------------------------------------------------------------------------------
 
@@ -142,13 +189,15 @@ class Planner:
                 agent.last_outcome = ended_outcome(last.stop_reason or last.status, last.id)
         self.agents[spec.name] = agent
         agent.active |= {run_id for run_id, name in self.adopted.items() if name == spec.name}
-        self.recover(agent, self.recorded.pop(spec.name, []))
+        if self.leading:
+            self.recover(agent, self.recorded.pop(spec.name, []))
         now = self.clock()
         for trigger in spec.triggers:
             if trigger.kind == TriggerKind.CRON and trigger.cron:
                 schedule = CronSchedule(trigger.cron, trigger.timezone)
                 agent.crons[trigger.index] = schedule
-                self.catch_up(agent, trigger, schedule, now)
+                if self.leading:  # a standby's cursors are the leader's to move
+                    self.catch_up(agent, trigger, schedule, now)
                 nxt = schedule.next_after(now)
                 agent.next_fire[trigger.index] = nxt
                 heapq.heappush(self.heap, (nxt, agent.generation, spec.name, trigger.index))
@@ -313,7 +362,11 @@ class Planner:
         The rule is :func:`runner.triggers.start_queued`; nothing starts while the daemon stops
         (the fire stays recorded as queued, and the next daemon recovers it).
         """
-        if self.stopping or not start_queued(len(agent.active), len(agent.queued)):
+        if (
+            self.stopping
+            or not self.leading
+            or not start_queued(len(agent.active), len(agent.queued))
+        ):
             return False
         fire = agent.queued.pop(0)
         if not fire.resume:  # a continued run's fire row keeps what it said when it started
@@ -336,7 +389,7 @@ class Planner:
             return "unknown"
         if run_id in agent.active or any(q.run_id == run_id for q in agent.queued):
             return "known"
-        if self.stopping:
+        if self.stopping or not self.leading:
             return "stopping"
         kinds = {kind.value: kind for kind in TriggerKind}
         fire = Fire(name, kinds.get(trigger, TriggerKind.MANUAL), 0, run_id, inputs, resume=True)
@@ -367,12 +420,15 @@ class Planner:
 
     # -- recovery ----------------------------------------------------------------------------
 
-    def recover(self, agent: AgentState, fires: list[Fire]) -> None:
+    def recover(
+        self, agent: AgentState, fires: list[Fire], after: str = "recovered after a restart"
+    ) -> None:
         """Start, queue, skip or drop an agent's recovered fires by its concurrency policy.
 
         The rule is :func:`runner.triggers.concurrency.plan_recovery` (``allow``: all start;
         ``forbid``: the oldest; ``queue``: the oldest, and one waits; ``replace``: only the
-        newest). Fires already active or waiting in this daemon are left alone.
+        newest). Fires already active or waiting in this daemon are left alone. ``after``
+        says why in each fire's recorded reason.
         """
         known = agent.active | {q.run_id for q in agent.queued}
         by_id = {f.run_id: f for f in fires if f.run_id not in known}
@@ -381,7 +437,6 @@ class Planner:
         policy = agent.spec.concurrency
         plan = plan_recovery(policy, agent.active, by_id)
         newest = max([*agent.active, *by_id])
-        after = "recovered after a restart"
         for run_id in plan.skip:
             self.set_outcome(
                 run_id,

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..store import RunStore
     from .celery_executor import CeleryExecutor
     from .executor import LocalExecutor
+    from .leadership import Leadership
     from .planner import Planner
     from .queueing import QueueConsumers
     from .specs import SpecFolders
@@ -45,6 +46,7 @@ class DaemonRequests:
     starting: dict[str, Any]
     cancelled: dict[str, str]
     queues: QueueConsumers
+    leadership: Leadership
 
     @property
     def agents(self) -> dict[str, AgentState]:
@@ -213,15 +215,38 @@ class DaemonRequests:
                 return {"run_id": seen.run_id, "outcome": seen.outcome, "duplicate": True}
         inputs = coerce_inputs(agent.spec, request.get("inputs") or {})
         fire = Fire(name, TriggerKind.MANUAL, manual[0].index, new_run_id(), inputs, key=key)
-        outcome = self.planner.fire(fire)
+        outcome = self.fire(fire)
+        if outcome is FireOutcome.DUPLICATE and key:
+            # Another daemon sharing the store recorded the key in between: its run.
+            seen = self.store.fire_by_key(name, key)
+            if seen is not None:
+                return {"run_id": seen.run_id, "outcome": seen.outcome, "duplicate": True}
         return {
             "run_id": fire.run_id,
             "outcome": outcome,
             "duplicate": outcome is FireOutcome.DUPLICATE,
         }
 
+    def fire(self, fire: Fire) -> FireOutcome:
+        """A fire a listener received (control socket, API, webhook, queue, file watch).
+
+        The leader applies the concurrency policy and starts it
+        (:meth:`runner.daemon.planner.Planner.fire`); a standby records it ``queued`` for
+        the leader (:meth:`runner.daemon.planner.Planner.record_received`), once whichever
+        daemon received it: its slot, idempotency key or delivery id is unique in the store.
+        Returns the outcome (``duplicate``: already recorded, nothing done).
+        """
+        if self.leadership.leading():
+            return self.planner.fire(fire)
+        return self.planner.record_received(fire, self.leadership.holder)
+
     def status(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``{"op": "status"}``: agents, triggers, next fire times, running runs, last outcomes."""
+        """``{"op": "status"}``: agents, triggers, next fire times, running runs, last outcomes.
+
+        Also this daemon's ``role`` (``leader`` or ``standby``), its lease ``holder`` name,
+        ``lease_ttl_s``, and the ``lease`` as the store has it (holder, term, expires,
+        remaining_s; :meth:`runner.daemon.leadership.Leadership.status`).
+        """
         agents = []
         for agent in sorted(self.agents.values(), key=lambda a: a.name):
             triggers = []
@@ -252,6 +277,8 @@ class DaemonRequests:
         return {
             "pid": os.getpid(),
             "started": iso(self.started_at),
+            # role (leader or standby), this daemon's holder name, the lease as stored.
+            **self.leadership.status(),
             "url": self.http.url if self.http is not None else None,
             "agents": agents,
             "errors": self.specs.error_messages(),

@@ -202,8 +202,10 @@ class RunStore(ABC):
         """Approve or deny pending calls of ``run_id`` (all when ``call_id`` is None); how many."""
 
     @abstractmethod
-    def sweep_interrupted(self, stale_after_s: float = HEARTBEAT_STALE_S) -> list[str]:
-        """Mark runs whose process died as ``interrupted``; their ids."""
+    def sweep_interrupted(
+        self, stale_after_s: float = HEARTBEAT_STALE_S, keep: Collection[str] = ()
+    ) -> list[str]:
+        """Mark runs whose process died as ``interrupted`` (except those in ``keep``); ids."""
 
     # -- oversight: checks, guards, questions, escalations, grants --------------------------
 
@@ -468,8 +470,9 @@ class RunStore(ABC):
 
     @abstractmethod
     def acquire_lease(self, name: str, holder: str, ttl_s: float) -> Lease | None:
-        """Take lease ``name`` for ``ttl_s`` seconds when free or expired, or renew it when
-        ``holder`` holds it, atomically; the lease if ``holder`` holds it now, else None.
+        """Take lease ``name`` for ``ttl_s`` seconds, or renew it; the lease if ``holder`` has it.
+
+        Atomically: taken when free or expired, renewed when ``holder`` holds it; else None.
 
         Raises:
             ValueError: ``ttl_s`` is not positive.

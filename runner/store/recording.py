@@ -590,11 +590,14 @@ class SQLRunStore(
         row = self.db.execute("SELECT active_s FROM runs WHERE id = ?", (run_id,)).fetchone()
         return float(row[0]) if row else 0.0
 
-    def sweep_interrupted(self, stale_after_s: float = HEARTBEAT_STALE_S) -> list[str]:
+    def sweep_interrupted(
+        self, stale_after_s: float = HEARTBEAT_STALE_S, keep: Collection[str] = ()
+    ) -> list[str]:
         """Mark runs whose process died as ``interrupted``; their ids.
 
         A ``running`` run is interrupted when its process is gone (same host: no such pid)
-        or its heartbeat is older than ``stale_after_s`` seconds.
+        or its heartbeat is older than ``stale_after_s`` seconds. Runs in ``keep`` (a
+        daemon's own workers, which it collects itself) are left alone.
         """
         here = socket.gethostname()
         cutoff = datetime.now(UTC).timestamp() - stale_after_s
@@ -608,7 +611,7 @@ class SQLRunStore(
                 else 0
             )
             dead = row["hostname"] == here and row["pid"] and not process_alive(int(row["pid"]))
-            if dead or beat < cutoff:
+            if (dead or beat < cutoff) and row["id"] not in keep:
                 found.append(row["id"])
         for run_id in found:
             self.db.execute(
