@@ -29,7 +29,10 @@ A cancel is the run's fire recorded ``cancelled`` in the store (see
 :mod:`runner.daemon.celery_executor`): checked when the task starts, and every
 :data:`CANCEL_POLL_S` seconds while the run runs; a run that has not ended
 :data:`~runner.daemon.executor.CANCEL_GRACE_S` seconds after the cancel has its pool process
-killed (its next delivery ends it ``cancelled``). A task that fails before its run is
+killed (its next delivery ends it ``cancelled``). A resume obeys only a cancel recorded
+after it began (a fire's reason that changed): one recorded before was for an earlier part
+of the run (a person resumed a cancelled run, which paused again), and must not swallow the
+continuation the daemon sends once it is decided. A task that fails before its run is
 recorded (a spec that no longer loads) records its fire ``failed`` with the error, which is
 how the daemon learns of it.
 """
