@@ -1,7 +1,7 @@
 """Daemons that fail over: two real daemon processes, each with its own AGENTRUN_HOME, share
 one run store (a SQLite file, or PostgreSQL); one leads by a lease in the store.
 
-One scenario per backend, in the order a day of operations would bring it:
+One scenario, run on both backends at once, in the order a day of operations would bring it:
 
 1. the first daemon leads, the second stands by (``daemon status`` of each says so);
 2. a keyed manual trigger sent to both at once is recorded once, and runs once;
@@ -17,13 +17,13 @@ One scenario per backend, in the order a day of operations would bring it:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
 import textwrap
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,14 +43,18 @@ from tests.test_daemon import WAIT_S, DaemonProcess, free_port, post, sign
 LEASE_TTL_S = 4.0
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The shared store: a SQLite file outside both homes, or a PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'shared' / 'runs.db'}"
-    if importlib.util.find_spec("runner.store.postgres") is None:
-        pytest.skip("the PostgreSQL run store (runner/store/postgres.py) has not landed yet")
-    return str(request.getfixturevalue("postgres_url"))
+#: DaemonProcess copies os.environ as it starts: one start at a time, each with its store.
+_STARTING = threading.Lock()
+
+
+def start(agents: Path, home: Path, store_url: str, *extra: str) -> DaemonProcess:
+    """A daemon of ``home`` on the store at ``store_url``."""
+    with _STARTING:
+        os.environ["AGENTRUN_STORE"] = store_url
+        try:
+            return DaemonProcess(agents, home, *extra)
+        finally:
+            del os.environ["AGENTRUN_STORE"]
 
 
 def specs(agents: Path, workdir: Path) -> None:
@@ -103,22 +107,44 @@ def completed(store: RunStore, agent: str) -> list[Any]:
 
 
 def test_two_daemons_share_a_store_one_leads_and_the_other_takes_over(
-    store_url: str,
+    request: pytest.FixtureRequest,
     tmp_path: Path,
-    agents: Path,
     daemons: list[DaemonProcess],
-    monkeypatch: pytest.MonkeyPatch,
     record_property: Any,
 ) -> None:
-    monkeypatch.setenv("AGENTRUN_STORE", store_url)
-    (tmp_path / "inbox").mkdir()
-    specs(agents, tmp_path)
+    """The scenario on a shared SQLite file and on PostgreSQL at once (each waits for a
+    minute's cron slot: side by side, they wait for the same one)."""
+    urls = {"sqlite": f"sqlite:///{tmp_path / 'sqlite' / 'shared' / 'runs.db'}"}
+    try:
+        urls["postgresql"] = str(request.getfixturevalue("postgres_url"))
+    except pytest.skip.Exception as skipped:  # no PostgreSQL here (CI must have one)
+        print(f"PostgreSQL case skipped: {skipped}")
+    with ThreadPoolExecutor(len(urls)) as pool:
+        scenarios = {
+            backend: pool.submit(scenario, url, tmp_path / backend, daemons)
+            for backend, url in urls.items()
+        }
+    for backend, running in scenarios.items():
+        takeover_s = running.result()  # raises what failed in it
+        print(
+            f"{backend}: takeover after kill -9 of the leader: {takeover_s:.2f} s "
+            f"(lease TTL {LEASE_TTL_S} s, bound {LEASE_TTL_S * 4 / 3:.2f} s + recovery)"
+        )
+        record_property(f"takeover_s_{backend}", round(takeover_s, 3))
+
+
+def scenario(store_url: str, root: Path, daemons: list[DaemonProcess]) -> float:
+    """The five steps of the module docstring; the takeover time after the kill, in seconds."""
+    agents = root / "agents"
+    agents.mkdir(parents=True)
+    (root / "inbox").mkdir()
+    specs(agents, root)
     ports = free_port(), free_port()
-    homes = tmp_path / "home-a", tmp_path / "home-b"
+    homes = root / "home-a", root / "home-b"
     extra = ("--lease-ttl", str(LEASE_TTL_S), "--http")
-    first = DaemonProcess(agents, homes[0], *extra, f"127.0.0.1:{ports[0]}")
+    first = start(agents, homes[0], store_url, *extra, f"127.0.0.1:{ports[0]}")
     daemons.append(first)
-    second = DaemonProcess(agents, homes[1], *extra, f"127.0.0.1:{ports[1]}")
+    second = start(agents, homes[1], store_url, *extra, f"127.0.0.1:{ports[1]}")
     daemons.append(second)
     store = open_store(store_url)
 
@@ -133,7 +159,7 @@ def test_two_daemons_share_a_store_one_leads_and_the_other_takes_over(
 
     # 2. One key, sent to both daemons at once: one fire, one run.
     answers: list[dict[str, Any]] = []
-    senders = [threading.Thread(target=trigger, args=(d, "k-1", answers)) for d in daemons]
+    senders = [threading.Thread(target=trigger, args=(d, "k-1", answers)) for d in (first, second)]
     for sender in senders:
         sender.start()
     for sender in senders:
@@ -164,7 +190,7 @@ def test_two_daemons_share_a_store_one_leads_and_the_other_takes_over(
     first.process.send_signal(signal.SIGSTOP)
     try:
         wait_for(lambda: role(second) == "leader", "the standby to take over", WAIT_S)
-        (tmp_path / "inbox" / "note.md").write_text("written while the old leader slept")
+        (root / "inbox" / "note.md").write_text("written while the old leader slept")
         wait_for(lambda: completed(store, "watcher"), "the new leader's watch run")
     finally:
         first.process.send_signal(signal.SIGCONT)
@@ -186,8 +212,6 @@ def test_two_daemons_share_a_store_one_leads_and_the_other_takes_over(
     second.process.wait()
     wait_for(lambda: role(first) == "leader", "the standby to take over", WAIT_S)
     takeover_s = time.monotonic() - killed_at
-    print(f"takeover after kill -9 of the leader: {takeover_s:.2f} s (lease TTL {LEASE_TTL_S} s)")
-    record_property("takeover_s", round(takeover_s, 3))
     run_id = slot_run_id("ticker", 0, slot)
     row = wait_for(lambda: store.run(run_id), "the slot's catch-up run")
     assert row is not None and row.trigger == "cron"
@@ -199,12 +223,14 @@ def test_two_daemons_share_a_store_one_leads_and_the_other_takes_over(
     slots = [r.id for r in store.runs(limit=100, agent="ticker")]
     assert len(slots) == len(set(slots)) and run_id in slots
     store.close()
+    return takeover_s
 
 
 def test_a_single_daemon_leads_and_gives_the_lease_up_when_it_stops(
     agents: Path, home: Path, daemons: list[DaemonProcess]
 ) -> None:
     """Nothing changes for one daemon: it leads at once, and a stop frees the lease."""
+    (home.parent / "inbox").mkdir()
     specs(agents, home.parent)
     daemon = DaemonProcess(agents, home)
     daemons.append(daemon)
