@@ -21,6 +21,7 @@ import pytest
 
 from runner.events import RunStarted
 from runner.store import RunStore
+from runner.store.location import open_store
 from tests.conftest import ROOT
 from tests.helpers import wait_for, write_spec
 from tests.test_daemon import WAIT_S, DaemonProcess, free_port
@@ -90,18 +91,35 @@ def workers() -> Iterator[list[WorkerProcess]]:
 
 
 @pytest.fixture
-def shared(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The environment every process of a test shares: broker, store, model, counted file."""
-    store = tmp_path / "store"
-    store.mkdir()
+def stores() -> Iterator[list[RunStore]]:
+    """Stores a test opened, closed after it."""
+    opened: list[RunStore] = []
+    yield opened
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """The environment every process of a test shares: broker, store, model, counted file.
+
+    The store (its location: a ``sqlite:///`` or ``postgresql://`` URL) is each backend's.
+    """
+    if request.param == "postgres":
+        location = request.getfixturevalue("postgres_url")
+    else:
+        (tmp_path / "store").mkdir()
+        location = f"sqlite:///{tmp_path / 'store' / 'runs.db'}"
     monkeypatch.setenv("AGENTRUN_BROKER", redis_url)
-    monkeypatch.setenv("AGENTRUN_STORE", f"sqlite:///{store / 'runs.db'}")
+    monkeypatch.setenv("AGENTRUN_STORE", location)
     monkeypatch.setenv("AGENTRUN_VISIBILITY_TIMEOUT", VISIBILITY_S)
     monkeypatch.setenv("AGENTRUN_MODEL_FACTORY", "tests.celery_support:model")
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.setenv("CELERY_TEST_FILE", str(tmp_path / "steps.txt"))
     monkeypatch.setenv("CELERY_TEST_HOLD", str(tmp_path / "hold"))
-    return store / "runs.db"
+    return location
 
 
 def counter_spec(agents: Path, name: str = "counter", extra: str = "") -> Path:
@@ -145,7 +163,13 @@ def ended(store: RunStore, run_id: str) -> object:
 
 
 def test_a_run_completes_on_a_worker_and_status_shows_the_workers(
-    tmp_path: Path, agents: Path, home: Path, shared: Path, daemons: list, workers: list
+    tmp_path: Path,
+    agents: Path,
+    home: Path,
+    shared: str,
+    daemons: list,
+    workers: list,
+    stores: list,
 ) -> None:
     counter_spec(agents, extra="concurrency: allow\n")
     workers.append(WorkerProcess(tmp_path, "one"))
@@ -155,7 +179,8 @@ def test_a_run_completes_on_a_worker_and_status_shows_the_workers(
     assert done.returncode == 0, done.stderr + daemon.output() + workers[0].output()
     assert "4 steps done" in done.stdout
     run_id = done.stdout.split()[1].rstrip(":")
-    store = RunStore(shared)
+    store = open_store(shared)
+    stores.append(store)
     row = store.run(run_id)
     assert row is not None and row.stop_reason == "completed" and row.steps == 5
     # It ran in the worker's pool process, not in the daemon nor a local worker of its own.
@@ -177,7 +202,13 @@ def test_a_run_completes_on_a_worker_and_status_shows_the_workers(
 
 
 def test_a_worker_killed_mid_run_has_its_run_finished_by_another_with_no_call_repeated(
-    tmp_path: Path, agents: Path, home: Path, shared: Path, daemons: list, workers: list
+    tmp_path: Path,
+    agents: Path,
+    home: Path,
+    shared: str,
+    daemons: list,
+    workers: list,
+    stores: list,
 ) -> None:
     counter_spec(agents)
     hold = tmp_path / "hold"
@@ -192,7 +223,8 @@ def test_a_worker_killed_mid_run_has_its_run_finished_by_another_with_no_call_re
     workers.append(second)
     first.kill9()
     hold.unlink()
-    store = RunStore(shared)
+    store = open_store(shared)
+    stores.append(store)
     row = wait_for(lambda: ended(store, run_id), "the run to end on the second worker", WAIT_S)
     assert row.stop_reason == "completed", daemon.output() + second.output()
     counted = steps(tmp_path / "steps.txt")
@@ -215,7 +247,13 @@ def test_a_worker_killed_mid_run_has_its_run_finished_by_another_with_no_call_re
 
 
 def test_replace_cancels_a_run_on_a_worker_before_the_next_starts(
-    tmp_path: Path, agents: Path, home: Path, shared: Path, daemons: list, workers: list
+    tmp_path: Path,
+    agents: Path,
+    home: Path,
+    shared: str,
+    daemons: list,
+    workers: list,
+    stores: list,
 ) -> None:
     counter_spec(agents, extra="concurrency: replace\n")
     hold = tmp_path / "hold"
@@ -226,7 +264,8 @@ def test_replace_cancels_a_run_on_a_worker_before_the_next_starts(
     old = run_id_of(daemon.cli("trigger", "counter"))
     wait_for(lambda: Path(str(hold) + ".holding").exists(), "step 2 to begin", WAIT_S)
     new = run_id_of(daemon.cli("trigger", "counter"))
-    store = RunStore(shared)
+    store = open_store(shared)
+    stores.append(store)
     cancelled = wait_for(lambda: ended(store, old), "the replaced run to end", WAIT_S)
     assert cancelled.stop_reason == "cancelled", daemon.output() + workers[0].output()
     hold.unlink()
@@ -239,7 +278,13 @@ def test_replace_cancels_a_run_on_a_worker_before_the_next_starts(
 
 
 def test_an_agent_with_a_queue_runs_only_on_the_workers_of_that_queue(
-    tmp_path: Path, agents: Path, home: Path, shared: Path, daemons: list, workers: list
+    tmp_path: Path,
+    agents: Path,
+    home: Path,
+    shared: str,
+    daemons: list,
+    workers: list,
+    stores: list,
 ) -> None:
     counter_spec(agents, "gpu-counter", "concurrency: allow\nexecutor: {queue: gpu}\n")
     counter_spec(agents, "cpu-counter")
