@@ -386,3 +386,36 @@ def test_the_spec_names_its_queue_and_a_bad_name_is_located(tmp_path: Path) -> N
     shown = "\n".join(d.render() for d in raised.value.diagnostics)
     assert "bad.yaml:11:10" in shown and "'no way'" in shown
     assert "bad.yaml:12:3" in shown and "node" in shown
+
+
+def test_a_task_that_fails_before_its_run_is_recorded_ends_its_fire_failed(
+    tmp_path: Path,
+    agents: Path,
+    home: Path,
+    shared: str,
+    daemons: list,
+    workers: list,
+    stores: list,
+) -> None:
+    # The spec loads (the daemon checks it) but its run cannot compile on the worker: a
+    # function tool that does not exist. No run row is ever written: the fire says why.
+    spec = counter_spec(agents).read_text().replace("celery_support:step", "celery_support:nope")
+    (agents / "counter.yaml").write_text(spec)
+    workers.append(WorkerProcess(tmp_path, "one"))
+    daemon = DaemonProcess(agents, home, "--executor", "celery")
+    daemons.append(daemon)
+    done = daemon.cli("trigger", "counter", "--wait")
+    assert done.returncode != 0, done.stdout
+    run_id = done.stdout.split()[1].rstrip(":")
+    store = open_store(shared)
+    stores.append(store)
+    fire = store.fire_of_run(run_id)
+    assert fire is not None and fire.outcome == "failed", daemon.output()
+    assert "could not start it" in fire.reason and "nope" in fire.reason
+    assert store.run(run_id) is None
+
+    def collected() -> bool:
+        answer = json.loads(daemon.cli("daemon", "status", "--json").stdout)
+        return not answer["agents"][0]["running"]
+
+    wait_for(collected, "the daemon to count the run ended", WAIT_S)
