@@ -9,8 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from services import postgres_server, postgres_url, redis_server, redis_url
-from store_backends import store, store_location
+
+try:  # pytest imports this file as `conftest`, with tests/ on sys.path
+    from services import postgres_server, postgres_url, redis_server, redis_url
+    from store_backends import store, store_location
+except ModuleNotFoundError:  # a worker process importing a test module (`tests.conftest`)
+    from tests.services import postgres_server, postgres_url, redis_server, redis_url
+    from tests.store_backends import store, store_location
 
 __all__ = [
     "postgres_server",
