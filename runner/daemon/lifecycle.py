@@ -194,6 +194,7 @@ class Daemon(DaemonRequests, DaemonLeadership):
         self.leadership = Leadership(self.store, holder_name(home), lease_ttl_s)
         self.leadership.turn()  # lead from the start if no other daemon does
         self.next_sweep = 0.0
+        self.next_pick_up = 0.0
         self.specs = SpecFolders(dirs)
         # Runs whose workers outlived the previous daemon: run id -> (agent, pid).
         self.orphans: dict[str, tuple[str, int]] = {}
@@ -579,7 +580,9 @@ class Daemon(DaemonRequests, DaemonLeadership):
         leading = self.leadership.leading()
         if leading and not self.stopping:
             self.paused.follow()
-            self.planner.pick_up()
+            if time.monotonic() >= self.next_pick_up:  # one look a second, however busy
+                self.next_pick_up = time.monotonic() + PICK_UP_S
+                self.planner.pick_up()
         if leading:
             self.notifications.follow()
             self.planner.due(self.clock())
@@ -594,7 +597,7 @@ class Daemon(DaemonRequests, DaemonLeadership):
             delays.append(DECISION_POLL_S)
         next_slot = self.planner.next_due()
         if self.leadership.leading():
-            delays.append(PICK_UP_S)
+            delays.append(self.next_pick_up - time.monotonic())
             if next_slot is not None:
                 delays.append((next_slot - self.clock()).total_seconds())
         deadline = self.watching.next_deadline()
