@@ -35,3 +35,18 @@ def append_then_hang(line: str) -> str:
     _append(line)
     time.sleep(3600)
     return f"appended {line}"
+
+
+def mark(token: str) -> str:
+    """Append ``TOKEN PID PGID`` to $KILL_TEST_FILE: one line per execution of a call.
+
+    The fault test's model gives each call a fresh ``token`` (a UUID), which the run store
+    records in the call's arguments: the token names the run and call id of a line, and the
+    process group (an ``agentrun worker``'s session) names the worker that executed it.
+
+    Args:
+        token: the call's token.
+    """
+    _append(f"{token} {os.getpid()} {os.getpgid(0)}")
+    time.sleep(0.05)
+    return f"marked {token}"
