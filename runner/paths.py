@@ -52,10 +52,14 @@ def console_token_path() -> Path:
 def private_dir(path: Path) -> Path:
     """Create ``path`` (and missing parents) as ``0700``, or tighten it to that; ``path``.
 
-    Parents that already exist are left as they are (they may be shared, such as ``/tmp``).
+    Parents that already exist are left as they are (they may be shared, such as ``/tmp``),
+    and so is ``path`` itself when it is such a shared folder (sticky bit set, as ``/tmp``:
+    a store file put straight in it by ``AGENTRUN_STORE=sqlite:////tmp/runs.db`` must not
+    lock every other user out of it); the files made in it are still owner-only.
     """
     path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
-    tighten(path, PRIVATE_DIR_MODE)
+    if not path.stat().st_mode & stat.S_ISVTX:
+        tighten(path, PRIVATE_DIR_MODE)
     return path
 
 

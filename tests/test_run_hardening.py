@@ -245,6 +245,20 @@ def test_a_store_found_readable_by_others_is_tightened_with_a_notice(
     assert any("runs.db" in message and "0644" in message for message in caplog.messages)
 
 
+def test_a_store_put_in_a_shared_sticky_folder_leaves_the_folder_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AGENTRUN_STORE=sqlite:////tmp/runs.db once made /tmp itself 0700 (every other user
+    locked out of it): a shared folder with the sticky bit is never tightened."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    monkeypatch.setenv("AGENTRUN_STORE", f"sqlite:///{shared}/runs.db")
+    RunStore.default().close()
+    assert stat.S_IMODE((shared).stat().st_mode) == 0o1777
+    assert mode(shared / "runs.db") == 0o600
+
+
 # -- item 5: a paused call resumes with exactly the arguments the model sent ---------------
 
 
