@@ -203,9 +203,9 @@ class Worker(Member):
         return self.alive() and f"{self.hostname} ready." in self.output()
 
 
-def side_effects(path: Path) -> list[tuple[str, int, int]]:
-    """The lines ``mark`` appended: ``(token, pid, process group id)`` each."""
+def side_effects(path: Path) -> list[tuple[str, int, int, float]]:
+    """The lines ``mark`` appended: ``(token, pid, process group id, Unix seconds)`` each."""
     if not path.exists():
         return []
     lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
-    return [(token, int(pid), int(group)) for token, pid, group in lines]
+    return [(token, int(pid), int(group), float(at)) for token, pid, group, at in lines]

@@ -38,15 +38,16 @@ def append_then_hang(line: str) -> str:
 
 
 def mark(token: str) -> str:
-    """Append ``TOKEN PID PGID`` to $KILL_TEST_FILE: one line per execution of a call.
+    """Append ``TOKEN PID PGID TIME`` to $KILL_TEST_FILE: one line per execution of a call.
 
     The fault test's model gives each call a fresh ``token`` (a UUID), which the run store
-    records in the call's arguments: the token names the run and call id of a line, and the
-    process group (an ``agentrun worker``'s session) names the worker that executed it.
+    records in the call's arguments: the token names the run and call id of a line, the
+    process group (an ``agentrun worker``'s session) the worker that executed it, and TIME
+    (Unix seconds) when, to compare with the recorded call's ``created_at``.
 
     Args:
         token: the call's token.
     """
-    _append(f"{token} {os.getpid()} {os.getpgid(0)}")
+    _append(f"{token} {os.getpid()} {os.getpgid(0)} {time.time():.6f}")
     time.sleep(0.05)
     return f"marked {token}"

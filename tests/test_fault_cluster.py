@@ -8,8 +8,9 @@ control socket), the webhook agent (a delivery id per fire, over HTTP) and the q
 is sent again, with the same key or delivery id, to a live daemon, as a client would); the
 cron agent fires every minute. Every ~1 s one live process is killed (SIGKILL of its
 process group) and started again at once (a daemon with a fresh home: see
-tests/fault_support.py). While a killed leader's lease has not been taken over, only workers
-are killed, so each takeover time measures the lease, not a cluster with no daemon at all.
+tests/fault_support.py). A daemon is killed only while both daemons serve and no takeover
+is under way (otherwise a worker is), so each takeover time measures the lease with a
+standby up, not a cluster with no daemon at all.
 
 Then the chaos stops, every process is brought back, and once every fire has settled the
 test asserts:
@@ -18,13 +19,14 @@ test asserts:
   one fire row; cron slots are unique and none in the covered window is missing or missed;
 - every run ends with one stop reason (none left running or interrupted);
 - no completed tool call executed twice. The in-flight rule (runner/resume.py, the executor
-  section of docs/concepts/triggers.md): a completed call is never run again; a low-risk
-  call found ``running`` (its process died before its result was recorded) runs again. So
-  for each call the store records completed (newest journal row ``ok``/``error``): at least
-  one side-effect line, no two lines from one process, and every line but one written by a
-  worker this test killed (the attempts cut off before their result was recorded; the line
-  of the attempt that recorded the result may be a killed worker's too). A call never
-  completed has only lines of killed workers, and every line belongs to a recorded call;
+  section of docs/concepts/triggers.md): a call whose result was recorded is never run
+  again; a call whose process died before its result was recorded runs again on resume if
+  its tool is low risk (``mark`` is; a low-risk call has no journal row until its result,
+  whose ``created_at`` is when the attempt that recorded it began). So for each call the
+  store records completed: exactly one side-effect line at or after its ``created_at`` (the
+  recorded attempt), any earlier lines each from a worker this test killed (attempts cut
+  off before their result was recorded), no two lines from one process. A call not
+  completed has only lines of killed workers; every line belongs to a recorded call;
 - each takeover ended (a deadline, not a timing assertion); the takeover times (leader
   killed -> another holder's live lease in the store, the lease row's term raised) are
   printed with p50/p99 against the lease TTL.
@@ -162,7 +164,7 @@ class Cluster:
         """SIGKILL one ready member chosen at random and start it again."""
         while True:
             candidates = [m for m in self.members if m.ready()]
-            if self.pending_takeover is not None:
+            if self.pending_takeover is not None or not all(d.ready() for d in self.daemons):
                 candidates = [m for m in candidates if m.kind == "worker"]
             if candidates:
                 break
@@ -409,31 +411,38 @@ def check(
             assert run_id in runs, f"fire of {agent} ({trigger}) has no run {run_id}; {said}"
 
     # 3. No completed tool call executed twice (the in-flight rule of the docstring).
-    newest: dict[tuple[str, str], tuple[str, str]] = {}
-    for run_id, call_id, arguments, status in db.execute(
-        "SELECT run_id, call_id, arguments, status FROM tool_calls ORDER BY id"
+    newest: dict[tuple[str, str], tuple[str, str, float]] = {}
+    for run_id, call_id, arguments, status, created_at in db.execute(
+        "SELECT run_id, call_id, arguments, status, created_at FROM tool_calls ORDER BY id"
     ):
-        newest[(str(run_id), str(call_id))] = (json.loads(arguments)["token"], str(status))
-    tokens = {token: (key, status) for key, (token, status) in newest.items()}
-    lines: dict[str, list[tuple[int, int]]] = {}
-    for token, pid, group in side_effects(marks):
-        lines.setdefault(token, []).append((pid, group))
+        began = datetime.fromisoformat(str(created_at)).timestamp()
+        newest[(str(run_id), str(call_id))] = (json.loads(arguments)["token"], str(status), began)
+    tokens = {token: (key, status, began) for key, (token, status, began) in newest.items()}
+    lines: dict[str, list[tuple[int, int, float]]] = {}
+    for token, pid, group, at in side_effects(marks):
+        lines.setdefault(token, []).append((pid, group, at))
     stray = [t for t in lines if t not in tokens]
     assert not stray, f"side effects of calls the store never recorded: {stray[:5]}; {said}"
     completed = reran = 0
-    for token, ((run_id, call_id), status) in tokens.items():
+    for token, ((run_id, call_id), status, began) in tokens.items():
         done = lines.get(token, [])
-        pids = [pid for pid, _ in done]
-        unkilled = [pid for pid, group in done if group not in cluster.killed_groups]
-        where = f"call {call_id} of run {run_id} ({status}): lines {done}; {said}"
+        where = f"call {call_id} of run {run_id} ({status}, {began}): lines {done}; {said}"
+        pids = [pid for pid, _, _ in done]
         assert len(set(pids)) == len(pids), "one process executed a call twice: " + where
         if status in ("ok", "error"):
             completed += 1
-            reran += len(done) - 1
-            assert done, "a completed call left no side effect: " + where
-            assert len(unkilled) <= 1, "a completed call executed twice: " + where
+            # The attempt that recorded the result began at created_at (ms, rounded down).
+            recorded = [line for line in done if line[2] >= began]
+            cut_off = [line for line in done if line[2] < began]
+            assert len(recorded) == 1, "a completed call executed twice: " + where
+            assert all(group in cluster.killed_groups for _, group, _ in cut_off), (
+                "an attempt before the recorded one was not cut off by a kill: " + where
+            )
+            reran += len(cut_off)
         else:
-            assert not unkilled, "a call never completed ran in a live worker: " + where
+            assert all(group in cluster.killed_groups for _, group, _ in done), (
+                "a call never completed ran in a worker that was not killed: " + where
+            )
     counts["tool_calls"] = len(tokens)
     counts["tool_calls_completed"] = completed
     counts["side_effects"] = sum(len(v) for v in lines.values())
