@@ -20,8 +20,9 @@ database number of its own, flushed first). For each configuration:
 Workers run with ``--concurrency 1`` each; the local executor keeps as many warm workers as
 the largest Celery configuration (``--workers 4``).
 
-Run: python bench/celery_executor.py [--runs 100] [--broker redis://127.0.0.1:6379/15]
-(``--runs 1000`` for the issue's figure)
+Run: python bench/celery_executor.py [--runs 100] [--local-runs N] [--broker redis://127.0.0.1:6379/15]
+(``--runs 1000 --local-runs 200`` for the issue's figure: the local executor starts a process
+per run, about 10 minutes for 1,000)
 """
 
 from __future__ import annotations
@@ -190,6 +191,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument(
+        "--local-runs",
+        type=int,
+        default=None,
+        help="runs through the local executor (default: --runs; it starts a process per run)",
+    )
+    parser.add_argument(
         "--broker",
         default=os.environ.get("AGENTRUN_BENCH_REDIS", "redis://127.0.0.1:6379/15"),
     )
@@ -202,10 +209,15 @@ def main() -> None:
             f"store per step (in process): {store_ms:.2f} ms of a {step_ms:.2f} ms step "
             f"({store_ms / step_ms:.0%})"
         )
-        print(f"{args.runs} runs of 5 steps each; load average {os.getloadavg()[0]:.1f}")
+        local_runs = args.runs if args.local_runs is None else args.local_runs
+        print(
+            f"{args.runs} runs of 5 steps each ({local_runs} through the local executor); "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
         print("executor      runs/s   run ms  step ms  fire->start p50  p90    completed")
         for executor, workers in (("local", 4), ("celery", 1), ("celery", 2), ("celery", 4)):
-            figures = measure(tmp, executor, workers, args.runs, args.broker)
+            runs = local_runs if executor == "local" else args.runs
+            figures = measure(tmp, executor, workers, runs, args.broker)
             label = "local (4 warm)" if executor == "local" else f"celery x{workers}"
             print(
                 f"{label:<13} {figures['runs_per_s']:6.1f} {figures['run_ms']:8.1f} "
