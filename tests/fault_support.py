@@ -209,3 +209,49 @@ def side_effects(path: Path) -> list[tuple[str, int, int, float]]:
         return []
     lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
     return [(token, int(pid), int(group), float(at)) for token, pid, group, at in lines]
+
+
+def in_flight_violations(
+    calls: dict[str, tuple[str, float]],
+    lines: list[tuple[str, int, int, float]],
+    killed: set[int],
+) -> tuple[list[str], int]:
+    """Where the side effects break the in-flight rule; and the cut-off attempts counted.
+
+    Args:
+        calls: token -> (status of the call's newest tool_calls row, its ``created_at`` in
+            Unix seconds: when the attempt that recorded it began, rounded down to the ms).
+        lines: the side effects (:func:`side_effects`).
+        killed: the process groups killed with SIGKILL.
+
+    The rule (runner/resume.py; docs/concepts/triggers.md, the executor's delivery): a call
+    whose result was recorded (``ok``/``error``) never runs again, and a low-risk call cut
+    off before its result was recorded runs again on resume. So a completed call has exactly
+    one line at or after its ``created_at``, every earlier line from a killed process group;
+    a call not completed only lines of killed process groups; no process executes a call
+    twice; every line belongs to a recorded call.
+    """
+    by_token: dict[str, list[tuple[int, int, float]]] = {}
+    for token, pid, group, at in lines:
+        by_token.setdefault(token, []).append((pid, group, at))
+    wrong = [
+        f"side effect of a call the store never recorded: {t}" for t in by_token if t not in calls
+    ]
+    cut_offs = 0
+    for token, (status, began) in calls.items():
+        done = by_token.get(token, [])
+        where = f"{token} ({status}, began {began:.3f}): lines {done}"
+        pids = [pid for pid, _, _ in done]
+        if len(set(pids)) != len(pids):
+            wrong.append("one process executed a call twice: " + where)
+        if status in ("ok", "error"):
+            recorded = [line for line in done if line[2] >= began]
+            cut_off = [line for line in done if line[2] < began]
+            if len(recorded) != 1:
+                wrong.append(f"a completed call executed {len(recorded)} times: " + where)
+            if any(group not in killed for _, group, _ in cut_off):
+                wrong.append("an attempt before the recorded one was not killed: " + where)
+            cut_offs += len(cut_off)
+        elif any(group not in killed for _, group, _ in done):
+            wrong.append("a call never completed ran in a worker not killed: " + where)
+    return wrong, cut_offs

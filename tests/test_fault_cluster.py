@@ -58,13 +58,19 @@ import pytest
 import redis
 
 from runner.daemon.control import control_request
+from runner.daemon.leadership import takeover_bound_s
 from runner.store.location import open_store
 from runner.triggers.queue import fire_key
 from tests.conftest import ROOT
-from tests.fault_support import WEBHOOK_SECRET, Daemon, Worker, side_effects, write_agents
+from tests.fault_support import (
+    WEBHOOK_SECRET,
+    Daemon,
+    Worker,
+    in_flight_violations,
+    side_effects,
+    write_agents,
+)
 from tests.test_daemon import free_port
-
-pytestmark = pytest.mark.slow
 
 #: The daemons' lease TTL, in seconds.
 LEASE_TTL_S = 2.0
@@ -292,6 +298,7 @@ def settled(db: psycopg.Connection[Any], sender: Sender) -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_a_hundred_kills_lose_nothing_and_repeat_no_completed_call(
     tmp_path: Path, postgres_url: str, redis_url: str
 ) -> None:
@@ -309,12 +316,12 @@ def test_a_hundred_kills_lose_nothing_and_repeat_no_completed_call(
         "KILL_TEST_FILE": str(marks),
     }
     open_store(postgres_url).close()  # migrated once before the processes race for it
-    started_at = datetime.now(UTC)
     cluster = Cluster(tmp_path, env, postgres_url)
     sender = Sender(cluster, redis_url, random.Random(draw.random()))
     try:
         db = psycopg.connect(postgres_url, autocommit=True)
         cluster.wait_ready()
+        started_at = datetime.now(UTC)  # cron slots after this are the covered window's
         sender.thread.start()
         chaos_began = time.monotonic()
         while sum(cluster.kills.values()) < KILLS:
@@ -417,41 +424,21 @@ def check(
     ):
         began = datetime.fromisoformat(str(created_at)).timestamp()
         newest[(str(run_id), str(call_id))] = (json.loads(arguments)["token"], str(status), began)
-    tokens = {token: (key, status, began) for key, (token, status, began) in newest.items()}
-    lines: dict[str, list[tuple[int, int, float]]] = {}
-    for token, pid, group, at in side_effects(marks):
-        lines.setdefault(token, []).append((pid, group, at))
-    stray = [t for t in lines if t not in tokens]
-    assert not stray, f"side effects of calls the store never recorded: {stray[:5]}; {said}"
-    completed = reran = 0
-    for token, ((run_id, call_id), status, began) in tokens.items():
-        done = lines.get(token, [])
-        where = f"call {call_id} of run {run_id} ({status}, {began}): lines {done}; {said}"
-        pids = [pid for pid, _, _ in done]
-        assert len(set(pids)) == len(pids), "one process executed a call twice: " + where
-        if status in ("ok", "error"):
-            completed += 1
-            # The attempt that recorded the result began at created_at (ms, rounded down).
-            recorded = [line for line in done if line[2] >= began]
-            cut_off = [line for line in done if line[2] < began]
-            assert len(recorded) == 1, "a completed call executed twice: " + where
-            assert all(group in cluster.killed_groups for _, group, _ in cut_off), (
-                "an attempt before the recorded one was not cut off by a kill: " + where
-            )
-            reran += len(cut_off)
-        else:
-            assert all(group in cluster.killed_groups for _, group, _ in done), (
-                "a call never completed ran in a worker that was not killed: " + where
-            )
-    counts["tool_calls"] = len(tokens)
-    counts["tool_calls_completed"] = completed
-    counts["side_effects"] = sum(len(v) for v in lines.values())
-    counts["in_flight_reruns"] = reran
+    calls = {token: (status, began) for token, status, began in newest.values()}
+    lines = side_effects(marks)
+    wrong, cut_offs = in_flight_violations(calls, lines, cluster.killed_groups)
+    counts["tool_calls"] = len(calls)
+    counts["tool_calls_completed"] = sum(1 for s, _ in calls.values() if s in ("ok", "error"))
+    counts["side_effects"] = len(lines)
+    counts["in_flight_reruns"] = cut_offs
+    said = json.dumps(counts)
+    assert not wrong, f"{len(wrong)} breaches of the in-flight rule: {wrong[:5]}; {said}"
 
     # 4. Takeovers.
     takeovers = cluster.takeovers
     counts["takeovers"] = len(takeovers)
     counts["lease_ttl_s"] = LEASE_TTL_S
+    counts["takeover_bound_s"] = round(takeover_bound_s(LEASE_TTL_S), 3)  # + recovery
     if takeovers:
         counts["takeover_s"] = {
             "p50": round(statistics.median(takeovers), 3),
@@ -460,3 +447,26 @@ def check(
         }
     assert len(takeovers) == cluster.kills["daemon-leader"], said
     return counts
+
+
+def test_the_in_flight_check_refuses_a_completed_call_run_twice() -> None:
+    """The check of side effects itself, on lines made up for each case it must tell apart."""
+    killed = {100}
+    calls = {"done": ("ok", 50.0), "cut": ("ok", 50.0), "open": ("running", 50.0)}
+    fine = [
+        ("done", 201, 200, 50.2),  # recorded once, by a worker never killed
+        ("cut", 101, 100, 40.0),  # cut off by the kill of worker 100, then run again
+        ("cut", 202, 200, 50.1),
+        ("open", 102, 100, 45.0),  # never completed: only a killed worker's line
+    ]
+    assert in_flight_violations(calls, fine, killed) == ([], 1)
+    twice = [*fine, ("done", 203, 200, 50.5)]  # a completed call run again after its record
+    assert "a completed call executed 2 times" in in_flight_violations(calls, twice, killed)[0][0]
+    alive = [("cut", 204, 200, 40.0), *fine[2:]]  # an earlier attempt no kill explains
+    assert "not killed" in in_flight_violations(calls, [fine[0], *alive], killed)[0][0]
+    lost = [fine[1], fine[3]]  # completed, and no side effect of the recorded attempt
+    assert "executed 0 times" in in_flight_violations(calls, [fine[0], *lost], killed)[0][0]
+    stray = [*fine, ("nobody", 205, 200, 50.0)]
+    assert "never recorded" in in_flight_violations(calls, stray, killed)[0][0]
+    same = [*fine, ("open", 102, 100, 46.0)]
+    assert "one process executed a call twice" in in_flight_violations(calls, same, killed)[0][0]
