@@ -289,6 +289,12 @@ def settled(db: psycopg.Connection[Any], sender: Sender) -> str | None:
     queued = db.execute("SELECT count(*) FROM fires WHERE outcome = 'queued'").fetchone()
     if queued and queued[0]:
         return f"{queued[0]} fires queued"
+    unstarted = db.execute(
+        "SELECT count(*) FROM fires f WHERE f.outcome = 'started' "
+        "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = f.run_id)"
+    ).fetchone()
+    if unstarted and unstarted[0]:
+        return f"{unstarted[0]} fires handed to the workers have no run yet"
     open_runs = db.execute(
         "SELECT id, status, stop_reason FROM runs "
         "WHERE status = 'running' OR stop_reason = 'interrupted'"
@@ -318,8 +324,8 @@ def test_a_hundred_kills_lose_nothing_and_repeat_no_completed_call(
     open_store(postgres_url).close()  # migrated once before the processes race for it
     cluster = Cluster(tmp_path, env, postgres_url)
     sender = Sender(cluster, redis_url, random.Random(draw.random()))
+    db = psycopg.connect(postgres_url, autocommit=True)
     try:
-        db = psycopg.connect(postgres_url, autocommit=True)
         cluster.wait_ready()
         started_at = datetime.now(UTC)  # cron slots after this are the covered window's
         sender.thread.start()
@@ -341,20 +347,26 @@ def test_a_hundred_kills_lose_nothing_and_repeat_no_completed_call(
             time.sleep(0.02)
         cluster.wait_ready()
         covered_until = datetime.now(UTC)
-        deadline = time.monotonic() + SETTLE_S
+        settling = time.monotonic()
+        deadline = settling + SETTLE_S
         while (left := settled(db, sender)) is not None:
             assert time.monotonic() < deadline, f"not settled after {SETTLE_S} s: {left}"
             cluster.restart_dead()
             time.sleep(0.5)
         report = check(db, sender, cluster, marks, started_at, covered_until)
-        db.close()
-        report.update(seed=seed, chaos_s=round(chaos_s, 1), send_retries=sender.retries)
+        report.update(
+            seed=seed,
+            chaos_s=round(chaos_s, 1),
+            settle_s=round(time.monotonic() - settling, 1),
+            send_retries=sender.retries,
+        )
         print(json.dumps(report, indent=2))
         if os.environ.get("AGENTRUN_FAULT_REPORT"):
             Path(os.environ["AGENTRUN_FAULT_REPORT"]).write_text(json.dumps(report, indent=2))
     finally:
         sender.stopping.set()
         cluster.stop()
+        db.close()
 
 
 def check(
