@@ -14,7 +14,7 @@ from runner.events import StopReason
 from runner.loop import run_agent
 from runner.spec import load_spec
 from runner.store import FireRow, RunStore
-from runner.store.location import open_store
+from runner.store.location import open_store, redacted
 from runner.store.migrations import MIGRATIONS
 from runner.testing import ScriptedModel, call, text
 from tests.helpers import invoke, write_spec
@@ -30,7 +30,7 @@ def test_migrate_applies_what_is_pending_once(
     code, out, _ = invoke(["store", "migrate", "--store", postgres_url], capsys)
     assert (code, out.splitlines()) == (
         0,
-        [f"{postgres_url}: up to date (no migration was pending)"],
+        [f"{redacted(postgres_url)}: up to date (no migration was pending)"],
     )
     # A SQLite file through AGENTRUN_STORE-style URL, and a bad one refused as usage.
     code, out, _ = invoke(["store", "migrate", "--store", f"sqlite:///{tmp_path}/a.db"], capsys)
