@@ -3,13 +3,14 @@
 A run is a sequence of events: :class:`RunStarted`, then per step a :class:`ModelCalled`
 and, per tool call, a :class:`ToolStarted` (the journal entry, before any side effect) and a
 :class:`ToolCalled`; every message added to the conversation is a :class:`MessageAdded`
-(the state a resumed run continues from); approvals are :class:`ApprovalRequested` and
-:class:`ApprovalDecided`, a guard's answer :class:`GuardDecided`, a question to a person
-:class:`QuestionAsked` and :class:`QuestionAnswered`, a success check :class:`CheckRan`;
-then exactly one :class:`RunFinished` carrying the run's single
-:class:`StopReason` (a paused run finishes with ``waiting_approval`` and later emits
-:class:`RunResumed`). Sinks (the store, the console printer) receive each event as it
-happens.
+(the state a resumed run continues from); what a sandbox did is a :class:`ConnectionDecided`
+(a connection allowed or refused) or a :class:`LimitHit`; approvals are
+:class:`ApprovalRequested` and :class:`ApprovalDecided`, a guard's answer
+:class:`GuardDecided`, a question to a person :class:`QuestionAsked` and
+:class:`QuestionAnswered`, a success check :class:`CheckRan`; then exactly one
+:class:`RunFinished` carrying the run's single :class:`StopReason` (a paused run finishes
+with ``waiting_approval`` and later emits :class:`RunResumed`). Sinks (the store, the
+console printer) receive each event as it happens.
 """
 
 from __future__ import annotations
@@ -238,6 +239,41 @@ class RunNotice:
 
 
 @dataclass
+class ConnectionDecided:
+    """A network connection the sandbox's egress proxy (or ``http_request``) allowed or refused.
+
+    ``source`` names what asked: ``shell``, ``check``, ``guard``, ``mcp:SERVER`` or
+    ``http_request``; ``call_id`` the tool call it happened in, when one did. ``host`` and
+    ``port`` are as asked; ``address`` the IP address resolved and connected to (None when
+    refused before resolving); ``reason`` says why it was refused, or is empty.
+    """
+
+    run_id: str
+    source: str
+    call_id: str | None
+    host: str
+    port: int
+    allowed: bool
+    address: str | None = None
+    reason: str = ""
+
+
+@dataclass
+class LimitHit:
+    """A sandboxed process went over one of the sandbox's resource limits and was stopped.
+
+    ``limit`` is ``cpu_time``, ``memory``, ``processes`` or ``file_size`` (the keys of the
+    spec's ``sandbox.limits``); ``detail`` says what happened, in words.
+    """
+
+    run_id: str
+    source: str
+    call_id: str | None
+    limit: str
+    detail: str
+
+
+@dataclass
 class RunResumed:
     """A paused or interrupted run continues in this process."""
 
@@ -279,5 +315,7 @@ Event = (
     | Heartbeat
     | RunResumed
     | RunNotice
+    | ConnectionDecided
+    | LimitHit
     | RunFinished
 )

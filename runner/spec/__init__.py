@@ -43,11 +43,14 @@ from .types import (
     OutputSpec,
     Pricing,
     RulesSpec,
+    SandboxLimitsSpec,
+    SandboxSpec,
     ShellToolSpec,
     ToolsSpec,
     TriggerSpec,
     WatchSpec,
     WebhookSpec,
+    parse_byte_size,
     parse_duration,
 )
 from .vocabulary import AutonomyLevel, Risk, TriggerKind
@@ -71,6 +74,8 @@ __all__ = [
     "Pricing",
     "Risk",
     "RulesSpec",
+    "SandboxLimitsSpec",
+    "SandboxSpec",
     "ShellToolSpec",
     "ToolsSpec",
     "TriggerKind",
@@ -80,6 +85,7 @@ __all__ = [
     "check_spec",
     "check_specs",
     "load_spec",
+    "parse_byte_size",
     "parse_duration",
     "replace",
 ]

@@ -11,6 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from .specclass import replace
 from .types import (
     TRIGGER_KINDS,
     AgentSpec,
@@ -32,11 +33,13 @@ from .types import (
     Pricing,
     QueueSpec,
     RulesSpec,
+    SandboxSpec,
     ShellToolSpec,
     ToolsSpec,
     TriggerSpec,
     WatchSpec,
     WebhookSpec,
+    parse_byte_size,
     parse_duration,
 )
 from .vocabulary import AutonomyLevel, Risk
@@ -119,9 +122,37 @@ def _input(name: str, data: dict[str, Any]) -> InputSpec:
     )
 
 
-def _shell(data: dict[str, Any]) -> ShellToolSpec:
+def _sandbox(value: Any, base: SandboxSpec) -> SandboxSpec:
+    """``base`` with the keys ``value`` sets (a mode word, or a sandbox object) replaced.
+
+    The agent's ``sandbox`` is read over the schema's defaults; a tool's over the agent's,
+    so a tool that writes ``sandbox: {network: ...}`` keeps the agent's mode and paths.
+    """
+    if value is None:
+        return base
+    if isinstance(value, str):
+        return replace(base, mode=value)
+    changes: dict[str, Any] = _given(value, "mode")
+    if "writable" in value:  # [] is given too: nothing writable
+        changes["writable"] = tuple(value["writable"])
+    if "network" in value:
+        network = value["network"]
+        changes["network_allow"] = () if network == "none" else _tuple(network["allow"])
+    if "limits" in value:
+        limits = value["limits"]
+        changes["limits"] = replace(
+            base.limits,
+            **_given(limits, "processes"),
+            **_given_durations(limits, "cpu_time"),
+            **{k: parse_byte_size(limits[k]) for k in ("memory", "file_size") if k in limits},
+        )
+    return replace(base, **changes)
+
+
+def _shell(data: dict[str, Any], sandbox: SandboxSpec) -> ShellToolSpec:
     return ShellToolSpec(
         commands=_tuple(data["commands"]),
+        sandbox=_sandbox(data.get("sandbox"), sandbox),
         **_given(data, "interpreter", "cwd"),
         **_given_word(data, "risk", Risk),
     )
@@ -137,9 +168,10 @@ def _http(data: dict[str, Any]) -> HttpToolSpec:
     )
 
 
-def _mcp_server(name: str, data: dict[str, Any]) -> McpServerSpec:
+def _mcp_server(name: str, data: dict[str, Any], sandbox: SandboxSpec) -> McpServerSpec:
     return McpServerSpec(
         name=name,
+        sandbox=_sandbox(data.get("sandbox"), sandbox),
         allow=_tuple(data["allow"]),
         headers_env=dict(data.get("headers_env") or {}),
         **_given(data, "command", "cwd", "url", "trusted"),
@@ -149,7 +181,7 @@ def _mcp_server(name: str, data: dict[str, Any]) -> McpServerSpec:
     )
 
 
-def _tools(data: dict[str, Any]) -> ToolsSpec:
+def _tools(data: dict[str, Any], sandbox: SandboxSpec) -> ToolsSpec:
     shell = data.get("shell")
     http = data.get("http_request")
     ask = data.get("ask_human")
@@ -158,9 +190,12 @@ def _tools(data: dict[str, Any]) -> ToolsSpec:
         list_dir=_file_tool(data.get("list_dir")),
         write_file=_file_tool(data.get("write_file")),
         edit_file=_file_tool(data.get("edit_file")),
-        shell=None if shell is None else _shell(shell),
+        shell=None if shell is None else _shell(shell, sandbox),
         http_request=None if http is None else _http(http),
-        mcp={name: _mcp_server(name, server) for name, server in (data.get("mcp") or {}).items()},
+        mcp={
+            name: _mcp_server(name, server, sandbox)
+            for name, server in (data.get("mcp") or {}).items()
+        },
         functions={
             name: FunctionToolSpec(
                 name=name, function=fn["function"], **_given_word(fn, "risk", Risk)
@@ -249,13 +284,15 @@ def build_spec(data: dict[str, Any], path: Path, source: bytes) -> AgentSpec:
         source: the file's bytes, hashed into ``source_sha256``.
     """
     budgets = data.get("budgets") or {}
+    sandbox = _sandbox(data.get("sandbox"), SandboxSpec())
     return AgentSpec(
         version=data["version"],
         name=data["name"],
         model=_model(data["model"]),
         inputs={k: _input(k, v) for k, v in (data.get("inputs") or {}).items()},
         goal=data["goal"],
-        tools=_tools(data.get("tools") or {}),
+        tools=_tools(data.get("tools") or {}, sandbox),
+        sandbox=sandbox,
         rules=RulesSpec(**_given_lists(data.get("rules") or {}, "allow", "ask", "deny")),
         budgets=BudgetsSpec(
             max_duration=_duration(budgets.get("max_duration")),

@@ -57,6 +57,36 @@ def parse_duration(value: str | float | int) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+_BYTE_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)$")
+_UNIT_BYTES = {
+    "B": 1,
+    "KB": 10**3,
+    "KiB": 2**10,
+    "MB": 10**6,
+    "MiB": 2**20,
+    "GB": 10**9,
+    "GiB": 2**30,
+    "TB": 10**12,
+    "TiB": 2**40,
+}
+
+
+def parse_byte_size(value: str | int) -> int:
+    """Bytes in a size: a number of bytes, or ``"512MiB"``, ``"2GiB"``, ``"100MB"``, ``"64KiB"``.
+
+    Units as IEC 80000-13 names them: ``KiB`` is 1,024 bytes, ``KB`` 1,000.
+
+    Raises:
+        ValueError: for any other form (the schema refuses those before this is called).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _BYTE_SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"not a size in bytes: {value!r}")
+    return int(float(match.group(1)) * _UNIT_BYTES[match.group(2)])
+
+
 class _SchemaDefault:
     __slots__ = ()
 
@@ -85,6 +115,8 @@ def schema_default(pointer: str, name: str) -> Any:
     value = node["default"]
     if node.get("$ref") == "#/$defs/duration":
         return parse_duration(value)
+    if node.get("$ref") == "#/$defs/byte_size":
+        return parse_byte_size(value)
     vocabulary = _VOCABULARY.get(frozenset(node.get("enum", ())))
     if vocabulary is not None:
         return vocabulary(value)
@@ -155,6 +187,40 @@ class FileToolSpec(SpecType):
     risk: Risk | None = None
 
 
+class SandboxLimitsSpec(SpecType):
+    """Resource limits of each sandboxed process: CPU seconds, bytes, a count of processes."""
+
+    SCHEMA_POINTER: ClassVar[str] = "#/$defs/sandbox/properties/limits"
+    cpu_time: float = SCHEMA_DEFAULT
+    memory: int = SCHEMA_DEFAULT
+    processes: int = SCHEMA_DEFAULT
+    file_size: int = SCHEMA_DEFAULT
+
+
+class SandboxSpec(SpecType):
+    """The sandbox of processes started on the agent's behalf (see :mod:`runner.sandbox`).
+
+    Attributes:
+        mode: ``required``, ``auto`` or ``off``.
+        writable: paths the processes may write, as written (relative to ``workdir`` or
+            absolute).
+        network_allow: the egress allowlist (hosts, ``*.domain``, either with ``:PORT``);
+            empty for ``network: none``.
+        limits: resource limits of each process.
+    """
+
+    SCHEMA_POINTER: ClassVar[str] = "#/$defs/sandbox"
+    mode: str = SCHEMA_DEFAULT
+    writable: tuple[str, ...] = SCHEMA_DEFAULT
+    network_allow: tuple[str, ...] = ()
+    limits: SandboxLimitsSpec = field(default_factory=SandboxLimitsSpec)
+
+    @property
+    def network(self) -> str:
+        """``none``, or ``allow`` when the processes reach the listed hosts by the proxy."""
+        return "allow" if self.network_allow else "none"
+
+
 class ShellToolSpec(SpecType):
     """The shell tool: allowed command patterns, optional interpreter, confined cwd."""
 
@@ -163,6 +229,7 @@ class ShellToolSpec(SpecType):
     interpreter: str | None = None
     cwd: str | None = None
     risk: Risk | None = None
+    sandbox: SandboxSpec = field(default_factory=SandboxSpec)
 
 
 class HttpToolSpec(SpecType):
@@ -193,6 +260,7 @@ class McpServerSpec(SpecType):
     trusted: bool = SCHEMA_DEFAULT
     startup_timeout: float = SCHEMA_DEFAULT
     risk: Risk | None = None
+    sandbox: SandboxSpec = field(default_factory=SandboxSpec)
 
 
 class FunctionToolSpec(SpecType):
@@ -461,4 +529,5 @@ class AgentSpec(SpecType):
     concurrency: str = SCHEMA_DEFAULT
     on_interrupt: str = SCHEMA_DEFAULT
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
+    sandbox: SandboxSpec = field(default_factory=SandboxSpec)
     env: tuple[str, ...] = ()

@@ -11,7 +11,7 @@ One entry per change a person watching would want to see::
     run_started  run_resumed  model_call  tool_started  approval_requested
     approval_decided  guard_decided  tool_call  check_run  question_asked
     question_answered  question_timed_out  escalation_decided  notification  notice
-    run_finished
+    connection  limit_hit  run_finished
 
 (a conversation message and a heartbeat are not: the first repeats a model or tool call,
 the second changes nothing visible). An entry keeps a few small fields; a model or tool
@@ -34,8 +34,10 @@ from typing import Any, cast
 from ..events import (
     ApprovalRequested,
     CheckRan,
+    ConnectionDecided,
     Event,
     GuardDecided,
+    LimitHit,
     ModelCalled,
     QuestionAsked,
     RunFinished,
@@ -90,6 +92,23 @@ def entry(event: Event, row: int | None) -> tuple[str, dict[str, Any]] | None:
             }
         case RunNotice():
             return "notice", {"level": event.level, "message": event.message}
+        case ConnectionDecided():
+            return "connection", {
+                "source": event.source,
+                "call_id": event.call_id,
+                "host": event.host,
+                "port": event.port,
+                "allowed": event.allowed,
+                "address": event.address,
+                "reason": event.reason,
+            }
+        case LimitHit():
+            return "limit_hit", {
+                "source": event.source,
+                "call_id": event.call_id,
+                "limit": event.limit,
+                "detail": event.detail,
+            }
         case CheckRan():
             return "check_run", {
                 "step": event.step,

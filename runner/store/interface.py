@@ -38,6 +38,7 @@ from .rows import (
     NotificationRow,
     QuestionRow,
     RunRow,
+    SandboxEventRow,
     StatsRow,
     ToolCallRow,
     ToolCallTiming,
@@ -342,6 +343,10 @@ class RunStore(ABC):
     @abstractmethod
     def notices(self, run_id: str | None = None) -> list[NoticeRow]:
         """Notices (warnings of runs, spec errors of the daemon), oldest first."""
+
+    @abstractmethod
+    def sandbox_events(self, run_id: str) -> list[SandboxEventRow]:
+        """What the run's sandbox did (connections allowed and refused, limits hit), in order."""
 
     # -- the daemon's own records ----------------------------------------------------------
 

@@ -346,6 +346,29 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        "0011_sandbox_events",
+        [
+            # What the sandbox of a run's processes did (runner/sandbox/): a connection the
+            # egress proxy or http_request allowed or refused (kind 'connection', allowed
+            # 0 or 1), or a resource limit a process hit (kind 'limit', limit_name the spec's key).
+            """CREATE TABLE sandbox_events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                run_id TEXT NOT NULL REFERENCES runs (id),
+                at TEXT NOT NULL,
+                source TEXT NOT NULL,
+                call_id TEXT,
+                kind TEXT NOT NULL,
+                allowed INTEGER,
+                host TEXT,
+                port INTEGER,
+                address TEXT,
+                limit_name TEXT,
+                detail TEXT NOT NULL DEFAULT ''
+            )""",
+            "CREATE INDEX sandbox_events_run ON sandbox_events (run_id, id)",
+        ],
+    ),
 ]
 
 

@@ -24,9 +24,11 @@ from ..events import (
     ApprovalDecided,
     ApprovalRequested,
     CheckRan,
+    ConnectionDecided,
     Event,
     GuardDecided,
     Heartbeat,
+    LimitHit,
     MessageAdded,
     ModelCalled,
     QuestionAnswered,
@@ -54,6 +56,7 @@ from .rows import (
     ApprovalRow,
     NoticeRow,
     RunRow,
+    SandboxEventRow,
     ToolCallRow,
 )
 from .schedule import ScheduleRecords, iso, now_iso
@@ -149,6 +152,8 @@ class SQLRunStore(
                 self._oversight(event)
             case RunNotice():
                 self._run_notice(event)
+            case ConnectionDecided() | LimitHit():
+                self._sandbox_event(event)
             case Heartbeat():
                 self._heartbeat(event)
             case RunFinished():
@@ -411,6 +416,26 @@ class SQLRunStore(
             "INSERT INTO notices (at, level, agent, run_id, message) VALUES (?, ?, ?, ?, ?)",
             (now_iso(), event.level, event.agent, event.run_id, event.message),
         )
+
+    def _sandbox_event(self, event: ConnectionDecided | LimitHit) -> None:
+        if isinstance(event, ConnectionDecided):
+            values = ("connection", int(event.allowed), event.host, event.port, event.address)
+            limit, detail = None, event.reason
+        else:
+            values = ("limit", None, None, None, None)
+            limit, detail = event.limit, event.detail
+        self.db.execute(
+            """INSERT INTO sandbox_events (run_id, at, source, call_id, kind, allowed, host,
+               port, address, limit_name, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (event.run_id, now_iso(), event.source, event.call_id, *values, limit, detail),
+        )
+
+    def sandbox_events(self, run_id: str) -> list[SandboxEventRow]:
+        """What the run's sandbox did (connections allowed and refused, limits hit), in order."""
+        rows = self.db.execute(
+            "SELECT * FROM sandbox_events WHERE run_id = ? ORDER BY id", (run_id,)
+        )
+        return [cast(SandboxEventRow, dict(row)) for row in rows]
 
     def notices(self, run_id: str | None = None) -> list[NoticeRow]:
         """Notices (warnings of runs, spec errors of the daemon), oldest first."""

@@ -210,6 +210,28 @@ class NoticeRow(TypedDict):
     message: str
 
 
+class SandboxEventRow(TypedDict):
+    """What a run's sandbox did (``sandbox_events``): a connection, or a limit hit.
+
+    ``kind`` is ``connection`` (``allowed`` 1 or 0, ``host``, ``port``, ``address``, and
+    ``detail`` the reason of a refusal) or ``limit`` (``limit_name`` the key of the spec's
+    ``sandbox.limits``, ``detail`` what happened).
+    """
+
+    id: int
+    run_id: str
+    at: str
+    source: str
+    call_id: str | None
+    kind: str
+    allowed: int | None
+    host: str | None
+    port: int | None
+    address: str | None
+    limit_name: str | None
+    detail: str
+
+
 class StatsRow(TypedDict):
     """Runs of one agent on one UTC day that ended with one stop reason, and their usage.
 
