@@ -133,8 +133,9 @@ def _sandbox(value: Any, base: SandboxSpec) -> SandboxSpec:
     if isinstance(value, str):
         return replace(base, mode=value)
     changes: dict[str, Any] = _given(value, "mode")
-    if "writable" in value:  # [] is given too: nothing writable
-        changes["writable"] = tuple(value["writable"])
+    for key in ("writable", "readable"):  # [] is given too: nothing writable
+        if key in value:
+            changes[key] = tuple(value[key])
     if "network" in value:
         network = value["network"]
         changes["network_allow"] = () if network == "none" else _tuple(network["allow"])

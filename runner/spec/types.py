@@ -204,6 +204,8 @@ class SandboxSpec(SpecType):
         mode: ``required``, ``auto`` or ``off``.
         writable: paths the processes may write, as written (relative to ``workdir`` or
             absolute).
+        readable: paths in a hidden place (the home folder) the processes may read, as
+            written (relative to ``workdir``, absolute, or ``~/...``).
         network_allow: the egress allowlist (hosts, ``*.domain``, either with ``:PORT``);
             empty for ``network: none``.
         limits: resource limits of each process.
@@ -212,6 +214,7 @@ class SandboxSpec(SpecType):
     SCHEMA_POINTER: ClassVar[str] = "#/$defs/sandbox"
     mode: str = SCHEMA_DEFAULT
     writable: tuple[str, ...] = SCHEMA_DEFAULT
+    readable: tuple[str, ...] = SCHEMA_DEFAULT
     network_allow: tuple[str, ...] = ()
     limits: SandboxLimitsSpec = field(default_factory=SandboxLimitsSpec)
 
