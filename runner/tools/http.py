@@ -21,7 +21,8 @@ the spec sets.
 
 Names are also checked where they lead: unless the spec sets ``private_addresses``, each
 connection goes only to a public address of the name (not private, loopback, link-local,
-shared, reserved or multicast: :func:`address_is_public`). The name is resolved once per
+shared, reserved or multicast:
+:func:`runner.sandbox.egress.address_is_public`). The name is resolved once per
 connection and the address checked is the address connected to, so a name that answers
 with an internal address (DNS rebinding, a split-horizon name) is refused before anything
 is sent. A host the spec lists as an IP address, or as ``localhost``, is reached as listed.
@@ -52,6 +53,7 @@ import httpx
 
 from ..canonical import CanonicalURL, canonical_url_path, normalise_escapes
 from ..errors import SetupError, ToolError
+from ..sandbox.egress import HostPattern, address_is_public, normalize_host, parse_pattern
 from ..spec import HttpToolSpec
 from ..spec.vocabulary import Risk
 from . import Tool
@@ -66,18 +68,12 @@ _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _normalize_host(host: str) -> str:
-    host = host.strip().lower().rstrip(".")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        return host.encode("idna").decode("ascii") if not host.isascii() else host
-    except UnicodeError:
-        return host
-
-
 def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
     """Whether ``host`` is allowed by the ``hosts`` list ``patterns``.
+
+    An entry is matched as a sandbox's egress entry without a port
+    (:class:`runner.sandbox.egress.HostPattern`); an entry that is not one (a port, a
+    misplaced ``*``) matches only the host spelled exactly so, as it always did.
 
     Args:
         host: a host name or IP address, as in a URL.
@@ -86,36 +82,28 @@ def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
     Returns:
         True when one pattern matches.
     """
-    name = _normalize_host(host)
+    name = normalize_host(host)
     if not name:
         return False
-    for pattern in patterns:
-        if pattern.startswith("*."):
-            suffix = "." + _normalize_host(pattern[2:])
-            if name.endswith(suffix) and len(name) > len(suffix):
-                return True
-        elif name == _normalize_host(pattern):
+    for text in patterns:
+        pattern = _host_pattern(text)
+        if pattern.matches_host(name) if pattern else name == normalize_host(text):
             return True
     return False
 
 
-def address_is_public(address: str) -> bool:
-    """Whether an IP address is a public (globally routed, unicast) one.
-
-    Not public: private (10/8, 172.16/12, 192.168/16, fc00::/7), loopback, link-local
-    (169.254/16, where cloud metadata services listen), shared (100.64/10), reserved,
-    unspecified and multicast addresses, by :mod:`ipaddress`'s registry data. An IPv4
-    address written as IPv6 (``::ffff:10.0.0.1``) is judged as the IPv4 address.
-    """
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone ("fe80::1%eth0")
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+def _host_pattern(text: str) -> HostPattern | None:
+    """The ``hosts`` entry ``text`` as a port-less egress entry, or None."""
+    try:
+        pattern = parse_pattern(text)
+    except ValueError:
+        return None
+    return pattern if pattern.port is None else None
 
 
 def _listed_as_address(host: str) -> bool:
     """Whether a ``hosts`` entry names a machine directly: an IP address or ``localhost``."""
-    name = _normalize_host(host)
+    name = normalize_host(host)
     if name == "localhost":
         return True
     try:
@@ -151,7 +139,7 @@ class PublicAddressBackend(httpcore.AsyncNetworkBackend):
             httpcore.ConnectError: it has no public address (the message names the ones
                 it has), or none could be connected.
         """
-        if _normalize_host(host) in self._as_listed:
+        if normalize_host(host) in self._as_listed:
             return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
         try:
             found = await asyncio.get_running_loop().getaddrinfo(
@@ -227,7 +215,7 @@ def canonical_url(text: str) -> str:
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    return (url.scheme, _normalize_host(url.host), url.port or _DEFAULT_PORTS.get(url.scheme))
+    return (url.scheme, normalize_host(url.host), url.port or _DEFAULT_PORTS.get(url.scheme))
 
 
 class HttpTool(Tool):
@@ -387,7 +375,7 @@ class HttpTool(Tool):
         transport._pool = httpcore.AsyncConnectionPool(
             ssl_context=self._ssl_context,
             network_backend=PublicAddressBackend(
-                _normalize_host(host) for host in self.hosts if _listed_as_address(host)
+                normalize_host(host) for host in self.hosts if _listed_as_address(host)
             ),
         )
         return transport
