@@ -15,7 +15,10 @@ from .base import (
 )
 
 if TYPE_CHECKING:
-    from ..store import CheckRunRow
+    from ..store import CheckRunRow, RunStore, SandboxEventRow
+
+#: Most allowed connections ``runs show`` lists one by one; above it, only their count.
+ALLOWED_CONNECTIONS_SHOWN = 20
 
 #: What ``runs --status`` filters on: a stop reason, or ``running`` for runs not ended.
 RUN_STATUSES = ["running", *(str(reason) for reason in StopReason)]
@@ -133,7 +136,11 @@ def runs_show(run_id: str) -> None:
                     + (f": {_short(reason, 100)}" if reason else "")
                 )
             click.echo(f"    → {_short(tool['result'], 160)}")
-    for line in _check_run_lines(store.check_runs(row.id)):
+    for line in [
+        *_check_run_lines(store.check_runs(row.id)),
+        *_notice_lines(store, row.id),
+        *_sandbox_event_lines(store.sandbox_events(row.id)),
+    ]:
         click.echo(line)
     for question in store.questions(row.id, status=None):  # ask_human
         by = f" by {question['answered_by']}" if question["answered_by"] else ""
@@ -226,3 +233,49 @@ def _check_run_lines(rows: list[CheckRunRow]) -> list[str]:
             f"[{row['kind']}] {verdict}, {row['duration_s']:.2f} s: {_short(first, 120)}"
         )
     return lines
+
+
+def _notice_lines(store: RunStore, run_id: str) -> list[str]:
+    """``runs show``'s lines for the run's notices: a sandbox not enforced, a tool skipped."""
+    return [f"notice ({row['level']}): {row['message']}" for row in store.notices(run_id)]
+
+
+def _sandbox_event_lines(rows: list[SandboxEventRow]) -> list[str]:
+    """``runs show``'s lines for what the sandbox did; none when it recorded nothing.
+
+    Refused connections and limits hit one a line, in order (source, call id, what, why);
+    allowed connections counted, and listed too when there are at most
+    :data:`ALLOWED_CONNECTIONS_SHOWN`.
+    """
+    if not rows:
+        return []
+    refused = [r for r in rows if r["kind"] == "connection" and not r["allowed"]]
+    allowed = [r for r in rows if r["kind"] == "connection" and r["allowed"]]
+    limits = [r for r in rows if r["kind"] == "limit"]
+    lines = [
+        f"sandbox: {_count(len(refused), 'connection')} refused, {len(limits)} "
+        f"limit{'s' if len(limits) != 1 else ''} hit, {len(allowed)} allowed:"
+    ]
+    for row in rows:
+        where = row["source"] + (f" {row['call_id']}" if row["call_id"] else "")
+        if row["kind"] == "limit":
+            detail = f": {_short(row['detail'], 160)}" if row["detail"] else ""
+            lines.append(f"  limit hit  {where}: {row['limit_name']}{detail}")
+        elif not row["allowed"]:
+            reason = f": {_short(row['detail'], 160)}" if row["detail"] else ""
+            lines.append(f"  refused    {where}: {_host_port(row)}{reason}")
+        elif len(allowed) <= ALLOWED_CONNECTIONS_SHOWN:
+            address = f" ({row['address']})" if row["address"] else ""
+            lines.append(f"  allowed    {where}: {_host_port(row)}{address}")
+    if len(allowed) > ALLOWED_CONNECTIONS_SHOWN:
+        lines.append(
+            f"  allowed connections not listed (over {ALLOWED_CONNECTIONS_SHOWN}); the console's "
+            "run page and the store's sandbox_events table have each"
+        )
+    return lines
+
+
+def _host_port(row: SandboxEventRow) -> str:
+    """``host:port`` of a connection, an IPv6 address in brackets (``[::1]:443``)."""
+    host = row["host"] or "?"
+    return f"[{host}]:{row['port']}" if ":" in host else f"{host}:{row['port']}"

@@ -19,7 +19,7 @@ from .base import (
 )
 
 if TYPE_CHECKING:
-    from ..spec import AgentSpec
+    from ..spec import AgentSpec, SandboxSpec
 
 #: How `explain` and `tools` say a policy decision.
 DECISION_WORDS = {"allow": "runs", "ask": "asks", "deny": "denied", "propose": "proposed only"}
@@ -205,6 +205,8 @@ def explain(spec_file: Path) -> None:
         if patterns:
             click.echo(f"rules.{kind}: {', '.join(patterns)}")
     _explain_checks(spec)
+    for line in _sandbox_lines(spec):
+        click.echo(line)
     budgets = spec.budgets
     parts = [f"max_steps {budgets.max_steps}"]
     units = {"max_cost_usd": " USD", "max_duration": "s"}
@@ -244,6 +246,158 @@ def _explain_checks(spec: AgentSpec) -> None:
             what = _short(json.dumps(check.answer_schema), 100)
         named = f"  [{check.name}]" if check.name else ""
         click.echo(f"  {check.index + 1}. {check.kind}: {what}{named}")
+
+
+def _sandbox_lines(spec: AgentSpec) -> list[str]:
+    """``explain``'s sandbox: each kind of process the agent starts, and what confines the rest.
+
+    Processes that share one effective sandbox (a tool's own keys over the agent's) are shown
+    together: the mode and whether it holds on this machine (``runner.sandbox.bwrap``'s
+    probe), the writable and readable paths resolved against ``workdir``, the network, the
+    limits, and why the sandbox cannot start (a writable path that does not exist). Check
+    commands run in the shell tool's sandbox, command guards in the agent's. The built-in
+    file tools, ``http_request`` and Python functions get one line each: they run in
+    agentrun's own process, confined by its checks, never in the sandbox.
+    """
+    started: dict[SandboxSpec, list[str]] = {}
+    shell = spec.tools.shell
+    shell_sandbox = spec.sandbox if shell is None else shell.sandbox
+    if shell is not None:
+        started.setdefault(shell_sandbox, []).append("shell tool")
+    if any(check.command is not None for check in spec.checks):
+        started.setdefault(shell_sandbox, []).append("check commands")
+    for server, options in spec.tools.mcp.items():
+        if options.command is not None:
+            started.setdefault(options.sandbox, []).append(f"MCP server {server}")
+    for guard in spec.guards:
+        if guard.command is not None:
+            started.setdefault(spec.sandbox, []).append(f"{guard.label} (command guard)")
+    if started:
+        from ..sandbox.bwrap import unavailable
+
+        reason = unavailable()
+        lines = [
+            "sandbox ("
+            + (
+                "bubblewrap works here"
+                if reason is None
+                else f"bubblewrap cannot run here: {reason}"
+            )
+            + "):"
+        ]
+        for sandbox, names in started.items():
+            lines.append(f"  {', '.join(names)}: {_sandbox_mode_words(sandbox.mode, reason)}")
+            if sandbox.mode != "off":
+                lines.extend(f"    {line}" for line in _sandbox_details(sandbox, spec.workdir))
+    else:
+        lines = [
+            "sandbox: no process started (no shell tool, stdio MCP server, check command or "
+            "command guard)"
+        ]
+    outside = "in agentrun's own process, not the sandbox"
+    tools = spec.tools
+    file_tools = [
+        name
+        for name in ("read_file", "list_dir", "write_file", "edit_file")
+        if getattr(tools, name) is not None
+    ]
+    if file_tools:
+        their = "their" if len(file_tools) > 1 else "its"
+        lines.append(f"  {', '.join(file_tools)}: {outside}; confined to {their} paths")
+    if tools.http_request is not None:
+        lines.append(
+            f"  http_request: {outside}; only its hosts, at public addresses unless "
+            "private_addresses"
+        )
+    if tools.functions:
+        lines.append(f"  functions {', '.join(tools.functions)}: {outside}; Python code")
+    for server, options in tools.mcp.items():
+        if options.url is not None:
+            lines.append(f"  MCP server {server}: over HTTP, not started by agentrun")
+    return lines
+
+
+def _sandbox_mode_words(mode: str, reason: str | None) -> str:
+    """What ``mode`` means here: ``reason`` says why bubblewrap cannot run, or is None."""
+    if mode == "off":
+        return "off: not sandboxed (runs with your user's rights)"
+    if reason is None:
+        return f"{mode}, enforced"
+    if mode == "required":
+        return "required, cannot be enforced here: the run refuses to start them"
+    return "auto, NOT enforced here: they run unsandboxed and the run records a notice"
+
+
+def _sandbox_details(sandbox: SandboxSpec, workdir: Path) -> list[str]:
+    """A sandbox's paths (absolute, ``~`` expanded), its network and its limits, a line each."""
+    writable = _sandbox_paths(sandbox.writable, workdir)
+    lines = [
+        f"writable: {', '.join(writable)}, a private /tmp"
+        if writable
+        else "writable: a private /tmp only (the workdir is read-only too)"
+    ]
+    if sandbox.readable:
+        readable = _sandbox_paths(sandbox.readable, workdir)
+        lines.append(f"readable although hidden: {', '.join(readable)}")
+    if sandbox.network_allow:
+        from ..sandbox.bwrap import network_unavailable
+
+        missing = network_unavailable()
+        lines.append(
+            "network: only through agentrun's egress proxy, to "
+            + ", ".join(sandbox.network_allow)
+            + (f" ({missing}: it cannot be bridged in here)" if missing else "")
+        )
+    else:
+        lines.append("network: none")
+    limits = sandbox.limits
+    lines.append(
+        f"limits: cpu_time {limits.cpu_time:g} s, memory {_byte_size(limits.memory)}, "
+        f"file_size {_byte_size(limits.file_size)} per process; {limits.processes} processes"
+    )
+    from ..sandbox.policy import resolve
+
+    try:
+        resolve(sandbox, workdir)
+    except SetupError as error:
+        lines.append(f"cannot start here: {error}")
+    return lines
+
+
+def _sandbox_paths(paths: tuple[str, ...], workdir: Path) -> list[str]:
+    """``paths`` resolved against ``workdir`` (``~/`` expanded), each missing one marked."""
+    shown = []
+    for path in paths:
+        resolved = (workdir / Path(path).expanduser()).resolve()
+        shown.append(str(resolved) + ("" if resolved.exists() else " (missing)"))
+    return shown
+
+
+#: Units of :func:`_byte_size`: the binary and decimal ones a spec may write.
+_BYTE_UNITS = {
+    2**40: "TiB",
+    2**30: "GiB",
+    2**20: "MiB",
+    2**10: "KiB",
+    10**12: "TB",
+    10**9: "GB",
+    10**6: "MB",
+    10**3: "KB",
+}
+
+
+def _byte_size(size: int) -> str:
+    """``size`` bytes in the largest unit it is a whole number of (``8 GiB``, ``100 MB``).
+
+    Other sizes of a MiB or more are shown in MiB with one decimal, smaller ones in bytes.
+    """
+    whole = [unit for unit in _BYTE_UNITS if size >= unit and size % unit == 0]
+    if whole:
+        unit = max(whole)
+        return f"{size // unit} {_BYTE_UNITS[unit]}"
+    if size < 2**20:
+        return f"{size} bytes"
+    return f"{size / 2**20:.1f} MiB"
 
 
 def _explain_tools(spec: AgentSpec, spec_file: Path) -> None:
