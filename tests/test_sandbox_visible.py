@@ -316,3 +316,40 @@ def test_runs_show_says_nothing_of_a_sandbox_that_recorded_nothing(
     lines = show(recorded_run([]), capsys)
     assert any(line.startswith("stop reason: completed") for line in lines), lines
     assert not any(line.startswith(("sandbox", "notice")) for line in lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# the console's run page
+
+
+def test_the_run_page_shows_what_the_sandbox_recorded_in_the_timeline(agentrun_home: Path) -> None:
+    from tests.test_web_api import start_console
+
+    run_id = recorded_run(
+        [
+            ConnectionDecided(
+                "", "shell", "call_1", "evil.example", 443, False, reason="not on the allowlist"
+            ),
+            ConnectionDecided("", "mcp:fs", None, "pypi.org", 443, True, "151.101.0.223"),
+            LimitHit("", "check", None, "file_size", "a file grew past 100 MB"),
+        ]
+    )
+    console = start_console(agentrun_home)
+    try:
+        with console.client() as client:
+            page = client.get(f"/runs/{run_id}")
+    finally:
+        console.stop()
+    assert page.status_code == 200, page.text
+    text = " ".join(page.text.split())
+    assert (
+        "<b>Connection refused</b> from shell (<code>call_1</code>): <code>evil.example:443</code>:"
+        " “not on the allowlist”"
+    ) in text
+    assert (
+        "<b>Connection allowed</b> from mcp:fs: <code>pypi.org:443</code> at 151.101.0.223"
+    ) in text
+    assert "<b>Sandbox limit hit</b> by check: file_size: a file grew past 100 MB" in text
+    # A live page fetches its timeline again when the sandbox records something.
+    live = page.text.split('hx-trigger="', 1)[1].split('"', 1)[0]
+    assert "connection" in live and "limit_hit" in live

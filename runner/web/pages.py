@@ -83,6 +83,8 @@ TIMELINE_EVENTS = (
     "tool_call",
     "check_run",
     "notice",
+    "connection",
+    "limit_hit",
     "escalation_decided",
     "notification",
     "run_finished",
