@@ -184,6 +184,10 @@ class EgressProxy:
         for thread in self._threads:
             thread.join(timeout=STOP_TIMEOUT_S)
         self._threads = []
+        if process is not None:
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
         folder, self._folder = self._folder, None
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
