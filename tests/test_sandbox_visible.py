@@ -161,12 +161,31 @@ def test_where_bubblewrap_cannot_run_it_says_why_and_what_each_mode_does(
     shown = explain(tmp_path, body, capsys, monkeypatch, reason=NOT_HERE)
     assert shown[0] == f"sandbox (bubblewrap cannot run here: {NOT_HERE}):"
     assert shown[1] == (
-        "  shell tool: auto, NOT enforced here: they run unsandboxed and the run records a notice"
+        "  shell tool: auto, NOT enforced here: they run unsandboxed (resource limits only) and "
+        "the run records a notice"
     )
     at = shown.index(
         "  MCP server fs: required, cannot be enforced here: the run refuses to start them"
     )
     assert at > 1
+
+
+def test_an_allowlist_without_socat_is_not_enforced_though_bubblewrap_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = "socat is not installed (Debian/Ubuntu: apt-get install socat)"
+    monkeypatch.setattr(bwrap, "network_unavailable", lambda: missing)
+    body = SHELL + "  mcp:\n    fs: {command: node, args: [s.js], allow: ['*']}\n"
+    body = body.replace(
+        '["pytest -q *"]', '["pytest -q *"]\n    sandbox: {network: {allow: [pypi.org]}}'
+    )
+    shown = explain(tmp_path, body, capsys, monkeypatch)
+    assert shown[0] == "sandbox (bubblewrap works here):"
+    assert shown[1] == (
+        "  shell tool: auto, NOT enforced here: they run unsandboxed (resource limits only) and "
+        f"the run records a notice ({missing})"
+    )
+    assert "  MCP server fs: auto, enforced" in shown  # no allowlist, no socat needed
 
 
 def test_a_sandbox_that_cannot_start_says_why(

@@ -253,49 +253,61 @@ def _sandbox_lines(spec: AgentSpec) -> list[str]:
 
     Processes that share one effective sandbox (a tool's own keys over the agent's) are shown
     together: the mode and whether it holds on this machine (``runner.sandbox.bwrap``'s
-    probe), the writable and readable paths resolved against ``workdir``, the network, the
-    limits, and why the sandbox cannot start (a writable path that does not exist). Check
-    commands run in the shell tool's sandbox, command guards in the agent's. The built-in
-    file tools, ``http_request`` and Python functions get one line each: they run in
-    agentrun's own process, confined by its checks, never in the sandbox.
+    probes), the writable and readable paths resolved against ``workdir``, the network, the
+    limits, and why the sandbox cannot start (a writable path that does not exist). The
+    built-in file tools, ``http_request`` and Python functions get one line each: they run
+    in agentrun's own process, confined by its checks, never in the sandbox.
+    """
+    started = _sandboxes(spec)
+    if not started:
+        return [
+            "sandbox: no process started (no shell tool, stdio MCP server, check command or "
+            "command guard)",
+            *_unsandboxed_lines(spec),
+        ]
+    from ..sandbox.bwrap import network_unavailable, unavailable
+
+    reason = unavailable()
+    where = "bubblewrap works here" if reason is None else f"bubblewrap cannot run here: {reason}"
+    lines = [f"sandbox ({where}):"]
+    for sandbox, names in started.items():
+        # An allowlist also needs socat to bridge the proxy in (as the session decides).
+        own = reason or (network_unavailable() if sandbox.network_allow else None)
+        words = _sandbox_mode_words(sandbox.mode, own)
+        if own is not None and own != reason:
+            words += f" ({own})"
+        lines.append(f"  {', '.join(names)}: {words}")
+        if sandbox.mode != "off":
+            lines.extend(f"    {line}" for line in _sandbox_details(sandbox, spec.workdir))
+    return [*lines, *_unsandboxed_lines(spec)]
+
+
+def _sandboxes(spec: AgentSpec) -> dict[SandboxSpec, list[str]]:
+    """Each effective sandbox of ``spec`` and what starts processes in it, in spec order.
+
+    Check commands run through the shell tool, so in its sandbox; command guards in the
+    agent's (as :func:`runner.sandbox.session.sources` has them).
     """
     started: dict[SandboxSpec, list[str]] = {}
     shell = spec.tools.shell
-    shell_sandbox = spec.sandbox if shell is None else shell.sandbox
     if shell is not None:
-        started.setdefault(shell_sandbox, []).append("shell tool")
-    if any(check.command is not None for check in spec.checks):
-        started.setdefault(shell_sandbox, []).append("check commands")
+        started.setdefault(shell.sandbox, []).append("shell tool")
+        if any(check.command is not None for check in spec.checks):
+            started[shell.sandbox].append("check commands")
     for server, options in spec.tools.mcp.items():
         if options.command is not None:
             started.setdefault(options.sandbox, []).append(f"MCP server {server}")
     for guard in spec.guards:
         if guard.command is not None:
             started.setdefault(spec.sandbox, []).append(f"{guard.label} (command guard)")
-    if started:
-        from ..sandbox.bwrap import unavailable
+    return started
 
-        reason = unavailable()
-        lines = [
-            "sandbox ("
-            + (
-                "bubblewrap works here"
-                if reason is None
-                else f"bubblewrap cannot run here: {reason}"
-            )
-            + "):"
-        ]
-        for sandbox, names in started.items():
-            lines.append(f"  {', '.join(names)}: {_sandbox_mode_words(sandbox.mode, reason)}")
-            if sandbox.mode != "off":
-                lines.extend(f"    {line}" for line in _sandbox_details(sandbox, spec.workdir))
-    else:
-        lines = [
-            "sandbox: no process started (no shell tool, stdio MCP server, check command or "
-            "command guard)"
-        ]
+
+def _unsandboxed_lines(spec: AgentSpec) -> list[str]:
+    """A line for each kind of tool that runs in agentrun's own process, and what confines it."""
     outside = "in agentrun's own process, not the sandbox"
     tools = spec.tools
+    lines = []
     file_tools = [
         name
         for name in ("read_file", "list_dir", "write_file", "edit_file")
@@ -318,14 +330,21 @@ def _sandbox_lines(spec: AgentSpec) -> list[str]:
 
 
 def _sandbox_mode_words(mode: str, reason: str | None) -> str:
-    """What ``mode`` means here: ``reason`` says why bubblewrap cannot run, or is None."""
+    """What ``mode`` means here: ``reason`` says why the sandbox cannot be set up, or is None.
+
+    As :func:`runner.sandbox.session.launch` decides: ``required`` refuses, ``auto`` runs the
+    process with the resource limits only and records a notice.
+    """
     if mode == "off":
         return "off: not sandboxed (runs with your user's rights)"
     if reason is None:
         return f"{mode}, enforced"
     if mode == "required":
         return "required, cannot be enforced here: the run refuses to start them"
-    return "auto, NOT enforced here: they run unsandboxed and the run records a notice"
+    return (
+        "auto, NOT enforced here: they run unsandboxed (resource limits only) and the run "
+        "records a notice"
+    )
 
 
 def _sandbox_details(sandbox: SandboxSpec, workdir: Path) -> list[str]:
@@ -339,17 +358,11 @@ def _sandbox_details(sandbox: SandboxSpec, workdir: Path) -> list[str]:
     if sandbox.readable:
         readable = _sandbox_paths(sandbox.readable, workdir)
         lines.append(f"readable although hidden: {', '.join(readable)}")
-    if sandbox.network_allow:
-        from ..sandbox.bwrap import network_unavailable
-
-        missing = network_unavailable()
-        lines.append(
-            "network: only through agentrun's egress proxy, to "
-            + ", ".join(sandbox.network_allow)
-            + (f" ({missing}: it cannot be bridged in here)" if missing else "")
-        )
-    else:
-        lines.append("network: none")
+    lines.append(
+        "network: only through agentrun's egress proxy, to " + ", ".join(sandbox.network_allow)
+        if sandbox.network_allow
+        else "network: none"
+    )
     limits = sandbox.limits
     lines.append(
         f"limits: cpu_time {limits.cpu_time:g} s, memory {_byte_size(limits.memory)}, "
