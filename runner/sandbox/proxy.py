@@ -47,6 +47,9 @@ START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 #: Longest Unix socket path (``sun_path`` is 108 bytes on Linux, with its final NUL).
 MAX_SOCKET_PATH = 107
+#: Seconds a connection may sit idle before the proxy drops it (proxy.py's ``--timeout``,
+#: 10 s by default, would cut a server that thinks for a while before answering).
+IDLE_TIMEOUT_S = 300
 #: Lines of the proxy's standard error kept for error messages.
 _STDERR_LINES = 40
 
@@ -333,6 +336,8 @@ def _proxy_server(socket_path: str, data: str) -> Any:
             "--threadless",
             "--log-level",
             "WARNING",
+            "--timeout",
+            str(IDLE_TIMEOUT_S),
             "--data-dir",
             data,
             "--ca-cert-dir",
