@@ -20,7 +20,8 @@ Each check returns located :class:`~runner.errors.Diagnostic` objects:
   ``api_base``: an OpenAI-compatible endpoint) or an embedded local model that exists, and
   the local model is given no setting it would ignore (``api_key_env``, ``api_base``);
 - MCP servers only see environment variables from the spec's ``env`` allowlist;
-- success ``checks``: :mod:`runner.spec.checks_success`.
+- success ``checks``: :mod:`runner.spec.checks_success`;
+- sandboxes (network allowlist entries, blank paths): :mod:`runner.spec.checks_sandbox`.
 
 :func:`key_variable_warnings` is apart: it reads the environment, so it runs only when asked
 (``agentrun validate`` asks; a spec's validity never depends on the shell it is read in).
@@ -36,6 +37,7 @@ from typing import Any
 
 from ..errors import Diagnostic
 from ..triggers.globs import bracket_end
+from . import checks_sandbox
 from .builtin_tools import BY_KEY as BUILTIN_BY_KEY
 from .checks_escalation import escalation_checks
 from .checks_guards import guard_checks
@@ -734,6 +736,7 @@ def semantic_checks(spec: AgentSpec, located: Located, file: str) -> list[Diagno
         + guard_checks(spec, located, file)
         + notify_checks(spec, located, file)
         + trigger_payload_checks(spec, located, file)
+        + checks_sandbox.sandbox_problems(spec, located, file)
     )
 
 
