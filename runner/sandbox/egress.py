@@ -133,6 +133,11 @@ def parse_pattern(text: str) -> HostPattern:
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"empty egress host {text!r}; write {_FORMS}")
     written = text.strip()
+    if "/" in written or "@" in written:
+        raise ValueError(
+            f"egress host {text!r}: write the host alone, without a scheme or a path, as in "
+            "'pypi.org' or 'pypi.org:443'"
+        )
     host, port = _split_port(written)
     host = host.lower().rstrip(".")
     wildcard = host.startswith("*.")
