@@ -54,6 +54,7 @@ import httpx
 from ..canonical import CanonicalURL, canonical_url_path, normalise_escapes
 from ..errors import SetupError, ToolError
 from ..sandbox.egress import HostPattern, address_is_public, normalize_host, parse_pattern
+from ..sandbox.session import record_connection
 from ..spec import HttpToolSpec
 from ..spec.vocabulary import Risk
 from . import Tool
@@ -135,27 +136,41 @@ class PublicAddressBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         """Resolve ``host`` and connect to its first public address that answers.
 
+        Each decision is recorded in the run's sandbox events
+        (:func:`runner.sandbox.session.record_connection`): the address connected to, or
+        why the name was refused.
+
         Raises:
             httpcore.ConnectError: it has no public address (the message names the ones
                 it has), or none could be connected.
         """
         if normalize_host(host) in self._as_listed:
-            return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+            stream = await self._inner.connect_tcp(
+                host, port, timeout, local_address, socket_options
+            )
+            peer = stream.get_extra_info("server_addr")
+            address = str(peer[0]) if isinstance(peer, tuple) and peer else None
+            record_connection("http_request", host, port, True, address)
+            return stream
         try:
             found = await asyncio.get_running_loop().getaddrinfo(
                 host, port, type=socket.SOCK_STREAM
             )
         except OSError as error:
+            record_connection("http_request", host, port, False, None, f"cannot resolve: {error}")
             raise httpcore.ConnectError(f"cannot resolve {host}: {error}") from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
         public = [address for address in addresses if address_is_public(address)]
         if not public:
+            reason = f"{host} resolves to {', '.join(addresses)}, not a public address"
+            record_connection("http_request", host, port, False, None, reason)
             raise httpcore.ConnectError(
-                f"{host} resolves to {', '.join(addresses)}, not a public address; refused "
+                f"{reason}; refused "
                 "(set private_addresses: true under http_request to allow internal addresses)"
             )
         failure: Exception | None = None
         for address in public:
+            record_connection("http_request", host, port, True, address)
             try:
                 return await self._inner.connect_tcp(
                     address, port, timeout, local_address, socket_options
