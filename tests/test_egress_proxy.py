@@ -19,6 +19,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -305,3 +306,79 @@ def test_importing_the_module_does_not_import_proxy_py() -> None:
     code = "import sys, runner.sandbox.proxy; print(sorted(m for m in sys.modules if m == 'proxy' or m.startswith('proxy.')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- the plugin, in this process: what the proxy process cannot be made to resolve -------------
+
+
+@pytest.fixture
+def plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The proxy's plugin with the rules ``rebind.example``, ``pypi.org:443`` and a resolver
+    answering a loopback address for the first and a public one for the second."""
+    from runner.sandbox import proxy_plugin
+
+    monkeypatch.setenv(proxy_plugin.ALLOW_VARIABLE, json.dumps(["rebind.example", "pypi.org:443"]))
+    proxy_plugin.rules.cache_clear()
+    answers = {"rebind.example": "127.0.0.1", "pypi.org": "151.101.0.223"}
+
+    def getaddrinfo(host: str, port: int, *args: object, **kwargs: object) -> list[object]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield proxy_plugin.EgressFilter("test", None, None, None)
+    proxy_plugin.rules.cache_clear()
+
+
+def _request(raw: bytes) -> Any:
+    from proxy.http.parser import HttpParser
+
+    return HttpParser.request(raw)
+
+
+def _reported(capfd: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    return [json.loads(line) for line in capfd.readouterr().out.splitlines()]
+
+
+def test_the_plugin_refuses_a_listed_name_that_resolves_to_loopback(
+    plugin: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from proxy.http.exception import HttpRequestRejected
+
+    request = _request(b"CONNECT rebind.example:443 HTTP/1.1\r\nHost: rebind.example:443\r\n\r\n")
+    with pytest.raises(HttpRequestRejected) as refused:
+        plugin.before_upstream_connection(request)
+    assert refused.value.status_code == 403
+    assert b"rebind.example resolves to 127.0.0.1, not a public address" in (
+        refused.value.body or b""
+    )
+    assert _reported(capfd) == [
+        {
+            "host": "rebind.example",
+            "port": 443,
+            "allowed": False,
+            "address": None,
+            "reason": "rebind.example resolves to 127.0.0.1, not a public address (list the host "
+            "as an IP address or as localhost to reach internal addresses)",
+        }
+    ]
+
+
+def test_the_plugin_hands_proxy_py_the_address_it_checked(
+    plugin: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    request = _request(b"GET http://pypi.org:443/simple/ HTTP/1.1\r\nHost: pypi.org\r\n\r\n")
+    assert plugin.before_upstream_connection(request) is request
+    assert plugin.resolve_dns("pypi.org", 443) == ("151.101.0.223", None)
+    assert _reported(capfd) == [
+        {"host": "pypi.org", "port": 443, "allowed": True, "address": "151.101.0.223", "reason": ""}
+    ]
+
+
+def test_the_plugin_never_lets_proxy_py_resolve_an_unchecked_name(
+    plugin: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from runner.sandbox.egress import EgressRefused
+
+    with pytest.raises(EgressRefused):  # proxy.py answers 502 Bad Gateway
+        plugin.resolve_dns("pypi.org", 443)
+    assert _reported(capfd)[0]["allowed"] is False
