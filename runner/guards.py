@@ -38,6 +38,7 @@ import asyncio
 import json
 import re
 import shlex
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ from .models import Model, Usage, cost_usd
 from .policy import Decision
 from .processes import confined_environment, kill_group
 from .redact import Redactor
+from .sandbox import session as sandbox
 from .spec import AgentSpec, ModelSpec, Risk
 from .spec.types import GuardSpec
 
@@ -393,20 +395,34 @@ class Guards:
             raise GuardFailed(f"its command cannot be parsed: {error}") from None
         if not argv:
             raise GuardFailed("its command is empty")
+        env = confined_environment(self.spec.env)
+        if shutil.which(argv[0], path=env["PATH"]) is None:
+            raise GuardFailed(f"its command {argv[0]!r} cannot be run: it was not found")
         try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
+            launch = sandbox.launch(
+                self.spec.sandbox,
+                argv,
                 cwd=self.spec.workdir,
-                env=confined_environment(self.spec.env),
+                env=env,
+                workdir=self.spec.workdir,
+                source="guard",
+            )
+            process = await asyncio.create_subprocess_exec(
+                *launch.argv,
+                cwd=self.spec.workdir,
+                env=launch.env,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
             )
+        except SetupError as error:
+            raise GuardFailed(str(error)) from None
         except OSError as error:
             raise GuardFailed(
                 f"its command {argv[0]!r} cannot be run: {error.strerror or error}"
             ) from None
+        launch.started(process.pid)
         try:
             stdout, stderr = await process.communicate(json.dumps(payload).encode())
         finally:
@@ -415,6 +431,7 @@ class Guards:
             kill_group(process.pid)
             if process.returncode is None:
                 await process.wait()
+            launch.ended(process.returncode)
         code = process.returncode or 0
         if code != 0:
             detail = _cut(stderr.decode("utf-8", errors="replace").strip(), 200)

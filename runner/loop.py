@@ -50,6 +50,7 @@ from .models import Model, ModelReply, ToolCallRequest, Usage, cost_usd
 from .policy import Approver, UnattendedApprover
 from .redact import Redactor, secret_variables
 from .resume import RunState, pending_calls
+from .sandbox import session as sandbox_session
 from .store import HEARTBEAT_S, new_run_id
 from .success_checks import SuccessChecks
 from .tool_calls import ToolCaller
@@ -130,6 +131,7 @@ class Run:
         self.final: str | None = None
         self.result: Any = None
         self._task: asyncio.Task[Any] | None = None
+        self.sandbox = sandbox_session.RunSandbox(self.run_id, agent.spec.name)
 
     def cancel(self, reason: StopReason = StopReason.CANCELLED) -> None:
         """End the run from outside with ``reason`` (``cancelled`` or ``interrupted``).
@@ -142,7 +144,12 @@ class Run:
             self._task.cancel()
 
     def emit(self, event: Event) -> None:
-        """Send ``event``, redacted, to every sink."""
+        """Send ``event``, redacted, to every sink; what the sandbox recorded goes first."""
+        for recorded in self.sandbox.take():
+            self._send(recorded)
+        self._send(event)
+
+    def _send(self, event: Event) -> None:
         clean = self.redactor.event(event)
         for sink in self.sinks:
             sink(clean)
@@ -193,7 +200,11 @@ class Run:
         heartbeat = asyncio.create_task(self._heartbeat())
         servers = contextlib.AsyncExitStack()
         stop, message, trace = StopReason.ERROR, "", None
+        # The run's sandbox: current in this task, so the tools, checks, guards and MCP
+        # servers it starts run in it (a task started from here inherits the context).
+        sandbox_token = sandbox_session.enter(self.sandbox)
         try:
+            self.sandbox.check(spec)  # sandbox: required where it cannot be: nothing runs
             # Import litellm, start a local model: setup errors come before anything else.
             if self.model.prepare_is_quick:
                 self.model.prepare()
@@ -226,6 +237,9 @@ class Run:
                 await heartbeat
             await servers.aclose()  # MCP servers stop on every exit path
             await self.model.aclose()  # its HTTP connections, in the loop that opened them
+            await asyncio.to_thread(self.sandbox.close)  # the egress proxies
+            self.sandbox.flush(self.emit)
+            sandbox_session.leave(sandbox_token)
         self.emit(Heartbeat(self.run_id, self.budget.elapsed()))
         usage = self.budget.usage
         escalated_from = None

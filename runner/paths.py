@@ -29,14 +29,17 @@ log = logging.getLogger("agentrun")
 
 def home() -> Path:
     """The agentrun home folder, created (or tightened) owner-only on first use."""
+    return private_dir(home_path())
+
+
+def home_path() -> Path:
+    """Where the agentrun home folder is, whether or not it exists yet (nothing is created)."""
     configured = os.environ.get("AGENTRUN_HOME")
     if configured:
-        path = Path(configured).expanduser()
-    else:
-        from platformdirs import user_data_dir
+        return Path(configured).expanduser()
+    from platformdirs import user_data_dir
 
-        path = Path(user_data_dir("agentrun", appauthor=False))
-    return private_dir(path)
+    return Path(user_data_dir("agentrun", appauthor=False))
 
 
 def store_path() -> Path:

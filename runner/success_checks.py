@@ -185,7 +185,7 @@ class SuccessChecks:
             shell, self.spec.workdir, self.spec.env, timeout, self.spec.budgets.max_tool_output
         )
         try:
-            result = await asyncio.to_thread(tool.execute, line)
+            result = await asyncio.to_thread(tool.execute, line, "check")
         except ToolError as error:
             return False, f"error: {error}"
         return result.exit_code == 0, result.text

@@ -47,6 +47,7 @@ from .models import ToolCallRequest
 from .policy import Approval, ApprovalRequest, Approver, Decision, Question
 from .redact import Redactor
 from .resume import IN_FLIGHT_NOTE, RunState
+from .sandbox import session as sandbox_session
 from .spec import Risk
 from .tools import Tool
 from .tools.ask_human import AskHuman
@@ -373,9 +374,13 @@ class ToolCaller:
         remaining = self.budget.remaining_time()
         if remaining is not None:
             timeout = min(timeout, max(remaining, 0.001))
+        run_sandbox = sandbox_session.current()
+        if run_sandbox is not None and tool.source.startswith("mcp:"):
+            run_sandbox.serving(tool.source, call.id)  # its server's connections: this call
         try:
-            async with asyncio.timeout(timeout):  # no extra task per call, unlike wait_for
-                output = await tool.call(arguments)
+            with sandbox_session.calling(call.id):
+                async with asyncio.timeout(timeout):  # no extra task per call (wait_for has)
+                    output = await tool.call(arguments)
         except TimeoutError:
             message = f"error: {tool.name} did not finish within {timeout:g} s and was stopped"
             return outcome(decision, ToolCallStatus.ERROR, message + warning, "timeout")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from runner.errors import SetupError, ToolArgumentError, ToolError
-from runner.spec import ShellToolSpec
+from runner.spec import SandboxSpec, ShellToolSpec
 from runner.tools import ToolRegistry
 from runner.tools import shell as shell_module
 from runner.tools.shell import ShellTool, matches, parse_pattern, split_command_line
@@ -33,8 +33,14 @@ def make(
     env_allow: tuple[str, ...] = (),
     timeout_s: float = 30.0,
     max_output: int = 65_536,
+    sandbox: str = "off",
 ) -> ShellTool:
-    spec = ShellToolSpec(commands=commands, interpreter=interpreter, cwd=cwd)
+    """A shell tool; ``sandbox: off`` by default, as these tests pin the tool's own
+    confinement (patterns, environment, process group); the sandbox's own is pinned in
+    tests/test_sandbox.py and tests/test_sandbox_hostile.py."""
+    spec = ShellToolSpec(
+        commands=commands, interpreter=interpreter, cwd=cwd, sandbox=SandboxSpec(mode=sandbox)
+    )
     return ShellTool(spec, workdir, env_allow, timeout_s, max_output)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import os
 import queue
@@ -186,7 +187,9 @@ class Tool:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(settle, result, error)
 
-        TOOL_THREADS.submit(work)
+        # The thread runs in this task's context: the run's sandbox and the call it serves.
+        context = contextvars.copy_context()
+        TOOL_THREADS.submit(lambda: context.run(work))
         return await future
 
     def openai_schema(self) -> dict[str, Any]:

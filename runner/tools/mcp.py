@@ -2,13 +2,13 @@
 
 :class:`McpServer` runs one server of the spec's ``tools.mcp`` for the length of a run:
 
-- **stdio** (``command``, ``args``, ``cwd`` relative to the workdir): the server runs in its
-  own session and process group, with an environment of ``PATH``, ``HOME`` and the
-  variables its ``env`` lists (values from ``os.environ``) and nothing else; its stderr goes
-  to a temporary file whose tail names the cause when it fails. On close the SDK closes its
-  stdin, then terminates the group; agentrun then kills whatever is left of the group (a
-  child the server left behind), and an ``atexit`` hook kills every group still alive when
-  the interpreter exits.
+- **stdio** (``command``, ``args``, ``cwd`` relative to the workdir): the server runs in the
+  server's ``sandbox`` (:mod:`runner.sandbox`), in its own session and process group, with
+  an environment of ``PATH``, ``HOME`` and the variables its ``env`` lists (values from
+  ``os.environ``) and nothing else; its stderr goes to a temporary file whose tail names
+  the cause when it fails. On close the SDK closes its stdin, then terminates the group;
+  agentrun then kills whatever is left of the group (a child the server left behind), and
+  an ``atexit`` hook kills every group still alive when the interpreter exits.
 - **streamable HTTP** (``url``): header values are read from the environment variables
   ``headers_env`` names, never from the spec.
 
@@ -56,6 +56,8 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from ..errors import SetupError, ToolError
 from ..processes import kill_group, process_alive
+from ..sandbox import session as sandbox
+from ..sandbox.session import Launch
 from ..spec.vocabulary import Risk
 from . import Tool
 
@@ -330,6 +332,7 @@ class McpServer:
         self.name = spec.name
         self.workdir = Path(workdir)
         self.pid: int | None = None
+        self._launch: Launch | None = None
         self.listed: list[mcp_types.Tool] = []
         self._session: ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
@@ -432,6 +435,8 @@ class McpServer:
                     self.pid = self._read_pid()
                     if self.pid is not None:
                         _track_group(self.pid)
+                        if self._launch is not None:
+                            self._launch.started(self.pid)
                     self._ready.set()
                     await self._watch()
         except Exception as error:
@@ -443,6 +448,8 @@ class McpServer:
             if self.pid is None:
                 self.pid = self._read_pid()
             self._kill_group()
+            if self._launch is not None:
+                self._launch.ended(None)
             self._ready.set()
 
     async def _watch(self) -> None:
@@ -529,14 +536,25 @@ class McpServer:
         if sys.platform == "win32":  # no process groups: run the command as it is
             program_name, args = command, list(self.spec.args)
         else:
-            # A POSIX shell reports its PID (the server's, after exec) on stderr and drops
-            # the variables the SDK adds beyond PATH and HOME; values never go on argv.
+            # The spec's sandbox (bubblewrap's command line, or the command as it is).
+            self._launch = sandbox.launch(
+                self.spec.sandbox,
+                [command, *self.spec.args],
+                cwd=cwd,
+                env=env,
+                workdir=self.workdir,
+                source=f"mcp:{self.name}",
+            )
+            env = self._launch.env
+            # A POSIX shell reports its PID (the server's, or bubblewrap's, after exec) on
+            # stderr and drops the variables the SDK adds beyond PATH and HOME; values
+            # never go on argv.
             drop = [v for v in _SDK_DEFAULT_ENV if v not in ("PATH", "HOME", *self.spec.env)]
             script = (f"unset {' '.join(drop)}; " if drop else "") + (
                 f'echo "{_PID_MARK}$$" >&2; exec "$@"'
             )
             program_name = "/bin/sh"
-            args = ["-c", script, f"agentrun-mcp-{self.name}", command, *self.spec.args]
+            args = ["-c", script, f"agentrun-mcp-{self.name}", *self._launch.argv]
         parameters = StdioServerParameters(command=program_name, args=args, env=env, cwd=cwd)
         return stdio_client(parameters, errlog=self._stderr)
 

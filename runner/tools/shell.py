@@ -33,14 +33,20 @@ when it times out the whole group gets SIGTERM, then SIGKILL, and when it ends n
 anything it left running in the group (background children) is killed too, so nothing the
 tool started outlives the call, unless it left the group on purpose (a child calling
 ``setsid``): that one is out of reach, and the call returns without the rest of its output.
-This is confinement of a cooperative model, not a sandbox against hostile code: a command
-the patterns allow can still read and write whatever the user can. POSIX only.
+The patterns confine a cooperative model; against hostile code the command runs in the
+spec's ``sandbox`` (:mod:`runner.sandbox`): under bubblewrap, with a read-only system, only
+the declared paths writable, the home folder and agentrun's own home hidden, no network
+but the egress proxy, and resource limits. There, when the command ends, everything it
+started ends with it (its PID namespace goes), ``setsid`` or not. With ``sandbox: off`` (or
+``auto`` where bubblewrap cannot run) an allowed command can read and write whatever the
+user can. POSIX only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -50,6 +56,7 @@ from typing import IO, Any, NamedTuple
 
 from ..errors import SetupError, ToolError
 from ..processes import confined_environment
+from ..sandbox import session as sandbox
 from ..spec import ShellToolSpec
 from ..spec.command_lines import (
     CHAIN_OPERATORS,
@@ -237,6 +244,7 @@ class ShellTool(Tool):
         self.patterns = [parse_pattern(pattern) for pattern in spec.commands]
         self.interpreter: str | None = spec.interpreter or None
         base = Path(os.path.realpath(workdir))
+        self.workdir = base
         self.cwd = Path(os.path.realpath(base / (spec.cwd or ".")))
         if not (self.cwd == base or self.cwd.is_relative_to(base)):
             raise SetupError(
@@ -337,23 +345,38 @@ class ShellTool(Tool):
             raise ToolError(result.text)
         return result.text
 
-    def execute(self, line: str) -> CommandResult:
+    def execute(self, line: str, source: str = "shell") -> CommandResult:
         """Check and run the command line ``line``; how it ended (see :meth:`run`).
 
         The same confinement as a call of the tool (patterns, cwd, environment, timeout,
-        process group); a success check's ``command`` runs through here.
+        process group, the sandbox of ``spec.sandbox``); a success check's ``command`` runs
+        through here with ``source="check"``.
 
         Raises:
-            ToolError: a refused or disallowed command, or one that cannot be started.
+            ToolError: a refused or disallowed command, one that cannot be started, or a
+                ``required`` sandbox that cannot be enforced.
         """
         argv = self.check(line)
         if not self.cwd.is_dir():
             raise ToolError(f"the working folder {str(self.cwd)!r} does not exist")
+        if shutil.which(argv[0], path=self.environment()["PATH"]) is None:
+            raise ToolError(f"command not found: {argv[0]!r}")
         try:
-            process = subprocess.Popen(
+            launch = sandbox.launch(
+                self.spec.sandbox,
                 argv,
                 cwd=self.cwd,
                 env=self.environment(),
+                workdir=self.workdir,
+                source=source,
+            )
+        except SetupError as error:
+            raise ToolError(str(error)) from None
+        try:
+            process = subprocess.Popen(
+                launch.argv,
+                cwd=self.cwd,
+                env=launch.env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -364,6 +387,7 @@ class ShellTool(Tool):
             raise ToolError(f"command not found: {argv[0]!r}") from None
         except OSError as error:
             raise ToolError(f"cannot run {argv[0]!r}: {error.strerror or error}") from None
+        launch.started(process.pid)
         assert process.stdout is not None
         capture = _Capture(process.stdout, self.max_output)
         reader = threading.Thread(target=capture.drain, name="shell-output", daemon=True)
@@ -371,12 +395,14 @@ class ShellTool(Tool):
         deadline = time.monotonic() + self.timeout_s
         finished = _wait_exit(process, deadline, capture.closed)
         if not finished:
-            _signal_group(process, signal.SIGTERM)
+            if not launch.terminate():  # the sandbox's processes get it, or the group does
+                _signal_group(process, signal.SIGTERM)
             _wait_exit(process, time.monotonic() + KILL_GRACE, threading.Event())
         # The leader is not reaped yet, so its group id is still reserved: kill the whole
         # group (background children included) before reaping it.
         _signal_group(process, signal.SIGKILL)
         code = process.wait()
+        launch.ended(code if finished else None)
         reader.join(OUTPUT_GRACE)
         incomplete = (
             ""
@@ -395,6 +421,7 @@ class ShellTool(Tool):
             header = f"exit code {code} (killed by {_signal_name(-code)})"
         else:
             header = f"exit code {code}"
+        incomplete += launch.note()
         budget = self.max_output - len(header.encode()) - len(incomplete.encode()) - 1
         body = capture.render(max(budget, 0)) if capture.total else "(no output)"
         text = _clip(f"{header}\n{body}{incomplete}", self.max_output)
