@@ -198,7 +198,9 @@ def test_a_hanging_guard_asks_and_its_processes_are_gone(tmp_path: Path) -> None
         """,
     )
     agent, store = setup(
-        tmp_path, f"- {{name: slow, tools: [read_file], command: '{command}', timeout: 0.5s}}"
+        tmp_path,
+        f"- {{name: slow, tools: [read_file], command: '{command}', timeout: 0.5s}}",
+        extra='sandbox: "off"\n',  # PIDs on this machine: no PID namespace
     )
     approver = Recording(approve=False)
     model = read_then_done()

@@ -39,7 +39,7 @@ from runner.compiler import compile_agent
 from runner.errors import SetupError, ToolError
 from runner.events import StopReason
 from runner.loop import run_agent
-from runner.spec import AgentSpec, McpServerSpec, load_spec
+from runner.spec import AgentSpec, McpServerSpec, SandboxSpec, load_spec
 from runner.store import RunStore
 from runner.testing import ScriptedModel, call, text
 from runner.tools import ToolRegistry
@@ -125,9 +125,14 @@ def toy_spec(
     allow: tuple[str, ...] = ("*",),
     **options: Any,
 ) -> McpServerSpec:
-    """The toy server over stdio; it starts a ``sleep`` child and writes its PID."""
+    """The toy server over stdio; it starts a ``sleep`` child and writes its PID.
+
+    ``sandbox: off`` unless given: these tests follow the server's processes by their PIDs on
+    this machine, which a sandbox's PID namespace renumbers (tests/test_sandbox_hostile.py
+    runs a server in the sandbox)."""
     args = (str(TOY), mode, "--child-pid-file", str(tmp_path / f"{name}.child"))
     options.setdefault("startup_timeout", DEADLINE)
+    options.setdefault("sandbox", SandboxSpec(mode="off"))
     return McpServerSpec(name=name, allow=allow, command=sys.executable, args=args, **options)
 
 
@@ -202,7 +207,9 @@ def http_server() -> Iterator[str]:
 
 
 def agent_spec(tmp_path: Path, mcp_yaml: str, extra: str = "") -> AgentSpec:
-    """A spec with the given ``tools.mcp`` block (YAML, indented under ``mcp:``)."""
+    """A spec with the given ``tools.mcp`` block (YAML, indented under ``mcp:``).
+
+    ``sandbox: off``, as for :func:`toy_spec`: these tests follow PIDs on this machine."""
     body = textwrap.dedent(
         """
         version: 1
@@ -211,6 +218,7 @@ def agent_spec(tmp_path: Path, mcp_yaml: str, extra: str = "") -> AgentSpec:
         goal: Use the tools.
         autonomy: approve-writes
         unattended: fail
+        sandbox: "off"
         tools:
           mcp:
         """
@@ -724,12 +732,13 @@ def test_an_interpreter_that_exits_without_closing_kills_its_servers(tmp_path: P
         f"""
         import asyncio, sys
         from pathlib import Path
-        from runner.spec import McpServerSpec
+        from runner.spec import McpServerSpec, SandboxSpec
         from runner.tools.mcp import McpServer
 
         spec = McpServerSpec(
             name="toy", allow=("*",), command=sys.executable,
             args=({str(TOY)!r}, "stdio", "--child-pid-file", {str(tmp_path / "toy.child")!r}),
+            sandbox=SandboxSpec(mode="off"),
         )
         loop = asyncio.new_event_loop()
         server = McpServer(spec, Path({str(tmp_path)!r}))

@@ -122,6 +122,11 @@ def _input(name: str, data: dict[str, Any]) -> InputSpec:
     )
 
 
+def _mode(word: str | bool) -> str:
+    """A sandbox mode word; ``false`` is ``off`` (YAML 1.1 reads an unquoted ``off`` so)."""
+    return "off" if word is False else str(word)
+
+
 def _sandbox(value: Any, base: SandboxSpec) -> SandboxSpec:
     """``base`` with the keys ``value`` sets (a mode word, or a sandbox object) replaced.
 
@@ -130,9 +135,9 @@ def _sandbox(value: Any, base: SandboxSpec) -> SandboxSpec:
     """
     if value is None:
         return base
-    if isinstance(value, str):
-        return replace(base, mode=value)
-    changes: dict[str, Any] = _given(value, "mode")
+    if isinstance(value, str | bool):
+        return replace(base, mode=_mode(value))
+    changes: dict[str, Any] = {"mode": _mode(value["mode"])} if "mode" in value else {}
     for key in ("writable", "readable"):  # [] is given too: nothing writable
         if key in value:
             changes[key] = tuple(value[key])
