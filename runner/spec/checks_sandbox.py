@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import Diagnostic
-from ..sandbox.egress import parse_pattern
+from .egress_rules import parse_pattern
 from .types import AgentSpec
 from .yamlpos import Located
 
