@@ -272,7 +272,7 @@ def _sandbox_lines(spec: AgentSpec) -> list[str]:
     lines = [f"sandbox ({where}):"]
     for sandbox, names in started.items():
         # An allowlist also needs socat to bridge the proxy in (as the session decides).
-        own = reason or (network_unavailable() if sandbox.network_allow else None)
+        own = reason or (network_unavailable() if sandbox.network else None)
         words = _sandbox_mode_words(sandbox.mode, own)
         if own is not None and own != reason:
             words += f" ({own})"
@@ -359,8 +359,8 @@ def _sandbox_details(sandbox: SandboxSpec, workdir: Path) -> list[str]:
         readable = _sandbox_paths(sandbox.readable, workdir)
         lines.append(f"readable although hidden: {', '.join(readable)}")
     lines.append(
-        "network: only through agentrun's egress proxy, to " + ", ".join(sandbox.network_allow)
-        if sandbox.network_allow
+        "network: only through agentrun's egress proxy, to " + ", ".join(sandbox.network)
+        if sandbox.network
         else "network: none"
     )
     limits = sandbox.limits

@@ -146,6 +146,6 @@ def resolve(spec: SandboxSpec, workdir: Path) -> SandboxPolicy:
         hidden_first=first,
         hidden_last=private,
         hidden_files=hidden_files,
-        network_allow=spec.network_allow,
+        network_allow=spec.network,
         limits=spec.limits,
     )

@@ -155,7 +155,7 @@ class RunSandbox:
             if sandbox.mode != "required":
                 continue
             reason = bwrap.unavailable()
-            if reason is None and sandbox.network_allow:
+            if reason is None and sandbox.network:
                 reason = bwrap.network_unavailable()
             if reason is not None:
                 raise SetupError(

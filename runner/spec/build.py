@@ -143,7 +143,7 @@ def _sandbox(value: Any, base: SandboxSpec) -> SandboxSpec:
             changes[key] = tuple(value[key])
     if "network" in value:
         network = value["network"]
-        changes["network_allow"] = () if network == "none" else _tuple(network["allow"])
+        changes["network"] = () if network == "none" else _tuple(network["allow"])
     if "limits" in value:
         limits = value["limits"]
         changes["limits"] = replace(

@@ -206,8 +206,8 @@ class SandboxSpec(SpecType):
             absolute).
         readable: paths in a hidden place (the home folder) the processes may read, as
             written (relative to ``workdir``, absolute, or ``~/...``).
-        network_allow: the egress allowlist (hosts, ``*.domain``, either with ``:PORT``);
-            empty for ``network: none``.
+        network: the egress allowlist of ``network: {allow: [...]}`` (hosts, ``*.domain``,
+            either with ``:PORT``); empty for ``network: none`` (the default).
         limits: resource limits of each process.
     """
 
@@ -215,13 +215,8 @@ class SandboxSpec(SpecType):
     mode: str = SCHEMA_DEFAULT
     writable: tuple[str, ...] = SCHEMA_DEFAULT
     readable: tuple[str, ...] = SCHEMA_DEFAULT
-    network_allow: tuple[str, ...] = ()
+    network: tuple[str, ...] = ()
     limits: SandboxLimitsSpec = field(default_factory=SandboxLimitsSpec)
-
-    @property
-    def network(self) -> str:
-        """``none``, or ``allow`` when the processes reach the listed hosts by the proxy."""
-        return "allow" if self.network_allow else "none"
 
 
 class ShellToolSpec(SpecType):

@@ -53,9 +53,9 @@ import httpx
 
 from ..canonical import CanonicalURL, canonical_url_path, normalise_escapes
 from ..errors import SetupError, ToolError
-from ..spec.egress_rules import HostPattern, address_is_public, normalize_host, parse_pattern
 from ..sandbox.session import record_connection
 from ..spec import HttpToolSpec
+from ..spec.egress_rules import HostPattern, address_is_public, normalize_host, parse_pattern
 from ..spec.vocabulary import Risk
 from . import Tool
 
