@@ -6,7 +6,7 @@
       bwrap --ro-bind / / --dev /dev --proc /proc
             --tmpfs /home --tmpfs /root --tmpfs /run --tmpfs /tmp --tmpfs $HOME
             --ro-bind READABLE... --ro-bind WORKDIR --bind WRITABLE...
-            --tmpfs AGENTRUN_HOME --ro-bind /dev/null STORE_FILE...
+            --tmpfs AGENTRUN_HOME --remount-ro AGENTRUN_HOME --ro-bind /dev/null STORE_FILE...
             --unshare-user --unshare-ipc --unshare-pid --unshare-net --unshare-uts
             --unshare-cgroup-try --die-with-parent --new-session --cap-drop ALL
             --chdir CWD -- PROGRAM ARGS...
@@ -155,7 +155,9 @@ def command(
     for path in policy.writable:
         args += ["--bind", str(path), str(path)]
     for folder in policy.hidden_last:
+        # Read-only too: a write into agentrun's home fails instead of landing in a tmpfs.
         args += [*(["--size", "4096"] if _sizes_supported() else []), "--tmpfs", str(folder)]
+        args += ["--remount-ro", str(folder)]
     for file in policy.hidden_files:
         args += ["--ro-bind", "/dev/null", str(file)]
     if proxy_socket is not None:
