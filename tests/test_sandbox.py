@@ -197,7 +197,7 @@ def test_the_command_hides_first_shows_the_workdir_then_hides_agentruns_home_las
 
 def test_the_proxy_bridge_appears_only_with_an_allowlist(tmp_path: Path) -> None:
     workdir = work(tmp_path)
-    resolved = policy.resolve(SandboxSpec(mode="auto", network_allow=("pypi.org",)), workdir)
+    resolved = policy.resolve(SandboxSpec(mode="auto", network=("pypi.org",)), workdir)
     socket = tmp_path / "egress.sock"
     argv = bwrap.command(resolved, ["pip", "download", "x"], workdir, socket)
     bound = index(argv, "--ro-bind", str(socket), bwrap.PROXY_SOCKET)
