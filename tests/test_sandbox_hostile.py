@@ -80,6 +80,8 @@ BODY = "hostile-allowed-body"
 
 class _Allowed(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        assert isinstance(self.server, _Counting)
+        self.server.requests += 1
         self.send_response(200)
         self.send_header("Content-Length", str(len(BODY)))
         self.end_headers()
@@ -87,6 +89,12 @@ class _Allowed(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+class _Counting(ThreadingHTTPServer):
+    """The allowed host: a loopback HTTP server counting the requests it answered."""
+
+    requests = 0
 
 
 @dataclass
@@ -102,7 +110,7 @@ class Target:
     secret_pid: int
     listener: socket.socket
     dns: socket.socket
-    allowed_port: int
+    allowed: _Counting
     tag: str
     marker: Path
     seen: list[str] = field(default_factory=list)  # orphan processes found between calls
@@ -110,6 +118,10 @@ class Target:
     @property
     def listener_port(self) -> int:
         return int(self.listener.getsockname()[1])
+
+    @property
+    def allowed_port(self) -> int:
+        return int(self.allowed.server_address[1])
 
     @property
     def dns_port(self) -> int:
@@ -230,7 +242,7 @@ def target(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Target]:
     listener.listen(16)
     dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     dns.bind(("127.0.0.1", 0))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Allowed)
+    server = _Counting(("127.0.0.1", 0), _Allowed)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     tag = str(secrets.randbelow(10**9)).rjust(9, "1")
@@ -245,7 +257,7 @@ def target(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Target]:
             secret_pid=secret.pid,
             listener=listener,
             dns=dns,
-            allowed_port=int(server.server_address[1]),
+            allowed=server,
             tag=tag,
             marker=work / f"orphan-{tag}.marker",
         )
@@ -331,13 +343,10 @@ ORPHAN = (
     "    open(sys.argv[1], 'w').write('still alive')\n"
     "print('started')\n"
 )
-BOMB = (
-    "import os, time\n"
-    "end = time.monotonic() + 20\n"
-    "while time.monotonic() < end:\n"
-    "    os.fork()\n"
-    "    time.sleep(0.05)\n"
-)
+#: A fork bomb that doubles every 50 ms up to 256 processes, which then wait 20 s: far over
+#: the limit, and bounded should the limit ever fail (an unbounded ``:(){ :|:& };:`` would
+#: take the machine down with it).
+BOMB = "import os, time\nfor _ in range(8):\n    os.fork()\n    time.sleep(0.05)\ntime.sleep(20)\n"
 BIG = f"open(__import__('sys').argv[1], 'wb').write(b'x' * {2 * FILE_SIZE})"
 DNS = (
     "import socket, sys\n"
@@ -442,6 +451,7 @@ NETWORK = [
         ],
     ),
     Item("dns_packet", lambda t: [py(DNS, t.dns_port)]),
+    Item("interfaces", lambda t: ["cat /proc/net/dev"], fails=False, check=loopback_only),
 ]
 
 SHELL_COMMANDS = ["sh -c *", "cat *", "ls *", "env", "printenv *", "getent *", "curl *", f"{PY} *"]
@@ -638,6 +648,7 @@ def test_the_egress_proxy_lets_through_only_the_listed_host(surface: str, target
     outcome = run_corpus(surface, target, NETWORK, network=(allowed,))
 
     assert_corpus_held(surface, target, NETWORK, outcome)
+    assert target.allowed.requests == 1
     assert target.listener_connections() == 0
     assert target.dns_packets() == 0
     connections = [
@@ -665,3 +676,21 @@ def test_the_egress_proxy_lets_through_only_the_listed_host(surface: str, target
     (tunnel,) = [row for row in outcome.events if row["host"] == "secret-canary.example.com"]
     assert tunnel["address"] is None
     assert "resolve" not in tunnel["detail"], tunnel["detail"]
+
+
+@pytest.mark.parametrize("surface", SURFACES)
+def test_the_allowed_url_is_refused_when_the_spec_lists_another_port(
+    surface: str, target: Target
+) -> None:
+    items = [item for item in NETWORK if item.name == "fetch_allowed"]
+    items = [Item("fetch_allowed", items[0].shell)]  # now it must fail
+    other = f"localhost:{target.listener_port}"
+    outcome = run_corpus(surface, target, items, network=(other,))
+
+    assert_corpus_held(surface, target, items, outcome)
+    assert BODY not in outcome.results["fetch_allowed"][0][1]
+    assert target.allowed.requests == 0
+    assert [
+        (row["kind"], row["host"], row["port"], row["allowed"], row["call_id"])
+        for row in outcome.events
+    ] == [("connection", "localhost", target.allowed_port, 0, call_of(outcome, "fetch_allowed"))]

@@ -77,6 +77,13 @@ def _child(code: str, *args: str) -> str:
     return output
 
 
+def _link_out(make: Callable[[str, str], None], target: str, link: str) -> str:
+    """Make ``link`` point at ``target`` outside the workdir, then read it and write to it."""
+    make(target, link)
+    seen = _read(link)
+    return f"{seen!r}; {_write(link)}"
+
+
 def _head(size: int, path: str) -> str:
     """Write ``size`` zero bytes to ``path`` with ``head`` (which SIGXFSZ kills at the limit)."""
     with open(path, "wb") as out:
@@ -92,12 +99,10 @@ def items(config: dict[str, Any]) -> dict[str, Callable[[], str]]:
     home, private = config["home"], config["agentrun_home"]
     size = int(config["file_size"])
     big = f"open(__import__('sys').argv[1], 'wb').write(b'x' * {2 * size})"
+    # Doubles every 50 ms up to 256 processes, which then wait 20 s: far over a limit of
+    # 64, and bounded should the limit ever fail.
     bomb = (
-        "import os, time\n"
-        "end = time.monotonic() + 20\n"
-        "while time.monotonic() < end:\n"
-        "    os.fork()\n"
-        "    time.sleep(0.05)\n"
+        "import os, time\nfor _ in range(8):\n    os.fork()\n    time.sleep(0.05)\ntime.sleep(20)\n"
     )
     orphan = (
         "import os, sys, time\n"
@@ -125,8 +130,8 @@ def items(config: dict[str, Any]) -> dict[str, Callable[[], str]]:
         "proc_self_environ": lambda: _read("/proc/self/environ"),
         "proc_secret_environ": lambda: _read(f"/proc/{config['secret_pid']}/environ"),
         # 4. links out
-        "symlink_out": lambda: os.symlink(f"{home}/.ssh/id_rsa", "link-out") or _read("link-out"),
-        "hardlink_out": lambda: os.link(f"{outside}/target.txt", "hard-out") or _write("hard-out"),
+        "symlink_out": lambda: _link_out(os.symlink, f"{home}/.ssh/id_rsa", "link-out"),
+        "hardlink_out": lambda: _link_out(os.link, f"{outside}/target.txt", "hard-out"),
         # 5. the network
         "connect_unlisted": lambda: _connect("203.0.113.5", 80),
         "connect_loopback": lambda: _connect("127.0.0.1", int(config["listener_port"])),
