@@ -13,8 +13,9 @@ not a file the sandbox hides, and fails unsandboxed.
 incident-helper (autonomy ``suggest``) runs nothing; its commands are run here through its
 own shell tool the way a person would run a proposal through agentrun. ``systemctl`` and
 ``journalctl`` are only started and stopped there: the sandbox hides ``/run``, so on a host
-where systemd runs they cannot reach it (see the issue's report). A git worktree whose main
-repository lies in a hidden place needs ``sandbox.readable``: shown with release-notes.
+where systemd runs they cannot reach it. release-notes' workdir is a folder of this checkout:
+its ``sandbox.readable`` lets git find the history at the checkout's root when the checkout
+lies in a hidden place (the home folder).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import pytest
 from runner.compiler import compile_agent
 from runner.events import RunFinished, StopReason
 from runner.sandbox import session
-from runner.spec import AgentSpec, replace
+from runner.spec import AgentSpec, check_spec, replace
 from runner.store import RunStore
 from runner.testing import ScriptedModel, call, calls, text
 from runner.tools.shell import ShellTool
@@ -278,33 +279,34 @@ def test_release_notes_works_sandboxed(tmp_path: Path, launches: list[session.La
         assert (tmp_path / run / "CHANGELOG.md").read_text().startswith(f"# Changelog\n\n{SECTION}")
 
 
-def test_release_notes_in_a_worktree_needs_its_hidden_main_repository_readable(
+def test_release_notes_as_shipped_reads_the_history_of_a_checkout_in_a_hidden_place(
     tmp_path: Path,
 ) -> None:
-    """A worktree's history lives in the main repository's .git: hidden here (under /tmp,
-    as it would be in the home folder), so git finds no repository until it is readable."""
-    repo = release_repo(tmp_path / "repo")
-    worktree = tmp_path / "worktree"
-    git(repo, "worktree", "add", "-q", str(worktree))
-    line = "git log --no-merges --format=%s v0.1.0..HEAD"
-    spec = load("release-notes", workdir=worktree)
+    """The example's workdir is a folder of the checkout; git finds the history at the
+    checkout's root. A checkout in a hidden place (here /tmp, as in the home folder) shows
+    only the workdir, unless the checkout is readable: the example says so."""
+    checkout = release_repo(tmp_path / "checkout")
+    (checkout / "agents" / "fixtures" / "release-notes").mkdir(parents=True)
+    shutil.copy(AGENTS / "release-notes.yaml", checkout / "agents")
+    spec, diagnostics = check_spec(checkout / "agents" / "release-notes.yaml")
+    assert spec is not None and spec.tools.shell is not None, diagnostics
+    assert spec.workdir == checkout / "agents" / "fixtures" / "release-notes"
+    assert spec.tools.shell.sandbox.readable == ("../../..",)
     inputs = {"since": "v0.1.0", "version": "0.2.0"}
-    plain = compile_agent(with_mode(spec, "off"), inputs).tools.get("shell")
-    assert isinstance(plain, ShellTool)
-    expected = plain.execute(line)
-    assert expected.exit_code == 0 and "Stream CSV exports" in expected.text
-    boxed = compile_agent(spec, inputs).tools.get("shell")
-    assert isinstance(boxed, ShellTool)
-    hidden = boxed.execute(line)
-    assert hidden.exit_code == 128 and "not a git repository" in hidden.text
-    assert spec.tools.shell is not None
-    readable = replace(spec.tools.shell.sandbox, readable=(str(repo / ".git"),))
-    shown_spec = replace(
-        spec, tools=replace(spec.tools, shell=replace(spec.tools.shell, sandbox=readable))
-    )
-    shown = compile_agent(shown_spec, inputs).tools.get("shell")
-    assert isinstance(shown, ShellTool)
-    assert shown.execute(line) == expected
+    line = "git log --no-merges --format=%s v0.1.0..HEAD"
+
+    def execute_in(agent_spec: AgentSpec) -> tuple[int | None, str]:
+        tool = compile_agent(agent_spec, inputs).tools.get("shell")
+        assert isinstance(tool, ShellTool)
+        result = tool.execute(line)
+        return result.exit_code, result.text
+
+    expected = execute_in(with_mode(spec, "off"))
+    assert expected[0] == 0 and "Stream CSV exports" in expected[1]
+    assert execute_in(spec) == expected
+    unlisted = replace(spec.tools.shell, sandbox=replace(spec.tools.shell.sandbox, readable=()))
+    code, hidden = execute_in(replace(spec, tools=replace(spec.tools, shell=unlisted)))
+    assert code == 128 and "not a git repository" in hidden
 
 
 # ---------------------------------------------------------------------------------------------
