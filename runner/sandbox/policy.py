@@ -35,7 +35,7 @@ class SandboxPolicy:
         hidden_first: folders covered by an empty tmpfs before anything is made visible.
         hidden_last: folders covered after every visible path (agentrun's own home): hidden
             even when they lie inside the workdir.
-        hidden_files: files covered by an empty read-only file (the store, the seal key).
+        hidden_files: files covered by `/dev/null` (the store, the seal key): unreadable inside.
         network_allow: the egress allowlist; empty for no network.
         limits: resource limits of each process.
     """
