@@ -379,6 +379,16 @@ def _one_of_error(
         return located.diagnostic(
             file, located.key_pos(path), f"{_describe_path(path)} needs one of {listed}"
         )
+    forms = []
+    for branch in (resolve(b) for b in branches if isinstance(b, dict)):
+        words = [w for w in branch.get("enum", ()) if isinstance(w, str)]
+        if words:
+            forms.append(", ".join(repr(w) for w in words))
+        elif branch.get("type") == "object" and branch.get("properties"):
+            forms.append(f"an object with {', '.join(sorted(branch['properties']))}")
     return located.diagnostic(
-        file, located.value_pos(path), f"{_describe_path(path)} does not have any allowed form"
+        file,
+        located.value_pos(path),
+        f"{_describe_path(path)} does not have any allowed form",
+        f"write {' or '.join(forms)}" if forms else "",
     )
