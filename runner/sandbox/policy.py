@@ -9,6 +9,7 @@ daemon's control socket) and, wherever they are, a SQLite store file and the sea
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 from dataclasses import dataclass
@@ -19,6 +20,17 @@ from ..spec import SandboxLimitsSpec, SandboxSpec
 
 #: Folders hidden behind an empty tmpfs in every sandbox, before any path is made visible.
 ALWAYS_HIDDEN = (Path("/home"), Path("/root"), Path("/run"), Path("/tmp"))
+#: The system's own secrets, covered where they exist: readable by root's processes (the
+#: sandbox keeps the user's file ownership, so agentrun run as root keeps root's reads).
+SYSTEM_SECRETS = (
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/ssh/ssh_host_*_key",
+    "/etc/ssl/private/*",
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,8 @@ def agentrun_private_paths() -> tuple[tuple[Path, ...], tuple[Path, ...]]:
     seal = os.environ.get("AGENTRUN_SEAL_KEY_FILE")
     if seal:
         files.append(Path(os.path.realpath(os.path.expanduser(seal))))
+    for pattern in SYSTEM_SECRETS:
+        files += sorted(Path(found) for found in glob.glob(pattern))
     hidden_files = tuple(
         file
         for file in dict.fromkeys(files)

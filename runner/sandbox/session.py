@@ -191,6 +191,11 @@ class RunSandbox:
         with self._lock:
             self._calls[source] = call_id
 
+    def serving_call(self, source: str) -> str | None:
+        """The call ``source`` serves now (see :meth:`serving`), or None."""
+        with self._lock:
+            return self._calls.get(source)
+
     def _decided(self, source: str, decision: EgressDecision) -> None:
         with self._lock:
             call_id = self._calls.get(source)
@@ -311,7 +316,9 @@ class Launch:
     def _hit(self, limit: str, detail: str) -> None:
         self.hit = self.hit or limit
         if self.run is not None:
-            self.run.add(LimitHit(self.run.run_id, self.source, self.call_id, limit, detail))
+            # A server started before any call: the call its source serves now, if one.
+            call_id = self.call_id or self.run.serving_call(self.source)
+            self.run.add(LimitHit(self.run.run_id, self.source, call_id, limit, detail))
 
     def ended(self, returncode: int | None) -> str | None:
         """Stop watching; the limit the process hit (recorded), or None.
