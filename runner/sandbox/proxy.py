@@ -177,7 +177,7 @@ class EgressProxy:
         return socket_path
 
     def close(self) -> None:
-        """Stop the process (SIGTERM, then SIGKILL to its group) and remove its folder.
+        """Stop the process (SIGKILL to its group) and remove its folder.
 
         Idempotent; never raises.
         """
@@ -255,17 +255,17 @@ def _private_folder() -> Path:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the proxy, wait, then SIGKILL its whole group (its acceptor processes too)."""
+    """SIGKILL the proxy's whole group (its acceptor process too), and reap it.
+
+    Nothing is lost: each decision line was flushed when it was made, and the reader
+    drains the pipe to its end. (A graceful stop cost about 1.1 s: proxy.py's threaded
+    acceptor notices a shutdown only at its next poll.)
+    """
     with contextlib.suppress(OSError):
         if process.stdin is not None:
             process.stdin.close()
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(STOP_TIMEOUT_S)
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)  # the session it leads: stragglers only
+        os.killpg(process.pid, signal.SIGKILL)  # the session it leads
     process.wait()
 
 
