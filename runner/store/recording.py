@@ -418,6 +418,7 @@ class SQLRunStore(
         )
 
     def _sandbox_event(self, event: ConnectionDecided | LimitHit) -> None:
+        values: tuple[str, int | None, str | None, int | None, str | None]
         if isinstance(event, ConnectionDecided):
             values = ("connection", int(event.allowed), event.host, event.port, event.address)
             limit, detail = None, event.reason
