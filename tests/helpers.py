@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -77,3 +79,20 @@ def invoke(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, st
     captured = capsys.readouterr()
     code = exited.value.code
     return (code if isinstance(code, int) else 1), captured.out, captured.err
+
+
+def link_tree(source: Path, target: Path) -> Path:
+    """``source`` copied to ``target`` as hard links where the file system allows (a copy
+    otherwise): a checkout's own ``.ci-node`` in a test's copy of the checkout. A symlink
+    out of the copy would not do: a sandbox does not follow one into a folder it hides (the
+    real checkout may lie in /tmp or a home folder)."""
+
+    def link(src: str, dst: str) -> object:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+        return dst
+
+    shutil.copytree(source, target, symlinks=True, copy_function=link)
+    return target

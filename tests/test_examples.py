@@ -55,7 +55,7 @@ from runner.tools import ToolRegistry
 from runner.tools.http import HttpTool
 from runner.tools.shell import ShellTool
 from tests.conftest import ROOT
-from tests.helpers import wait_for
+from tests.helpers import link_tree, wait_for
 
 AGENTS = ROOT / "agents"
 EXAMPLES = sorted(AGENTS.glob("*.yaml"))
@@ -586,7 +586,7 @@ def test_notes_organiser_runs(tmp_path: Path) -> None:
     filesystem_server()
     root = tmp_path / "checkout"
     (root / "agents" / "fixtures").mkdir(parents=True)
-    (root / ".ci-node").symlink_to(ROOT / ".ci-node")
+    link_tree(ROOT / ".ci-node", root / ".ci-node")  # inside the checkout, as in a real one
     notes = root / "agents" / "fixtures" / "notes"
     shutil.copytree(AGENTS / "fixtures" / "notes", notes)
     (tmp_path / "secret.txt").write_text("private")

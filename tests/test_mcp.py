@@ -398,6 +398,9 @@ def test_filesystem_server_from_npm_runs_on_node(tmp_path: Path) -> None:
         command="node",
         args=(str(script), str(root)),
         trusted=True,
+        # The package lives in this checkout's .ci-node, which a sandbox hides when the
+        # checkout is in /tmp or a home folder: readable, as a user would list it.
+        sandbox=SandboxSpec(readable=(str(script.parents[4]),)),
     )
 
     async def scenario() -> tuple[dict[str, McpTool], str, str, set[int]]:

@@ -35,6 +35,7 @@ from runner.store import RunStore
 from runner.testing import ScriptedModel, call, calls, text
 from runner.tools.shell import ShellTool
 from tests.conftest import ROOT
+from tests.helpers import link_tree
 from tests.test_examples import (
     AGENTS,
     BUGGY_LINE,
@@ -372,7 +373,7 @@ def test_fix_failing_tests_check_runs_inside_the_sandbox(tmp_path: Path, secret:
 
 def notes_checkout(root: Path) -> Path:
     (root / "agents" / "fixtures").mkdir(parents=True)
-    (root / ".ci-node").symlink_to(ROOT / ".ci-node")
+    link_tree(ROOT / ".ci-node", root / ".ci-node")  # inside the checkout, as in a real one
     shutil.copytree(AGENTS / "fixtures" / "notes", root / "agents" / "fixtures" / "notes")
     return root
 

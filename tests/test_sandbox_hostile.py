@@ -508,6 +508,8 @@ def spec_for(surface: str, target: Target, network: tuple[str, ...]) -> Path:
                     "args": [str(HOSTILE), "--config", json.dumps(target.config())],
                     "allow": ["*"],
                     "startup_timeout": "60s",
+                    # the server's own code, wherever this checkout lies (/tmp is hidden)
+                    "sandbox": {"readable": [str(HOSTILE.parent)]},
                 }
             }
         }
