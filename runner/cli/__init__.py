@@ -8,6 +8,7 @@ so ``agentrun --help`` and ``agentrun validate`` stay fast.
 from __future__ import annotations
 
 from . import (  # noqa: F401  (registers the commands)
+    agent_tests,
     console,
     daemon,
     escalations,
