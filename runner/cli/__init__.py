@@ -12,6 +12,7 @@ from . import (  # noqa: F401  (registers the commands)
     console,
     daemon,
     escalations,
+    keys,
     people,
     records,
     running,

@@ -1,21 +1,25 @@
-"""`agentrun runs`: list, show, export and stats of the run store."""
+"""`agentrun runs`: list, show, export, verify and stats of the run store."""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import StopReason, UsageError
 from .base import (
+    EXIT_ERROR,
     _count,
     _short,
     cli,
 )
 
 if TYPE_CHECKING:
-    from ..store import CheckRunRow, RunStore, SandboxEventRow
+    from ..store import CheckRunRow, RunStore, SandboxEventRow, lineage
+    from ..store.database import Database
 
 #: Most allowed connections ``runs show`` lists one by one; above it, only their count.
 ALLOWED_CONNECTIONS_SHOWN = 20
@@ -188,6 +192,124 @@ def runs_export(run_id: str) -> None:
         )
     for event in store.export(row.id):
         click.echo(json.dumps(event, ensure_ascii=False))
+    from ..store.lineage import export_records, read_chains
+
+    for chain in read_chains(_database(store), [row.id]):
+        for record in export_records(chain):
+            click.echo(json.dumps(record, ensure_ascii=False))
+
+
+def _database(store: RunStore) -> Database:
+    """The SQL connection of ``store`` (both backends are SQL stores)."""
+    from ..store.recording import SQLRunStore
+
+    if not isinstance(store, SQLRunStore):  # pragma: no cover - every backend is SQL
+        raise UsageError(f"the run store {type(store).__name__} keeps no event log")
+    return store.db
+
+
+@runs.command("verify")
+@click.argument("run_ids", nargs=-1, metavar="[RUN...]")
+@click.option("--all", "every", is_flag=True, help="Verify every run in the store.")
+@click.option(
+    "--file",
+    "export_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Verify a `runs export` JSONL file instead of the store.",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Check head signatures with this Ed25519 public key (PEM, as `agentrun keys` "
+    "prints); default: the local signing key's, when there is one.",
+)
+@click.option(
+    "--require-signature",
+    is_flag=True,
+    help="An ended run whose head is not signed is bad too.",
+)
+def runs_verify(
+    run_ids: tuple[str, ...],
+    every: bool,
+    export_file: Path | None,
+    public_key: Path | None,
+    require_signature: bool,
+) -> None:
+    """Recompute runs' hash chains and name the first bad event.
+
+    An event changed, removed, inserted or reordered, or a head signature that does not
+    verify, makes the run bad: exit code 1 (docs/audit.md).
+    """
+    from ..store import lineage
+
+    if export_file is not None and (run_ids or every):
+        raise UsageError("give runs or --all to verify the store, or --file alone")
+    if export_file is None and bool(run_ids) == every:
+        raise UsageError("give the runs to verify, or --all (or --file EXPORT.jsonl)")
+    if public_key is not None:
+        key = lineage.load_public_key(public_key)
+    elif lineage.signing_key_path().is_file():
+        key = lineage.load_signing_key(lineage.signing_key_path()).public_key()
+    else:
+        key = None
+    if require_signature and key is None:
+        raise UsageError(
+            "--require-signature needs a public key: --public-key FILE, or a local signing "
+            "key (`agentrun keys --create`)"
+        )
+    if export_file is not None:
+        try:
+            with export_file.open(encoding="utf-8") as handle:
+                chains = lineage.chains_from_export(handle, str(export_file))
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"cannot read {str(export_file)!r}: {error}") from None
+    else:
+        from ..store import RunStore
+
+        store = RunStore.default()
+        wanted = None
+        if run_ids:
+            wanted = []
+            for run_id in run_ids:
+                found = store.run(run_id)
+                if found is None:
+                    raise UsageError(f"no run with id {run_id!r} (or the prefix is ambiguous)")
+                wanted.append(found.id)
+        chains = list(lineage.read_chains(_database(store), wanted))
+    verdicts = [lineage.verify_chain(c, key, require_signature) for c in chains]
+    bad = [v for v in verdicts if not v.intact]
+    for verdict in verdicts:
+        if not verdict.intact or not every:
+            click.echo(_verdict_line(verdict, key is not None))
+    legacy = sum(1 for v in verdicts if v.legacy)
+    summary = f"{_count(len(verdicts), 'run')} verified: {len(verdicts) - len(bad)} intact"
+    summary += f", {len(bad)} bad" if bad else ""
+    if legacy:
+        summary += (
+            f"; {legacy} with entries recorded before lineage existed (migration 0012), "
+            "which have no hashes and cannot be verified"
+        )
+    click.echo(summary)
+    if bad:
+        sys.exit(EXIT_ERROR)
+
+
+def _verdict_line(verdict: lineage.Verdict, keyed: bool) -> str:
+    """One line of ``runs verify``: the run, and what is wrong or how it stands."""
+    if verdict.intact:
+        if verdict.legacy == verdict.entries:
+            return f"unchained {verdict.run_id}: recorded before lineage existed, no hashes"
+        note = "1 entry" if verdict.entries == 1 else f"{verdict.entries} entries"
+        if verdict.legacy:
+            note += f", the first {verdict.legacy} recorded before lineage (no hashes)"
+        if verdict.signed_by:
+            checked = "signature verified" if keyed else "signed, not checked (no public key)"
+            note += f", {checked}: {verdict.signed_by}"
+        return f"ok {verdict.run_id} ({note})"
+    where = f" {verdict.entry.describe()}" if verdict.entry is not None else ""
+    return f"BAD {verdict.run_id}: {verdict.problem}{where}: {verdict.detail}"
 
 
 @runs.command("stats")

@@ -47,6 +47,7 @@ from ..events import (
     ToolCalled,
     ToolStarted,
 )
+from . import lineage
 from .database import Database
 from .export import model_call_event, run_finished_event, run_started_event, tool_call_event
 from .rows import ModelCallRow, RunRow, ToolCallRow
@@ -152,10 +153,16 @@ def append(db: Database, run_id: str, kind: str, data: dict[str, Any], at: str) 
     :mod:`runner.store.postgres`'s transaction-scoped advisory lock). Outside a transaction a
     PostgreSQL insert would take an id while a transaction that took a smaller one has not
     committed yet, and a follower reading past the larger id would skip the smaller forever.
+    The same lock makes the run's hash chain a chain (:func:`runner.store.lineage.chain`:
+    the entry's ``prev_hash`` and ``hash``, the run's new ``head_hash``, signed when a key
+    exists and the run is not running).
     """
+    data_json = json.dumps(data)
+    prev, digest = lineage.chain(db, run_id, kind, data_json, at)
     db.execute(
-        "INSERT INTO run_events (run_id, type, at, data_json) VALUES (?, ?, ?, ?)",
-        (run_id, kind, at, json.dumps(data)),
+        """INSERT INTO run_events (run_id, type, at, data_json, prev_hash, hash)
+           VALUES (?, ?, ?, ?, ?, ?)""",
+        (run_id, kind, at, data_json, prev, digest),
     )
 
 

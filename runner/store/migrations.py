@@ -369,6 +369,19 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX sandbox_events_run ON sandbox_events (run_id, id)",
         ],
     ),
+    (
+        "0012_lineage",
+        [
+            # Tamper-evident lineage (runner/store/lineage.py): each run_events entry's
+            # SHA-256 (hex) chained to its run's previous one (prev_hash, '' for the first;
+            # both NULL for entries recorded before this migration), the run's newest hash,
+            # and its Ed25519 signature ('<fingerprint> <base64>') when a signing key exists.
+            "ALTER TABLE run_events ADD COLUMN prev_hash TEXT",
+            "ALTER TABLE run_events ADD COLUMN hash TEXT",
+            "ALTER TABLE runs ADD COLUMN head_hash TEXT",
+            "ALTER TABLE runs ADD COLUMN head_signature TEXT",
+        ],
+    ),
 ]
 
 
