@@ -190,13 +190,16 @@ def runs_export(run_id: str) -> None:
         raise UsageError(
             f"no run with id {run_id!r} (or the prefix is ambiguous); see `agentrun runs`"
         )
-    for event in store.export(row.id):
-        click.echo(json.dumps(event, ensure_ascii=False))
     from ..store.lineage import export_records, read_chains
 
-    for chain in read_chains(_database(store), [row.id]):
-        for record in export_records(chain):
-            click.echo(json.dumps(record, ensure_ascii=False))
+    try:
+        for event in store.export(row.id):
+            click.echo(json.dumps(event, ensure_ascii=False))
+        for chain in read_chains(_database(store), [row.id]):
+            for record in export_records(chain):
+                click.echo(json.dumps(record, ensure_ascii=False))
+    finally:
+        store.close()
 
 
 def _database(store: RunStore) -> Database:
@@ -269,15 +272,18 @@ def runs_verify(
         from ..store import RunStore
 
         store = RunStore.default()
-        wanted = None
-        if run_ids:
-            wanted = []
-            for run_id in run_ids:
-                found = store.run(run_id)
-                if found is None:
-                    raise UsageError(f"no run with id {run_id!r} (or the prefix is ambiguous)")
-                wanted.append(found.id)
-        chains = list(lineage.read_chains(_database(store), wanted))
+        try:
+            wanted = None
+            if run_ids:
+                wanted = []
+                for run_id in run_ids:
+                    found = store.run(run_id)
+                    if found is None:
+                        raise UsageError(f"no run with id {run_id!r} (or the prefix is ambiguous)")
+                    wanted.append(found.id)
+            chains = list(lineage.read_chains(_database(store), wanted))
+        finally:
+            store.close()
     verdicts = [lineage.verify_chain(c, key, require_signature) for c in chains]
     bad = [v for v in verdicts if not v.intact]
     for verdict in verdicts:
