@@ -13,9 +13,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import Diagnostic, SpecError
+
+if TYPE_CHECKING:
+    from ..spec.yamlpos import Located
 
 #: Largest test file read, in bytes.
 MAX_TEST_FILE_BYTES = 1_000_000
@@ -137,8 +140,10 @@ def load_test_file(path: Path) -> list[AgentTest]:
         raise SpecError.single(shown, f"test file is larger than {MAX_TEST_FILE_BYTES} bytes")
     try:
         text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise SpecError.single(shown, f"test file is not UTF-8 text (byte {error.start})") from None
+    except UnicodeDecodeError as undecodable:
+        raise SpecError.single(
+            shown, f"test file is not UTF-8 text (byte {undecodable.start})"
+        ) from None
     located, diagnostics = yamlpos.parse(text, shown)
     if located is None or diagnostics:
         raise SpecError(diagnostics or [Diagnostic(shown, 1, 1, "the test file is empty")])
@@ -155,44 +160,61 @@ def load_test_file(path: Path) -> list[AgentTest]:
         )
     found: dict[tuple[int, int], Diagnostic] = {}
     for raw_error in _validator().iter_errors(located.value):
-        for error in _located_errors(raw_error):
-            for _, diagnostic in _rewrite(located, shown, error):
+        for schema_error in _located_errors(raw_error):
+            for _, diagnostic in _rewrite(located, shown, schema_error):
                 found.setdefault((diagnostic.line, diagnostic.column), diagnostic)
     document: dict[str, Any] = located.value
     if not found:
-        folder = path.parent
-        spec_path = (folder / document["spec"]).resolve()
-        if not spec_path.is_file():
-            pos = located.value_pos(("spec",))
-            found[(pos.line, pos.column)] = located.diagnostic(
-                shown, pos, f"spec file {document['spec']!r} not found", "relative to this file"
-            )
-        seen: set[str] = set()
-        for index, test in enumerate(document["tests"]):
-            where = ("tests", index)
-            if test["name"] in seen:
-                pos = located.value_pos((*where, "name"))
-                found[(pos.line, pos.column)] = located.diagnostic(
-                    shown, pos, f"test name {test['name']!r} is used twice", "give each its own"
-                )
-            seen.add(test["name"])
-            for key in ("matches",):
-                pattern = test["expect"].get("answer", {}).get(key)
-                problem = _regex_problem(pattern)
-                if problem:
-                    pos = located.value_pos((*where, "expect", "answer", key))
-                    found[(pos.line, pos.column)] = located.diagnostic(shown, pos, problem)
-            for name, checks in test["expect"].get("files", {}).items():
-                problem = _regex_problem(checks.get("matches"))
-                if problem:
-                    pos = located.value_pos((*where, "expect", "files", name, "matches"))
-                    found[(pos.line, pos.column)] = located.diagnostic(shown, pos, problem)
+        for diagnostic in _semantic_problems(located, shown, path.parent, document):
+            found.setdefault((diagnostic.line, diagnostic.column), diagnostic)
     if found:
         raise SpecError(sorted(found.values(), key=lambda d: (d.line, d.column)))
     return [
-        _test(shown, path.parent, located.value_pos(("tests", i, "name")).line, spec_path, t)
+        _test(shown, path.parent, located.value_pos(("tests", i, "name")).line, t, document)
         for i, t in enumerate(document["tests"])
     ]
+
+
+def _semantic_problems(
+    located: Located, shown: str, folder: Path, document: dict[str, Any]
+) -> list[Diagnostic]:
+    """What the schema cannot say: the spec file exists, names are unique, regexes compile."""
+    problems = []
+    if not (folder / document["spec"]).is_file():
+        problems.append(
+            located.diagnostic(
+                shown,
+                located.value_pos(("spec",)),
+                f"spec file {document['spec']!r} not found",
+                "the path is relative to this test file",
+            )
+        )
+    seen: set[str] = set()
+    for index, test in enumerate(document["tests"]):
+        where = ("tests", index)
+        if test["name"] in seen:
+            problems.append(
+                located.diagnostic(
+                    shown,
+                    located.value_pos((*where, "name")),
+                    f"test name {test['name']!r} is used twice in this file",
+                    "give each test its own name",
+                )
+            )
+        seen.add(test["name"])
+        patterns: list[tuple[tuple[str, ...], Any]] = [
+            (("answer", "matches"), test["expect"].get("answer", {}).get("matches"))
+        ]
+        patterns += [
+            (("files", name, "matches"), checks.get("matches"))
+            for name, checks in test["expect"].get("files", {}).items()
+        ]
+        for subpath, pattern in patterns:
+            problem = _regex_problem(pattern)
+            if problem:
+                pos = located.value_pos((*where, "expect", *subpath))
+                problems.append(located.diagnostic(shown, pos, problem))
+    return problems
 
 
 def _regex_problem(pattern: str | None) -> str:
@@ -213,13 +235,15 @@ def _reply(item: dict[str, Any]) -> Reply:
     return Reply(content=item.get("content"), tool_calls=calls)
 
 
-def _test(file: str, folder: Path, line: int, spec_path: Path, data: dict[str, Any]) -> AgentTest:
+def _test(
+    file: str, folder: Path, line: int, data: dict[str, Any], document: dict[str, Any]
+) -> AgentTest:
     requires = data.get("requires", {})
     return AgentTest(
         name=data["name"],
         file=file,
         line=line,
-        spec_path=spec_path,
+        spec_path=(folder / document["spec"]).resolve(),
         replies=tuple(_reply(item) for item in data["model"]),
         expect=data["expect"],
         inputs=data.get("inputs", {}),

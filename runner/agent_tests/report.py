@@ -40,7 +40,9 @@ def result_text(result: TestResult) -> str:
 
 def summary(results: Sequence[TestResult], duration_s: float) -> str:
     """``N passed, M failed in X s`` (skipped and errors counted when there are any)."""
-    counts = {o: sum(r.outcome == o for r in results) for o in ("passed", "failed", "skipped", "error")}
+    counts = {
+        o: sum(r.outcome == o for r in results) for o in ("passed", "failed", "skipped", "error")
+    }
     parts = [f"{counts['passed']} passed", f"{counts['failed']} failed"]
     if counts["skipped"]:
         parts.append(f"{counts['skipped']} skipped")
@@ -89,14 +91,19 @@ def write_junit(path: Path, results: Sequence[TestResult], duration_s: float) ->
         if result.outcome == "failed":
             first = result.failures[0]
             element = ElementTree.SubElement(
-                case, "failure", message=f"{first.what}: expected {first.expected!r}, got {first.actual!r}"[:500]
+                case,
+                "failure",
+                message=f"{first.what}: expected {first.expected!r}, got {first.actual!r}"[:500],
             )
             element.text = result_text(result)
         elif result.outcome == "error":
-            ElementTree.SubElement(case, "error", message=result.message[:500]).text = result.message
+            ElementTree.SubElement(
+                case, "error", message=result.message[:500]
+            ).text = result.message
         elif result.outcome == "skipped":
             ElementTree.SubElement(case, "skipped", message=result.message)
-    tree = ElementTree.ElementTree(ElementTree.Element("testsuites"))
-    tree.getroot().append(suite)
+    root = ElementTree.Element("testsuites")
+    root.append(suite)
+    tree = ElementTree.ElementTree(root)
     ElementTree.indent(tree)
     tree.write(path, encoding="utf-8", xml_declaration=True)

@@ -200,8 +200,8 @@ def _run(test: AgentTest) -> TestResult:
     from ..loop import run_agent
     from ..models import price_for
     from ..spec import load_spec, replace
-    from ..store import RunStore
-    from ..testing import ScriptedModel, Scripted
+    from ..store import SQLiteRunStore
+    from ..testing import Scripted, ScriptedModel
 
     spec = load_spec(test.spec_path)
     missing = _missing(test, spec.workdir)
@@ -235,11 +235,13 @@ def _run(test: AgentTest) -> TestResult:
                 else None
             )
             (root / "home").mkdir(mode=0o700)
-            store = RunStore(root / "home" / "runs.db")
+            store = SQLiteRunStore(root / "home" / "runs.db")
             try:
                 finished = asyncio.run(
                     asyncio.wait_for(
-                        run_agent(agent, model, store=store, sinks=[events.append], approver=approver),
+                        run_agent(
+                            agent, model, store=store, sinks=[events.append], approver=approver
+                        ),
                         RUN_TIMEOUT_S,
                     )
                 )
@@ -319,12 +321,18 @@ def check_expectations(
                 actual += f" ({finished.message})"
             failures.append(Failure("stop reason", wanted, actual))
         elif key == "tool_calls" and not _in_order(wanted, calls):
-            keys = ("name", "arguments", *(k for k in ("decision", "status") if any(k in w for w in wanted)))
+            keys = (
+                "name",
+                "arguments",
+                *(k for k in ("decision", "status") if any(k in w for w in wanted)),
+            )
             failures.append(
                 Failure("tool calls (in this order)", wanted, _shown_calls(calls, keys))
             )
         elif key == "no_tool_calls":
-            made = [c["name"] for c in calls if any(fnmatch.fnmatchcase(c["name"], g) for g in wanted)]
+            made = [
+                c["name"] for c in calls if any(fnmatch.fnmatchcase(c["name"], g) for g in wanted)
+            ]
             if made:
                 failures.append(Failure(f"no calls to {', '.join(wanted)}", [], made))
         elif key == "decisions":
@@ -404,5 +412,7 @@ def _files(wanted: dict[str, dict[str, Any]], workdir: Path) -> list[Failure]:
         if "contains" in checks and checks["contains"] not in content:
             failures.append(Failure(f"{name} contains", checks["contains"], content))
         if "matches" in checks and not re.search(checks["matches"], content):
-            failures.append(Failure(f"{name} matches /{checks['matches']}/", checks["matches"], content))
+            failures.append(
+                Failure(f"{name} matches /{checks['matches']}/", checks["matches"], content)
+            )
     return failures

@@ -1,14 +1,18 @@
-"""`agentrun test`: run the test files next to the specs, report like pytest, exit 1 on a failure."""
+"""`agentrun test`: the test files next to the specs, run and reported like pytest."""
 
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import SpecError
+if TYPE_CHECKING:
+    from ..agent_tests import AgentTest
+
+from ..errors import Diagnostic, SpecError
 from .base import EXIT_ERROR, EXIT_OK, EXIT_USAGE, cli
 
 
@@ -46,27 +50,10 @@ def test_command(
     tool calls, decisions, answer, files, steps and cost. Exit code 0 when all pass,
     1 when any fails, 2 for a bad test file.
     """
-    from ..agent_tests import find_test_files, load_test_file, run_test
+    from ..agent_tests import run_test
     from ..agent_tests.report import pass_rates, result_text, summary, write_junit
 
-    files = find_test_files(list(paths) or [Path("agents") / "tests"])
-    tests = []
-    bad: list[SpecError] = []
-    for file in files:
-        try:
-            tests.extend(load_test_file(file))
-        except SpecError as error:
-            bad.append(error)
-    if bad:
-        for error in bad:
-            for diagnostic in error.diagnostics:
-                click.echo(diagnostic.render(), err=True)
-        sys.exit(EXIT_USAGE)
-    if keyword:
-        tests = [t for t in tests if keyword.lower() in t.test_id.lower()]
-    if not tests:
-        click.echo("no tests found", err=True)
-        sys.exit(EXIT_USAGE)
+    tests = _load_tests(list(paths) or [Path("agents") / "tests"], keyword)
     started = time.monotonic()
     results = []
     for test in tests:
@@ -91,3 +78,30 @@ def test_command(
         write_junit(junit_xml, results, duration)
     click.echo(summary(results, duration))
     sys.exit(EXIT_ERROR if broken else EXIT_OK)
+
+
+def _load_tests(paths: list[Path], keyword: str | None) -> list[AgentTest]:
+    """Every test of the files under ``paths`` whose id contains ``keyword``.
+
+    Exits with code 2 on a bad test file (every problem shown, located) or when no test is
+    left.
+    """
+    from ..agent_tests import find_test_files, load_test_file
+
+    tests: list[AgentTest] = []
+    problems: list[Diagnostic] = []
+    for file in find_test_files(paths):
+        try:
+            tests.extend(load_test_file(file))
+        except SpecError as bad:
+            problems.extend(bad.diagnostics)
+    if problems:
+        for diagnostic in problems:
+            click.echo(diagnostic.render(), err=True)
+        sys.exit(EXIT_USAGE)
+    if keyword:
+        tests = [t for t in tests if keyword.lower() in t.test_id.lower()]
+    if not tests:
+        click.echo("agentrun: no tests found", err=True)
+        sys.exit(EXIT_USAGE)
+    return tests
