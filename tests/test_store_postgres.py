@@ -279,7 +279,9 @@ def test_agentrun_run_and_runs_against_a_postgresql_store(
     shown = run_cli(["runs", "show", run_id], env)
     assert shown.returncode == 0 and "read_file" in shown.stdout, shown.stderr
     exported = run_cli(["runs", "export", run_id], env)
-    events = [json.loads(line) for line in exported.stdout.splitlines()]
+    lines = [json.loads(line) for line in exported.stdout.splitlines()]
+    events = [e for e in lines if not e["type"].startswith("log_")]  # lineage: docs/audit.md
+    assert lines[-1]["type"] == "log_head" and lines[-1]["head"]
     assert [e["type"] for e in events] == [
         "run_started",
         "model_call",

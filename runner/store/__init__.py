@@ -20,6 +20,7 @@ The only package that holds SQL. Everything else calls the typed methods of the
     copy.py        a SQLite store's whole history moved to PostgreSQL, verified
     export.py      one run as the JSONL export's events, from its rows (any backend)
     event_log.py   the append-only run event log a live view follows (SSE ids)
+    lineage.py     that log as a SHA-256 hash chain per run, heads signed (Ed25519), verified
     sealing.py     the exact form of redacted messages, encrypted, for resume alone
 
 ``RunStore(path)`` opens a :class:`SQLiteRunStore`; ``RunStore.default()`` the store
