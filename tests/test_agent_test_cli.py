@@ -1,0 +1,221 @@
+"""`agentrun test`: the examples' own tests pass; a wrong expectation fails with a readable
+diff and exit code 1; the JUnit XML parses; a bad test file is exit code 2 at file:line:column.
+
+Runs go through :func:`runner.cli.main`, as the console script does.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+from runner.cli import main
+from tests.conftest import ROOT
+
+AGENTS = ROOT / "agents"
+
+
+def agentrun_test(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``agentrun test ARGS``: exit code, stdout, stderr."""
+    with pytest.raises(SystemExit) as exited:
+        main(["test", *args])
+    captured = capsys.readouterr()
+    return int(exited.value.code or 0), captured.out, captured.err
+
+
+def hello_test(folder: Path, expect: str, name: str = "reads the file") -> Path:
+    """A test file in ``folder`` for agents/hello.yaml, with ``expect`` (YAML, indented 6)."""
+    path = folder / "hello-test.yaml"
+    path.write_text(
+        f"spec: {AGENTS / 'hello.yaml'}\n"
+        "tests:\n"
+        f"  - name: {name}\n"
+        "    model:\n"
+        "      - call: {read_file: {path: about-agentrun.txt}}\n"
+        '      - text: "The project is agentrun."\n'
+        "    expect:\n" + expect,
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_every_example_has_a_test_file() -> None:
+    specs = {path.stem for path in AGENTS.glob("*.yaml")}
+    tested = {path.stem for path in (AGENTS / "tests").glob("*.yaml")}
+    assert len(specs) >= 10
+    assert specs == tested, f"examples without a test file: {sorted(specs - tested)}"
+
+
+def test_the_examples_tests_pass(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    junit = tmp_path / "agents.xml"
+    code, out, err = agentrun_test(capsys, str(AGENTS), "--junit-xml", str(junit))
+    assert code == 0, out + err
+    assert "FAILED" not in out and "ERROR" not in out
+    assert "agents/tests/hello.yaml::reads the one file it may read and answers from it PASSED" in (
+        out
+    )
+    suite = ElementTree.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    cases = suite.findall("testcase")
+    assert len(cases) >= 10 and int(suite.get("tests", "0")) == len(cases)
+    assert suite.get("failures") == "0" and suite.get("errors") == "0"
+    files = {case.get("classname", "").rsplit("/", 1)[-1] for case in cases}
+    assert len(files) == len(list(AGENTS.glob("*.yaml")))
+
+
+def test_a_wrong_expectation_fails_with_a_diff(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = hello_test(
+        tmp_path,
+        "      stop_reason: max_steps\n"
+        "      tool_calls: [{name: read_file, arguments: {path: '*.md'}}]\n"
+        "      answer: {matches: agentrun}\n",
+    )
+    junit = tmp_path / "out.xml"
+    code, out, _ = agentrun_test(capsys, str(path), "--junit-xml", str(junit))
+    assert code == 1
+    assert f"{path}::reads the file FAILED" in out
+    assert "stop reason:" in out and '-"max_steps"' in out and '+"completed"' in out
+    assert '-      "path": "*.md"' in out and '+      "path": "about-agentrun.txt"' in out
+    assert "answer matches" not in out  # that one held
+    assert out.rstrip().splitlines()[-1].startswith("0 passed, 1 failed in ")
+
+    suite = ElementTree.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures")) == ("1", "1")
+    [case] = suite.findall("testcase")
+    assert case.get("name") == "reads the file"
+    failure = case.find("failure")
+    assert failure is not None
+    assert failure.get("message") == "stop reason: expected 'max_steps', got 'completed'"
+    assert failure.text is not None and '+"completed"' in failure.text
+
+
+def test_passing_and_failing_tests_are_counted_with_the_keyword_filter(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = hello_test(tmp_path, "      stop_reason: completed\n      max_steps: 2\n")
+    code, out, _ = agentrun_test(capsys, str(path), "--repeat", "2", "-k", "READS")
+    assert code == 0, out
+    assert out.count("PASSED") == 2
+    assert "reads the file: 2/2 (100%)" in out
+    assert out.rstrip().splitlines()[-1].startswith("2 passed, 0 failed in ")
+    code, out, err = agentrun_test(capsys, str(path), "-k", "nothing-like-this")
+    assert code == 2 and "no tests found" in err
+
+
+@pytest.mark.parametrize(
+    ("expect", "failure"),
+    [
+        ("      files: {out.txt: {exists: true}}\n", "out.txt exists"),
+        ("      no_tool_calls: [read_*]\n", "no calls to read_*"),
+        ("      decisions: {read_file: ask}\n", "decision of every read_file call"),
+        ("      answer: {schema: {type: object}}\n", "answer is JSON"),
+        ("      max_steps: 1\n", "steps at most 1"),
+    ],
+)
+def test_each_kind_of_expectation_can_fail(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, expect: str, failure: str
+) -> None:
+    code, out, _ = agentrun_test(capsys, str(hello_test(tmp_path, expect)))
+    assert code == 1
+    assert f"{failure}:" in out
+
+
+def test_a_bad_test_file_is_exit_code_2_at_its_line_and_column(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "spec: ../nowhere.yaml\n"
+        "tests:\n"
+        "  - name: x\n"
+        "    model:\n"
+        "      - txt: hi\n"
+        "    expect:\n"
+        "      stop_reson: completed\n",
+        encoding="utf-8",
+    )
+    code, out, err = agentrun_test(capsys, str(path))
+    assert code == 2 and out == ""
+    assert f"{path}:5:9: 'tests[0].model[0]' needs one of 'text' or 'call' or 'calls'" in err
+    assert f"{path}:7:7: unknown key 'stop_reson'" in err and "did you mean 'stop_reason'" in err
+    assert "Traceback" not in err
+
+
+def test_a_test_file_naming_a_missing_spec_or_a_bad_regex_is_located(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "spec: ../nowhere.yaml\n"
+        "tests:\n"
+        "  - name: x\n"
+        "    model: [{text: hi}]\n"
+        "    expect:\n"
+        "      answer: {matches: '(unclosed'}\n",
+        encoding="utf-8",
+    )
+    code, _, err = agentrun_test(capsys, str(path))
+    assert code == 2
+    assert f"{path}:1:7: spec file '../nowhere.yaml' not found" in err
+    assert f"{path}:6:25: invalid regular expression '(unclosed'" in err
+
+
+def test_a_missing_path_and_broken_yaml_are_clear_errors(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = agentrun_test(capsys, str(tmp_path / "none.yaml"))
+    assert code == 2 and "no such test file or folder" in err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("spec: [unclosed\n", encoding="utf-8")
+    code, _, err = agentrun_test(capsys, str(broken))
+    assert code == 2 and f"{broken}:" in err and "Traceback" not in err
+
+
+def test_a_bad_input_is_an_error_result_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "inputs.yaml"
+    path.write_text(
+        f"spec: {AGENTS / 'release-notes.yaml'}\n"
+        "tests:\n"
+        "  - name: no inputs\n"
+        "    model: [{text: hi}]\n"
+        "    expect: {stop_reason: completed}\n",
+        encoding="utf-8",
+    )
+    code, out, _ = agentrun_test(capsys, str(path))
+    assert code == 1
+    assert "no inputs ERROR" in out and "needs inputs 'since', 'version'" in out
+    assert "0 passed, 0 failed, 1 error in" in out
+
+
+def test_runs_write_in_a_copy_and_a_failed_setup_is_an_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    original = (AGENTS / "fixtures" / "fix-failing-test" / "pricing.py").read_text()
+    path = tmp_path / "setup.yaml"
+    path.write_text(
+        f"spec: {AGENTS / 'fix-failing-test.yaml'}\n"
+        "tests:\n"
+        "  - name: writes\n"
+        "    model:\n"
+        "      - call: {edit_file: {path: pricing.py, old: 'return round(', new: 'return gone('}}\n"
+        "      - text: 'FIXED: x'\n"
+        "    expect:\n"
+        "      files: {pricing.py: {contains: 'return gone('}}\n"
+        "  - name: setup fails\n"
+        "    setup: [git no-such-subcommand]\n"
+        "    model: [{text: hi}]\n"
+        "    expect: {stop_reason: completed}\n",
+        encoding="utf-8",
+    )
+    code, out, _ = agentrun_test(capsys, str(path))
+    assert code == 1
+    assert "writes PASSED" in out
+    assert "setup fails ERROR" in out and "setup command 'git no-such-subcommand'" in out
+    assert (AGENTS / "fixtures" / "fix-failing-test" / "pricing.py").read_text() == original
