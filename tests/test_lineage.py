@@ -18,6 +18,7 @@ from runner.store import RunStore, SQLiteRunStore, lineage, new_run_id
 from runner.store.location import StoreLocation
 from runner.store.recording import SQLRunStore
 from tests.helpers import invoke
+from tests.test_event_log import writer_run
 
 TAMPERS = ["edit", "delete", "insert", "reorder"]
 
@@ -369,3 +370,55 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 2 and "needs a public key" in err
     code, _, err = invoke(["keys"], capsys)
     assert code == 2 and "agentrun keys --create" in err
+
+
+def test_a_model_reply_or_tool_result_changed_in_its_row_is_caught(
+    tmp_path: Path, store: RunStore
+) -> None:
+    run_id = writer_run(tmp_path, store)
+    db = db_of(store)
+    [chain] = lineage.read_chains(db, [run_id])
+    assert lineage.verify_chain(chain).intact
+    called = [e for e in chain.entries if e.kind in ("model_call", "tool_call")]
+    assert len(called) == 3 and all(len(e.data["row_sha256"]) == 64 for e in called)
+    # the live view shows the row, not the digest
+    assert all("row_sha256" not in e for e in store.events_since(0))
+    tool = next(e for e in called if e.kind == "tool_call")
+    db.execute("UPDATE tool_calls SET result = 'goodbye' WHERE id = ?", (tool.data["row"],))
+    verdict = lineage.verify_chain(next(lineage.read_chains(db, [run_id])))
+    assert (verdict.problem, verdict.entry and verdict.entry.id) == (
+        lineage.Problem.CHANGED,
+        tool.id,
+    )
+    assert "tool_calls row" in verdict.detail and "changed after it was recorded" in verdict.detail
+    first = called[0]
+    db.execute("DELETE FROM model_calls WHERE id = ?", (first.data["row"],))
+    verdict = lineage.verify_chain(next(lineage.read_chains(db, [run_id])))
+    assert (verdict.problem, verdict.entry and verdict.entry.id) == (
+        lineage.Problem.REMOVED,
+        first.id,
+    )
+
+
+def test_a_tool_result_edited_or_a_model_call_added_in_an_export_is_caught(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = RunStore.default()
+    run_id = writer_run(tmp_path / "work", store)
+    store.close()
+    lines = export_of(run_id, capsys)
+    records = [json.loads(line) for line in lines]
+    at = next(i for i, r in enumerate(records) if r["type"] == "tool_call")
+    entry = next(r for r in records if r["type"] == "log_entry" and r["kind"] == "tool_call")
+    edited = [dict(r) for r in records]
+    edited[at]["result"] = "goodbye"
+    path = tmp_path / "edited.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in edited))
+    code, out, _ = invoke(["runs", "verify", "--file", str(path)], capsys)
+    assert code == 1 and f"BAD {run_id}: changed #{entry['id']} tool_call" in out, out
+    assert "not in the file as recorded" in out
+    model = next(r for r in records if r["type"] == "model_call")
+    added = [*records[:at], {**model, "step": 9, "content": "forged"}, *records[at:]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in added))
+    code, out, _ = invoke(["runs", "verify", "--file", str(path)], capsys)
+    assert code == 1 and f"BAD {run_id}: inserted: the export's model_call event of step 9" in out

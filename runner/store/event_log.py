@@ -155,8 +155,13 @@ def append(db: Database, run_id: str, kind: str, data: dict[str, Any], at: str) 
     committed yet, and a follower reading past the larger id would skip the smaller forever.
     The same lock makes the run's hash chain a chain (:func:`runner.store.lineage.chain`:
     the entry's ``prev_hash`` and ``hash``, the run's new ``head_hash``, signed when a key
-    exists and the run is not running).
+    exists and the run is not running). A model or tool call's entry also gets
+    ``row_sha256``, the digest of its row as the export shows it (final by then: a tool
+    call's row is updated only before its ``tool_call`` entry), so the chain covers the
+    reply and the result too.
     """
+    if kind in lineage.ROW_KINDS and data.get("row") is not None:
+        data = {**data, "row_sha256": lineage.row_digest(db, kind, run_id, int(data["row"]))}
     data_json = json.dumps(data)
     prev, digest = lineage.chain(db, run_id, kind, data_json, at)
     db.execute(

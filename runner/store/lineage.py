@@ -36,11 +36,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import StoreError, UsageError
 from ..paths import PRIVATE_FILE_MODE, home_path, tighten
 from .database import Database
+from .export import model_call_event, tool_call_event
+from .rows import ModelCallRow, ToolCallRow
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -212,6 +214,29 @@ def sign_head(run_id: str, head: str) -> str | None:
     return f"{print_} {signature}"
 
 
+#: The entry kinds that name a row whose content the entry's ``row_sha256`` covers.
+ROW_KINDS = {"model_call": "model_calls", "tool_call": "tool_calls"}
+
+
+def event_digest(event: dict[str, Any]) -> str:
+    """The SHA-256 of an export event's canonical form (what ``row_sha256`` holds)."""
+    return hashlib.sha256(canonical(event)).hexdigest()
+
+
+def row_event(kind: str, run_id: str, row: dict[str, Any]) -> dict[str, Any]:
+    """The export event of a ``model_calls`` or ``tool_calls`` row (``kind`` says which)."""
+    if kind == "model_call":
+        return model_call_event(run_id, cast(ModelCallRow, row))
+    return tool_call_event(run_id, cast(ToolCallRow, row))
+
+
+def row_digest(db: Database, kind: str, run_id: str, row_id: int) -> str | None:
+    """:func:`event_digest` of the row a ``kind`` entry names; None when there is none."""
+    table = ROW_KINDS[kind]  # one of two literals
+    row = db.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchone()
+    return None if row is None else event_digest(row_event(kind, run_id, dict(row)))
+
+
 # -- writing ----------------------------------------------------------------------------------
 
 
@@ -246,6 +271,10 @@ class Entry:
     data: Any
     prev: str | None
     hash: str | None
+    #: The digest of the entry's row as it is now (:func:`row_digest`), ``"gone"`` when the
+    #: row was deleted, ``"absent"`` when an export has no such event; None when the entry
+    #: names no row.
+    row_now: str | None = None
 
     def describe(self) -> str:
         """``#id kind at``, how a finding names the entry."""
@@ -263,6 +292,8 @@ class Chain:
     running: bool = False
     #: The run started after the chain existed (so it must have hashes).
     after_lineage: bool = True
+    #: An export's model and tool call events that no entry's ``row_sha256`` names.
+    extra_events: list[str] = field(default_factory=list)
 
 
 class Problem(StrEnum):
@@ -349,11 +380,20 @@ def verify_chain(
             entry.hash
         ):
             return bad(Problem.CHANGED, entry, "its content no longer matches its hash")
+        row_problem = _row_problem(entry)
+        if row_problem is not None:
+            return bad(*row_problem)
         if entry.prev != expected:
             found = _misplaced(chained, i, entry, expected, position)
             if found is not None:
                 return bad(*found)
         expected = entry.hash
+    if chain_.extra_events and start == 0:
+        return bad(
+            Problem.INSERTED,
+            None,
+            f"the export's {chain_.extra_events[0]} is in no hashed entry: it was added or changed",
+        )
     if chain_.head != expected:
         last = chained[-1]
         if chain_.head is None:
@@ -372,6 +412,19 @@ def verify_chain(
             "the run's head names a hash no stored entry has: entries after this one were removed",
         )
     return _check_signature(chain_, verdict, public_key, require_signature, bad)
+
+
+def _row_problem(entry: Entry) -> tuple[Problem, Entry, str] | None:
+    """What happened to the row ``entry`` names, when it is not as recorded."""
+    recorded = entry.data.get("row_sha256") if isinstance(entry.data, dict) else None
+    if recorded is None or entry.row_now is None or entry.row_now == recorded:
+        return None
+    what = f"its {ROW_KINDS[entry.kind]} row (the export's {entry.kind} event)"
+    if entry.row_now == "gone":
+        return Problem.REMOVED, entry, f"{what} was deleted"
+    if entry.row_now == "absent":
+        return Problem.CHANGED, entry, f"{what} is not in the file as recorded"
+    return Problem.CHANGED, entry, f"{what} was changed after it was recorded"
 
 
 def _misplaced(
@@ -484,6 +537,7 @@ def read_chains(db: Database, run_ids: Iterable[str] | None = None) -> Iterator[
                 row["hash"],
             )
         )
+    _read_rows(db, entries)
     for run_id in sorted(entries):
         run = runs.get(run_id)
         yield Chain(
@@ -494,6 +548,27 @@ def read_chains(db: Database, run_ids: Iterable[str] | None = None) -> Iterator[
             running=run is not None and run["status"] == "running",
             after_lineage=run is None or run["started_at"] >= since,
         )
+
+
+def _read_rows(db: Database, entries: dict[str, list[Entry]]) -> None:
+    """Set ``row_now`` of every entry that names a row (``"gone"`` for a row deleted)."""
+    for kind, table in ROW_KINDS.items():
+        named = {
+            int(e.data["row"]): (run_id, e)
+            for run_id, run_entries in entries.items()
+            for e in run_entries
+            if e.kind == kind and isinstance(e.data, dict) and e.data.get("row") is not None
+        }
+        found: dict[int, dict[str, Any]] = {}
+        wanted = sorted(named)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT * FROM {table} WHERE id IN ({marks})"  # table: one of two literals
+            found.update((int(row["id"]), dict(row)) for row in db.execute(query, chunk))
+        for row_id, (run_id, entry) in named.items():
+            row = found.get(row_id)
+            entry.row_now = "gone" if row is None else event_digest(row_event(kind, run_id, row))
 
 
 def export_records(chain_: Chain) -> list[dict[str, Any]]:
@@ -532,6 +607,7 @@ def chains_from_export(lines: Iterable[str], source: str) -> list[Chain]:
             no lineage lines (an export from before lineage).
     """
     chains: dict[str, Chain] = {}
+    events: dict[str, list[dict[str, Any]]] = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -555,6 +631,8 @@ def chains_from_export(lines: Iterable[str], source: str) -> list[Chain]:
                 chain_.head, chain_.signature = record["head"], record["signature"]
                 chain_.running = bool(record.get("running", False))
                 chain_.after_lineage = bool(record.get("after_lineage", True))
+            elif kind in ROW_KINDS:
+                events.setdefault(str(record["run_id"]), []).append(record)
         except (ValueError, KeyError, TypeError) as error:
             raise UsageError(
                 f"{source}:{number}: not a line of `agentrun runs export` ({error!r}): "
@@ -565,4 +643,25 @@ def chains_from_export(lines: Iterable[str], source: str) -> list[Chain]:
             f"{source} holds no lineage (no 'log_entry' lines): it was exported before "
             "lineage existed, or is not a `runs export` file"
         )
+    for run_id, chain_ in chains.items():
+        _match_export_rows(chain_, events.get(run_id, []))
     return list(chains.values())
+
+
+def _match_export_rows(chain_: Chain, events: list[dict[str, Any]]) -> None:
+    """Check an export's model and tool call events against the entries' ``row_sha256``.
+
+    An entry whose digest no event line has gets ``row_now`` ``"absent"`` (the event was
+    changed or removed); an event no entry names is listed in ``extra_events``, unless it
+    is a tool call cut off by a crash (status ``running``), which never had one.
+    """
+    digests = [event_digest(event) for event in events]
+    recorded = set()
+    for entry in chain_.entries:
+        wanted = entry.data.get("row_sha256") if isinstance(entry.data, dict) else None
+        if wanted is not None:
+            recorded.add(wanted)
+            entry.row_now = wanted if wanted in digests else "absent"
+    for event, digest in zip(events, digests, strict=True):
+        if digest not in recorded and event.get("status") != "running":
+            chain_.extra_events.append(f"{event['type']} event of step {event.get('step')}")
