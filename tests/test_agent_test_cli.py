@@ -185,13 +185,19 @@ def test_a_bad_input_is_an_error_result_not_a_traceback(
         "tests:\n"
         "  - name: no inputs\n"
         "    model: [{text: hi}]\n"
+        "    expect: {stop_reason: completed}\n"
+        "  - name: no workdir\n"
+        "    inputs: {since: v1, version: '2'}\n"
+        "    workdir: no-such-folder\n"
+        "    model: [{text: hi}]\n"
         "    expect: {stop_reason: completed}\n",
         encoding="utf-8",
     )
     code, out, _ = agentrun_test(capsys, str(path))
     assert code == 1
+    assert "no workdir ERROR" in out and "no-such-folder is not a folder" in out
     assert "no inputs ERROR" in out and "needs inputs 'since', 'version'" in out
-    assert "0 passed, 0 failed, 1 error in" in out
+    assert "0 passed, 0 failed, 2 errors in" in out
 
 
 def test_runs_write_in_a_copy_and_a_failed_setup_is_an_error(

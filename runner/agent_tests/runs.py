@@ -191,6 +191,10 @@ def run_test(test: AgentTest) -> TestResult:
         result = _run(test)
     except AgentrunError as error:
         result = TestResult(test, "error", message=str(error))
+    except TimeoutError:
+        result = TestResult(test, "error", message=f"the run took longer than {RUN_TIMEOUT_S} s")
+    except OSError as error:  # copying the workdir (shutil.Error is one)
+        result = TestResult(test, "error", message=f"cannot prepare the run: {error}")
     result.duration_s = time.monotonic() - started
     return result
 
