@@ -225,3 +225,16 @@ def test_runs_write_in_a_copy_and_a_failed_setup_is_an_error(
     assert "writes PASSED" in out
     assert "setup fails ERROR" in out and "setup command 'git no-such-subcommand'" in out
     assert (AGENTS / "fixtures" / "fix-failing-test" / "pricing.py").read_text() == original
+
+
+def test_the_test_file_schema_is_a_valid_json_schema_and_ships_in_the_wheel() -> None:
+    import json
+    import tomllib
+
+    from jsonschema import Draft202012Validator
+
+    path = ROOT / "schemas" / "agent-test.schema.json"
+    Draft202012Validator.check_schema(json.loads(path.read_text(encoding="utf-8")))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    shipped = project["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    assert shipped["schemas/agent-test.schema.json"] == "runner/schemas/agent-test.schema.json"
