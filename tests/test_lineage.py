@@ -422,3 +422,33 @@ def test_a_tool_result_edited_or_a_model_call_added_in_an_export_is_caught(
     path.write_text("".join(json.dumps(r) + "\n" for r in added))
     code, out, _ = invoke(["runs", "verify", "--file", str(path)], capsys)
     assert code == 1 and f"BAD {run_id}: inserted: the export's model_call event of step 9" in out
+
+
+def test_a_paused_run_stays_signed_through_its_decision_and_a_copy_to_postgresql(
+    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runner.store.copy import copy_store
+    from runner.store.postgres import PostgresRunStore
+
+    invoke(["keys", "--create"], capsys)
+    key = lineage.load_signing_key(lineage.signing_key_path()).public_key()
+    source = tmp_path / "runs.db"
+    store = SQLiteRunStore(source)
+    run_id = writer_run(tmp_path, store)  # waits for approval: ended, so signed
+    [before] = lineage.read_chains(store.db, [run_id])
+    assert before.signature is not None and lineage.verify_chain(before, key).intact
+    store.decide(run_id, None, approved=False, reason="no", by="auditor")
+    [after] = lineage.read_chains(store.db, [run_id])
+    assert after.entries[-1].kind == "approval_decided" and after.head != before.head
+    assert after.signature not in (None, before.signature)
+    assert lineage.verify_chain(after, key, require_signature=True).intact
+    store.close()
+    report = copy_store(source, postgres_url)
+    assert report.verified
+    target = PostgresRunStore(postgres_url)
+    try:
+        [copied] = lineage.read_chains(target.db, [run_id])
+    finally:
+        target.close()
+    assert (copied.head, copied.signature) == (after.head, after.signature)
+    assert lineage.verify_chain(copied, key, require_signature=True).intact
