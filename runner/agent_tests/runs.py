@@ -137,17 +137,20 @@ def copy_workdir(source: Path, target: Path) -> Path:
         return [n for n in names if n in SKIPPED_FOLDERS or n in LINKED_FOLDERS]
 
     shutil.copytree(source, target, symlinks=True, ignore=ignore)
-    for name in LINKED_FOLDERS:
-        for found in source.rglob(name):
-            if any(part in SKIPPED_FOLDERS for part in found.relative_to(source).parts):
+    for folder, names, files in os.walk(source):
+        here = Path(folder)
+        for name in [*names, *files]:
+            if name not in LINKED_FOLDERS:
                 continue
+            found = here / name
             destination = target / found.relative_to(source)
-            if destination.exists() or not destination.parent.exists():
+            if not destination.parent.is_dir() or destination.exists():
                 continue
-            if found.is_dir():
+            if found.is_dir() and not found.is_symlink():
                 shutil.copytree(found, destination, symlinks=True, copy_function=_link)
             else:
-                shutil.copy2(found, destination)
+                shutil.copy2(found, destination, follow_symlinks=False)
+        names[:] = [n for n in names if n not in SKIPPED_FOLDERS and n not in LINKED_FOLDERS]
     return target
 
 
