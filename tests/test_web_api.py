@@ -339,7 +339,14 @@ def test_events_as_json_and_as_jsonl(recorded: Recorded) -> None:
         assert events[-1]["type"] == "run_finished"
         export = client.get(f"/api/v1/runs/{run_id}/export")
         assert export.headers["content-type"].startswith("application/x-ndjson")
-        assert [json.loads(line) for line in export.text.splitlines()] == events
+    records = [json.loads(line) for line in export.text.splitlines()]
+    # the events, then the run's hash chain (docs/audit.md): a log_entry per event, a log_head
+    assert records[: len(events)] == events
+    chain = records[len(events) :]
+    assert [r["type"] for r in chain] == ["log_entry"] * len(events) + ["log_head"]
+    assert {r["run_id"] for r in chain} == {run_id}
+    assert [r["kind"] for r in chain[:-1]] == [e["type"] for e in events]
+    assert chain[-1]["head"] == chain[-2]["hash"]
     cli = subprocess.run(
         [sys.executable, "-m", "runner", "runs", "export", run_id],
         cwd=ROOT,
@@ -348,10 +355,42 @@ def test_events_as_json_and_as_jsonl(recorded: Recorded) -> None:
         text=True,
         check=True,
     )
-    # the CLI's export adds the run's hash chain (docs/audit.md) after the same events
-    lines = cli.stdout.splitlines(keepends=True)
-    assert "".join(line for line in lines if '"type": "log_' not in line) == export.text
-    assert '"type": "log_head"' in lines[-1]
+    assert cli.stdout == export.text  # the same lines as `agentrun runs export`
+
+
+def verify_file(path: Path, home: Path) -> subprocess.CompletedProcess[str]:
+    """`agentrun runs verify --file PATH`, as a user checks a downloaded export."""
+    return subprocess.run(
+        [sys.executable, "-m", "runner", "runs", "verify", "--file", str(path)],
+        cwd=ROOT,
+        env=console_env(home),
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_an_export_downloaded_from_the_api_verifies(recorded: Recorded, tmp_path: Path) -> None:
+    run_id = recorded.completed[0]
+    with recorded.console.client() as client:
+        export = client.get(f"/api/v1/runs/{run_id}/export")
+    assert export.status_code == 200
+    downloaded = tmp_path / f"{run_id}.jsonl"
+    downloaded.write_text(export.text, encoding="utf-8")
+    verified = verify_file(downloaded, recorded.console.home)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.startswith(f"ok {run_id} (")
+    assert "1 run verified: 1 intact" in verified.stdout
+    # the same download with its model call's answer changed no longer verifies
+    lines = export.text.splitlines(keepends=True)
+    [at] = [i for i, line in enumerate(lines) if json.loads(line)["type"] == "model_call"]
+    changed = json.loads(lines[at])
+    assert changed["output_tokens"] >= 0
+    changed["output_tokens"] += 1
+    lines[at] = json.dumps(changed, ensure_ascii=False) + "\n"
+    downloaded.write_text("".join(lines), encoding="utf-8")
+    tampered = verify_file(downloaded, recorded.console.home)
+    assert tampered.returncode == 1, tampered.stdout + tampered.stderr
+    assert tampered.stdout.startswith(f"BAD {run_id}: ")
 
 
 def test_the_openapi_document_describes_every_endpoint(recorded: Recorded) -> None:
