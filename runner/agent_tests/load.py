@@ -129,7 +129,7 @@ def load_test_file(path: Path) -> list[AgentTest]:
         SpecError: every problem at once, each at the file's line and column.
     """
     from ..spec import yamlpos
-    from ..spec.validation import _located_errors, _rewrite
+    from ..spec.validation import located_errors, rewrite
 
     shown = str(path)
     try:
@@ -160,8 +160,8 @@ def load_test_file(path: Path) -> list[AgentTest]:
         )
     found: dict[tuple[int, int], Diagnostic] = {}
     for raw_error in _validator().iter_errors(located.value):
-        for schema_error in _located_errors(raw_error):
-            for _, diagnostic in _rewrite(located, shown, schema_error):
+        for schema_error in located_errors(raw_error):
+            for _, diagnostic in rewrite(located, shown, schema_error):
                 found.setdefault((diagnostic.line, diagnostic.column), diagnostic)
     document: dict[str, Any] = located.value
     if not found:

@@ -155,8 +155,17 @@ def _first_clause(text: str) -> str:
     return clause[:1].lower() + clause[1:]
 
 
-def _located_errors(error: Any) -> list[Any]:
-    """Flatten ``oneOf``/``anyOf`` errors: keep the branch that came closest, if one did."""
+def located_errors(error: Any) -> list[Any]:
+    """The errors to report for one schema error: a ``oneOf``/``anyOf`` one flattened.
+
+    Args:
+        error: one ``jsonschema.ValidationError``, as ``iter_errors`` yields it.
+
+    Returns:
+        A list of one ``ValidationError``: for a ``oneOf``/``anyOf`` error, the branch
+        error that reached deepest into the value (the branch the value was meant to be),
+        if it went deeper than ``error`` itself; otherwise ``error``. Raises nothing.
+    """
     if error.validator in ("oneOf", "anyOf") and error.context:
         # Pick the branch with the deepest errors (the one the value was meant to be).
         best = max(error.context, key=lambda e: (len(e.absolute_path), -len(e.schema_path)))
@@ -175,7 +184,7 @@ def diagnose(located: Located, file: str) -> list[Diagnostic]:
     Returns:
         The diagnostics in file order, at most one per value, key or missing key.
     """
-    errors = [e for raw in validator().iter_errors(located.value) for e in _located_errors(raw)]
+    errors = [e for raw in validator().iter_errors(located.value) for e in located_errors(raw)]
     wrong_type = {
         tuple(e.absolute_path)
         for e in errors
@@ -185,13 +194,25 @@ def diagnose(located: Located, file: str) -> list[Diagnostic]:
     for error in errors:
         if error.validator != "type" and tuple(error.absolute_path) in wrong_type:
             continue
-        for subject, diagnostic in _rewrite(located, file, error):
+        for subject, diagnostic in rewrite(located, file, error):
             out.setdefault((diagnostic.line, diagnostic.column, subject), diagnostic)
     return sorted(out.values(), key=lambda d: (d.line, d.column))
 
 
-def _rewrite(located: Located, file: str, error: Any) -> list[tuple[NodePath, Diagnostic]]:
-    """One error in plain words, with the path of the value, key or missing key it is about."""
+def rewrite(located: Located, file: str, error: Any) -> list[tuple[NodePath, Diagnostic]]:
+    """One schema error in plain words, at the YAML's own line and column (gh-aw's manner).
+
+    Args:
+        located: the parsed document with the positions of its keys and values.
+        file: the file name the diagnostics show.
+        error: one ``jsonschema.ValidationError`` (best passed through
+            :func:`located_errors` first).
+
+    Returns:
+        ``(path, diagnostic)`` pairs, ``path`` the tuple of keys and list indexes of the
+        value, key or missing key a diagnostic is about: one pair per unknown or missing
+        key, one for any other error. Raises nothing: a bad document is what it reports.
+    """
     path: NodePath = tuple(error.absolute_path)
     if "propertyNames" in error.schema_path:
         return [_property_name_error(located, file, path, error)]
