@@ -267,6 +267,30 @@ def test_the_environment_is_path_plus_the_allowlist(
     assert "AGENTRUN_TEST_ALLOWED=visible-value" in result
 
 
+def test_the_command_runs_from_the_path_it_was_found_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # each read of the environment gives a PATH naming a different folder, as if the
+    # process's environment changed mid-call: one read serves the lookup and the launch
+    folders = []
+    for name in ("first", "second"):
+        folder = tmp_path / name
+        folder.mkdir()
+        script = folder / "which-one"
+        script.write_text(f"#!/bin/sh\necho {name}\n")
+        script.chmod(0o755)
+        folders.append(folder)
+    reads = iter(folders)
+
+    def environment(allow: tuple[str, ...]) -> dict[str, str]:
+        return {"PATH": str(next(reads))}
+
+    monkeypatch.setattr(shell_module, "confined_environment", environment)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    assert make(workdir, "which-one").run({"argv": "which-one"}) == "exit code 0\nfirst\n"
+
+
 def test_the_working_folder_is_the_workdir_or_the_spec_cwd(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     here = make(tmp_path, "pwd").run({"argv": "pwd"})

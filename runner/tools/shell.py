@@ -359,14 +359,15 @@ class ShellTool(Tool):
         argv = self.check(line)
         if not self.cwd.is_dir():
             raise ToolError(f"the working folder {str(self.cwd)!r} does not exist")
-        if shutil.which(argv[0], path=self.environment()["PATH"]) is None:
+        environment = self.environment()  # one snapshot: looked up on the PATH it runs with
+        if shutil.which(argv[0], path=environment["PATH"]) is None:
             raise ToolError(f"command not found: {argv[0]!r}")
         try:
             launch = sandbox.launch(
                 self.spec.sandbox,
                 argv,
                 cwd=self.cwd,
-                env=self.environment(),
+                env=environment,
                 workdir=self.workdir,
                 source=source,
             )
