@@ -1,4 +1,4 @@
-"""Real receivers nobody here wrote, for notification tests: SMTP (aiosmtpd), HTTP, a hang."""
+"""Real receivers for tests of outbound traffic: SMTP (aiosmtpd), HTTP, a hang, a hello page."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import email.policy
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -47,6 +48,36 @@ class HttpReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class _Hello(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f"hello from {self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def hello_server() -> Iterator[int]:
+    """An HTTP server on loopback answering every GET with 200 and ``hello from PATH``.
+
+    Yields:
+        Its port on 127.0.0.1; the server is shut down and its thread joined on exit.
+    """
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 class HangingReceiver:

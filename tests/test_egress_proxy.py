@@ -8,7 +8,6 @@ reaches a real HTTP server on loopback.
 from __future__ import annotations
 
 import http.client
-import http.server
 import json
 import os
 import queue
@@ -16,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,31 +23,15 @@ import pytest
 
 from runner.errors import SetupError
 from runner.sandbox.proxy import EgressDecision, EgressProxy
+from tests.receivers import hello_server
 
 DECISION_TIMEOUT_S = 10
 
 
-class _Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = f"hello from {self.path}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def server_port() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with hello_server() as port:
+        yield port
 
 
 @pytest.fixture
