@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from runner.spec import AgentSpec, load_spec
+from runner.testing import ScriptedModel, call, text
 
 #: The repository's root: where ``python -m runner`` finds the package (as tests/conftest.py).
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,3 +97,37 @@ def link_tree(source: Path, target: Path) -> Path:
 
     shutil.copytree(source, target, symlinks=True, copy_function=link)
     return target
+
+
+def notes_checkout(root: Path) -> Path:
+    """A checkout at ``root`` for the notes-organiser example: its notes fixture copied to
+    ``agents/fixtures/notes`` and the MCP filesystem server's ``.ci-node`` linked in (as
+    :func:`link_tree`); returns ``root``, the example's workdir."""
+    (root / "agents" / "fixtures").mkdir(parents=True)
+    link_tree(ROOT / ".ci-node", root / ".ci-node")  # inside the checkout, as in a real one
+    notes = ROOT / "agents" / "fixtures" / "notes"
+    shutil.copytree(notes, root / "agents" / "fixtures" / "notes")
+    return root
+
+
+def notes_organiser_model(outside: Path | None = None) -> ScriptedModel:
+    """The notes-organiser example's run: list the notes, read the stand-up, make
+    ``meetings/`` and move the stand-up into it, then answer. With ``outside``, a read of
+    that file (one outside the notes folder) comes after the stand-up's."""
+    stray = [] if outside is None else [call("fs__read_text_file", {"path": str(outside)})]
+    return ScriptedModel(
+        [
+            call("fs__list_directory", {"path": "."}),
+            call("fs__read_text_file", {"path": "2026-03-02-standup.md"}),
+            *stray,
+            call("fs__create_directory", {"path": "meetings"}),
+            call(
+                "fs__move_file",
+                {
+                    "source": "2026-03-02-standup.md",
+                    "destination": "meetings/2026-03-02-standup.md",
+                },
+            ),
+            text("Moved 2026-03-02-standup.md to meetings/."),
+        ]
+    )

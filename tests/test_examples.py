@@ -55,7 +55,7 @@ from runner.tools import ToolRegistry
 from runner.tools.http import HttpTool
 from runner.tools.shell import ShellTool
 from tests.conftest import ROOT
-from tests.helpers import link_tree, wait_for
+from tests.helpers import notes_checkout, notes_organiser_model, wait_for
 
 AGENTS = ROOT / "agents"
 EXAMPLES = sorted(AGENTS.glob("*.yaml"))
@@ -584,30 +584,12 @@ def filesystem_server() -> Path:
 
 def test_notes_organiser_runs(tmp_path: Path) -> None:
     filesystem_server()
-    root = tmp_path / "checkout"
-    (root / "agents" / "fixtures").mkdir(parents=True)
-    link_tree(ROOT / ".ci-node", root / ".ci-node")  # inside the checkout, as in a real one
+    root = notes_checkout(tmp_path / "checkout")
     notes = root / "agents" / "fixtures" / "notes"
-    shutil.copytree(AGENTS / "fixtures" / "notes", notes)
     (tmp_path / "secret.txt").write_text("private")
     agent = compile_agent(load("notes-organiser", workdir=root))
     store = RunStore(tmp_path / "runs.db")
-    model = ScriptedModel(
-        [
-            call("fs__list_directory", {"path": "."}),
-            call("fs__read_text_file", {"path": "2026-03-02-standup.md"}),
-            call("fs__read_text_file", {"path": str(tmp_path / "secret.txt")}),
-            call("fs__create_directory", {"path": "meetings"}),
-            call(
-                "fs__move_file",
-                {
-                    "source": "2026-03-02-standup.md",
-                    "destination": "meetings/2026-03-02-standup.md",
-                },
-            ),
-            text("Moved 2026-03-02-standup.md to meetings/."),
-        ]
-    )
+    model = notes_organiser_model(outside=tmp_path / "secret.txt")
     approver = Approver()
     finished = execute(agent, model, store, approver=approver)
     assert finished.stop_reason is StopReason.COMPLETED, finished.message

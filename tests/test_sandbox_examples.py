@@ -34,8 +34,7 @@ from runner.spec import AgentSpec, check_spec, replace
 from runner.store import RunStore
 from runner.testing import ScriptedModel, call, calls, text
 from runner.tools.shell import ShellTool
-from tests.conftest import ROOT
-from tests.helpers import link_tree
+from tests.helpers import notes_checkout, notes_organiser_model
 from tests.test_examples import (
     AGENTS,
     BUGGY_LINE,
@@ -371,42 +370,17 @@ def test_fix_failing_tests_check_runs_inside_the_sandbox(tmp_path: Path, secret:
 # notes-organiser: the MCP filesystem server (Node.js) as a sandboxed stdio server
 
 
-def notes_checkout(root: Path) -> Path:
-    (root / "agents" / "fixtures").mkdir(parents=True)
-    link_tree(ROOT / ".ci-node", root / ".ci-node")  # inside the checkout, as in a real one
-    shutil.copytree(AGENTS / "fixtures" / "notes", root / "agents" / "fixtures" / "notes")
-    return root
-
-
-def notes_model() -> ScriptedModel:
-    return ScriptedModel(
-        [
-            call("fs__list_directory", {"path": "."}),
-            call("fs__read_text_file", {"path": "2026-03-02-standup.md"}),
-            call("fs__create_directory", {"path": "meetings"}),
-            call(
-                "fs__move_file",
-                {
-                    "source": "2026-03-02-standup.md",
-                    "destination": "meetings/2026-03-02-standup.md",
-                },
-            ),
-            text("Moved 2026-03-02-standup.md to meetings/."),
-        ]
-    )
-
-
 def test_notes_organiser_works_sandboxed(tmp_path: Path, launches: list[session.Launch]) -> None:
     filesystem_server()
     store = RunStore(tmp_path / "runs.db")
     spec = load("notes-organiser", workdir=notes_checkout(tmp_path / "boxed"))
     assert sources_in(spec) == [("mcp:fs", "auto")]
-    boxed = execute(compile_agent(spec), notes_model(), store, approver=Approver())
+    boxed = execute(compile_agent(spec), notes_organiser_model(), store, approver=Approver())
     assert sandboxed_run(store, boxed, launches) == {"mcp:fs"}
     plain_spec = with_mode(
         load("notes-organiser", workdir=notes_checkout(tmp_path / "plain")), "off"
     )
-    plain = execute(compile_agent(plain_spec), notes_model(), store, approver=Approver())
+    plain = execute(compile_agent(plain_spec), notes_organiser_model(), store, approver=Approver())
     assert plain.stop_reason is StopReason.COMPLETED, plain.message
 
     def outcome(finished: RunFinished) -> list[tuple[str, str, str]]:
