@@ -27,9 +27,11 @@ import signal
 import time
 import traceback
 from collections.abc import Callable
+from contextvars import Token
 from dataclasses import replace
 from typing import Any
 
+from . import telemetry
 from .budgets import Budget, Deadline
 from .compiler import CompiledAgent
 from .errors import RunStop, SetupError
@@ -80,6 +82,8 @@ class Run:
             later calls use ``"auto"`` so the model can finish.
         resume: the state of a paused or interrupted run to continue (``run_id`` must be
             that run's id).
+        traceparent: a W3C ``traceparent`` the run's trace continues (a webhook delivery's),
+            used when the run's telemetry is on (:mod:`runner.telemetry`); ignored if invalid.
         sealer: receives the unredacted form of every message that redaction changed (the
             store keeps it encrypted until the run can no longer be resumed); None to keep
             nothing (a resume then continues with the redacted words).
@@ -100,8 +104,10 @@ class Run:
         first_tool_choice: str | dict[str, Any] | None = None,
         resume: RunState | None = None,
         sealer: Sealer | None = None,
+        traceparent: str | None = None,
     ) -> None:
         self.agent = agent
+        self.traceparent = traceparent
         self.sealer = sealer
         self.resumed = resume
         self.model = model
@@ -203,7 +209,9 @@ class Run:
         # The run's sandbox: current in this task, so the tools, checks, guards and MCP
         # servers it starts run in it (a task started from here inherits the context).
         sandbox_token = sandbox_session.enter(self.sandbox)
+        trace_token = None
         try:
+            trace_token = self._start_telemetry()
             self.sandbox.check(spec)  # sandbox: required where it cannot be: nothing runs
             # Import litellm, start a local model: setup errors come before anything else.
             if self.model.prepare_is_quick:
@@ -240,6 +248,8 @@ class Run:
             await asyncio.to_thread(self.sandbox.close)  # the egress proxies
             self.sandbox.flush(self.emit)
             sandbox_session.leave(sandbox_token)
+            if trace_token is not None:
+                telemetry.leave(trace_token)
         self.emit(Heartbeat(self.run_id, self.budget.elapsed()))
         usage = self.budget.usage
         escalated_from = None
@@ -266,6 +276,28 @@ class Run:
         )
         self.emit(finished)
         return self.redactor.event(finished)
+
+    def _start_telemetry(self) -> Token[telemetry.TraceState | None] | None:
+        """Open the run's ``invoke_agent`` span when its telemetry is on; its context token.
+
+        Raises:
+            SetupError: the spec asks for telemetry and the ``[otel]`` extra is missing.
+        """
+        spec = self.agent.spec
+        run = {
+            "run_id": self.run_id,
+            "agent": spec.name,
+            "model": spec.model.id,
+            "trigger": self.trigger,
+            "resumed": self.resumed is not None,
+        }
+        tracer, warning = telemetry.start(spec.telemetry, run, self.traceparent)
+        if warning:
+            self.emit(RunNotice(self.run_id, spec.name, warning))
+        if tracer is None:
+            return None
+        self.sinks = [*self.sinks, tracer.sink]
+        return telemetry.enter(tracer.state)
 
     async def _loop(self) -> StopReason:
         # Built here, once the MCP servers' tools have joined the registry.
@@ -394,6 +426,7 @@ async def run_agent(
     run_id: str | None = None,
     resume: RunState | None = None,
     cancel_on: tuple[signal.Signals, ...] = (),
+    traceparent: str | None = None,
 ) -> RunFinished:
     """Run ``agent`` to a stop reason, recording every event in ``store`` when given.
 
@@ -411,6 +444,7 @@ async def run_agent(
         cancel_on: signals that cancel the run while it executes (``agentrun run`` passes
             :data:`CANCEL_SIGNALS`): it stops with stop reason ``cancelled``, recorded and
             resumable. Only from the main thread (the loop's signal handlers).
+        traceparent: a W3C ``traceparent`` the run's trace continues (see :class:`Run`).
 
     A model that cannot be reached at all (a missing extra or key variable) ends the run
     with stop reason ``error`` and the reason as its message, recorded like any other.
@@ -433,6 +467,7 @@ async def run_agent(
         first_tool_choice=first_tool_choice,
         resume=resume,
         sealer=store.seal_message if store is not None else None,
+        traceparent=traceparent,
     )
     loop = asyncio.get_running_loop()
     for signum in cancel_on:

@@ -174,6 +174,7 @@ async def execute(job: dict[str, Any], store: RunStore) -> str:
         trigger=job.get("trigger", "daemon"),
         sealer=store.seal_message,
         resume=state,
+        traceparent=job.get("traceparent"),
     )
     watcher = asyncio.get_running_loop().create_task(_watch_cancel(store, run_id, run, before))
     try:

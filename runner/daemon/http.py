@@ -23,12 +23,14 @@ Each webhook POST is checked in this order, and the first failure is the answer:
   whatever its delivery id, since the signature does not cover that header
   (:class:`~runner.triggers.webhook.BodyReplayWindow`, in memory) (409).
 
-Only then does it fire. A request refused before its signature is verified is only logged
-(anyone can send those, and they must not fill the store); a signed delivery refused (400,
-409) is logged and kept in the store's ``notices`` (level ``warning``, with the agent), as
-the daemon keeps its spec errors. Neither delivery ids nor bodies are remembered for a
-delivery that is refused, so a sender can fix a payload and send it again. Loopback by
-default.
+Only then does it fire. A valid W3C ``traceparent`` header (Trace Context) makes the run's
+trace a child of the sender's span when the run's telemetry is on (:mod:`runner.telemetry`);
+an invalid one is ignored, as the specification asks. A request refused before its
+signature is verified is only logged (anyone can send those, and they must not fill the
+store); a signed delivery refused (400, 409) is logged and kept in the store's
+``notices`` (level ``warning``, with the agent), as the daemon keeps its spec errors.
+Neither delivery ids nor bodies are remembered for a delivery that is refused, so a sender
+can fix a payload and send it again. Loopback by default.
 
 This module imports uvicorn and Starlette: the daemon imports it only when it serves HTTP.
 """
@@ -123,6 +125,7 @@ class Webhooks:
         """
         from ..compiler import coerce_inputs
         from ..store import new_run_id
+        from ..telemetry import parse_traceparent
         from ..triggers import inputs_from_payload, verify_signature
         from ..triggers.webhook import PayloadError, body_digest, parse_payload
 
@@ -188,6 +191,7 @@ class Webhooks:
             new_run_id(),
             inputs,
             key=delivery or None,
+            traceparent=parse_traceparent(request.headers.get("traceparent")),
         )
         outcome = self.fire(fire)
         if outcome is FireOutcome.DUPLICATE:  # its fire was recorded before the daemon restarted

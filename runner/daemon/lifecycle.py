@@ -465,6 +465,7 @@ class Daemon(DaemonRequests, DaemonLeadership):
             "inputs": fire.inputs,
             "trigger": fire.trigger,
             "resume": fire.resume,
+            "traceparent": fire.traceparent,  # a webhook sender's trace (runner.telemetry)
             "queue": agent.spec.executor.queue,  # the Celery executor's; the local one ignores it
         }
         path = model_path(agent.spec)

@@ -34,6 +34,9 @@ class Fire:
         key: an idempotency key (a manual trigger's ``--key``, a webhook's delivery id).
         resume: True when it continues a recorded run that paused or was interrupted (no
             new fire: its run id is the recorded run's, its trigger the run's first one).
+        traceparent: the W3C ``traceparent`` a webhook delivery carried (valid, normalised):
+            the run's trace continues the sender's (:mod:`runner.telemetry`). Not kept in
+            the store: a fire started again after a restart begins a trace of its own.
     """
 
     agent: str
@@ -44,6 +47,7 @@ class Fire:
     slot: datetime | None = None
     key: str | None = None
     resume: bool = False
+    traceparent: str | None = None
 
 
 @dataclass

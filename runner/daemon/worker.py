@@ -193,6 +193,7 @@ async def _run(job: dict[str, Any], store: Any) -> str:
         trigger=job.get("trigger", "daemon"),
         sealer=store.seal_message,
         resume=state,
+        traceparent=job.get("traceparent"),
     )
     loop = asyncio.get_running_loop()
     # max_duration is the run's own (runner.loop); the signals come from the daemon.

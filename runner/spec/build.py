@@ -35,6 +35,7 @@ from .types import (
     RulesSpec,
     SandboxSpec,
     ShellToolSpec,
+    TelemetrySpec,
     ToolsSpec,
     TriggerSpec,
     WatchSpec,
@@ -153,6 +154,17 @@ def _sandbox(value: Any, base: SandboxSpec) -> SandboxSpec:
             **{k: parse_byte_size(limits[k]) for k in ("memory", "file_size") if k in limits},
         )
     return replace(base, **changes)
+
+
+def _telemetry(value: bool | dict[str, Any] | None) -> TelemetrySpec:
+    """``telemetry``: left out (the environment decides), a boolean, or an object (on)."""
+    if value is None:
+        return TelemetrySpec()
+    if isinstance(value, bool):
+        return TelemetrySpec(enabled=value)
+    return TelemetrySpec(
+        enabled=value.get("enabled", True), **_given(value, "endpoint", "service_name")
+    )
 
 
 def _shell(data: dict[str, Any], sandbox: SandboxSpec) -> ShellToolSpec:
@@ -299,6 +311,7 @@ def build_spec(data: dict[str, Any], path: Path, source: bytes) -> AgentSpec:
         goal=data["goal"],
         tools=_tools(data.get("tools") or {}, sandbox),
         sandbox=sandbox,
+        telemetry=_telemetry(data.get("telemetry")),
         rules=RulesSpec(**_given_lists(data.get("rules") or {}, "allow", "ask", "deny")),
         budgets=BudgetsSpec(
             max_duration=_duration(budgets.get("max_duration")),

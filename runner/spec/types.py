@@ -219,6 +219,25 @@ class SandboxSpec(SpecType):
     limits: SandboxLimitsSpec = field(default_factory=SandboxLimitsSpec)
 
 
+class TelemetrySpec(SpecType):
+    """OpenTelemetry export of the agent's runs (see :mod:`runner.telemetry`).
+
+    Attributes:
+        enabled: True (``telemetry: true`` or an object), False (``telemetry: false`` or
+            ``enabled: false``), or None when the spec leaves ``telemetry`` out: then the
+            standard ``OTEL_EXPORTER_OTLP_*`` variables decide.
+        endpoint: the OTLP/HTTP base URL, or None for the variables' (or the SDK's default,
+            ``http://localhost:4318``).
+        service_name: the ``service.name`` resource attribute, or None for
+            ``OTEL_SERVICE_NAME`` (else ``agentrun``).
+    """
+
+    SCHEMA_POINTER: ClassVar[str] = "#/$defs/telemetry"
+    enabled: bool | None = None
+    endpoint: str | None = None
+    service_name: str | None = None
+
+
 class ShellToolSpec(SpecType):
     """The shell tool: allowed command patterns, optional interpreter, confined cwd."""
 
@@ -528,4 +547,5 @@ class AgentSpec(SpecType):
     on_interrupt: str = SCHEMA_DEFAULT
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     sandbox: SandboxSpec = field(default_factory=SandboxSpec)
+    telemetry: TelemetrySpec = field(default_factory=TelemetrySpec)
     env: tuple[str, ...] = ()

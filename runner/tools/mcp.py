@@ -10,7 +10,8 @@
   agentrun then kills whatever is left of the group (a child the server left behind), and
   an ``atexit`` hook kills every group still alive when the interpreter exits.
 - **streamable HTTP** (``url``): header values are read from the environment variables
-  ``headers_env`` names, never from the spec.
+  ``headers_env`` names, never from the spec. When the run's telemetry is on, each request
+  carries the W3C ``traceparent`` of the run's current span (:mod:`runner.telemetry`).
 
 Startup (initialize, then every page of ``tools/list``) must end within
 ``startup_timeout``; a server that does not start, or exits first, raises
@@ -54,6 +55,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
+from .. import telemetry
 from ..errors import SetupError, ToolError
 from ..processes import kill_group, process_alive
 from ..sandbox import session as sandbox
@@ -572,12 +574,24 @@ class McpServer:
                 )
             headers[header] = value
 
+        # The run's trace context (runner.telemetry), read at each request: the tool call in
+        # flight, else the run. The SDK sends from tasks of its own, which do not see the
+        # run's context change, so the run's TraceState is held here by reference.
+        trace = telemetry.current()
+        hooks: dict[str, list[Any]] = {}
+        if trace is not None:
+
+            async def traceparent(request: httpx2.Request) -> None:
+                request.headers.update(trace.headers())
+
+            hooks["request"] = [traceparent]
+
         @contextlib.asynccontextmanager
         async def connect() -> AsyncIterator[TransportStreams]:
             # The SDK's default timeouts (30 s, 300 s to read a stream); calls have their own.
             timeout = httpx2.Timeout(30.0, read=300.0)
             async with (
-                httpx2.AsyncClient(headers=headers, timeout=timeout) as client,
+                httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks=hooks) as client,
                 streamable_http_client(
                     url, http_client=client, max_sse_event_size=MAX_SSE_EVENT_BYTES
                 ) as streams,
