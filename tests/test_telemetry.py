@@ -453,3 +453,24 @@ def test_a_webhook_s_traceparent_is_the_parent_of_the_run_it_starts(
     )
     [chat] = receiver.named("chat ")
     assert (chat.trace_id, chat.parent_span_id) == (root.trace_id, root.span_id)
+
+
+def test_explain_says_whether_telemetry_is_on_and_where_it_goes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.helpers import invoke
+
+    off = spec_with(tmp_path, "")
+    code, out, _ = invoke(["explain", str(off.path)], capsys)
+    assert code == 0 and "telemetry: off (no OTEL_EXPORTER_OTLP_* set)" in out
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    code, out, _ = invoke(["explain", str(off.path)], capsys)
+    assert "telemetry: on, OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318" in out
+    explicit = spec_with(
+        tmp_path, "telemetry: {endpoint: 'http://tempo:4318', service_name: nightly}\n"
+    )
+    code, out, _ = invoke(["explain", str(explicit.path)], capsys)
+    assert "telemetry: on, OTLP/HTTP to http://tempo:4318 as service nightly" in out
+    refused = spec_with(tmp_path, "telemetry: false\n")
+    code, out, _ = invoke(["explain", str(refused.path)], capsys)
+    assert "telemetry: off (telemetry: false)" in out

@@ -224,6 +224,26 @@ def explain(spec_file: Path) -> None:
         else "triggers: none (agentrun run only)"
     )
     click.echo(f"executor queue: {spec.executor.queue} (used by agentrun daemon --executor celery)")
+    click.echo(_telemetry_line(spec))
+
+
+def _telemetry_line(spec: AgentSpec) -> str:
+    """``explain``'s telemetry: on or off, why, and where it goes (no OTel import)."""
+    import os
+
+    from ..telemetry import ENDPOINT_VARIABLES, wanted
+
+    settings = spec.telemetry
+    if not wanted(settings):
+        why = "telemetry: false" if settings.enabled is False else "no OTEL_EXPORTER_OTLP_* set"
+        return f"telemetry: off ({why})"
+    variables = [name for name in ENDPOINT_VARIABLES if os.environ.get(name, "").strip()]
+    where = settings.endpoint or (
+        ", ".join(f"{name}={os.environ[name].strip()}" for name in variables)
+        or "http://localhost:4318"
+    )
+    service = settings.service_name or os.environ.get("OTEL_SERVICE_NAME") or "agentrun"
+    return f"telemetry: on, OTLP/HTTP to {where} as service {service}"
 
 
 def _explain_checks(spec: AgentSpec) -> None:
