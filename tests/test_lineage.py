@@ -452,3 +452,22 @@ def test_a_paused_run_stays_signed_through_its_decision_and_a_copy_to_postgresql
         target.close()
     assert (copied.head, copied.signature) == (after.head, after.signature)
     assert lineage.verify_chain(copied, key, require_signature=True).intact
+
+
+def test_a_run_ended_by_the_crash_sweep_is_signed_as_its_process_left_it(
+    store: RunStore, tmp_path: Path
+) -> None:
+    key = lineage.create_signing_key(lineage.signing_key_path()).public_key()
+    swept, left = record_run(store, end=False), record_run(store, end=False)
+    assert swept in store.sweep_interrupted(stale_after_s=0.0)  # every heartbeat is stale
+    store.end_run_left_running(left, "finished", StopReason.CANCELLED, "its worker died")
+    db = db_of(store)
+    for run_id in (swept, left):
+        verdict = lineage.verify_chain(next(lineage.read_chains(db, [run_id])), key, True)
+        assert verdict.intact, verdict
+        assert verdict.signed_by == lineage.fingerprint(key)
+    # the signature covers the head as the process left it: an edit is still named
+    ids = entry_ids(store, swept)
+    db.execute("UPDATE run_events SET at = ? WHERE id = ?", ("2020-01-01T00:00:00+00:00", ids[1]))
+    verdict = lineage.verify_chain(next(lineage.read_chains(db, [swept])), key, True)
+    assert not verdict.intact

@@ -258,6 +258,22 @@ def chain(db: Database, run_id: str, kind: str, data_json: str, at: str) -> tupl
     return prev, digest
 
 
+def sign_ended(db: Database, run_id: str) -> None:
+    """Sign the head of a run that was ended without a new entry (the crash sweep).
+
+    A run whose process died ends by a status change alone: no entry is chained, so its
+    head (the last entry its process wrote) would stay unsigned. Nothing happens while the
+    run is running, without a head, or without a signing key. Must run in the transaction
+    that ends the run.
+    """
+    row = db.execute("SELECT head_hash, status FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None or not row["head_hash"] or row["status"] == "running":
+        return
+    signature = sign_head(run_id, row["head_hash"])
+    if signature is not None:
+        db.execute("UPDATE runs SET head_signature = ? WHERE id = ?", (signature, run_id))
+
+
 # -- reading and verifying --------------------------------------------------------------------
 
 

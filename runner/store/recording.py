@@ -44,7 +44,7 @@ from ..events import (
 )
 from ..processes import process_alive
 from ..spec import Risk
-from . import event_log
+from . import event_log, lineage
 from .database import Database
 from .interface import HEARTBEAT_STALE_S, ResumeClaimed, RunAlreadyRecorded, RunStore
 from .leases import StoreLeases
@@ -640,11 +640,11 @@ class SQLRunStore(
             if (dead or beat < cutoff) and row["id"] not in keep:
                 found.append(row["id"])
         for run_id in found:
-            self.db.execute(
-                """UPDATE runs SET status = 'interrupted', stop_reason = 'interrupted',
-                   message = 'the process running it stopped (killed or lost power)'
-                   WHERE id = ? AND status = 'running'""",
-                (run_id,),
+            self._end_left_running(
+                run_id,
+                "interrupted",
+                StopReason.INTERRUPTED,
+                "the process running it stopped (killed or lost power)",
             )
         return found
 
@@ -663,11 +663,33 @@ class SQLRunStore(
         self, run_id: str, status: str, stop_reason: StopReason, message: str
     ) -> None:
         """End a run its worker left ``running``; nothing changes once it is not running."""
-        self.db.execute(
-            """UPDATE runs SET status = ?, stop_reason = ?, message = ?
-               WHERE id = ? AND status = 'running'""",
-            (status, stop_reason, message, run_id),
-        )
+        self._end_left_running(run_id, status, stop_reason, message)
+
+    def _end_left_running(
+        self, run_id: str, status: str, stop_reason: StopReason, message: str
+    ) -> None:
+        """End a ``running`` run by its status alone, its head signed as its process left it.
+
+        One transaction under the store's write lock (``BEGIN IMMEDIATE``), so no entry is
+        chained between the head read and its signature.
+        """
+        own = not self.db.in_transaction
+        if own:
+            self.db.execute("BEGIN IMMEDIATE")
+        try:
+            ended = self.db.execute(
+                """UPDATE runs SET status = ?, stop_reason = ?, message = ?
+                   WHERE id = ? AND status = 'running'""",
+                (status, stop_reason, message, run_id),
+            ).rowcount
+            if ended:
+                lineage.sign_ended(self.db, run_id)
+        except BaseException:
+            if own:
+                self.db.rollback()
+            raise
+        if own:
+            self.db.commit()
 
 
 def _approval_row(row: Any) -> ApprovalRow:
