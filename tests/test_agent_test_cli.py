@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from runner.cli import main
 from tests.conftest import ROOT
@@ -56,6 +58,7 @@ def test_the_examples_tests_pass(capsys: pytest.CaptureFixture[str], tmp_path: P
     assert "agents/tests/hello.yaml::reads the one file it may read and answers from it PASSED" in (
         out
     )
+    assert "agents/tests/hello.yaml::replays the real local model's recorded run PASSED" in out
     suite = ElementTree.parse(junit).getroot().find("testsuite")
     assert suite is not None
     cases = suite.findall("testcase")
@@ -238,3 +241,103 @@ def test_the_test_file_schema_is_a_valid_json_schema_and_ships_in_the_wheel() ->
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     shipped = project["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
     assert shipped["schemas/agent-test.schema.json"] == "runner/schemas/agent-test.schema.json"
+
+
+# -- cassettes (issue 24, part 3) ----------------------------------------------------------
+
+
+def cassette_test(
+    folder: Path, cassette: Path, expect: str = "      stop_reason: completed\n"
+) -> Path:
+    """A test file in ``folder`` replaying ``cassette`` against agents/hello.yaml."""
+    path = folder / "hello-cassette.yaml"
+    path.write_text(
+        f"spec: {AGENTS / 'hello.yaml'}\n"
+        "tests:\n"
+        "  - name: replays\n"
+        f"    cassette: {cassette.name}\n"
+        "    expect:\n" + expect,
+        encoding="utf-8",
+    )
+    return path
+
+
+def hello_cassette(folder: Path, change: Any = None) -> Path:
+    """agents/hello.yaml's recorded cassette, copied into ``folder`` and edited by ``change``."""
+    data = yaml.safe_load((AGENTS / "tests" / "cassettes" / "hello.yaml").read_text())
+    if change is not None:
+        change(data)
+    path = folder / "hello.cassette.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_a_cassette_replays_in_the_workdir_copy(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    expect = (
+        "      stop_reason: completed\n"
+        "      tool_calls: [{name: read_file, arguments: {path: about-agentrun.txt}, status: ok}]\n"
+        "      answer: {matches: 'runs AI agents'}\n"
+    )
+    code, out, _ = agentrun_test(
+        capsys, str(cassette_test(tmp_path, hello_cassette(tmp_path), expect))
+    )
+    assert code == 0, out
+    assert "::replays PASSED" in out
+
+
+def test_a_diverging_cassette_fails_the_test_with_the_divergence(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data["interactions"][0]["request"]["messages"][1]["content"] = "Read it all."
+
+    cassette = hello_cassette(tmp_path, change)
+    code, out, _ = agentrun_test(capsys, str(cassette_test(tmp_path, cassette)))
+    assert code == 1
+    assert "::replays FAILED" in out
+    assert "model requests follow the cassette:" in out
+    assert f"request 1 diverges from the cassette {cassette} at messages[1].content" in out
+    assert "recorded 'Read it all.', got 'Read the file about-agentrun.txt" in out
+
+
+def test_recorded_calls_the_run_never_made_fail_the_test(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    def add(data: dict[str, Any]) -> None:
+        data["interactions"].append(
+            {"request": {"messages": []}, "reply": {"content": "again", "tool_calls": []}}
+        )
+
+    cassette = hello_cassette(tmp_path, add)
+    code, out, _ = agentrun_test(capsys, str(cassette_test(tmp_path, cassette)))
+    assert code == 1
+    assert f"model calls (the cassette {cassette} holds):" in out
+    assert "-3" in out and "+2" in out
+
+
+def test_a_missing_or_invalid_cassette_is_a_bad_test_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = cassette_test(tmp_path, tmp_path / "absent.yaml")
+    code, out, err = agentrun_test(capsys, str(path))
+    assert code == 2 and out == ""
+    assert f"{path}:4:15: cassette {tmp_path / 'absent.yaml'}: no such file" in err
+    (tmp_path / "absent.yaml").write_text("version: 1\ninteractions: {}\n", encoding="utf-8")
+    code, _, err = agentrun_test(capsys, str(path))
+    assert code == 2
+    assert "interactions: expected a list, found {}" in err
+    both = tmp_path / "both.yaml"
+    both.write_text(
+        f"spec: {AGENTS / 'hello.yaml'}\n"
+        "tests:\n"
+        "  - name: both\n"
+        "    model: [{text: hi}]\n"
+        "    cassette: absent.yaml\n"
+        "    expect: {stop_reason: completed}\n",
+        encoding="utf-8",
+    )
+    code, _, err = agentrun_test(capsys, str(both))
+    assert code == 2
+    assert "sets 'model' and 'cassette'; use only one of 'model' or 'cassette'" in err

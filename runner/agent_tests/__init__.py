@@ -1,4 +1,4 @@
-"""``agentrun test``: test files next to the specs, run against scripted model replies.
+"""``agentrun test``: test files next to the specs, run against scripted replies or a cassette.
 
 Read in this order: :mod:`.load` (finding and checking test files), :mod:`.runs` (one run
 in a copied workdir, and the expectations), :mod:`.report` (lines, diffs, JUnit XML).

@@ -1,7 +1,8 @@
 """Test files (``agents/tests/*.yaml``): found, parsed with positions, checked against their schema.
 
 A test file names one spec (relative to the file) and a list of tests, each with inputs,
-scripted model replies and expectations. The format is ``schemas/agent-test.schema.json``;
+scripted model replies or a cassette (recorded model traffic, :mod:`runner.models.cassette`)
+and expectations. The format is ``schemas/agent-test.schema.json``;
 problems are :class:`~runner.errors.Diagnostic` errors at the file's own line and column,
 worded by the spec loader's validation helpers (:mod:`runner.spec.validation`).
 """
@@ -47,8 +48,10 @@ class AgentTest:
         setup: commands (split like a shell, run without one) in the workdir copy first.
         requires_commands, requires_files: what must exist, or the test is skipped.
         approve, deny: tool-name globs whose "ask" calls are approved or denied.
-        replies: the scripted model replies, in order.
+        replies: the scripted model replies, in order (empty with a cassette).
         expect: the expectations, as written (see the schema's ``expect``).
+        cassette: a cassette file replayed instead of scripted replies, resolved against
+            the test file's folder, or None.
     """
 
     name: str
@@ -65,6 +68,7 @@ class AgentTest:
     requires_files: tuple[str, ...] = ()
     approve: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+    cassette: Path | None = None
 
     @property
     def test_id(self) -> str:
@@ -178,7 +182,10 @@ def load_test_file(path: Path) -> list[AgentTest]:
 def _semantic_problems(
     located: Located, shown: str, folder: Path, document: dict[str, Any]
 ) -> list[Diagnostic]:
-    """What the schema cannot say: the spec file exists, names are unique, regexes compile."""
+    """What the schema cannot say: the spec file exists, names are unique, regexes compile.
+
+    A test's cassette must load too (it is checked here, before any test runs).
+    """
     problems = []
     if not (folder / document["spec"]).is_file():
         problems.append(
@@ -202,6 +209,15 @@ def _semantic_problems(
                 )
             )
         seen.add(test["name"])
+        if "cassette" in test:
+            problem = _cassette_problem(folder / test["cassette"])
+            if problem:
+                pos = located.value_pos((*where, "cassette"))
+                problems.append(
+                    located.diagnostic(
+                        shown, pos, problem, "the path is relative to this test file"
+                    )
+                )
         patterns: list[tuple[tuple[str, ...], Any]] = [
             (("answer", "matches"), test["expect"].get("answer", {}).get("matches"))
         ]
@@ -215,6 +231,17 @@ def _semantic_problems(
                 pos = located.value_pos((*where, "expect", *subpath))
                 problems.append(located.diagnostic(shown, pos, problem))
     return problems
+
+
+def _cassette_problem(path: Path) -> str:
+    """What is wrong with the cassette at ``path``, or ``""`` when it loads."""
+    from ..models.cassette import CassetteInvalid, load_cassette
+
+    try:
+        load_cassette(path)
+    except CassetteInvalid as error:
+        return str(error)
+    return ""
 
 
 def _regex_problem(pattern: str | None) -> str:
@@ -244,7 +271,7 @@ def _test(
         file=file,
         line=line,
         spec_path=(folder / document["spec"]).resolve(),
-        replies=tuple(_reply(item) for item in data["model"]),
+        replies=tuple(_reply(item) for item in data.get("model", ())),
         expect=data["expect"],
         inputs=data.get("inputs", {}),
         env=data.get("env", {}),
@@ -254,4 +281,5 @@ def _test(
         requires_files=tuple(requires.get("files", ())),
         approve=tuple(data.get("approve", ())),
         deny=tuple(data.get("deny", ())),
+        cassette=(folder / data["cassette"]).resolve() if "cassette" in data else None,
     )

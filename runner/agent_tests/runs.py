@@ -1,5 +1,9 @@
 """One agent test run: a copied workdir, a scripted model, the real loop, then the expectations.
 
+The model is scripted from the test's replies, or replayed from its cassette
+(:class:`runner.models.cassette.ReplayModel`): a request that differs from the recording, or a
+run that uses fewer of its calls, is a failure of its own, before the expectations.
+
 Each run gets a temporary copy of its workdir (so agents that write leave the checkout
 alone) and a temporary ``AGENTRUN_HOME`` with its own run store; approvals follow the
 spec's ``unattended`` unless the test's ``approve``/``deny`` globs say otherwise. Every
@@ -23,12 +27,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AgentrunError
 from ..events import RunFinished, ToolCalled
 from ..policy import Approval, ApprovalRequest, UnattendedApprover
 from .load import AgentTest
+
+if TYPE_CHECKING:
+    from ..models.cassette import ReplayModel
 
 #: Folders not copied into a run's workdir: caches and virtual environments.
 SKIPPED_FOLDERS = (
@@ -205,7 +212,9 @@ def run_test(test: AgentTest) -> TestResult:
 def _run(test: AgentTest) -> TestResult:
     from ..compiler import compile_agent
     from ..loop import run_agent
-    from ..models import price_for
+    from ..models import Model, price_for
+    from ..models.cassette import ReplayModel
+    from ..redact import Redactor, secret_variables
     from ..spec import load_spec, replace
     from ..store import SQLiteRunStore
     from ..testing import Scripted, ScriptedModel
@@ -234,7 +243,15 @@ def _run(test: AgentTest) -> TestResult:
                 )
                 for reply in test.replies
             ]
-            model = ScriptedModel(script, name=spec.model.id, pricing=price_for(spec.model.id))
+            model: Model = ScriptedModel(
+                script, name=spec.model.id, pricing=price_for(spec.model.id)
+            )
+            if test.cassette is not None:
+                model = ReplayModel(
+                    test.cassette,
+                    redact=Redactor(secret_variables(spec)).value,
+                    workdir=workdir,
+                )
             events: list[Any] = []
             approver = (
                 TestApprover(test.approve, test.deny, spec.unattended)
@@ -256,7 +273,19 @@ def _run(test: AgentTest) -> TestResult:
                 with contextlib.suppress(Exception):
                     store.close()
         failures = check_expectations(test.expect, finished, events, workdir)
+    if isinstance(model, ReplayModel):
+        failures[:0] = _replay_failures(model)
     return TestResult(test, "failed" if failures else "passed", failures)
+
+
+def _replay_failures(model: ReplayModel) -> list[Failure]:
+    """A divergence from the cassette, or recorded calls the run never asked for."""
+    if model.divergence is not None:
+        return [Failure("model requests follow the cassette", "no divergence", model.divergence)]
+    if model.remaining:
+        recorded = model.calls + model.remaining
+        return [Failure(f"model calls (the cassette {model.path} holds)", recorded, model.calls)]
+    return []
 
 
 def _arguments(raw: str) -> Any:

@@ -1,4 +1,4 @@
-"""`agentrun runs`: list, show, export, verify and stats of the run store."""
+"""`agentrun runs`: list, show, export, verify, replay and stats of the run store."""
 
 from __future__ import annotations
 
@@ -200,6 +200,78 @@ def runs_export(run_id: str) -> None:
                 click.echo(json.dumps(record, ensure_ascii=False))
     finally:
         store.close()
+
+
+@runs.command("replay")
+@click.argument("run_id", metavar="RUN")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the cassette to FILE instead of stdout.",
+)
+def runs_replay(run_id: str, output: Path | None) -> None:
+    """Rebuild a cassette from one recorded run, for `agentrun run SPEC --replay FILE`.
+
+    The conversation before each model call and the model's reply come from the run store
+    (redacted as recorded). The store keeps no tool lists, so a replay of the rebuilt
+    cassette compares the conversation only.
+    """
+    from ..models import ModelReply, ToolCallRequest, Usage
+    from ..models.cassette import cassette_from_run
+    from ..store import RunStore
+
+    store = RunStore.default()
+    try:
+        row = store.run(run_id)
+        if row is None:
+            raise UsageError(
+                f"no run with id {run_id!r} (or the prefix is ambiguous); see `agentrun runs`"
+            )
+        messages = store.messages(row.id)
+        replies = []
+        for call in store.model_calls(row.id):
+            asked = [
+                ToolCallRequest(str(c["id"]), str(c["name"]), str(c["arguments"]))
+                for c in json.loads(call["tool_calls_json"] or "[]")
+            ]
+            replies.append(
+                ModelReply(
+                    content=call["content"],
+                    tool_calls=asked,
+                    usage=Usage(call["input_tokens"], call["output_tokens"]),
+                    cost_usd=call["cost_usd"],
+                    model=call["model"],
+                    finish_reason="tool_calls" if asked else "stop",
+                )
+            )
+    finally:
+        store.close()
+    cassette = cassette_from_run(
+        row.agent, row.model, messages, replies, workdir=_spec_workdir(row.spec_path)
+    )
+    text = cassette.to_yaml()
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"cannot write the cassette {output}: {error.strerror or error}") from None
+    held = len(cassette.interactions)
+    click.echo(f"wrote {_count(held, 'model call')} of run {row.id} to {output}", err=True)
+
+
+def _spec_workdir(spec_path: str) -> Path | None:
+    """The workdir of the spec at ``spec_path``, or None when it no longer loads."""
+    from ..errors import AgentrunError
+    from ..spec import load_spec
+
+    try:
+        return load_spec(Path(spec_path)).workdir
+    except (AgentrunError, OSError):
+        return None
 
 
 def _database(store: RunStore) -> Database:

@@ -39,21 +39,78 @@ from .base import (
     is_flag=True,
     help="Never prompt, even at a terminal: the spec's `unattended` decides what 'ask' means.",
 )
+@click.option(
+    "--record",
+    "record_to",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the run's model traffic to a cassette FILE (YAML, secrets redacted).",
+)
+@click.option(
+    "--replay",
+    "replay_from",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Answer from a cassette FILE instead of the model (no network, no API key); "
+    "the run fails at the first request that differs from the recording.",
+)
 def run(
-    spec_file: Path, inputs: tuple[str, ...], as_json: bool, quiet: bool, unattended: bool
+    spec_file: Path,
+    inputs: tuple[str, ...],
+    as_json: bool,
+    quiet: bool,
+    unattended: bool,
+    record_to: Path | None,
+    replay_from: Path | None,
 ) -> None:
     """Run the agent in SPEC once, to a recorded stop reason.
 
     Progress goes to stderr as it happens; the final answer goes to stdout. The exit code
     says how the run ended (see the README's table). A call that needs approval is asked at
     the terminal when a person is attached; otherwise the spec's `unattended` decides.
+    `--record FILE` keeps the model's traffic in a cassette that `--replay FILE` plays back
+    (docs/concepts/testing.md, "Record and replay").
     """
     from ..compiler import compile_agent, parse_input_flags
     from ..spec import load_spec
 
+    if record_to is not None and replay_from is not None:
+        raise UsageError("--record and --replay cannot be used together; choose one")
     spec = load_spec(spec_file)
     agent = compile_agent(spec, parse_input_flags(inputs))
-    _execute(agent, as_json, quiet, unattended)
+    model = _cassette_model(spec, record_to, replay_from)
+    _execute(agent, as_json, quiet, unattended, model=model)
+
+
+def _cassette_model(spec: Any, record_to: Path | None, replay_from: Path | None) -> Any:
+    """The model of `--record` or `--replay`, or None for the spec's own (run_agent's default).
+
+    Raises:
+        CassetteInvalid: the `--replay` file is not a valid cassette (exit 2).
+    """
+    if replay_from is not None:
+        from ..models.cassette import ReplayModel
+
+        return ReplayModel(replay_from, redact=_redact(spec), workdir=spec.workdir)
+    if record_to is not None:
+        from ..models import LiteLLMModel
+        from ..models.cassette import RecordingModel
+
+        return RecordingModel(
+            LiteLLMModel(spec.model),
+            record_to,
+            redact=_redact(spec),
+            workdir=spec.workdir,
+            agent=spec.name,
+        )
+    return None  # nothing imported: the spec's model, as without the flags
+
+
+def _redact(spec: Any) -> Any:
+    """The run's own redaction (the spec's secret variables), for what a cassette holds."""
+    from ..redact import Redactor, secret_variables
+
+    return Redactor(secret_variables(spec)).value
 
 
 def _approver(unattended: bool) -> Any:
@@ -71,8 +128,13 @@ def _execute(
     run_id: str | None = None,
     resume: Any = None,
     store: Any = None,
+    model: Any = None,
 ) -> NoReturn:
-    """Run (or resume) a compiled agent with the store and the console; exit with its code."""
+    """Run (or resume) a compiled agent with the store and the console; exit with its code.
+
+    ``model``: the model to call (a cassette's, for `--record`/`--replay`); None for the
+    spec's own.
+    """
     import asyncio
 
     from ..loop import CANCEL_SIGNALS, Sink, run_agent
@@ -94,6 +156,7 @@ def _execute(
         finished = asyncio.run(
             run_agent(
                 agent,
+                model=model,
                 store=store,
                 sinks=sinks,
                 approver=_approver(unattended),
@@ -147,7 +210,25 @@ def _execute(
                 f"agentrun runs show {finished.run_id}",
                 err=True,
             )
+    _cassette_notes(model, as_json)
     sys.exit(STOP_EXIT_CODES.get(stop, EXIT_ERROR))
+
+
+def _cassette_notes(model: Any, as_json: bool) -> None:
+    """Say where a recording went, or that a replay used fewer calls than recorded."""
+    if model is None:
+        return
+    from ..models.cassette import RecordingModel, ReplayModel
+
+    if isinstance(model, RecordingModel) and not as_json:
+        held = len(model.cassette.interactions)
+        click.echo(f"agentrun: recorded {_count(held, 'model call')} to {model.path}", err=True)
+    elif isinstance(model, ReplayModel) and model.divergence is None and model.remaining:
+        click.echo(
+            f"agentrun: warning: the run made {model.calls} of the "
+            f"{model.calls + model.remaining} model calls the cassette {model.path} holds",
+            err=True,
+        )
 
 
 # ---------------------------------------------------------------------------------------------

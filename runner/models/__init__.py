@@ -16,7 +16,9 @@ the output bound and prices for budget estimates) have defaults in the protocol.
   or, on the direct path, by tiktoken without litellm (the same counts);
 - :mod:`runner.models.local`: the embedded SmolLM2 model on llama.cpp;
 - :mod:`runner.models.server`: the loopback OpenAI-compatible server the local model and
-  the test suite's fake provider share.
+  the test suite's fake provider share;
+- :mod:`runner.models.cassette`: record a model's traffic to a YAML cassette, and replay
+  one with no network, failing at the first request that differs (``--record``/``--replay``).
 
 Prices come from :mod:`runner.spec.prices` (litellm's bundled table, read without litellm).
 """
