@@ -439,6 +439,26 @@ def test_record_and_replay_together_is_a_usage_error(
     assert "--record and --replay cannot be used together" in err
 
 
+def test_recording_a_model_that_cannot_start_is_the_same_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def without_llama(name: str, *args: object) -> object:
+        return None if name == "cyllama" else real_find_spec(name)
+
+    monkeypatch.setattr("runner.models.local.importlib.util.find_spec", without_llama)
+    spec_path = write_spec(tmp_path, "version: 1\nname: offline\nmodel: local/smollm2\ngoal: hi\n")
+    cassette = tmp_path / "never.yaml"
+    code, _, err = invoke(["run", str(spec_path), "--record", str(cassette)], capsys)
+    assert code == 1  # prepare() is the inner model's: the setup error ends the run first
+    assert "needs the local extra: pip install 'agentrun[local]'" in err
+    assert "Traceback" not in err
+    assert not cassette.exists()  # no call was made, so nothing was recorded
+
+
 def test_a_divergence_at_the_cli_exits_1_with_the_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
