@@ -341,3 +341,56 @@ def test_a_missing_or_invalid_cassette_is_a_bad_test_file(
     code, _, err = agentrun_test(capsys, str(both))
     assert code == 2
     assert "sets 'model' and 'cassette'; use only one of 'model' or 'cassette'" in err
+
+
+def test_a_live_model_test_is_skipped_unless_asked_for(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = agentrun_test(capsys, str(AGENTS / "tests" / "hello.yaml"), "-k", "names the")
+    assert code == 0
+    assert "names the project SKIPPED (a live-model test: run with --live)" in out
+
+
+@pytest.mark.local_model
+def test_repeat_against_the_real_local_model_reports_a_pass_rate(tmp_path: Path) -> None:
+    """``--live --repeat 3``: the embedded model answers three times; a pass rate per test.
+
+    In a process of its own: the local model's server lives as long as its process.
+    """
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("cyllama", reason="needs the [local] extra")
+    junit = tmp_path / "live.xml"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "test",
+            str(AGENTS / "tests" / "hello.yaml"),
+            "-k",
+            "names the project",
+            "--live",
+            "--repeat",
+            "3",
+            "--junit-xml",
+            str(junit),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env={**os.environ, "AGENTRUN_HOME": str(tmp_path / "home")},
+        cwd=ROOT,
+    )
+    rate = [line for line in done.stdout.splitlines() if "names the project: " in line]
+    assert len(rate) == 1, done.stdout + done.stderr
+    passed = int(rate[0].rsplit(": ", 1)[1].split("/")[0])
+    assert rate[0].endswith(f"{passed}/3 ({100 * passed / 3:.0f}%)")
+    assert done.returncode == (0 if passed == 3 else 1), done.stdout
+    cases = ElementTree.parse(junit).getroot().findall("testsuite/testcase")
+    assert len(cases) == 3
+    failed = [c for c in cases if c.find("failure") is not None or c.find("error") is not None]
+    assert len(failed) == 3 - passed

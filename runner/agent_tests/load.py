@@ -48,10 +48,12 @@ class AgentTest:
         setup: commands (split like a shell, run without one) in the workdir copy first.
         requires_commands, requires_files: what must exist, or the test is skipped.
         approve, deny: tool-name globs whose "ask" calls are approved or denied.
-        replies: the scripted model replies, in order (empty with a cassette).
+        replies: the scripted model replies, in order (empty with a cassette or ``live``).
         expect: the expectations, as written (see the schema's ``expect``).
         cassette: a cassette file replayed instead of scripted replies, resolved against
             the test file's folder, or None.
+        live: ``model: live``: the spec's own model answers (a real model), and the test
+            runs only when asked for (``agentrun test --live``).
     """
 
     name: str
@@ -69,6 +71,7 @@ class AgentTest:
     approve: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     cassette: Path | None = None
+    live: bool = False
 
     @property
     def test_id(self) -> str:
@@ -271,7 +274,7 @@ def _test(
         file=file,
         line=line,
         spec_path=(folder / document["spec"]).resolve(),
-        replies=tuple(_reply(item) for item in data.get("model", ())),
+        replies=tuple(_reply(item) for item in _script(data.get("model", ()))),
         expect=data["expect"],
         inputs=data.get("inputs", {}),
         env=data.get("env", {}),
@@ -282,4 +285,10 @@ def _test(
         approve=tuple(data.get("approve", ())),
         deny=tuple(data.get("deny", ())),
         cassette=(folder / data["cassette"]).resolve() if "cassette" in data else None,
+        live=data.get("model") == "live",
     )
+
+
+def _script(model: list[dict[str, Any]] | str) -> list[dict[str, Any]]:
+    """The scripted replies of a test's ``model``; none for ``live``."""
+    return [] if isinstance(model, str) else model

@@ -2,7 +2,8 @@
 
 The model is scripted from the test's replies, or replayed from its cassette
 (:class:`runner.models.cassette.ReplayModel`): a request that differs from the recording, or a
-run that uses fewer of its calls, is a failure of its own, before the expectations.
+run that uses fewer of its calls, is a failure of its own, before the expectations. A
+``model: live`` test runs the spec's own model, only when asked (``agentrun test --live``).
 
 Each run gets a temporary copy of its workdir (so agents that write leave the checkout
 alone) and a temporary ``AGENTRUN_HOME`` with its own run store; approvals follow the
@@ -191,12 +192,18 @@ def _missing(test: AgentTest, spec_workdir: Path) -> str:
     return ""
 
 
-def run_test(test: AgentTest) -> TestResult:
+def run_test(test: AgentTest, live: bool = False) -> TestResult:
     """Run ``test`` once: load and compile its spec, play its script, check what it expects.
+
+    A ``model: live`` test runs the spec's own model when ``live`` is True (``agentrun test
+    --live``) and is ``skipped`` otherwise: a real model costs money or minutes, and its
+    answers vary (``--repeat`` gives its pass rate).
 
     Never raises for a bad spec, input or setup: that is an ``error`` result with the reason.
     """
     started = time.monotonic()
+    if test.live and not live:
+        return TestResult(test, "skipped", message="a live-model test: run with --live")
     try:
         result = _run(test)
     except AgentrunError as error:
@@ -243,10 +250,12 @@ def _run(test: AgentTest) -> TestResult:
                 )
                 for reply in test.replies
             ]
-            model: Model = ScriptedModel(
+            model: Model | None = ScriptedModel(
                 script, name=spec.model.id, pricing=price_for(spec.model.id)
             )
-            if test.cassette is not None:
+            if test.live:
+                model = None  # the spec's own: run_agent makes it, as agentrun run does
+            elif test.cassette is not None:
                 model = ReplayModel(
                     test.cassette,
                     redact=Redactor(secret_variables(spec)).value,

@@ -38,17 +38,28 @@ from .base import EXIT_ERROR, EXIT_OK, EXIT_USAGE, cli
     show_default=True,
     help="Run each test N times and report its pass rate.",
 )
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Also run the `model: live` tests, against the spec's own (real) model.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only failures and the summary.")
 def test_command(
-    paths: tuple[Path, ...], junit_xml: Path | None, keyword: str | None, repeat: int, quiet: bool
+    paths: tuple[Path, ...],
+    junit_xml: Path | None,
+    keyword: str | None,
+    repeat: int,
+    live: bool,
+    quiet: bool,
 ) -> None:
     """Run agent tests: test files (default agents/tests) with scripted model replies.
 
     A PATH is a test file or a folder (a folder with a tests/ subfolder means that one).
     Each test runs its spec through the real loop and tools, in a temporary copy of the
     workdir with a temporary AGENTRUN_HOME, then checks what the file expects: stop reason,
-    tool calls, decisions, answer, files, steps and cost. Exit code 0 when all pass,
-    1 when any fails, 2 for a bad test file.
+    tool calls, decisions, answer, files, steps and cost. A `model: live` test runs the
+    spec's real model, only with --live; with --repeat N it reports a pass rate. Exit code 0
+    when all pass, 1 when any fails, 2 for a bad test file.
     """
     from ..agent_tests import run_test
     from ..agent_tests.report import pass_rates, result_text, summary, write_junit
@@ -58,7 +69,7 @@ def test_command(
     results = []
     for test in tests:
         for _ in range(repeat):
-            result = run_test(test)
+            result = run_test(test, live)
             results.append(result)
             if not quiet or result.outcome in ("failed", "error"):
                 note = f" ({result.message})" if result.outcome == "skipped" else ""
