@@ -82,7 +82,11 @@ def spec_with(tmp_path: Path, telemetry_yaml: str, extra: str = "") -> Any:
 def tool_run_script() -> list[Any]:
     return [
         call("read_file", {"path": "data/notes.txt"}),
-        call("write_file", {"path": "out/report.md", "content": "3 bugs"}),
+        call(
+            "write_file",
+            {"path": "out/report.md", "content": "3 bugs"},
+            content="Writing it for dana@example.com.",  # shown to the approver, not exported
+        ),
         text("Report written."),
     ]
 
@@ -144,17 +148,19 @@ def test_a_run_with_tools_and_an_approval_exports_its_spans_by_the_conventions(
         "agentrun.approval.requested",
         "agentrun.approval.decided",
     ]
-    assert write.events[0][1]["agentrun.risk"] == "medium"
+    assert write.events[0][1] == {"agentrun.risk": "medium"}  # not the model's words
     assert write.events[1][1] == {"agentrun.approved": True, "agentrun.decided_by": "test"}
     # The call ids are the model's, as recorded in the store.
     store = RunStore(tmp_path / "runs.db")
     recorded = [row["call_id"] for row in store.tool_calls(finished.run_id)]
     assert [s.attributes["gen_ai.tool.call.id"] for s in tools] == recorded
-    # Nothing of the conversation is exported.
+    # Nothing of the conversation is exported: not the tool result, the arguments, or the
+    # words the model wrote beside a call (the approver sees them).
     exported = json.dumps(
-        [s.attributes for s in receiver.spans] + [e for s in receiver.spans for e in s.events]
+        [(s.attributes, s.events, s.status_message, s.resource) for s in receiver.spans]
     )
-    assert "three open bugs" not in exported and "3 bugs" not in exported
+    for words in ("three open bugs", "3 bugs", "report.md", "dana@example.com"):
+        assert words not in exported
 
 
 def test_the_run_s_metrics_are_exported_with_its_spans(
@@ -211,13 +217,32 @@ def test_an_error_stop_marks_the_run_s_span_as_an_error(
     assert root.attributes["error.type"] == "model_error"
 
 
-def test_a_refused_tool_call_is_an_error_span(tmp_path: Path, receiver: OtlpReceiver) -> None:
+def test_a_failed_tool_call_is_an_error_span_that_does_not_quote_its_arguments(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
     spec = spec_with(tmp_path, f"telemetry: {{endpoint: {receiver.url}}}\n")
-    script = [call("read_file", {"path": "/etc/passwd"}), text("Could not read it.")]
+    script = [call("read_file", {"path": "/etc/customer-42"}), text("Could not read it.")]
     execute(spec, script, tmp_path)
     [span] = receiver.named("execute_tool")
     assert span.status == "error"
-    assert span.attributes["error.type"] in ("error", "refused")
+    assert span.attributes["error.type"] == span.status_message
+    assert span.status_message in ("error", "refused")
+    assert "customer-42" not in json.dumps([span.attributes, span.events, span.status_message])
+
+
+def test_a_paused_run_leaves_its_waiting_call_s_span_unfinished(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    spec = spec_with(tmp_path, f"telemetry: {{endpoint: {receiver.url}}}\n", "unattended: queue\n")
+    store = RunStore(tmp_path / "runs.db")
+    model = ScriptedModel(tool_run_script(), name="gpt-4o-mini")
+    finished = asyncio.run(run_agent(compile_agent(spec, {}), model=model, store=store))
+    assert finished.stop_reason == StopReason.WAITING_APPROVAL
+    read, write = receiver.named("execute_tool")
+    assert read.attributes["agentrun.tool.status"] == "ok"
+    assert write.attributes["agentrun.tool.status"] == "unfinished"
+    assert write.attributes["agentrun.stop_reason"] == "waiting_approval"
+    assert [name for name, _ in write.events] == ["agentrun.approval.requested"]
 
 
 def test_a_given_traceparent_makes_the_run_a_child_of_the_sender_s_span(
@@ -250,6 +275,76 @@ def test_telemetry_false_wins_over_the_variables(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
     execute(spec_with(tmp_path, "telemetry: false\n"), [text("done")], tmp_path)
     assert receiver.requests == []
+
+
+def test_otel_sdk_disabled_wins_over_the_spec(
+    tmp_path: Path, receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    spec = spec_with(tmp_path, f"telemetry: {{endpoint: {receiver.url}}}\n")
+    execute(spec, [text("done")], tmp_path)
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize(
+    ("variables", "paths"),
+    [
+        ({"OTEL_METRICS_EXPORTER": "none"}, ["/v1/traces"]),
+        ({"OTEL_TRACES_EXPORTER": "none"}, ["/v1/metrics"]),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}, []),
+    ],
+)
+def test_one_signal_can_be_kept_home(
+    tmp_path: Path,
+    receiver: OtlpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    variables: dict[str, str],
+    paths: list[str],
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    execute(
+        spec_with(tmp_path, f"telemetry: {{endpoint: {receiver.url}}}\n"), [text("ok")], tmp_path
+    )
+    assert sorted({path for path, _ in receiver.requests}) == paths
+
+
+def test_a_traces_endpoint_alone_sends_no_metrics_anywhere(
+    tmp_path: Path, receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{receiver.url}/v1/traces")
+    execute(spec_with(tmp_path, ""), [text("ok")], tmp_path)
+    from runner.telemetry import otel
+
+    assert {path for path, _ in receiver.requests} == {"/v1/traces"}
+    assert [(p.traces, p.metrics) for p in otel._providers.values()] == [(True, False)]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "environ", "expected"),
+    [
+        (None, {}, (True, True)),  # telemetry: true, the SDK's default endpoint
+        ("http://c:4318", {}, (True, True)),
+        (None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, (True, True)),
+        (None, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c/v1/traces"}, (True, False)),
+        (None, {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://c/v1/metrics"}, (False, True)),
+        ("http://c:4318", {"OTEL_METRICS_EXPORTER": "none"}, (True, False)),
+    ],
+)
+def test_which_signals_are_exported(
+    endpoint: str | None, environ: dict[str, str], expected: tuple[bool, bool]
+) -> None:
+    from runner.telemetry.otel import exported_signals
+
+    assert exported_signals(endpoint, environ) == expected
+
+
+def test_an_export_gives_up_after_its_own_timeout_unless_a_variable_sets_one() -> None:
+    from runner.telemetry.otel import EXPORT_TIMEOUT_S, export_timeout
+
+    assert export_timeout("TRACES", {}) == EXPORT_TIMEOUT_S < 10  # the SDK's default is 10 s
+    assert export_timeout("TRACES", {"OTEL_EXPORTER_OTLP_TIMEOUT": "20"}) is None
+    assert export_timeout("METRICS", {"OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "20"}) is None
 
 
 def test_a_collector_that_is_down_does_not_fail_the_run(
@@ -296,6 +391,7 @@ def test_traceparent_headers_are_checked(header: str | None, expected: bool) -> 
         (None, {"OTEL_EXPORTER_OTLP_ENDPOINT": " "}, False),
         (False, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, False),
         (True, {}, True),
+        (True, {"OTEL_SDK_DISABLED": "TRUE"}, False),
     ],
 )
 def test_when_telemetry_is_on(

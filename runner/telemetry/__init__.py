@@ -19,9 +19,11 @@ argument or tool result is exported: names, counts, durations, decisions and out
 When it is on (:func:`wanted`): the spec's ``telemetry`` says so (``true`` or an object),
 or it leaves ``telemetry`` out and one of the standard variables
 ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or
-``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is set. ``telemetry: false`` and
-``OTEL_SDK_DISABLED=true`` turn it off. Off, this module is all that is imported: the
-OpenTelemetry packages are not, and a run pays nothing.
+``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is set. ``telemetry: false`` turns it off, and
+``OTEL_SDK_DISABLED=true`` turns it off whatever the specs say. ``OTEL_TRACES_EXPORTER=none``
+or ``OTEL_METRICS_EXPORTER=none`` keeps one signal home; a signal-specific endpoint alone
+sends only that signal (:func:`runner.telemetry.otel.exported_signals`). Off, this module
+is all that is imported: the OpenTelemetry packages are not, and a run pays nothing.
 
 Trace context (W3C ``traceparent``, Trace Context level 1): a run started with one (a
 webhook delivery carrying the header) is a child of the sender's span, and the run's
@@ -72,10 +74,10 @@ def parse_traceparent(value: str | None) -> str | None:
 
 def wanted(spec: TelemetrySpec, environ: Mapping[str, str] = os.environ) -> bool:
     """Whether runs of an agent with this ``telemetry`` export (see the module docstring)."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False  # the operator's switch, over any spec (as for every OpenTelemetry SDK)
     if spec.enabled is not None:
         return spec.enabled
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
     return any(environ.get(name, "").strip() for name in ENDPOINT_VARIABLES)
 
 

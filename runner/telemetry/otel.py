@@ -23,9 +23,11 @@ whose cost is known), ``agentrun.run.tokens`` (counter, ``{token}``) and ``agent
 (counter, ``{run}``) per run, by agent and stop reason.
 
 Providers are made once per process for each (endpoint, service name) and kept: a daemon's
-worker runs many runs. Each run's end flushes them (at most :data:`FLUSH_TIMEOUT_MS`), so a
-CLI run's spans are sent before it exits, and nothing waits at exit; an exporter that cannot reach its collector logs
-the failure (the SDK's logger) and never fails the run.
+worker runs many runs. Each run's end flushes them, so a CLI run's spans are sent before it
+exits, and nothing waits at exit. An export gives up after :data:`EXPORT_TIMEOUT_S`, its
+retries included (or the ``OTEL_EXPORTER_OTLP_TIMEOUT`` variables' time): a collector that
+is down delays a run's end by at most that, once for the spans and once for the metrics.
+The failure is logged (the SDK's logger) and never fails the run.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ log = logging.getLogger(__name__)
 
 #: Longest a run's end waits for its spans and metrics to be exported (milliseconds).
 FLUSH_TIMEOUT_MS = 5000
+#: How long one export may take, its retries included (seconds), unless the standard
+#: ``OTEL_EXPORTER_OTLP_TIMEOUT`` variables say otherwise (the SDK's default is 10 s).
+EXPORT_TIMEOUT_S = 3.0
 #: Metrics are also exported this often (milliseconds) while a process runs many runs.
 METRICS_INTERVAL_MS = 60_000
 #: The stop reasons that are budget stops: an ``agentrun.budget.exhausted`` event.
@@ -110,23 +115,32 @@ class Providers:
         if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             resource = resource.merge(Resource({SERVICE_NAME: "agentrun"}))
         base = endpoint.rstrip("/") if endpoint else None
-        # Without an endpoint the exporters read the OTEL_EXPORTER_OTLP_* variables (and
-        # headers, timeout, compression) themselves, as every OpenTelemetry SDK does.
-        span_exporter = OTLPSpanExporter(endpoint=f"{base}/v1/traces" if base else None)
-        metric_exporter = OTLPMetricExporter(endpoint=f"{base}/v1/metrics" if base else None)
+        self.traces, self.metrics = exported_signals(endpoint, os.environ)
         # Every run's end flushes both (below): nothing is left to send at exit, and a
         # shutdown at exit would only send the cumulative metrics again (or wait out the
         # exporter's retries when the collector is gone).
         self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-        self.tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
-        self.meter_provider = MeterProvider(
-            resource=resource,
-            metric_readers=[
+        readers = []
+        # Without an endpoint the exporters read the OTEL_EXPORTER_OTLP_* variables (and
+        # headers, timeout, compression) themselves, as every OpenTelemetry SDK does.
+        if self.traces:
+            span_exporter = OTLPSpanExporter(
+                endpoint=f"{base}/v1/traces" if base else None,
+                timeout=export_timeout("TRACES", os.environ),
+            )
+            self.tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        if self.metrics:
+            metric_exporter = OTLPMetricExporter(
+                endpoint=f"{base}/v1/metrics" if base else None,
+                timeout=export_timeout("METRICS", os.environ),
+            )
+            readers.append(
                 PeriodicExportingMetricReader(
                     metric_exporter, export_interval_millis=METRICS_INTERVAL_MS
                 )
-            ],
-            shutdown_on_exit=False,
+            )
+        self.meter_provider = MeterProvider(
+            resource=resource, metric_readers=readers, shutdown_on_exit=False
         )
         self.tracer = self.tracer_provider.get_tracer(INSTRUMENTATION, _version())
         meter = self.meter_provider.get_meter(INSTRUMENTATION, _version())
@@ -148,9 +162,53 @@ class Providers:
         self.runs = meter.create_counter("agentrun.runs", unit="{run}", description="Runs ended.")
 
     def flush(self) -> None:
-        """Export what is buffered, waiting at most :data:`FLUSH_TIMEOUT_MS` for each."""
+        """Export what is buffered; each export gives up after its timeout.
+
+        :data:`EXPORT_TIMEOUT_S` (or the ``OTEL_EXPORTER_OTLP_*TIMEOUT`` variables) bounds
+        each export, retries included; :data:`FLUSH_TIMEOUT_MS` bounds the wait for each
+        provider's queue.
+        """
         self.tracer_provider.force_flush(FLUSH_TIMEOUT_MS)
         self.meter_provider.force_flush(FLUSH_TIMEOUT_MS)
+
+
+def exported_signals(endpoint: str | None, environ: Mapping[str, str]) -> tuple[bool, bool]:
+    """Whether traces and metrics are exported: ``(traces, metrics)``.
+
+    ``OTEL_TRACES_EXPORTER=none`` or ``OTEL_METRICS_EXPORTER=none`` turns one off, as the
+    SDK's environment specification says. A signal whose own endpoint variable is set while
+    the other's is not, with no common endpoint (the spec's or
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``), is the only one sent: setting only
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` does not send metrics to the default
+    ``localhost:4318``.
+    """
+
+    def given(name: str) -> bool:
+        return bool(environ.get(name, "").strip())
+
+    common = bool(endpoint) or given("OTEL_EXPORTER_OTLP_ENDPOINT")
+    traces_only = given("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    metrics_only = given("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+    traces = common or traces_only or not metrics_only
+    metrics = common or metrics_only or not traces_only
+
+    def refused(signal: str) -> bool:
+        return environ.get(f"OTEL_{signal}_EXPORTER", "").strip().lower() == "none"
+
+    return traces and not refused("TRACES"), metrics and not refused("METRICS")
+
+
+def export_timeout(signal: str, environ: Mapping[str, str]) -> float | None:
+    """An export's timeout in seconds: :data:`EXPORT_TIMEOUT_S` unless a variable sets one.
+
+    None when ``OTEL_EXPORTER_OTLP_TIMEOUT`` or ``OTEL_EXPORTER_OTLP_{signal}_TIMEOUT`` is
+    set (the exporter reads it). The SDK's own default is 10 s, retries included: a run's
+    end would wait that long for a collector that is down.
+    """
+    names = ("OTEL_EXPORTER_OTLP_TIMEOUT", f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT")
+    if any(environ.get(name, "").strip() for name in names):
+        return None
+    return EXPORT_TIMEOUT_S
 
 
 def providers(spec: TelemetrySpec) -> Providers:
@@ -253,9 +311,9 @@ class RunTracer:
                 "agentrun.decision", event.decision
             )
         elif isinstance(event, ApprovalRequested):
+            # Not its reason: that is the model's own text beside the call.
             self._tool_span(event.call_id, event.tool).add_event(
-                "agentrun.approval.requested",
-                {"agentrun.risk": str(event.risk), "agentrun.reason": event.reason},
+                "agentrun.approval.requested", {"agentrun.risk": str(event.risk)}
             )
         elif isinstance(event, ApprovalDecided):
             self._tool_span(event.call_id, "").add_event(
@@ -366,8 +424,9 @@ class RunTracer:
             }
         )
         if event.status != "ok":
+            # The status word only: the error's text can quote the call's arguments.
             span.set_attribute("error.type", str(event.status))
-            span.set_status(Status(StatusCode.ERROR, event.error or str(event.status)))
+            span.set_status(Status(StatusCode.ERROR, str(event.status)))
         span.end()
         self.state.traceparent = traceparent_of(self.span)
 
@@ -375,9 +434,13 @@ class RunTracer:
         if self.ended:
             return
         self.ended = True
-        for call_id in list(self.tools):  # calls the run ended in (cancelled, paused)
-            self.tools.pop(call_id).end()
         stop = StopReason(event.stop_reason)
+        for call_id in list(self.tools):  # calls the run ended in (paused, cancelled)
+            left = self.tools.pop(call_id)
+            left.set_attributes(
+                {"agentrun.tool.status": "unfinished", "agentrun.stop_reason": str(stop)}
+            )
+            left.end()
         span = self.span
         span.set_attributes(
             {
