@@ -11,6 +11,7 @@ rows read by column name and by position, ``dict(row)``).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 
@@ -59,3 +60,25 @@ class Database(Protocol):
     def rollback(self) -> None:
         """Roll the open transaction back."""
         ...
+
+
+@contextmanager
+def joined_transaction(db: Database, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    """The block in a transaction: its own, or the caller's when one is open already.
+
+    Its own starts with ``begin`` (``BEGIN IMMEDIATE``: the write lock at once, see
+    :class:`Database`), commits when the block ends and rolls back when it raises
+    (any exception, ``KeyboardInterrupt`` included). In a transaction already open the block
+    joins it: the caller commits or rolls back.
+    """
+    own = not db.in_transaction
+    if own:
+        db.execute(begin)
+    try:
+        yield
+    except BaseException:
+        if own:
+            db.rollback()
+        raise
+    if own:
+        db.commit()

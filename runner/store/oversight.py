@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from ..events import CheckRan, GuardDecided, QuestionAnswered, QuestionAsked
 from . import event_log
-from .database import Database
+from .database import Database, joined_transaction
 from .rows import CheckRunRow, EscalationRow, GrantRow, GuardDecisionRow, QuestionRow
 from .schedule import now_iso
 
@@ -139,10 +139,7 @@ class OversightRecords:
         self, run_id: str, call_id: str, answer: str, by: str, record_unasked: bool
     ) -> bool:
         now = now_iso()
-        own = not self.db.in_transaction
-        if own:
-            self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with joined_transaction(self.db):
             cursor = self.db.execute(
                 """UPDATE questions SET status = 'answered', answer = ?, answered_by = ?,
                    answered_at = ? WHERE run_id = ? AND call_id = ? AND status = 'waiting'""",
@@ -160,12 +157,6 @@ class OversightRecords:
             if done:
                 data = {"call_id": call_id, "by": by}
                 event_log.append(self.db, run_id, "question_answered", data, now)
-        except BaseException:
-            if own:
-                self.db.rollback()
-            raise
-        if own:
-            self.db.commit()
         return done
 
     def expire_questions(self, now: str | None = None) -> list[QuestionRow]:
@@ -175,10 +166,7 @@ class OversightRecords:
         open (a decision link's use: :meth:`use_decision_link`) it joins it.
         """
         moment = now or now_iso()
-        own = not self.db.in_transaction
-        if own:
-            self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with joined_transaction(self.db):
             rows = self.db.execute(
                 """UPDATE questions SET status = 'timed_out', answered_at = ?
                    WHERE status = 'waiting' AND expires_at IS NOT NULL AND expires_at <= ?
@@ -188,12 +176,6 @@ class OversightRecords:
             for row in rows:
                 data = {"call_id": row["call_id"]}
                 event_log.append(self.db, row["run_id"], "question_timed_out", data, moment)
-        except BaseException:
-            if own:
-                self.db.rollback()
-            raise
-        if own:
-            self.db.commit()
         return [_question_row(r) for r in rows]
 
     def _time_out_questions(self, run_id: str) -> None:

@@ -45,7 +45,7 @@ from ..events import (
 from ..processes import process_alive
 from ..spec import Risk
 from . import event_log, lineage
-from .database import Database
+from .database import Database, joined_transaction
 from .interface import HEARTBEAT_STALE_S, ResumeClaimed, RunAlreadyRecorded, RunStore
 from .leases import StoreLeases
 from .notifications import NotificationRecords
@@ -523,10 +523,7 @@ class SQLRunStore(
         if call_id is not None:
             query += " AND call_id = ?"
             params.append(call_id)
-        own = not self.db.in_transaction
-        if own:
-            self.db.execute("BEGIN")
-        try:
+        with joined_transaction(self.db, "BEGIN"):
             calls = [row[0] for row in self.db.execute(query + " RETURNING call_id", params)]
             decided = len(calls)
             if decided == 0 and call_id is not None and record_unasked:
@@ -540,12 +537,6 @@ class SQLRunStore(
             for decided_call in calls:
                 data = {"call_id": decided_call, "approved": approved, "reason": reason, "by": by}
                 event_log.append(self.db, run_id, "approval_decided", data, now)
-        except BaseException:
-            if own:
-                self.db.rollback()
-            raise
-        if own:
-            self.db.commit()
         return decided
 
     # -- the run event log ------------------------------------------------------------------
@@ -673,10 +664,7 @@ class SQLRunStore(
         One transaction under the store's write lock (``BEGIN IMMEDIATE``), so no entry is
         chained between the head read and its signature.
         """
-        own = not self.db.in_transaction
-        if own:
-            self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with joined_transaction(self.db):
             ended = self.db.execute(
                 """UPDATE runs SET status = ?, stop_reason = ?, message = ?
                    WHERE id = ? AND status = 'running'""",
@@ -684,12 +672,6 @@ class SQLRunStore(
             ).rowcount
             if ended:
                 lineage.sign_ended(self.db, run_id)
-        except BaseException:
-            if own:
-                self.db.rollback()
-            raise
-        if own:
-            self.db.commit()
 
 
 def _approval_row(row: Any) -> ApprovalRow:
