@@ -570,3 +570,26 @@ def test_explain_says_whether_telemetry_is_on_and_where_it_goes(
     refused = spec_with(tmp_path, "telemetry: false\n")
     code, out, _ = invoke(["explain", str(refused.path)], capsys)
     assert "telemetry: off (telemetry: false)" in out
+
+
+def test_agentrun_run_continues_the_trace_in_traceparent(
+    tmp_path: Path,
+    receiver: OtlpReceiver,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``agentrun run`` over real HTTP (the fake provider, through litellm), a CI job's span."""
+    from runner.testing import FakeOpenAIServer
+    from tests.helpers import invoke
+    from tests.test_cli import fake_spec
+
+    monkeypatch.setenv("FAKE_API_KEY", "sk-test-not-a-real-key")
+    monkeypatch.setenv("AGENTRUN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TRACEPARENT", "00-11111111111111111111111111111111-2222222222222222-01")
+    with FakeOpenAIServer([call("read_file", {"path": "data/a.txt"}), text("alpha")]) as server:
+        spec = fake_spec(tmp_path, server.api_base, f"telemetry: {{endpoint: {receiver.url}}}\n")
+        code, _, err = invoke(["run", str(spec), "--json"], capsys)
+    assert code == 0, err
+    [root] = receiver.named("invoke_agent")
+    assert (root.trace_id, root.parent_span_id) == ("1" * 32, "2" * 16)
+    assert len(receiver.named("chat ")) == 2 and len(receiver.named("execute_tool")) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -69,7 +70,8 @@ def run(
     says how the run ended (see the README's table). A call that needs approval is asked at
     the terminal when a person is attached; otherwise the spec's `unattended` decides.
     `--record FILE` keeps the model's traffic in a cassette that `--replay FILE` plays back
-    (docs/concepts/testing.md, "Record and replay").
+    (docs/concepts/testing.md, "Record and replay"). With telemetry on, a W3C trace context
+    in the TRACEPARENT variable makes the run's trace a child of that span (docs/telemetry.md).
     """
     from ..compiler import compile_agent, parse_input_flags
     from ..spec import load_spec
@@ -163,6 +165,9 @@ def _execute(
                 run_id=run_id,
                 resume=resume,
                 cancel_on=CANCEL_SIGNALS,
+                # A CI job or a script that traces itself hands its span down the way
+                # process environments carry trace context (OpenTelemetry's TRACEPARENT).
+                traceparent=os.environ.get("TRACEPARENT"),
             )
         )
     except KeyboardInterrupt:  # before the run started or after it ended
