@@ -517,6 +517,7 @@ def test_a_webhook_s_traceparent_is_the_parent_of_the_run_it_starts(
         telemetry: {{endpoint: {receiver.url}}}
         triggers:
           - webhook: {{secret_env: WEBHOOK_SECRET, inputs: {{title: issue.title}}}}
+          - manual: true
         """,
         name="labeller.yaml",
     )
@@ -538,17 +539,38 @@ def test_a_webhook_s_traceparent_is_the_parent_of_the_run_it_starts(
         assert answer.status_code == 202, answer.text
         run_id = answer.json()["run_id"]
         [root] = wait_for(lambda: receiver.named("invoke_agent"), "the run's span")
+        # The API's start takes the header too.
+        token = (home / "console.token").read_text().strip()
+        caller = "00-5bf92f3577b34da6a3ce929d0e0e4737-10f067aa0ba902b8-01"
+        started = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/agents/labeller/runs",
+            json={"inputs": {"title": "From the API"}},
+            headers={"Authorization": f"Bearer {token}", "traceparent": caller},
+            timeout=60,
+        )
+        assert started.status_code in (200, 202), started.text
+        api_run = started.json()["run_id"]
+        spans = wait_for(lambda: len(receiver.named("invoke_agent")) == 2, "the API run's span")
+        assert spans
+        [api_root] = [
+            s for s in receiver.named("invoke_agent") if s.attributes["agentrun.run.id"] == api_run
+        ]
     finally:
         daemon.stop()
         daemon.log.close()
+    assert (api_root.trace_id, api_root.parent_span_id) == (
+        "5bf92f3577b34da6a3ce929d0e0e4737",
+        "10f067aa0ba902b8",
+    )
+    assert api_root.attributes["agentrun.trigger"] == "manual"
     assert root.attributes["agentrun.run.id"] == run_id
     assert root.attributes["agentrun.trigger"] == "webhook"
     assert (root.trace_id, root.parent_span_id) == (
         "4bf92f3577b34da6a3ce929d0e0e4736",
         "00f067aa0ba902b7",
     )
-    [chat] = receiver.named("chat ")
-    assert (chat.trace_id, chat.parent_span_id) == (root.trace_id, root.span_id)
+    [chat] = [c for c in receiver.named("chat ") if c.trace_id == root.trace_id]
+    assert chat.parent_span_id == root.span_id
 
 
 def test_explain_says_whether_telemetry_is_on_and_where_it_goes(

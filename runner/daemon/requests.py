@@ -122,8 +122,16 @@ class DaemonRequests:
             )
         return answer
 
-    def fire_manual(self, agent: str, inputs: dict[str, Any], key: str | None) -> dict[str, Any]:
+    def fire_manual(
+        self,
+        agent: str,
+        inputs: dict[str, Any],
+        key: str | None,
+        traceparent: str | None = None,
+    ) -> dict[str, Any]:
         """Fire ``agent``'s manual trigger with ``inputs`` (:meth:`trigger`), for the API.
+
+        ``traceparent`` (a request's W3C trace context) becomes the run's trace parent.
 
         Raises:
             Refused: 404 no such agent, 409 no manual trigger, 422 bad inputs, 503 stopping.
@@ -139,7 +147,9 @@ class DaemonRequests:
         if self.stopping:
             raise Refused(503, "the daemon is stopping")
         try:
-            answer = self.trigger({"agent": agent, "inputs": inputs, "key": key})
+            answer = self.trigger(
+                {"agent": agent, "inputs": inputs, "key": key, "traceparent": traceparent}
+            )
         except UsageError as error:
             raise Refused(422, str(error)) from None
         self.wake_up()
@@ -188,7 +198,7 @@ class DaemonRequests:
         return {"stopping": True, "running": sorted(self.executor.running)}
 
     def trigger(self, request: dict[str, Any]) -> dict[str, Any]:
-        """``{"op": "trigger", "agent", "inputs", "key"}``: a manual fire.
+        """``{"op": "trigger", "agent", "inputs", "key", "traceparent"}``: a manual fire.
 
         A key seen before returns the run it started (``duplicate``: true).
 
@@ -197,6 +207,7 @@ class DaemonRequests:
         """
         from ..compiler import coerce_inputs
         from ..store import new_run_id
+        from ..telemetry import parse_traceparent
 
         name = str(request.get("agent"))
         agent = self.agents.get(name)
@@ -214,7 +225,15 @@ class DaemonRequests:
             if seen is not None:
                 return {"run_id": seen.run_id, "outcome": seen.outcome, "duplicate": True}
         inputs = coerce_inputs(agent.spec, request.get("inputs") or {})
-        fire = Fire(name, TriggerKind.MANUAL, manual[0].index, new_run_id(), inputs, key=key)
+        fire = Fire(
+            name,
+            TriggerKind.MANUAL,
+            manual[0].index,
+            new_run_id(),
+            inputs,
+            key=key,
+            traceparent=parse_traceparent(request.get("traceparent")),
+        )
         outcome = self.fire(fire)
         if outcome is FireOutcome.DUPLICATE and key:
             # Another daemon sharing the store recorded the key in between: its run.

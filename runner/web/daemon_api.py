@@ -12,7 +12,7 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -198,15 +198,20 @@ async def list_agents(operations: Operations) -> dict[str, Any]:
     summary="Start a run",
 )
 async def start_run(
-    operations: Operations, state: State, name: str, body: StartIn
+    operations: Operations,
+    state: State,
+    name: str,
+    body: StartIn,
+    traceparent: Annotated[str | None, Header()] = None,
 ) -> JSONResponse | dict[str, Any]:
     """Fire the agent's manual trigger (`agentrun trigger NAME --input ... --key ...`).
 
     Under its concurrency policy; with `wait`, the answer holds the run's result if it ends
-    in time (200), else it is 202 with the run's id.
+    in time (200), else it is 202 with the run's id. A W3C `traceparent` header makes the
+    run's trace (when its telemetry is on) a child of the caller's span.
     """
     try:
-        fired = operations.fire_manual(name, body.inputs, body.idempotency_key)
+        fired = operations.fire_manual(name, body.inputs, body.idempotency_key, traceparent)
     except Refused as refused:
         raise _refused(refused) from None
     run_id = str(fired["run_id"])

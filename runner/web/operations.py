@@ -41,8 +41,17 @@ class DaemonOperations(Protocol):
         """What ``agentrun daemon status`` shows, and the latest notices (``DaemonOut``)."""
         ...
 
-    def fire_manual(self, agent: str, inputs: dict[str, Any], key: str | None) -> dict[str, Any]:
+    def fire_manual(
+        self,
+        agent: str,
+        inputs: dict[str, Any],
+        key: str | None,
+        traceparent: str | None = None,
+    ) -> dict[str, Any]:
         """Fire the agent's manual trigger: ``{"run_id", "outcome", "duplicate"}``.
+
+        ``traceparent``: the W3C trace context the request carried, the run's trace parent
+        when its telemetry is on (checked: an invalid one is ignored).
 
         Raises:
             Refused: 404 no such agent, 409 no manual trigger, 422 bad inputs, 503 stopping.
