@@ -233,6 +233,12 @@ class ToolCaller:
             decision = Decision.ASK  # it may have partly happened: only a person may rerun it
         else:
             in_flight_since = None
+        if decision is Decision.ASK:
+            # A call its tool would refuse (a path outside its roots, a command or host not
+            # on its list) cannot run even if approved: nobody is asked, no guard reviews it.
+            why = tool.refusal(arguments)
+            if why is not None:
+                return outcome("ask", ToolCallStatus.REFUSED, f"error: {why}", why)
         guard_note = ""
         if journal is None and decision in (Decision.ALLOW, Decision.ASK):
             decision, guard_note, refused = await self._guard(outcome, tool, arguments, decision)

@@ -344,3 +344,65 @@ def test_terminal_approve_for_the_rest_of_the_run(tmp_path: Path, env: dict[str,
     assert (tmp_path / "out" / "one.md").read_text() == "1"
     assert (tmp_path / "out" / "two.md").read_text() == "2"
     assert len(server.requests) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# a call its tool would refuse is never put to a person
+
+
+class Recording:
+    """An approver that approves everything and remembers what it was asked."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def request(self, request: Any) -> Any:
+        from runner.policy import Approval
+
+        self.asked.append(request.arguments.get("path", ""))
+        return Approval(True, "fine")
+
+    async def answer(self, question: Any) -> str:
+        return ""
+
+
+def test_a_call_its_tool_would_refuse_is_not_put_to_a_person(tmp_path: Path) -> None:
+    """write_file outside its paths asks nobody: approved, it would still be refused."""
+    (tmp_path / "out").mkdir()
+    spec = load_spec(
+        write_spec(
+            tmp_path,
+            """
+            version: 1
+            name: writer
+            model: openai/scripted
+            goal: Write a note.
+            autonomy: approve-writes
+            tools:
+              write_file: {paths: [out]}
+            """,
+        )
+    )
+    model = ScriptedModel(
+        [
+            call("write_file", {"path": "../elsewhere.md", "content": "x"}),
+            call("write_file", {"path": "out/note.md", "content": "x"}),
+            text("done"),
+        ]
+    )
+    approver = Recording()
+    store = RunStore(tmp_path / "runs.db")
+    run = Run(compile_agent(spec), model, [store.record], approver=approver)
+    finished = asyncio.run(run.execute())
+    assert finished.stop_reason is StopReason.COMPLETED
+    assert approver.asked == ["out/note.md"]  # only the call that could run
+    outside, inside = store.tool_calls(finished.run_id)
+    assert (outside["decision"], outside["status"]) == ("ask", "refused")
+    assert (
+        outside["result"] == "error: path '../elsewhere.md' contains '..'; name paths inside 'out'"
+    )
+    assert (inside["decision"], inside["status"]) == ("ask", "ok")
+    assert not (tmp_path.parent / "elsewhere.md").exists()
+    assert finished.tool_calls == 1  # the refused call was not charged to the budget

@@ -411,9 +411,10 @@ def test_release_notes_runs(tmp_path: Path) -> None:
     assert shell.check("git log --no-merges --format=%s v0.1.0..HEAD")
     assert "Stream CSV exports" in log["result"] and "Release 0.1.0" not in log["result"]
     assert tags["decision"] == "allow" and "v0.1.0" in tags["result"]
-    # high risk, no rule allows it, nobody attached, unattended: deny
+    # high risk, no rule allows it: it would ask, but its command is not on the shell
+    # tool's list, so nobody is asked and the model hears why
     assert diff["decision"] == "ask" and diff["status"] == "refused"
-    assert "nobody is attached" in diff["result"]
+    assert "is not allowed; allowed commands:" in diff["result"]
     assert read["status"] == edit["status"] == "ok" and edit["decision"] == "allow"
     changelog = (repo / "CHANGELOG.md").read_text()
     assert changelog.startswith("# Changelog\n\n## 0.2.0\n") and "## 0.1.0" in changelog
