@@ -190,14 +190,9 @@ def runs_export(run_id: str) -> None:
         raise UsageError(
             f"no run with id {run_id!r} (or the prefix is ambiguous); see `agentrun runs`"
         )
-    from ..store.lineage import export_records, read_chains
-
     try:
-        for event in store.export(row.id):
-            click.echo(json.dumps(event, ensure_ascii=False))
-        for chain in read_chains(_database(store), [row.id]):
-            for record in export_records(chain):
-                click.echo(json.dumps(record, ensure_ascii=False))
+        for record in store.export_with_chain(row.id):
+            click.echo(json.dumps(record, ensure_ascii=False))
     finally:
         store.close()
 

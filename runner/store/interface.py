@@ -311,6 +311,17 @@ class RunStore(ABC):
         """One run as a list of events, in order (the JSONL export format)."""
 
     @abstractmethod
+    def export_with_chain(self, run_id: str) -> list[dict[str, Any]]:
+        """:meth:`export`'s events, then the run's hash chain (entries, then its head).
+
+        The ``log_entry`` lines and the ``log_head`` line: what ``agentrun runs export``
+        prints and ``agentrun runs verify --file`` checks (``docs/audit.md``).
+
+        Raises:
+            StoreError: the store predates lineage (its migration not applied).
+        """
+
+    @abstractmethod
     def model_calls(self, run_id: str) -> list[ModelCallRow]:
         """The model calls of a run, in step order."""
 

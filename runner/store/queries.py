@@ -97,6 +97,13 @@ class RunQueries:
             return []
         return export_events(self._run_row(row), self.model_calls(run_id), self.tool_calls(run_id))
 
+    def export_with_chain(self, run_id: str) -> list[dict[str, Any]]:
+        """:meth:`export`, then the run's chain (:func:`runner.store.lineage.export_records`)."""
+        from .lineage import export_records, read_chains
+
+        chained = [r for c in read_chains(self.db, [run_id]) for r in export_records(c)]
+        return [*self.export(run_id), *chained]
+
     def run(self, run_id: str) -> RunRow | None:
         """One run by id, or by a unique prefix of its id (None when none or several)."""
         rows = self.runs_by_prefix(run_id, limit=2)

@@ -23,7 +23,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 
 from ..decisions import DecisionRefused, Refusal, decide, find_run
-from ..errors import StopReason, StoreError
+from ..errors import StopReason
 from ..store import ApprovalRow, RunRow, RunStore
 from .auth import Principal
 from .feed import EventFeed
@@ -353,37 +353,27 @@ def run_events(state: State, run_id: str) -> list[dict[str, Any]]:
     response_class=Response,
     responses={
         **NOT_FOUND,
-        200: {"content": {"application/x-ndjson": {}}, "description": "One event a line."},
+        200: {
+            "content": {"application/x-ndjson": {}},
+            "description": "One event a line, then the run's hash chain (log_entry, log_head).",
+        },
     },
     summary="A run as JSONL",
 )
 def run_export(state: State, run_id: str) -> Response:
-    """The run as `agentrun runs export` prints it: one JSON event a line."""
+    """The run as `agentrun runs export` prints it: one JSON event a line, then its hash chain.
+
+    The `log_entry` lines and the `log_head` line, so `agentrun runs verify --file` checks
+    a download on another machine.
+    """
     row = _run(state, run_id)
-    records = state.read(lambda store: [*store.export(row.id), *_lineage_records(store, row.id)])
+    records = state.read(lambda store: store.export_with_chain(row.id))
     body = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     return Response(
         body,
         media_type="application/x-ndjson",
         headers={"Content-Disposition": f'attachment; filename="{row.id}.jsonl"'},
     )
-
-
-def _lineage_records(store: RunStore, run_id: str) -> list[dict[str, Any]]:
-    """The run's hash chain as the export's ``log_entry`` lines, then its ``log_head``.
-
-    The same lines, in the same order, as ``agentrun runs export`` prints after the events,
-    so ``agentrun runs verify --file`` accepts the download (``docs/audit.md``).
-
-    Raises:
-        StoreError: the store predates lineage (migration 0012 not applied).
-    """
-    from ..store.lineage import export_records, read_chains
-    from ..store.recording import SQLRunStore
-
-    if not isinstance(store, SQLRunStore):  # pragma: no cover - every backend is SQL
-        raise StoreError(f"the run store {type(store).__name__} keeps no hash chain")
-    return [record for chain in read_chains(store.db, [run_id]) for record in export_records(chain)]
 
 
 LastEventId = Annotated[
