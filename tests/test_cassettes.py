@@ -23,13 +23,11 @@ from runner.compiler import compile_agent
 from runner.errors import StopReason
 from runner.loop import run_agent
 from runner.models import ModelReply
-from runner.models.cassette import (
+from runner.models.cassette import RecordingModel, ReplayModel, first_difference
+from runner.models.cassette_file import (
     WORKDIR_MARK,
     CassetteDiverged,
     CassetteInvalid,
-    RecordingModel,
-    ReplayModel,
-    first_difference,
     load_cassette,
 )
 from runner.redact import Redactor, secret_variables

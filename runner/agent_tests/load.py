@@ -238,7 +238,7 @@ def _semantic_problems(
 
 def _cassette_problem(path: Path) -> str:
     """What is wrong with the cassette at ``path``, or ``""`` when it loads."""
-    from ..models.cassette import CassetteInvalid, load_cassette
+    from ..models.cassette_file import CassetteInvalid, load_cassette
 
     try:
         load_cassette(path)

@@ -214,7 +214,7 @@ def runs_replay(run_id: str, output: Path | None) -> None:
     cassette compares the conversation only.
     """
     from ..models import ModelReply, ToolCallRequest, Usage
-    from ..models.cassette import cassette_from_run
+    from ..models.cassette_file import cassette_from_run
     from ..store import RunStore
 
     store = RunStore.default()

@@ -18,7 +18,8 @@ the output bound and prices for budget estimates) have defaults in the protocol.
 - :mod:`runner.models.server`: the loopback OpenAI-compatible server the local model and
   the test suite's fake provider share;
 - :mod:`runner.models.cassette`: record a model's traffic to a YAML cassette, and replay
-  one with no network, failing at the first request that differs (``--record``/``--replay``).
+  one with no network, failing at the first request that differs (``--record``/``--replay``);
+  :mod:`runner.models.cassette_file`: the cassette file's data, YAML and checked reading.
 
 Prices come from :mod:`runner.spec.prices` (litellm's bundled table, read without litellm).
 """
