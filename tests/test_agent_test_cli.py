@@ -358,32 +358,15 @@ def test_repeat_against_the_real_local_model_reports_a_pass_rate(tmp_path: Path)
     In a process of its own: the local model's server lives as long as its process.
     """
     import os
-    import subprocess
-    import sys
+
+    from tests.helpers import run_cli
 
     pytest.importorskip("cyllama", reason="needs the [local] extra")
     junit = tmp_path / "live.xml"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runner",
-            "test",
-            str(AGENTS / "tests" / "hello.yaml"),
-            "-k",
-            "names the project",
-            "--live",
-            "--repeat",
-            "3",
-            "--junit-xml",
-            str(junit),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-        env={**os.environ, "AGENTRUN_HOME": str(tmp_path / "home")},
-        cwd=ROOT,
+    args = [str(AGENTS / "tests" / "hello.yaml"), "-k", "names the project", "--live"]
+    done = run_cli(
+        ["test", *args, "--repeat", "3", "--junit-xml", str(junit)],
+        {**os.environ, "AGENTRUN_HOME": str(tmp_path / "home")},
     )
     rate = [line for line in done.stdout.splitlines() if "names the project: " in line]
     assert len(rate) == 1, done.stdout + done.stderr

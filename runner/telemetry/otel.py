@@ -32,6 +32,7 @@ The failure is logged (the SDK's logger) and never fails the run.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -93,6 +94,7 @@ INSTRUMENTATION = "agentrun"
 _providers: dict[tuple[Any, ...], Providers] = {}
 
 
+@functools.cache
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
